@@ -1,0 +1,34 @@
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from accounts.models import Tenant
+from accounts.services import api_key_issue
+from gateway import cli
+
+
+class Command(BaseCommand):
+    help = "Issue a virtual key for a tenant. The key is printed once, alone on the last line."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("slug", help="The tenant's slug.")
+        parser.add_argument("--name", default="")
+        parser.add_argument("--models", default="", help="Comma-separated model names or patterns (openai/*).")
+        parser.add_argument("--tags", default="", help="Comma-separated labels for cost attribution.")
+        parser.add_argument("--expires-in", type=cli.duration, default=None, help="For example 30d, 12h.")
+
+    def handle(self, *args: Any, slug: str, **options: Any) -> None:
+        tenant = Tenant.objects.filter(slug=slug).first()
+        if tenant is None:
+            raise CommandError(f"no tenant {slug!r}; create it with: manage.py tenant_create {slug}")
+        expires_in = options["expires_in"]
+        plaintext, api_key = api_key_issue(
+            tenant=tenant,
+            name=options["name"],
+            allowed_models=cli.names(options["models"]),
+            tags=cli.names(options["tags"]),
+            expires_at=timezone.now() + expires_in if expires_in else None,
+        )
+        self.stderr.write(f"issued key {api_key.prefix}… for tenant {tenant.slug}; it is shown only now:")
+        self.stdout.write(plaintext)

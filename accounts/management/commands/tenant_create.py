@@ -1,0 +1,20 @@
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from accounts.models import Tenant
+from accounts.services import tenant_create
+
+
+class Command(BaseCommand):
+    help = "Create a tenant."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("slug")
+        parser.add_argument("--name", default="")
+
+    def handle(self, *args: Any, slug: str, name: str, **options: Any) -> None:
+        if Tenant.objects.filter(slug=slug).exists():
+            raise CommandError(f"tenant {slug!r} already exists")
+        tenant = tenant_create(slug=slug, name=name)
+        self.stdout.write(f"created tenant {tenant.slug}")

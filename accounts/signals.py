@@ -1,0 +1,34 @@
+"""Tell every process when something the request path caches has changed."""
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Model
+from django.db.models.signals import post_delete, post_save
+
+from accounts import snapshots
+from accounts.models import ApiKey, ConfigVersion, Tenant
+
+
+def config_version_bump() -> None:
+    """Bump the shared counter (other processes) and drop local snapshots now."""
+    if not ConfigVersion.objects.filter(pk=1).update(version=F("version") + 1):
+        ConfigVersion.objects.get_or_create(pk=1, defaults={"version": 1})
+    transaction.on_commit(snapshots.invalidate_all)
+
+
+def _changed(sender: type[Model], **kwargs: Any) -> None:
+    if kwargs.get("raw"):  # loaddata
+        return
+    config_version_bump()
+
+
+def watch(*models: type[Model]) -> None:
+    """Invalidate snapshots whenever a row of these models is saved or deleted."""
+    for model in models:
+        uid = f"config-version-{model._meta.label}"
+        post_save.connect(_changed, sender=model, dispatch_uid=uid + "-save")
+        post_delete.connect(_changed, sender=model, dispatch_uid=uid + "-delete")
+
+
+watch(Tenant, ApiKey)

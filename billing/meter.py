@@ -1,0 +1,209 @@
+"""The usage meter: requests push events, a background writer stores batches.
+
+`push()` is a synchronous, non-blocking append, safe to call from a
+`finally` block that a second cancellation cannot interrupt. A writer task
+on the server's event loop drains the queue every BILLING_METER_FLUSH_SECONDS
+(or as soon as BILLING_METER_BATCH_SIZE events wait) with one `bulk_create`
+per batch, off the request path.
+
+Nothing is dropped: a failed write puts the batch back and is retried; at
+shutdown, whatever the database will not take is appended to a JSON Lines
+spool that `usage_spool_replay` loads later. `request_id` is unique and
+writes ignore conflicts, so a replayed or retried batch never counts twice.
+"""
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+import orjson
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from proxy.context import Usage, UsageEvent
+
+log = logging.getLogger(__name__)
+
+
+class InFlight(Protocol):
+    """A request whose usage is not known yet (an open stream)."""
+
+    def abandon(self) -> None:
+        """Record the usage observed so far; the request will not finish."""
+
+
+class UsageMeter:
+    def __init__(self) -> None:
+        self._queue: deque[UsageEvent] = deque()
+        self._inflight: set[InFlight] = set()
+        self._wakeup: asyncio.Event | None = None
+        self._write_lock = threading.Lock()
+
+    # --- request side -------------------------------------------------------
+    def push(self, event: UsageEvent) -> None:
+        self._queue.append(event)
+        if self._wakeup is not None and len(self._queue) >= settings.BILLING_METER_BATCH_SIZE:
+            self._wakeup.set()
+
+    def track(self, request: InFlight) -> None:
+        self._inflight.add(request)
+
+    def untrack(self, request: InFlight) -> None:
+        self._inflight.discard(request)
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    # --- writer side ----------------------------------------------------------
+    async def run(self) -> None:
+        """Flush forever; started once per event loop by gateway.lifecycle."""
+        self._wakeup = asyncio.Event()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), settings.BILLING_METER_FLUSH_SECONDS)
+            self._wakeup.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.warning("usage flush failed; %d events kept for the next try", self.pending, exc_info=True)
+                await asyncio.sleep(settings.BILLING_METER_FLUSH_SECONDS)
+
+    async def flush(self) -> int:
+        return await sync_to_async(self.flush_sync, thread_sensitive=False)()
+
+    def flush_sync(self) -> int:
+        """Write everything queued; on failure the events stay queued."""
+        written = 0
+        with self._write_lock:  # one writer at a time keeps batches in order
+            while self._queue:
+                batch = self._take(settings.BILLING_METER_BATCH_SIZE)
+                try:
+                    usage_events_store(batch)
+                except BaseException:
+                    self._queue.extendleft(reversed(batch))
+                    raise
+                written += len(batch)
+        return written
+
+    def _take(self, limit: int) -> list[UsageEvent]:
+        batch: list[UsageEvent] = []
+        while self._queue and len(batch) < limit:
+            batch.append(self._queue.popleft())
+        return batch
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Shutdown: let open streams finish, record the rest, store it all."""
+        deadline = time.monotonic() + grace_seconds
+        while self._inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for request in list(self._inflight):
+            request.abandon()
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("usage flush failed at shutdown; spooling %d events to disk", self.pending)
+            self.spool()
+
+    def spool(self) -> Path | None:
+        """Append every queued event to a JSON Lines file for a later replay."""
+        batch = self._take(len(self._queue))
+        if not batch:
+            return None
+        folder = Path(settings.BILLING_SPOOL_DIR)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"usage-{os.getpid()}-{uuid.uuid4().hex}.jsonl"
+        with path.open("ab") as f:
+            for event in batch:
+                f.write(orjson.dumps(dataclasses.asdict(event)) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return path
+
+
+def usage_events_store(events: Iterable[UsageEvent]) -> None:
+    """One batch: one INSERT, idempotent on request_id."""
+    from django.db import close_old_connections, connection, transaction
+
+    from billing.models import UsageRecord
+
+    rows = [
+        UsageRecord(
+            request_id=e.request_id,
+            created_at=e.created_at,
+            tenant_id=e.tenant_id,
+            api_key_id=e.key_id,
+            endpoint=e.endpoint,
+            public_model=e.public_model,
+            upstream_model=e.upstream_model,
+            provider=e.provider,
+            status_code=e.status_code,
+            error_code=e.error_code,
+            stream=e.stream,
+            client_disconnected=e.client_disconnected,
+            usage_estimated=e.usage_estimated,
+            input_tokens=e.usage.input_tokens,
+            cached_input_tokens=e.usage.cached_input_tokens,
+            output_tokens=e.usage.output_tokens,
+            reasoning_tokens=e.usage.reasoning_tokens,
+            cost_nanos=e.cost_nanos,
+            latency_ms=e.latency_ms,
+            ttft_ms=e.ttft_ms,
+        )
+        for e in events
+    ]
+    try:
+        with transaction.atomic():
+            UsageRecord.objects.bulk_create(rows, ignore_conflicts=True)
+    finally:
+        if not connection.in_atomic_block:
+            close_old_connections()
+            connection.close()
+
+
+def usage_event_from_json(line: bytes) -> UsageEvent:
+    data = orjson.loads(line)
+    data["usage"] = Usage(**data["usage"])
+    data["created_at"] = dt.datetime.fromisoformat(data["created_at"])
+    return UsageEvent(**data)
+
+
+meter = UsageMeter()
+
+
+def usage_spool_replay(folder: Path | None = None) -> int:
+    """Store the events a shutdown could not write; returns how many.
+
+    A file is claimed by renaming it first, so two workers never replay the
+    same file; the unique request_id makes even that harmless.
+    """
+    folder = Path(folder or settings.BILLING_SPOOL_DIR)
+    if not folder.is_dir():
+        return 0
+    stored = 0
+    for path in sorted(folder.glob("usage-*.jsonl")):
+        claimed = path.with_suffix(".replaying")
+        try:
+            path.rename(claimed)
+        except FileNotFoundError:
+            continue  # another worker took it
+        events = [usage_event_from_json(line) for line in claimed.read_bytes().splitlines() if line.strip()]
+        for start in range(0, len(events), settings.BILLING_METER_BATCH_SIZE):
+            usage_events_store(events[start : start + settings.BILLING_METER_BATCH_SIZE])
+        claimed.unlink()
+        stored += len(events)
+    return stored

@@ -1,0 +1,40 @@
+"""ASGI entry point: `daphne gateway.asgi:application` serves everything.
+
+HTTP is split in two Django handlers that share one URLconf:
+
+* `/v1/...`, `/healthz`, `/readyz` go to a handler built with
+  `settings.API_MIDDLEWARE` (empty by default), behind a body-size guard that
+  answers 413 in the API's own error format before Django spools the body;
+* everything else (admin, static) gets the full `settings.MIDDLEWARE`.
+"""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+# Initialise Django before importing anything that touches models.
+admin_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+from gateway import lifecycle  # noqa: E402
+from gateway.handlers import build_api_app, split_by_path  # noqa: E402
+
+if settings.GATEWAY_SERVE_STATIC:
+    # The admin's CSS and JS, for the embedded run; behind a web server in
+    # production, set GATEWAY_SERVE_STATIC=0 and serve `collectstatic` output.
+    admin_app = ASGIStaticFilesHandler(admin_app)
+
+application = ProtocolTypeRouter(
+    {
+        "http": split_by_path(api_app=build_api_app(), admin_app=admin_app),
+        # uvicorn and granian send lifespan; daphne never does (see lifecycle).
+        "lifespan": lifecycle.LifespanApp(),
+    }
+)
+
+lifecycle.install_daphne_shutdown_trigger()

@@ -1,0 +1,34 @@
+"""Argument types shared by the management commands."""
+
+import datetime as dt
+import re
+from decimal import Decimal, InvalidOperation
+
+from django.core.management.base import CommandError
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration(text: str) -> dt.timedelta:
+    """`90s`, `15m`, `12h`, `30d`, `2w`."""
+    match = _DURATION.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise CommandError(f"invalid duration {text!r}: use a positive number with s, m, h, d or w, like 30d")
+    return dt.timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def usd(text: str | int | float | Decimal) -> Decimal:
+    """A non-negative USD amount, exactly as written (never through float)."""
+    try:
+        value = Decimal(str(text).strip())
+    except InvalidOperation:
+        raise CommandError(f"invalid amount {text!r}: expected a number of USD such as 0.15") from None
+    if not value.is_finite() or value < 0:
+        raise CommandError(f"invalid amount {text!r}: must be a finite number >= 0")
+    return value
+
+
+def names(text: str | None) -> list[str]:
+    """`a,b, c` -> ['a', 'b', 'c']."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]

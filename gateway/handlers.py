@@ -1,0 +1,108 @@
+"""The two HTTP handlers behind gateway.asgi and the router between them."""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+
+from proxy.errors import ApiFormat, error_body
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ApiHandler(ASGIHandler):
+    """Django's ASGI handler with the API's own (short) middleware list."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        full = settings.MIDDLEWARE
+        settings.MIDDLEWARE = settings.API_MIDDLEWARE
+        try:
+            super().load_middleware(is_async=is_async)
+        finally:
+            settings.MIDDLEWARE = full
+
+
+async def _send_json_error(send: Send, scope: Scope, status: int, code: str, message: str) -> None:
+    fmt = ApiFormat.for_path(scope["path"])
+    body = error_body(fmt, status=status, code=code, message=message)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def body_limit_guard(app: ASGIApp) -> ASGIApp:
+    """Read the body with a hard limit before Django does.
+
+    Django would spool any size to disk first and then answer a plain-text
+    413; clients of an LLM API expect the error in the API's own envelope.
+    """
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        limit = settings.PROXY_MAX_BODY_BYTES
+        declared = _content_length(scope)
+        if declared == -1:
+            return await _send_json_error(send, scope, 400, "invalid_request", "Invalid Content-Length header.")
+        too_big = f"Request body is larger than the limit of {limit} bytes."
+        if declared is not None and declared > limit:
+            return await _send_json_error(send, scope, 413, "request_too_large", too_big)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return await _send_json_error(send, scope, 413, "request_too_large", too_big)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # later calls wait for http.disconnect
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        return await app(scope, replay, send)
+
+    return guarded
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The declared body size; None when absent, -1 when malformed."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                return -1
+            return declared if declared >= 0 else -1
+    return None
+
+
+def build_api_app() -> ASGIApp:
+    return body_limit_guard(ApiHandler())
+
+
+def split_by_path(*, api_app: ASGIApp, admin_app: ASGIApp) -> ASGIApp:
+    prefixes = tuple(settings.API_PATH_PREFIXES)
+
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        app = api_app if scope["path"].startswith(prefixes) else admin_app
+        await app(scope, receive, send)
+
+    return route

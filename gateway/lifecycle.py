@@ -1,0 +1,84 @@
+"""Background tasks of a server process, and its clean shutdown.
+
+Each event loop that serves requests runs two tasks: the usage meter's
+writer and the config watcher. They start with the first request (daphne
+sends no lifespan events) in a fresh context, so they never inherit a
+request's thread-sensitive context.
+
+On shutdown the meter waits up to GATEWAY_SHUTDOWN_GRACE_SECONDS for open
+requests, records the ones still open, and stores everything queued.
+Daphne abandons in-flight streams on SIGTERM without running their
+`finally` blocks, so under daphne this runs as a Twisted "before shutdown"
+trigger; uvicorn and granian call it through the ASGI lifespan protocol.
+"""
+
+import asyncio
+import contextvars
+import logging
+import sys
+import weakref
+from typing import Any
+
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+_started: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
+_tasks: set[asyncio.Task[Any]] = set()
+GATEWAY_BACKGROUND = True  # tests of the bare request path turn this off
+
+
+def ensure_background_tasks() -> None:
+    """Start this loop's writer and watcher once (a set lookup afterwards)."""
+    if not GATEWAY_BACKGROUND:
+        return
+    loop = asyncio.get_running_loop()
+    if loop in _started:
+        return
+    _started.add(loop)
+    from accounts.snapshots import config_watch
+    from billing.meter import meter
+
+    for coro in (meter.run(), config_watch()):
+        task = loop.create_task(coro, context=contextvars.Context())
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+
+
+async def shutdown() -> None:
+    from billing.meter import meter
+    from proxy.upstream import upstream_sessions_close
+
+    log.info("shutting down: %d requests in flight, %d usage events queued", meter.inflight, meter.pending)
+    await meter.drain(settings.GATEWAY_SHUTDOWN_GRACE_SECONDS)
+    for task in list(_tasks):
+        task.cancel()
+    await upstream_sessions_close()
+    log.info("shutdown complete: usage stored")
+
+
+def install_daphne_shutdown_trigger() -> None:
+    # Only under daphne: importing the reactor elsewhere would install one.
+    if "twisted.internet.reactor" not in sys.modules:
+        return
+    from twisted.internet import defer, reactor
+
+    def before_shutdown() -> defer.Deferred:
+        return defer.Deferred.fromFuture(asyncio.ensure_future(shutdown()))
+
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)  # type: ignore[attr-defined]
+
+
+class LifespanApp:
+    """ASGI lifespan for uvicorn and granian (daphne never sends it)."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                ensure_background_tasks()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

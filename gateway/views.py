@@ -1,0 +1,42 @@
+"""Health endpoints and JSON error pages."""
+
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.defaults import page_not_found
+
+from proxy.errors import ApiFormat, error_body
+
+
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """The process is up and serving (no dependencies checked)."""
+    return JsonResponse({"status": "ok"})
+
+
+def _database_ok() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except Exception:
+        return False
+    finally:
+        connection.close()
+
+
+async def readyz(request: HttpRequest) -> JsonResponse:
+    """Ready for traffic: the database answers."""
+    database = await sync_to_async(_database_ok, thread_sensitive=False)()
+    return JsonResponse(
+        {"status": "ok" if database else "unavailable", "checks": {"database": database}},
+        status=200 if database else 503,
+    )
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if request.path.startswith("/v1/"):
+        body = error_body(
+            ApiFormat.for_path(request.path), status=404, code="not_found", message=f"Unknown path {request.path}."
+        )
+        return HttpResponse(body, status=404, content_type="application/json")
+    return page_not_found(request, exception)

@@ -1,0 +1,81 @@
+"""Errors as each API's clients expect them.
+
+Every refusal carries a stable machine-readable `code` (`invalid_api_key`,
+`model_not_found`, `upstream_timeout`, ...) and is rendered in the envelope
+of the API that was called: OpenAI's `{"error": {...}}` on OpenAI routes,
+Anthropic's `{"type": "error", "error": {...}}` on `/v1/messages`.
+"""
+
+import enum
+
+import orjson
+
+# The `type` each status gets; the names follow Anthropic's list, which
+# OpenAI's SDK does not care about (it maps errors by status code).
+_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "api_error",
+}
+
+
+class ApiFormat(enum.Enum):
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+    @classmethod
+    def for_path(cls, path: str) -> "ApiFormat":
+        return cls.ANTHROPIC if path.startswith("/v1/messages") else cls.OPENAI
+
+
+def error_type(status: int) -> str:
+    return _TYPE_BY_STATUS.get(status, "invalid_request_error" if status < 500 else "api_error")
+
+
+def error_body(fmt: ApiFormat, *, status: int, code: str, message: str, param: str | None = None) -> bytes:
+    kind = error_type(status)
+    if fmt is ApiFormat.ANTHROPIC:
+        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+    return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
+
+
+class GatewayError(Exception):
+    """A refusal the client should see as-is (status, stable code, message).
+
+    `retryable` says whether the same request may succeed later.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        retryable: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.param = param
+        self.retryable = retryable
+        self.headers = headers or {}
+
+    def body(self, fmt: ApiFormat) -> bytes:
+        return error_body(fmt, status=self.status, code=self.code, message=self.message, param=self.param)
+
+
+def invalid_api_key(message: str = "Invalid API key.") -> GatewayError:
+    return GatewayError(401, "invalid_api_key", message)
+
+
+def invalid_request(message: str, *, param: str | None = None) -> GatewayError:
+    return GatewayError(400, "invalid_request", message, param=param)

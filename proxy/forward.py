@@ -1,0 +1,160 @@
+"""Forwarding one request upstream and answering the client.
+
+The order of work: parse -> route -> call the provider -> relay (stream) or
+pass through (JSON) -> one usage event, however it ends.
+"""
+
+import asyncio
+import re
+from typing import Any
+
+import aiohttp
+import orjson
+from django.http import HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+
+from proxy.catalog import current_catalog
+from proxy.context import ProviderConfig, TenantContext
+from proxy.errors import ApiFormat, GatewayError, invalid_request
+from proxy.providers import adapter_for
+from proxy.routing import route_for
+from proxy.streaming import relay_stream
+from proxy.upstream import upstream_failure, upstream_session
+from proxy.usage import UsageRecorder
+
+_SECRET_LIKE = re.compile(r"\b(sk|pk|rk|key)-[A-Za-z0-9_\-*.]{6,}")
+_MAX_UPSTREAM_MESSAGE = 2000
+# Upstream headers worth passing on; hop-by-hop and encoding headers never are.
+_FORWARDED_HEADERS = ("retry-after", "openai-processing-ms", "x-ratelimit-remaining-requests")
+
+
+def chat_body_parse(raw: bytes) -> dict[str, Any]:
+    """The client's JSON body, checked just enough to route it."""
+    if not raw.strip():
+        raise invalid_request("The request body is empty; expected a JSON chat completion request.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(400, "invalid_json", f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise invalid_request("'model' is required and must be a non-empty string.", param="model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise invalid_request("'messages' is required and must be a non-empty array.", param="messages")
+    if not isinstance(body.get("stream", False), bool):
+        raise invalid_request("'stream' must be a boolean.", param="stream")
+    return body
+
+
+async def chat_completions_forward(ctx: TenantContext, raw: bytes, request_id: str) -> HttpResponseBase:
+    body = chat_body_parse(raw)
+    stream = body.get("stream") is True
+    target = route_for(await current_catalog(), ctx, body["model"])
+    upstream, observer = adapter_for(target.provider.kind).chat_request(
+        target.provider, target.upstream_model, body, stream
+    )
+    recorder = UsageRecorder(
+        ctx=ctx, target=target, endpoint="chat.completions", request_id=request_id, stream=stream, body=body
+    )
+    try:
+        response = await upstream_session().post(upstream.url, data=upstream.body, headers=upstream.headers)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        error = upstream_failure(exc, target.provider.name)
+        recorder.finish(status=error.status, error_code=error.code)
+        raise error from None
+    except BaseException:  # the client left while the upstream was thinking
+        recorder.finish(status=499, error_code="client_disconnected", client_disconnected=True)
+        raise
+
+    if response.status >= 400:
+        return await _upstream_error(response, recorder, target.provider, ApiFormat.OPENAI)
+    if observer is not None and response.content_type == "text/event-stream":
+        streaming = StreamingHttpResponse(
+            relay_stream(response, observer, recorder, ApiFormat.OPENAI), content_type="text/event-stream"
+        )
+        streaming["Cache-Control"] = "no-cache"
+        streaming["X-Accel-Buffering"] = "no"
+        return streaming
+    return await _pass_through(response, recorder, adapter_for(target.provider.kind))
+
+
+async def _pass_through(response: aiohttp.ClientResponse, recorder: UsageRecorder, adapter: Any) -> HttpResponse:
+    try:
+        data = await response.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        error = upstream_failure(exc, recorder.target.provider.name)
+        recorder.finish(status=error.status, error_code=error.code)
+        raise error from None
+    except BaseException:
+        recorder.finish(status=499, error_code="client_disconnected", client_disconnected=True)
+        raise
+    finally:
+        response.release()
+    try:
+        usage = adapter.usage_from_response(orjson.loads(data))
+    except orjson.JSONDecodeError:
+        usage = None
+    recorder.finish(status=response.status, usage=usage)
+    out = HttpResponse(data, status=response.status, content_type=response.headers.get("Content-Type", "application/json"))
+    _copy_headers(response, out)
+    return out
+
+
+async def _upstream_error(
+    response: aiohttp.ClientResponse, recorder: UsageRecorder, provider: ProviderConfig, fmt: ApiFormat
+) -> HttpResponse:
+    """The provider said no: same status and message, in the client's envelope.
+
+    A 401/403 from the provider means the gateway's credential is wrong, not
+    the client's key, so the client sees a 502 instead.
+    """
+    try:
+        raw = await response.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        raw = b""
+    finally:
+        response.release()
+    message, code, param = _upstream_error_details(raw, provider)
+    status = response.status
+    if status in (401, 403):
+        status, code = 502, "upstream_auth_failed"
+        message = f"The provider '{provider.name}' rejected the gateway's credential."
+    recorder.finish(status=response.status, error_code=code)
+    error = GatewayError(status, code, message, param=param)
+    out = HttpResponse(error.body(fmt), status=status, content_type="application/json")
+    _copy_headers(response, out)
+    return out
+
+
+def _upstream_error_details(raw: bytes, provider: ProviderConfig) -> tuple[str, str, str | None]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        message = str(error.get("message") or "")
+        code = error.get("code") if isinstance(error.get("code"), str) else error.get("type")
+        param = error.get("param") if isinstance(error.get("param"), str) else None
+    else:
+        message = str(error) if isinstance(error, str) else raw.decode("utf-8", "replace")
+        code, param = None, None
+    message = _redact(message.strip()[:_MAX_UPSTREAM_MESSAGE], provider) or "The provider returned an error."
+    return f"Upstream error from '{provider.name}': {message}", code or "upstream_error", param
+
+
+def _redact(text: str, provider: ProviderConfig) -> str:
+    if provider.api_key:
+        text = text.replace(provider.api_key, "[redacted]")
+    return _SECRET_LIKE.sub("[redacted]", text)
+
+
+def _copy_headers(source: aiohttp.ClientResponse, target: HttpResponseBase) -> None:
+    for name in _FORWARDED_HEADERS:
+        value = source.headers.get(name)
+        if value is not None:
+            target[name] = value
+

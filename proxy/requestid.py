@@ -1,0 +1,15 @@
+"""Every /v1 request gets an id: in the `x-request-id` header and the ledger."""
+
+import uuid
+
+from django.http import HttpRequest
+
+_ATTRIBUTE = "gateway_request_id"
+
+
+def request_id_for(request: HttpRequest) -> str:
+    request_id = getattr(request, _ATTRIBUTE, None)
+    if request_id is None:
+        request_id = "req_" + uuid.uuid4().hex
+        setattr(request, _ATTRIBUTE, request_id)
+    return request_id

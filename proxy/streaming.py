@@ -1,0 +1,104 @@
+"""Relays an upstream SSE stream to the client as it arrives.
+
+Bytes pass through untouched; the relay only cuts the stream at event
+boundaries so the provider's observer can read usage and drop the one event
+the gateway itself asked for. Nothing waits for more than the rest of a
+partial event.
+"""
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+
+from proxy.errors import ApiFormat, GatewayError
+from proxy.providers.base import StreamObserver
+from proxy.upstream import upstream_failure
+from proxy.usage import UsageRecorder
+
+_SEPARATOR = b"\n\n"
+
+
+class SSESplitter:
+    """Cuts a byte stream into complete SSE events (each with its separator)."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buffer = self._buffer + chunk
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        events: list[bytes] = []
+        start = 0
+        while (end := buffer.find(_SEPARATOR, start)) != -1:
+            events.append(buffer[start : end + 2])
+            start = end + 2
+        self._buffer = buffer[start:]
+        return events
+
+    def rest(self) -> bytes:
+        rest, self._buffer = self._buffer, b""
+        return rest
+
+
+def event_data(event: bytes) -> bytes | None:
+    """The joined `data:` lines of one event, or None when it has none."""
+    parts = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+    return b"\n".join(parts) if parts else None
+
+
+async def relay_stream(
+    response: aiohttp.ClientResponse, observer: StreamObserver, recorder: UsageRecorder, fmt: ApiFormat
+) -> AsyncIterator[bytes]:
+    """Yield the upstream's events; record usage however the stream ends.
+
+    The `finally` runs on normal end, on upstream failure and when the
+    client disconnects (CancelledError or GeneratorExit at the next await);
+    it closes the upstream connection so the provider stops generating.
+    """
+    splitter = SSESplitter()
+    completed = False
+    error_code = ""
+    try:
+        async for chunk in response.content.iter_any():
+            recorder.first_token()
+            kept = [e for e in splitter.feed(chunk) if _keep(e, observer)]
+            if kept:
+                yield b"".join(kept)
+        tail = splitter.rest()
+        if tail.strip():
+            yield tail
+        completed = True
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        failure = upstream_failure(exc, recorder.target.provider.name)
+        error_code = "upstream_stream_interrupted"
+        yield stream_error_event(
+            fmt, GatewayError(502, error_code, f"The stream from '{recorder.target.provider.name}' broke off: {failure.message}")
+        )
+    finally:
+        if completed:
+            response.release()
+        else:
+            response.close()  # aborts the upstream request: generation stops
+        recorder.finish(
+            status=200,
+            usage=observer.usage,
+            output_chars=observer.output_chars,
+            error_code=error_code or ("" if completed else "client_disconnected"),
+            client_disconnected=not completed and not error_code,
+        )
+
+
+def _keep(event: bytes, observer: StreamObserver) -> bool:
+    data = event_data(event)
+    return data is None or observer.observe(data)
+
+
+def stream_error_event(fmt: ApiFormat, error: GatewayError) -> bytes:
+    """An error after the first byte can only travel inside the stream."""
+    if fmt is ApiFormat.ANTHROPIC:
+        return b"event: error\ndata: " + error.body(fmt) + b"\n\n"
+    return b"data: " + error.body(fmt) + b"\n\n"

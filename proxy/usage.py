@@ -1,0 +1,103 @@
+"""Turns one request's observations into exactly one UsageEvent."""
+
+import time
+from typing import Any
+
+from django.utils import timezone
+
+from billing.meter import meter
+from billing.pricing import cost_nanos
+from proxy.context import RouteTarget, TenantContext, Usage, UsageEvent
+
+CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text and code
+_TOKENS_PER_MESSAGE = 4  # role and framing tokens each chat message costs
+
+
+def estimate_tokens(chars: int) -> int:
+    return -(-chars // CHARS_PER_TOKEN)
+
+
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """A prompt estimate for when the upstream never reported usage."""
+    chars = 0
+    messages = body.get("messages")
+    count = len(messages) if isinstance(messages, list) else 0
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(len(part.get("text") or "") for part in content if isinstance(part, dict))
+    return estimate_tokens(chars) + _TOKENS_PER_MESSAGE * count
+
+
+class UsageRecorder:
+    """Follows one upstream request and pushes its usage event exactly once.
+
+    It is registered with the meter while the request is open, so a server
+    shutdown that cannot wait for it still records what was observed.
+    """
+
+    def __init__(
+        self, *, ctx: TenantContext, target: RouteTarget, endpoint: str, request_id: str, stream: bool, body: dict
+    ) -> None:
+        self.ctx = ctx
+        self.target = target
+        self.endpoint = endpoint
+        self.request_id = request_id
+        self.stream = stream
+        self.body = body
+        self.created_at = timezone.now()
+        self.started = time.perf_counter()
+        self.first_token_at: float | None = None
+        self.recorded = False
+        meter.track(self)
+
+    def first_token(self) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+
+    def finish(
+        self,
+        *,
+        status: int,
+        usage: Usage | None = None,
+        output_chars: int = 0,
+        error_code: str = "",
+        client_disconnected: bool = False,
+    ) -> UsageEvent | None:
+        if self.recorded:
+            return None
+        self.recorded = True
+        meter.untrack(self)
+        estimated = usage is None and status < 400
+        if usage is None:
+            usage = self._estimate(output_chars) if estimated else Usage()
+        event = UsageEvent(
+            request_id=self.request_id,
+            created_at=self.created_at,
+            tenant_id=self.ctx.tenant_id,
+            key_id=self.ctx.key_id,
+            endpoint=self.endpoint,
+            public_model=self.target.public_model,
+            upstream_model=self.target.upstream_model,
+            provider=self.target.provider.name,
+            status_code=status,
+            usage=usage,
+            cost_nanos=cost_nanos(usage, self.target.price),
+            latency_ms=int((time.perf_counter() - self.started) * 1000),
+            ttft_ms=None if self.first_token_at is None else int((self.first_token_at - self.started) * 1000),
+            stream=self.stream,
+            error_code=error_code,
+            usage_estimated=estimated,
+            client_disconnected=client_disconnected,
+        )
+        meter.push(event)
+        return event
+
+    def _estimate(self, output_chars: int) -> Usage:
+        return Usage(input_tokens=estimate_prompt_tokens(self.body), output_tokens=estimate_tokens(output_chars))
+
+    def abandon(self) -> None:
+        """Server shutdown: record what was seen, flagged as estimated."""
+        self.finish(status=200, error_code="server_shutdown")
