@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import ClientConnectionResetError, web
 
 PROMPT_TOKENS = 12
 CREATED = 1_700_000_000
@@ -45,6 +45,7 @@ class FakeUpstream:
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
+    _release: asyncio.Event | None = None
 
     @property
     def url(self) -> str:
@@ -116,7 +117,9 @@ class FakeUpstream:
         if model == "fake-plain-error":
             return web.Response(status=500, text="<html>Internal Server Error</html>", content_type="text/html")
         if model == "fake-hang":
-            await asyncio.sleep(3600)
+            assert self._release is not None
+            await self._release.wait()  # until stop(): the client must give up first
+            return web.json_response(self.completion(model))
         if not body.get("stream"):
             return web.json_response(self.completion(model))
         options = body.get("stream_options") or {}
@@ -128,7 +131,7 @@ class FakeUpstream:
                 await response.write(event)
                 if delay:
                     await asyncio.sleep(delay)
-        except (ConnectionResetError, asyncio.CancelledError):
+        except (ConnectionError, ClientConnectionResetError, asyncio.CancelledError):
             self.disconnects += 1
             raise
         return response
@@ -148,7 +151,9 @@ class FakeUpstream:
 
         def serve() -> None:
             self._loop = asyncio.new_event_loop()
-            self._runner = web.AppRunner(self.app(), access_log=None)
+            self._release = asyncio.Event()
+            # Short shutdown timeout: a `fake-hang` handler never finishes by itself.
+            self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
             self._loop.run_until_complete(self._runner.setup())
             self._loop.run_until_complete(web.SockSite(self._runner, sock).start())
             ready.set()
@@ -160,6 +165,8 @@ class FakeUpstream:
 
     def stop(self) -> None:
         if self._loop is not None and self._runner is not None:
+            assert self._release is not None
+            self._loop.call_soon_threadsafe(self._release.set)
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
 
@@ -175,6 +182,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9100)
     args = parser.parse_args()
     fake = FakeUpstream(port=args.port)
+    fake._release = asyncio.Event()
     # The benchmark would otherwise keep every request in memory.
     fake.requests = _Discard()  # type: ignore[assignment]
     web.run_app(fake.app(), host="127.0.0.1", port=args.port, access_log=None, print=None)

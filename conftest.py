@@ -1,0 +1,134 @@
+"""Fixtures shared by every app's tests.
+
+The fake upstream runs in a thread of the test process; the gateway under
+test runs either in-process (ASGI calls, for the request path's own tests)
+or under daphne in a subprocess on the same test database (for the SDK,
+error and shutdown tests). Data the subprocess must see is committed
+through `django_db_blocker.unblock()` rather than inside a test transaction.
+"""
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from proxy.tests.fake_upstream import FakeUpstream
+from proxy.tests.live import LiveGateway, free_port
+
+UPSTREAM_SECRET = "sk-upstreamsecret123"
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_test_environment: None, django_db_blocker: Any) -> Iterator[None]:
+    """Always create the test database: most tests here reach it from a
+    subprocess or through the blocker, without a `django_db` mark that would
+    make pytest-django create it."""
+    from django.test.utils import setup_databases, teardown_databases
+
+    with django_db_blocker.unblock():
+        config = setup_databases(verbosity=0, interactive=False, aliases={"default"}, serialized_aliases=set())
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(config, verbosity=0)
+
+
+@pytest.fixture(scope="session")
+def fake_upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream().start_in_thread()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway_config(django_db_setup: None, django_db_blocker: Any, fake_upstream: FakeUpstream) -> None:
+    """Providers, routes and prices for the whole session (committed)."""
+    from billing.services import price_set
+    from proxy.services import provider_upsert, route_upsert
+
+    with django_db_blocker.unblock():
+        fake, _ = provider_upsert(name="fake", kind="openai", base_url=fake_upstream.url, api_key=UPSTREAM_SECRET)
+        route_upsert(model="gpt-test", provider=fake, upstream_model="gpt-up")
+        route_upsert(model="fake/*", provider=fake)
+        price_set(model="gpt-up", input_usd=Decimal("0.15"), output_usd=Decimal("0.60"),
+                  cached_input_usd=Decimal("0.075"))  # fmt: skip
+        price_set(model="fake-cached", input_usd=Decimal("2.50"), output_usd=Decimal("10"),
+                  cached_input_usd=Decimal("1.25"))  # fmt: skip
+        price_set(model="fake-slow", input_usd=Decimal("1"), output_usd=Decimal("2"))
+        dead, _ = provider_upsert(name="dead", kind="openai", base_url=f"http://127.0.0.1:{free_port()}/v1")
+        route_upsert(model="dead-model", provider=dead)
+
+
+@pytest.fixture(scope="session")
+def live_gateway(gateway_config: None) -> Iterator[LiveGateway]:
+    gateway = LiveGateway().start()
+    yield gateway
+    gateway.terminate()
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    plaintext: str
+    key_id: int
+    tenant_id: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.plaintext}"}
+
+
+@pytest.fixture
+def issue_key(django_db_blocker: Any) -> Callable[..., IssuedKey]:
+    """A fresh tenant and key per call (committed), so tests never share usage."""
+    from accounts.services import api_key_issue, tenant_create
+
+    def issue(**options: Any) -> IssuedKey:
+        with django_db_blocker.unblock():
+            tenant = tenant_create(slug=f"t-{uuid.uuid4().hex[:12]}")
+            plaintext, api_key = api_key_issue(tenant=tenant, name="test", **options)
+        return IssuedKey(plaintext=plaintext, key_id=api_key.pk, tenant_id=tenant.pk)
+
+    return issue
+
+
+@pytest.fixture
+def key(issue_key: Callable[..., IssuedKey]) -> IssuedKey:
+    return issue_key()
+
+
+class Ledger:
+    """Reads usage records written by the gateway (in this or another process)."""
+
+    def __init__(self, blocker: Any) -> None:
+        self.blocker = blocker
+
+    def records(self, key_id: int) -> list[Any]:
+        from billing.models import UsageRecord
+
+        with self.blocker.unblock():
+            return list(UsageRecord.objects.filter(api_key_id=key_id).order_by("created_at", "id"))
+
+    def wait(self, key_id: int, count: int, timeout: float = 10.0) -> list[Any]:
+        """The key's records once there are `count` of them (and no more appear)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.records(key_id)
+            if len(rows) >= count or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)  # a duplicate would show up within a couple of flushes
+        rows = self.records(key_id)
+        assert len(rows) == count, f"expected {count} usage records, found {len(rows)}: {rows}"
+        return rows
+
+
+@pytest.fixture
+def ledger(django_db_blocker: Any) -> Ledger:
+    return Ledger(django_db_blocker)
+
+
+def unique_marker() -> str:
+    return f"marker-{uuid.uuid4().hex}"
