@@ -91,7 +91,7 @@ class UsageMeter:
         written = 0
         with self._write_lock:  # one writer at a time keeps batches in order
             while self._queue:
-                batch = self._take(settings.BILLING_METER_BATCH_SIZE)
+                batch = self.take(settings.BILLING_METER_BATCH_SIZE)
                 try:
                     usage_events_store(batch)
                 except BaseException:
@@ -100,7 +100,8 @@ class UsageMeter:
                 written += len(batch)
         return written
 
-    def _take(self, limit: int) -> list[UsageEvent]:
+    def take(self, limit: int) -> list[UsageEvent]:
+        """Remove and return up to `limit` queued events, oldest first."""
         batch: list[UsageEvent] = []
         while self._queue and len(batch) < limit:
             batch.append(self._queue.popleft())
@@ -121,7 +122,7 @@ class UsageMeter:
 
     def spool(self) -> Path | None:
         """Append every queued event to a JSON Lines file for a later replay."""
-        batch = self._take(len(self._queue))
+        batch = self.take(len(self._queue))
         if not batch:
             return None
         folder = Path(settings.BILLING_SPOOL_DIR)

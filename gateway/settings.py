@@ -194,4 +194,3 @@ BILLING_METER_FLUSH_SECONDS = env.float("BILLING_METER_FLUSH_SECONDS", default=1
 BILLING_METER_BATCH_SIZE = env.int("BILLING_METER_BATCH_SIZE", default=500)
 BILLING_SPOOL_DIR = Path(env("BILLING_SPOOL_DIR", default=str(VAR_DIR / "usage-spool")))
 GATEWAY_SHUTDOWN_GRACE_SECONDS = env.float("GATEWAY_SHUTDOWN_GRACE_SECONDS", default=25.0)
-FORMS_URLFIELD_ASSUME_HTTPS = True  # Django 6 behaviour now; silences the transition warning

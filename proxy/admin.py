@@ -8,6 +8,7 @@ from proxy.models import Provider, Route
 
 
 class ProviderForm(forms.ModelForm):
+    base_url = forms.URLField(max_length=500, assume_scheme="https", help_text="For example https://api.openai.com/v1")
     api_key = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),

@@ -57,7 +57,7 @@ async def chat_completions_forward(ctx: TenantContext, raw: bytes, request_id: s
         target.provider, target.upstream_model, body, stream
     )
     recorder = UsageRecorder(
-        ctx=ctx, target=target, endpoint="chat.completions", request_id=request_id, stream=stream, body=body
+        ctx=ctx, target=target, endpoint="chat.completions", request_id=request_id, body=body, observer=observer
     )
     try:
         response = await upstream_session().post(upstream.url, data=upstream.body, headers=upstream.headers)

@@ -85,8 +85,6 @@ async def relay_stream(
             response.close()  # aborts the upstream request: generation stops
         recorder.finish(
             status=200,
-            usage=observer.usage,
-            output_chars=observer.output_chars,
             error_code=error_code or ("" if completed else "client_disconnected"),
             client_disconnected=not completed and not error_code,
         )

@@ -8,6 +8,7 @@ from django.utils import timezone
 from billing.meter import meter
 from billing.pricing import cost_nanos
 from proxy.context import RouteTarget, TenantContext, Usage, UsageEvent
+from proxy.providers.base import StreamObserver
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text and code
 _TOKENS_PER_MESSAGE = 4  # role and framing tokens each chat message costs
@@ -39,14 +40,22 @@ class UsageRecorder:
     """
 
     def __init__(
-        self, *, ctx: TenantContext, target: RouteTarget, endpoint: str, request_id: str, stream: bool, body: dict
+        self,
+        *,
+        ctx: TenantContext,
+        target: RouteTarget,
+        endpoint: str,
+        request_id: str,
+        body: dict,
+        observer: StreamObserver | None = None,
     ) -> None:
         self.ctx = ctx
         self.target = target
         self.endpoint = endpoint
         self.request_id = request_id
-        self.stream = stream
+        self.stream = observer is not None
         self.body = body
+        self.observer = observer  # a stream's usage and output so far
         self.created_at = timezone.now()
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
@@ -62,7 +71,6 @@ class UsageRecorder:
         *,
         status: int,
         usage: Usage | None = None,
-        output_chars: int = 0,
         error_code: str = "",
         client_disconnected: bool = False,
     ) -> UsageEvent | None:
@@ -70,6 +78,10 @@ class UsageRecorder:
             return None
         self.recorded = True
         meter.untrack(self)
+        output_chars = 0
+        if self.observer is not None:
+            usage = usage or self.observer.usage
+            output_chars = self.observer.output_chars
         estimated = usage is None and status < 400
         if usage is None:
             usage = self._estimate(output_chars) if estimated else Usage()

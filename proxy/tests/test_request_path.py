@@ -1,0 +1,71 @@
+"""The warm request path: no database query, exactly one usage event.
+
+These tests carry no `django_db` mark, so pytest-django makes any database
+access raise; the gateway runs in this process through its ASGI application.
+"""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from billing.meter import meter
+from conftest import IssuedKey
+from gateway import lifecycle
+from proxy.tests.asgi import asgi_call
+from proxy.upstream import upstream_sessions_close
+
+CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+async def warm_app(gateway_config: None, key: IssuedKey, django_db_blocker: Any, monkeypatch: Any) -> AsyncIterator[Any]:
+    """The application after one request has filled its snapshots."""
+    from gateway.asgi import application
+
+    monkeypatch.setattr(lifecycle, "GATEWAY_BACKGROUND", False)  # no writer, no poller
+    meter.take(meter.pending)
+    with django_db_blocker.unblock():
+        first = await asgi_call(application, "POST", "/v1/chat/completions", headers=key.headers,
+                                body=orjson.dumps(CHAT))  # fmt: skip
+        assert first.status == 200, first.body
+    meter.take(meter.pending)
+    yield application
+    meter.take(meter.pending)
+    await upstream_sessions_close()  # this test's loop ends with the test
+
+
+async def test_the_database_is_really_blocked_here(warm_app: Any) -> None:
+    # A key the snapshot has never seen needs its one query, which must fail
+    # here: proof that the tests below would notice a query.
+    response = await asgi_call(warm_app, "POST", "/v1/chat/completions",
+                               headers={"Authorization": "Bearer sk-gw-unseen-key"}, body=orjson.dumps(CHAT))  # fmt: skip
+    assert response.status == 500
+    assert orjson.loads(response.body)["error"]["code"] == "internal_error"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_a_warm_request_makes_no_database_query_and_queues_one_usage_event(
+    warm_app: Any, key: IssuedKey, stream: bool
+) -> None:
+    response = await asgi_call(warm_app, "POST", "/v1/chat/completions", headers=key.headers,
+                               body=orjson.dumps({**CHAT, "stream": stream}))  # fmt: skip
+    assert response.status == 200, response.body
+    if stream:
+        assert response.headers["content-type"] == "text/event-stream"
+        assert response.body.endswith(b"data: [DONE]\n\n")
+        assert len(response.chunks) > 1  # relayed as it came, not as one buffered body
+    [event] = meter.take(meter.pending)
+    assert (event.key_id, event.status_code, event.stream, event.cost_nanos) == (key.key_id, 200, stream, 13_800)
+    assert event.request_id == response.headers["x-request-id"]
+    assert meter.inflight == 0
+
+
+async def test_models_and_errors_make_no_database_query_either(warm_app: Any, key: IssuedKey) -> None:
+    listed = await asgi_call(warm_app, "GET", "/v1/models", headers=key.headers)
+    assert listed.status == 200
+    missing = await asgi_call(warm_app, "POST", "/v1/chat/completions", headers=key.headers,
+                              body=orjson.dumps({**CHAT, "model": "nope"}))  # fmt: skip
+    assert missing.status == 404
+    assert meter.pending == 0  # refused before any upstream: nothing to bill
