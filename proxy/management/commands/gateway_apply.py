@@ -17,5 +17,5 @@ class Command(BaseCommand):
             counts = config_apply(config_load(file))
         except ApplyError as exc:
             raise CommandError(f"{file}: {exc}; nothing was applied") from None
-        summary = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing to do"
+        summary = ", ".join(f"{n} {what}" for what, n in counts.items()) or "nothing to do"
         self.stdout.write(f"applied {file}: {summary}")

@@ -1,0 +1,80 @@
+"""Cutting SSE into events and reading usage from them (pure)."""
+
+import orjson
+
+from proxy.context import Usage
+from proxy.providers.openai import OpenAIStreamObserver, usage_from_openai
+from proxy.streaming import SSESplitter, event_data
+
+
+def test_the_splitter_yields_only_complete_events_and_keeps_the_rest_for_later() -> None:
+    splitter = SSESplitter()
+    assert splitter.feed(b"data: {\"a\"") == []
+    assert splitter.feed(b": 1}\n\ndata: [DO") == [b'data: {"a": 1}\n\n']
+    assert splitter.feed(b"NE]\n\n") == [b"data: [DONE]\n\n"]
+    assert splitter.rest() == b""
+
+
+def test_the_splitter_passes_several_events_of_one_chunk_through_byte_for_byte() -> None:
+    chunk = b"event: x\ndata: 1\n\ndata: 2\n\n: comment\n\n"
+    assert b"".join(SSESplitter().feed(chunk)) == chunk
+
+
+def test_the_splitter_accepts_crlf_line_endings() -> None:
+    assert SSESplitter().feed(b"data: 1\r\n\r\ndata: 2\r\n\r\n") == [b"data: 1\n\n", b"data: 2\n\n"]
+
+
+def test_event_data_joins_data_lines_and_ignores_other_fields() -> None:
+    assert event_data(b"event: delta\ndata: {\"x\":\ndata: 1}\n\n") == b'{"x":\n1}'
+    assert event_data(b"data:no-space\n\n") == b"no-space"
+    assert event_data(b": keep-alive\n\n") is None
+
+
+def usage_chunk(**usage: object) -> bytes:
+    return orjson.dumps({"choices": [], "usage": usage})
+
+
+def test_the_observer_drops_the_usage_chunk_the_client_did_not_ask_for_and_keeps_its_numbers() -> None:
+    observer = OpenAIStreamObserver(client_wants_usage=False)
+    assert observer.observe(orjson.dumps({"choices": [{"delta": {"content": "hello"}}], "usage": None}))
+    assert observer.observe(usage_chunk(prompt_tokens=7, completion_tokens=3)) is False
+    assert observer.observe(b"[DONE]") and observer.finished
+    assert observer.usage == Usage(input_tokens=7, output_tokens=3)
+    assert observer.output_chars == 5
+
+
+def test_the_observer_keeps_the_usage_chunk_when_the_client_asked_for_it() -> None:
+    observer = OpenAIStreamObserver(client_wants_usage=True)
+    assert observer.observe(usage_chunk(prompt_tokens=7, completion_tokens=3)) is True
+
+
+def test_the_observer_counts_tool_call_arguments_as_output() -> None:
+    observer = OpenAIStreamObserver(client_wants_usage=False)
+    call = {"index": 0, "function": {"name": "get", "arguments": '{"q":1}'}}
+    observer.observe(orjson.dumps({"choices": [{"delta": {"tool_calls": [call]}}]}))
+    assert observer.output_chars == len("get") + len('{"q":1}')
+
+
+def test_the_observer_passes_on_what_it_cannot_parse() -> None:
+    observer = OpenAIStreamObserver(client_wants_usage=False)
+    assert observer.observe(b"{not json") is True
+    assert observer.observe(b"42") is True
+    assert observer.usage is None
+
+
+def test_openai_usage_becomes_disjoint_buckets() -> None:
+    usage = usage_from_openai({
+        "prompt_tokens": 100, "completion_tokens": 30,
+        "prompt_tokens_details": {"cached_tokens": 40}, "completion_tokens_details": {"reasoning_tokens": 10},
+    })  # fmt: skip
+    assert usage == Usage(input_tokens=60, cached_input_tokens=40, output_tokens=20, reasoning_tokens=10)
+    assert usage.total_tokens == 130
+
+
+def test_nonsense_usage_numbers_never_go_negative() -> None:
+    usage = usage_from_openai({
+        "prompt_tokens": 5, "completion_tokens": -3, "prompt_tokens_details": {"cached_tokens": 50},
+        "completion_tokens_details": {"reasoning_tokens": "many"},
+    })  # fmt: skip
+    assert usage == Usage(input_tokens=0, cached_input_tokens=5, output_tokens=0, reasoning_tokens=0)
+    assert usage_from_openai(None) is None
