@@ -9,6 +9,7 @@ competing with the client for it.
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -35,8 +36,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Pinning needs both CPUs; without them everything shares what there is.
+PINNING = {GATEWAY_CPU, CLIENT_CPU} <= os.sched_getaffinity(0) and shutil.which("taskset") is not None
+
+
 def pinned(cpu: int, argv: list[str]) -> list[str]:
-    return ["taskset", "-c", str(cpu), *argv]
+    return ["taskset", "-c", str(cpu), *argv] if PINNING else argv
+
+
+def pin_self() -> None:
+    """The load generator runs beside the fake upstream, off the gateway's CPU."""
+    if PINNING:
+        os.sched_setaffinity(0, {CLIENT_CPU})
 
 
 def gateway_env(workdir: Path) -> dict[str, str]:
