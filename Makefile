@@ -40,3 +40,9 @@ test: $(VENV)/.test-installed
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
+
+# The benchmark: daphne against the fake upstream called directly (see bench/README.md).
+# .PHONY because the bench/ directory would otherwise make the target look up to date.
+.PHONY: bench
+bench: $(VENV)/.base-installed
+	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -103,12 +103,19 @@ def scenario_table(comparisons: Sequence[Comparison], *, markdown: bool) -> str:
 
 
 def table_render(headers: list[str], rows: list[list[str]], *, markdown: bool) -> str:
+    """Numbers right-aligned, the target's name left-aligned."""
+    left = [header == "target" for header in headers]
     if markdown:
-        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" for _ in headers) + "|"]
+        rule = "|" + "|".join(":---" if is_left else "---:" for is_left in left) + "|"
+        lines = ["| " + " | ".join(headers) + " |", rule]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(lines)
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
-    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in [headers, *rows]]
+    lines = [
+        "  ".join(cell.ljust(width) if is_left else cell.rjust(width)
+                  for cell, width, is_left in zip(row, widths, left, strict=True))  # fmt: skip
+        for row in [headers, *rows]
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
 

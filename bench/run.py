@@ -94,30 +94,33 @@ class Run:
     answered_2xx: int = 0  # gateway requests answered 2xx, warm-ups included: each must be billed
 
 
+@dataclass(frozen=True)
+class Pair:
+    """The same request, sent straight to the upstream and through the gateway."""
+
+    scenario: str
+    direct: load.Target
+    through: load.Target
+
+
 async def benchmark(options: Options, upstream: stack.Server, gateway: stack.Server, key: str) -> Run:
     run = Run(comparisons=[])
     for scenario in options.scenarios:
         stream = scenario == "stream"
-        direct = load.target_build(
-            "direct", f"{upstream.url}/v1/chat/completions", stack.UPSTREAM_MODEL, stream=stream
-        )
-        through = load.target_build(
-            "gateway", f"{gateway.url}/v1/chat/completions", stack.PUBLIC_MODEL, stream=stream, api_key=key
+        pair = Pair(
+            scenario=scenario,
+            direct=load.target_build("direct", f"{upstream.url}/v1/chat/completions", stack.UPSTREAM_MODEL,
+                                     stream=stream),  # fmt: skip
+            through=load.target_build("gateway", f"{gateway.url}/v1/chat/completions", stack.PUBLIC_MODEL,
+                                      stream=stream, api_key=key),  # fmt: skip
         )
         for concurrency in options.concurrency:
-            comparison = await interleaved_run(options, scenario, concurrency, direct, through, gateway, run)
-            run.comparisons.append(comparison)
+            run.comparisons.append(await interleaved_run(options, pair, concurrency, gateway, run))
     return run
 
 
 async def interleaved_run(
-    options: Options,
-    scenario: str,
-    concurrency: int,
-    direct: load.Target,
-    through: load.Target,
-    gateway: stack.Server,
-    run: Run,
+    options: Options, pair: Pair, concurrency: int, gateway: stack.Server, run: Run
 ) -> report.Comparison:
     """Warm up both targets, then alternate direct and gateway phases."""
     direct_phases: list[load.Phase] = []
@@ -127,21 +130,21 @@ async def interleaved_run(
     # the warm-up are reused, so no measured request pays for a TCP handshake.
     async with load.session_open(concurrency) as direct_session, load.session_open(concurrency) as gateway_session:
         if options.warmup > 0:
-            await load.phase_run(direct_session, direct, concurrency, options.warmup)
-            warm = await load.phase_run(gateway_session, through, concurrency, options.warmup)
+            await load.phase_run(direct_session, pair.direct, concurrency, options.warmup)
+            warm = await load.phase_run(gateway_session, pair.through, concurrency, options.warmup)
             run.answered_2xx += warm.http_2xx
         for round_no in range(1, options.rounds + 1):
-            direct_phases.append(await load.phase_run(direct_session, direct, concurrency, options.duration))
+            direct_phases.append(await load.phase_run(direct_session, pair.direct, concurrency, options.duration))
             before = gateway.cpu_seconds()
-            phase = await load.phase_run(gateway_session, through, concurrency, options.duration)
+            phase = await load.phase_run(gateway_session, pair.through, concurrency, options.duration)
             cpu_seconds += gateway.cpu_seconds() - before
             gateway_phases.append(phase)
             run.answered_2xx += phase.http_2xx
             gateway_alive_check(gateway)
-            progress(f"{scenario} c={concurrency} round {round_no}/{options.rounds}: "
+            progress(f"{pair.scenario} c={concurrency} round {round_no}/{options.rounds}: "
                      f"direct {phase_rate(direct_phases[-1])}, gateway {phase_rate(phase)}")  # fmt: skip
     return report.Comparison(
-        scenario=scenario,
+        scenario=pair.scenario,
         concurrency=concurrency,
         direct=report.Stats.of(direct_phases),
         gateway=report.Stats.of(gateway_phases),
@@ -238,18 +241,15 @@ def git_describe() -> str:
 def tables_print(comparisons: Sequence[report.Comparison], markdown: bool) -> None:
     for scenario in SCENARIOS:
         rows = [c for c in comparisons if c.scenario == scenario]
-        if not rows:
-            continue
-        title = SCENARIO_TITLES[scenario]
-        print()
-        print(f"### {title}" if markdown else title)
-        print()
-        print(report.scenario_table(rows, markdown=markdown))
+        if rows:
+            print()
+            print(f"### {SCENARIO_TITLES[scenario]}" if markdown else SCENARIO_TITLES[scenario])
+            print()
+            print(report.scenario_table(rows, markdown=markdown))
     if errors := report.errors_describe(comparisons):
-        print()
-        print("errors:")
-        for line in errors:
-            print(f"    {line}")
+        with section("Errors", markdown):
+            for line in errors:
+                print(line)
 
 
 @contextlib.contextmanager
@@ -267,11 +267,13 @@ def section(title: str, markdown: bool) -> Iterator[None]:
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    progress("terminated")
     raise SystemExit(128 + signum)  # unwinds through the finally that stops the servers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = options_parse(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # in order with the progress lines
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     stack.pin_self()
     workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))

@@ -150,6 +150,9 @@ CHANNEL_LAYERS = {
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
     _queue_dir = str(VAR_DIR / "celery-queue")
+    # kombu expects the folders to exist; creating them here serves the
+    # worker, beat and the web process alike.
+    (VAR_DIR / "celery-queue").mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": _queue_dir,
         "data_folder_out": _queue_dir,
