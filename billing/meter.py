@@ -47,13 +47,18 @@ class UsageMeter:
         self._queue: deque[UsageEvent] = deque()
         self._inflight: set[InFlight] = set()
         self._wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._write_lock = threading.Lock()
 
     # --- request side -------------------------------------------------------
     def push(self, event: UsageEvent) -> None:
+        """Queue one event; safe from any thread (a response's close hook runs
+        in a worker thread)."""
         self._queue.append(event)
         if self._wakeup is not None and len(self._queue) >= settings.BILLING_METER_BATCH_SIZE:
-            self._wakeup.set()
+            assert self._loop is not None
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the drain flushes
+                self._loop.call_soon_threadsafe(self._wakeup.set)
 
     def track(self, request: InFlight) -> None:
         self._inflight.add(request)
@@ -73,6 +78,7 @@ class UsageMeter:
     async def run(self) -> None:
         """Flush forever; started once per event loop by gateway.lifecycle."""
         self._wakeup = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), settings.BILLING_METER_FLUSH_SECONDS)
@@ -189,8 +195,10 @@ meter = UsageMeter()
 def usage_spool_replay(folder: Path | None = None) -> int:
     """Store the events a shutdown could not write; returns how many.
 
-    A file is claimed by renaming it first, so two workers never replay the
-    same file; the unique request_id makes even that harmless.
+    A file is claimed by renaming it, so two workers never replay the same
+    one, and put back if storing fails (the database may still be down).
+    Lines that cannot be read (a write cut short) are set aside in a `.bad`
+    file for a person to look at, never silently dropped.
     """
     folder = Path(folder or settings.BILLING_SPOOL_DIR)
     if not folder.is_dir():
@@ -202,9 +210,29 @@ def usage_spool_replay(folder: Path | None = None) -> int:
             path.rename(claimed)
         except FileNotFoundError:
             continue  # another worker took it
-        events = [usage_event_from_json(line) for line in claimed.read_bytes().splitlines() if line.strip()]
-        for start in range(0, len(events), settings.BILLING_METER_BATCH_SIZE):
-            usage_events_store(events[start : start + settings.BILLING_METER_BATCH_SIZE])
+        try:
+            events = _spooled_events(claimed)
+            for start in range(0, len(events), settings.BILLING_METER_BATCH_SIZE):
+                usage_events_store(events[start : start + settings.BILLING_METER_BATCH_SIZE])
+        except BaseException:
+            claimed.rename(path)  # stored batches are skipped next time: request_id is unique
+            raise
         claimed.unlink()
         stored += len(events)
     return stored
+
+
+def _spooled_events(path: Path) -> list[UsageEvent]:
+    events, bad = [], []
+    for line in path.read_bytes().splitlines():
+        if not line.strip():
+            continue
+        try:
+            events.append(usage_event_from_json(line))
+        except (ValueError, TypeError, KeyError):
+            bad.append(line)
+    if bad:
+        with path.with_suffix(".bad").open("ab") as f:
+            f.write(b"\n".join(bad) + b"\n")
+        log.error("usage spool %s: %d unreadable lines set aside in %s", path.name, len(bad), path.with_suffix(".bad"))
+    return events

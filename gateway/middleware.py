@@ -3,19 +3,29 @@
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import markcoroutinefunction
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.http.response import HttpResponseBase
 
+from proxy.errors import ApiFormat, error_body
 from proxy.requestid import request_id_for
 
 
 def request_id_middleware(
     get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]],
 ) -> Callable[[HttpRequest], Awaitable[HttpResponseBase]]:
-    """Stamp `x-request-id` on every API response, errors included."""
+    """Stamp `x-request-id` on every API response, errors included.
+
+    It also turns the router's bare 405 into the API's error envelope.
+    """
 
     async def middleware(request: HttpRequest) -> HttpResponseBase:
         response = await get_response(request)
+        if response.status_code == 405 and isinstance(response, HttpResponseNotAllowed):
+            allowed = response["Allow"]
+            body = error_body(ApiFormat.for_path(request.path), status=405, code="method_not_allowed",
+                              message=f"{request.method} is not allowed here; use {allowed}.")  # fmt: skip
+            response = HttpResponse(body, status=405, content_type="application/json")
+            response["Allow"] = allowed
         response["x-request-id"] = request_id_for(request)
         return response
 

@@ -5,6 +5,7 @@ manage.py, which `make run` writes on first start). Names are prefixed by the
 app that reads them.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -86,8 +87,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     )
     # The live-server tests run daphne in a subprocess, so the test database
-    # must be a file both processes can open (not SQLite's in-memory default).
-    _db["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    # must be a file both processes can open (not SQLite's in-memory default);
+    # one per test run, so that two runs never share one.
+    _db["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     # Persistent connections leak under ASGI (one per request thread); the
     # native pool does not. Celery workers turn the pool off (DATABASE_POOL=0)

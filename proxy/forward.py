@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 
 from proxy.catalog import current_catalog
@@ -18,7 +18,7 @@ from proxy.context import ProviderConfig, TenantContext
 from proxy.errors import ApiFormat, GatewayError, invalid_request
 from proxy.providers import adapter_for
 from proxy.routing import route_for
-from proxy.streaming import relay_stream
+from proxy.streaming import RelayResponse
 from proxy.upstream import upstream_failure, upstream_session
 from proxy.usage import UsageRecorder
 
@@ -72,12 +72,7 @@ async def chat_completions_forward(ctx: TenantContext, raw: bytes, request_id: s
     if response.status >= 400:
         return await _upstream_error(response, recorder, target.provider, ApiFormat.OPENAI)
     if observer is not None and response.content_type == "text/event-stream":
-        streaming = StreamingHttpResponse(
-            relay_stream(response, observer, recorder, ApiFormat.OPENAI), content_type="text/event-stream"
-        )
-        streaming["Cache-Control"] = "no-cache"
-        streaming["X-Accel-Buffering"] = "no"
-        return streaming
+        return RelayResponse(response, observer, recorder, ApiFormat.OPENAI)
     return await _pass_through(response, recorder, adapter_for(target.provider.kind))
 
 

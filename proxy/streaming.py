@@ -6,10 +6,11 @@ the gateway itself asked for. Nothing waits for more than the rest of a
 partial event.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
-import orjson
+from django.http import StreamingHttpResponse
 
 from proxy.errors import ApiFormat, GatewayError
 from proxy.providers.base import StreamObserver
@@ -88,6 +89,39 @@ async def relay_stream(
             error_code=error_code or ("" if completed else "client_disconnected"),
             client_disconnected=not completed and not error_code,
         )
+
+
+class RelayResponse(StreamingHttpResponse):
+    """A relayed stream that is recorded even if it never starts.
+
+    A client can disconnect after the view returned but before the server
+    first iterates the generator; its `finally` then never runs. Django
+    still closes the response, so the close hook records the request and
+    aborts the upstream call (on the loop: aiohttp is not thread-safe, and
+    Django calls `close()` from a worker thread).
+    """
+
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        observer: StreamObserver,
+        recorder: UsageRecorder,
+        fmt: ApiFormat,
+    ) -> None:
+        super().__init__(relay_stream(response, observer, recorder, fmt), content_type="text/event-stream")
+        self["Cache-Control"] = "no-cache"
+        self["X-Accel-Buffering"] = "no"
+        self._upstream = response
+        self._recorder = recorder
+        self._loop = asyncio.get_running_loop()
+
+    def close(self) -> None:
+        try:
+            if not self._recorder.recorded:
+                self._loop.call_soon_threadsafe(self._upstream.close)
+                self._recorder.finish(status=200, error_code="client_disconnected", client_disconnected=True)
+        finally:
+            super().close()
 
 
 def _keep(event: bytes, observer: StreamObserver) -> bool:

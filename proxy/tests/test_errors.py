@@ -216,3 +216,10 @@ def test_no_key_material_reaches_the_server_log(live_gateway: LiveGateway, key: 
     log = live_gateway.log()
     assert key.plaintext not in log
     assert UPSTREAM_SECRET not in log
+
+
+def test_a_wrong_method_answers_405_in_the_envelope(live_gateway: LiveGateway, key: IssuedKey) -> None:
+    status, headers, body = call(live_gateway, "/v1/chat/completions", None, key.headers)
+    assert status == 405
+    assert headers["Allow"] == "POST"
+    assert_openai_error(body, "method_not_allowed", "invalid_request_error")

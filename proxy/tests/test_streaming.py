@@ -78,3 +78,35 @@ def test_nonsense_usage_numbers_never_go_negative() -> None:
     })  # fmt: skip
     assert usage == Usage(input_tokens=0, cached_input_tokens=5, output_tokens=0, reasoning_tokens=0)
     assert usage_from_openai(None) is None
+
+
+async def test_a_relayed_stream_that_never_started_is_still_recorded_and_its_upstream_closed() -> None:
+    import asyncio
+
+    from billing.meter import meter
+    from proxy.context import PriceSnapshot, ProviderConfig, RouteTarget, TenantContext
+    from proxy.errors import ApiFormat
+    from proxy.streaming import RelayResponse
+    from proxy.usage import UsageRecorder
+
+    class UpstreamResponse:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    ctx = TenantContext(tenant_id=1, tenant_slug="t", tenant_active=True, key_id=2, key_prefix="sk-gw-x")
+    target = RouteTarget("m", ProviderConfig("p", "openai", "http://x"), "m", PriceSnapshot(10**9, 0, 0))
+    observer = OpenAIStreamObserver(client_wants_usage=False)
+    recorder = UsageRecorder(ctx=ctx, target=target, endpoint="chat.completions", request_id="req_x",
+                             body={"messages": [{"role": "user", "content": "abcd"}]}, observer=observer)  # fmt: skip
+    upstream = UpstreamResponse()
+    meter.take(meter.pending)
+
+    RelayResponse(upstream, observer, recorder, ApiFormat.OPENAI).close()  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # the upstream is closed on the loop
+
+    [event] = meter.take(meter.pending)
+    assert (event.request_id, event.client_disconnected, event.usage_estimated) == ("req_x", True, True)
+    assert event.usage.input_tokens == 5  # 4 characters + 4 per message, rounded up
+    assert upstream.closed and meter.inflight == 0

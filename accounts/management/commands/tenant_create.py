@@ -1,6 +1,8 @@
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.validators import validate_slug
 
 from accounts.models import Tenant
 from accounts.services import tenant_create
@@ -14,6 +16,10 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="")
 
     def handle(self, *args: Any, slug: str, name: str, **options: Any) -> None:
+        try:
+            validate_slug(slug)
+        except ValidationError:
+            raise CommandError(f"invalid slug {slug!r}: use letters, numbers, underscores or hyphens") from None
         if Tenant.objects.filter(slug=slug).exists():
             raise CommandError(f"tenant {slug!r} already exists")
         tenant = tenant_create(slug=slug, name=name)

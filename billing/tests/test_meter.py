@@ -1,0 +1,426 @@
+"""The usage meter: batched writes, retries that keep order, the shutdown spool and its replay."""
+
+import asyncio
+import dataclasses
+import datetime as dt
+import re
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from accounts.models import ApiKey, Tenant
+from accounts.services import api_key_issue, tenant_create
+from billing import meter as meter_module
+from billing.meter import UsageMeter, usage_event_from_json, usage_spool_replay
+from billing.models import UsageRecord
+from billing.tasks import usage_spool_replay_task
+from proxy.context import Usage, UsageEvent
+
+CREATED_AT = dt.datetime(2025, 3, 4, 5, 6, 7, 891011, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def owner() -> tuple[Tenant, ApiKey]:
+    tenant = tenant_create(slug="metered")
+    _, api_key = api_key_issue(tenant=tenant, name="meter")
+    return tenant, api_key
+
+
+def event(request_id: str, tenant_id: int = 1, key_id: int = 1, **changes: Any) -> UsageEvent:
+    """An event with no field left at its default."""
+    values: dict[str, Any] = {
+        "request_id": request_id,
+        "created_at": CREATED_AT,
+        "tenant_id": tenant_id,
+        "key_id": key_id,
+        "endpoint": "chat.completions",
+        "public_model": "gpt-test",
+        "upstream_model": "gpt-up",
+        "provider": "fake",
+        "status_code": 499,
+        "usage": Usage(input_tokens=11, cached_input_tokens=22, output_tokens=33, reasoning_tokens=44),
+        "cost_nanos": 12_345,
+        "latency_ms": 321,
+        "stream": True,
+        "error_code": "client_disconnected",
+        "usage_estimated": True,
+        "client_disconnected": True,
+        "ttft_ms": 87,
+    }
+    values.update(changes)
+    return UsageEvent(**values)
+
+
+def owned(owner: tuple[Tenant, ApiKey], request_id: str, **changes: Any) -> UsageEvent:
+    tenant, api_key = owner
+    return event(request_id, tenant_id=tenant.pk, key_id=api_key.pk, **changes)
+
+
+def stored_ids() -> list[str]:
+    return sorted(UsageRecord.objects.values_list("request_id", flat=True))
+
+
+def database_down(events: Any) -> None:
+    raise OSError("database is down")
+
+
+@pytest.fixture
+def spool_dir(settings: Any, tmp_path: Path) -> Path:
+    settings.BILLING_SPOOL_DIR = tmp_path / "spool"  # not created yet: spool() must make it
+    return settings.BILLING_SPOOL_DIR
+
+
+# --- flushing ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_flush_writes_one_record_per_event_with_every_field(owner: tuple[Tenant, ApiKey]) -> None:
+    tenant, api_key = owner
+    meter = UsageMeter()
+    meter.push(owned(owner, "req-1"))
+    meter.push(owned(owner, "req-2", status_code=200, error_code="", stream=False, ttft_ms=None,
+                     usage_estimated=False, client_disconnected=False, cost_nanos=0))  # fmt: skip
+
+    assert meter.flush_sync() == 2
+
+    assert meter.pending == 0
+    first = UsageRecord.objects.get(request_id="req-1")
+    assert (first.created_at, first.tenant_id, first.api_key_id) == (CREATED_AT, tenant.pk, api_key.pk)
+    assert (first.endpoint, first.public_model, first.upstream_model, first.provider) == (
+        "chat.completions", "gpt-test", "gpt-up", "fake"
+    )  # fmt: skip
+    assert (first.status_code, first.error_code, first.stream) == (499, "client_disconnected", True)
+    assert (first.client_disconnected, first.usage_estimated) == (True, True)
+    assert (first.input_tokens, first.cached_input_tokens, first.output_tokens, first.reasoning_tokens) == (
+        11, 22, 33, 44
+    )  # fmt: skip
+    assert (first.cost_nanos, first.latency_ms, first.ttft_ms) == (12_345, 321, 87)
+    assert first.cost_usd == Decimal("0.000012345")  # 12_345 nanos
+
+    second = UsageRecord.objects.get(request_id="req-2")
+    assert (second.status_code, second.error_code, second.stream, second.ttft_ms, second.cost_nanos) == (
+        200, "", False, None, 0
+    )  # fmt: skip
+    assert (second.usage_estimated, second.client_disconnected) == (False, False)
+
+
+@pytest.mark.django_db
+def test_flushing_an_empty_meter_writes_nothing() -> None:
+    assert UsageMeter().flush_sync() == 0
+    assert UsageRecord.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_the_same_request_id_flushed_twice_is_stored_once(owner: tuple[Tenant, ApiKey]) -> None:
+    meter = UsageMeter()
+    meter.push(owned(owner, "req-1"))
+    meter.flush_sync()
+
+    meter.push(owned(owner, "req-1", cost_nanos=99_999))  # a retry of a batch that did land
+    meter.flush_sync()
+
+    assert stored_ids() == ["req-1"]
+    assert UsageRecord.objects.get(request_id="req-1").cost_nanos == 12_345  # the first write stands
+
+
+@pytest.mark.django_db
+def test_a_duplicate_inside_one_batch_is_stored_once(owner: tuple[Tenant, ApiKey]) -> None:
+    meter = UsageMeter()
+    meter.push(owned(owner, "req-1"))
+    meter.push(owned(owner, "req-1"))
+    meter.push(owned(owner, "req-2"))
+
+    meter.flush_sync()
+
+    assert stored_ids() == ["req-1", "req-2"]
+
+
+def test_when_the_store_fails_the_events_stay_queued_in_order(monkeypatch: Any) -> None:
+    meter = UsageMeter()
+    for request_id in ("a", "b", "c"):
+        meter.push(event(request_id))
+
+    monkeypatch.setattr(meter_module, "usage_events_store", database_down)
+    with pytest.raises(OSError, match="database is down"):
+        meter.flush_sync()
+
+    assert meter.pending == 3
+    assert [e.request_id for e in meter.take(10)] == ["a", "b", "c"]
+
+
+def test_a_failure_on_a_later_batch_keeps_only_the_unwritten_events_in_order(
+    monkeypatch: Any, settings: Any
+) -> None:
+    settings.BILLING_METER_BATCH_SIZE = 2
+    meter = UsageMeter()
+    for request_id in ("a", "b", "c", "d", "e"):
+        meter.push(event(request_id))
+    batches: list[list[str]] = []
+
+    def second_batch_fails(events: Any) -> None:
+        if len(batches) == 1:
+            batches.append(["<failed>"])
+            raise RuntimeError("database is down")
+        batches.append([e.request_id for e in events])
+
+    monkeypatch.setattr(meter_module, "usage_events_store", second_batch_fails)
+    with pytest.raises(RuntimeError):
+        meter.flush_sync()
+
+    assert batches == [["a", "b"], ["<failed>"]]
+    assert meter.pending == 3
+    assert meter.flush_sync() == 3
+    assert batches == [["a", "b"], ["<failed>"], ["c", "d"], ["e"]]
+
+
+@pytest.mark.django_db
+def test_events_kept_after_a_failed_flush_are_written_by_the_next_one(
+    owner: tuple[Tenant, ApiKey], monkeypatch: Any
+) -> None:
+    meter = UsageMeter()
+    for request_id in ("a", "b", "c"):
+        meter.push(owned(owner, request_id))
+    with monkeypatch.context() as patch:
+        patch.setattr(meter_module, "usage_events_store", database_down)
+        with pytest.raises(OSError):
+            meter.flush_sync()
+    assert UsageRecord.objects.count() == 0
+
+    assert meter.flush_sync() == 3
+
+    assert stored_ids() == ["a", "b", "c"]
+    assert meter.pending == 0
+
+
+# --- spool and replay ---------------------------------------------------------------------
+
+
+def test_spool_writes_every_queued_event_as_one_json_line(spool_dir: Path) -> None:
+    meter = UsageMeter()
+    first, second = event("req-1"), event("req-2", ttft_ms=None)
+    meter.push(first)
+    meter.push(second)
+
+    path = meter.spool()
+
+    assert path is not None and path.parent == spool_dir
+    assert re.fullmatch(r"usage-\d+-[0-9a-f]{32}\.jsonl", path.name)
+    assert meter.pending == 0
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == 2
+    assert orjson.loads(lines[0])["request_id"] == "req-1"
+    assert orjson.loads(lines[0])["usage"] == {
+        "input_tokens": 11, "cached_input_tokens": 22, "output_tokens": 33, "reasoning_tokens": 44
+    }  # fmt: skip
+    # Every field survives the round trip, the datetime to the microsecond.
+    assert [usage_event_from_json(line) for line in lines] == [first, second]
+
+
+def test_spooling_an_empty_meter_writes_no_file(spool_dir: Path) -> None:
+    assert UsageMeter().spool() is None
+    assert not spool_dir.exists() or list(spool_dir.iterdir()) == []
+
+
+def test_replaying_a_folder_that_does_not_exist_stores_nothing(spool_dir: Path) -> None:
+    assert usage_spool_replay() == 0
+
+
+@pytest.mark.django_db
+def test_replay_stores_the_spooled_events_and_deletes_the_file(
+    owner: tuple[Tenant, ApiKey], spool_dir: Path
+) -> None:
+    meter = UsageMeter()
+    events = [owned(owner, f"req-{i}") for i in range(3)]
+    for e in events:
+        meter.push(e)
+    path = meter.spool()
+    assert path is not None and path.exists()
+
+    assert usage_spool_replay() == 3
+
+    assert stored_ids() == ["req-0", "req-1", "req-2"]
+    assert list(spool_dir.iterdir()) == []
+    record = UsageRecord.objects.get(request_id="req-1")
+    assert (record.created_at, record.cost_nanos, record.ttft_ms, record.reasoning_tokens) == (
+        CREATED_AT, 12_345, 87, 44
+    )  # fmt: skip
+
+    # Nothing left: a second replay stores nothing new.
+    assert usage_spool_replay() == 0
+    assert UsageRecord.objects.count() == 3
+
+
+@pytest.mark.django_db
+def test_replaying_events_already_in_the_ledger_does_not_count_them_twice(
+    owner: tuple[Tenant, ApiKey], spool_dir: Path
+) -> None:
+    meter = UsageMeter()
+    meter.push(owned(owner, "req-1"))
+    meter.flush_sync()
+    meter.push(owned(owner, "req-1"))
+    meter.push(owned(owner, "req-2"))
+    meter.spool()
+
+    usage_spool_replay()
+
+    assert stored_ids() == ["req-1", "req-2"]
+
+
+@pytest.mark.django_db
+def test_replay_stores_files_in_batches_of_the_configured_size(
+    owner: tuple[Tenant, ApiKey], spool_dir: Path, settings: Any, monkeypatch: Any
+) -> None:
+    settings.BILLING_METER_BATCH_SIZE = 2
+    meter = UsageMeter()
+    for i in range(5):
+        meter.push(owned(owner, f"req-{i}"))
+    meter.spool()
+    sizes: list[int] = []
+    real_store = meter_module.usage_events_store
+
+    def counting_store(events: list[UsageEvent]) -> None:
+        sizes.append(len(events))
+        real_store(events)
+
+    monkeypatch.setattr(meter_module, "usage_events_store", counting_store)
+
+    assert usage_spool_replay() == 5
+    assert sizes == [2, 2, 1]
+    assert UsageRecord.objects.count() == 5
+
+
+@pytest.mark.django_db
+def test_the_replay_task_stores_the_spool_and_deletes_it(owner: tuple[Tenant, ApiKey], spool_dir: Path) -> None:
+    meter = UsageMeter()
+    meter.push(owned(owner, "req-1"))
+    meter.push(owned(owner, "req-2"))
+    meter.spool()
+
+    assert usage_spool_replay_task() == 2
+
+    assert stored_ids() == ["req-1", "req-2"]
+    assert list(spool_dir.iterdir()) == []
+    assert usage_spool_replay_task() == 0
+    assert UsageRecord.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_replay_that_fails_leaves_the_spool_for_the_next_replay(
+    owner: tuple[Tenant, ApiKey], spool_dir: Path, monkeypatch: Any
+) -> None:
+    meter = UsageMeter()
+    meter.push(owned(owner, "req-1"))
+    meter.push(owned(owner, "req-2"))
+    meter.spool()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(meter_module, "usage_events_store", database_down)
+        with pytest.raises(OSError):
+            usage_spool_replay()
+
+    # The database is back: the next scheduled replay must load what the failed one could not.
+    assert usage_spool_replay() == 2
+    assert stored_ids() == ["req-1", "req-2"]
+
+
+# --- drain at shutdown --------------------------------------------------------------------------
+
+
+class NeverFinishes:
+    """An open stream that would run forever; abandon() records what was seen."""
+
+    def __init__(self, meter: UsageMeter, usage_event: UsageEvent) -> None:
+        self.meter = meter
+        self.event = usage_event
+        self.abandoned_at: float | None = None
+
+    def abandon(self) -> None:
+        self.abandoned_at = time.monotonic()
+        self.meter.untrack(self)
+        self.meter.push(self.event)
+
+
+def recording_store(monkeypatch: Any) -> list[str]:
+    stored: list[str] = []
+    monkeypatch.setattr(meter_module, "usage_events_store", lambda events: stored.extend(e.request_id for e in events))
+    return stored
+
+
+def test_drain_abandons_a_stream_that_outlives_the_grace_period_and_stores_its_usage(monkeypatch: Any) -> None:
+    stored = recording_store(monkeypatch)
+    meter = UsageMeter()
+    meter.push(event("finished-earlier"))
+    stream = NeverFinishes(meter, event("cut-off"))
+    meter.track(stream)
+
+    started = time.monotonic()
+    asyncio.run(meter.drain(grace_seconds=0.05))
+
+    assert stream.abandoned_at is not None
+    assert stream.abandoned_at - started >= 0.05
+    assert time.monotonic() - started < 1.0
+    assert stored == ["finished-earlier", "cut-off"]
+    assert (meter.pending, meter.inflight) == (0, 0)
+
+
+def test_drain_does_not_abandon_a_stream_that_finishes_within_the_grace_period(monkeypatch: Any) -> None:
+    stored = recording_store(monkeypatch)
+    meter = UsageMeter()
+    stream = NeverFinishes(meter, event("cut-off"))
+    meter.track(stream)
+
+    async def shutdown() -> None:
+        loop = asyncio.get_running_loop()
+
+        def finish() -> None:
+            meter.untrack(stream)
+            meter.push(event("completed"))
+
+        loop.call_later(0.02, finish)
+        await meter.drain(grace_seconds=5.0)
+
+    started = time.monotonic()
+    asyncio.run(shutdown())
+
+    assert stream.abandoned_at is None
+    assert time.monotonic() - started < 1.0  # did not wait out the whole grace period
+    assert stored == ["completed"]
+
+
+def test_drain_spools_what_the_database_will_not_take(monkeypatch: Any, spool_dir: Path) -> None:
+    monkeypatch.setattr(meter_module, "usage_events_store", database_down)
+    meter = UsageMeter()
+    meter.push(event("req-1"))
+    stream = NeverFinishes(meter, event("req-2"))
+    meter.track(stream)
+
+    asyncio.run(meter.drain(grace_seconds=0.05))
+
+    assert meter.pending == 0
+    [path] = spool_dir.iterdir()
+    assert [usage_event_from_json(line).request_id for line in path.read_bytes().splitlines()] == ["req-1", "req-2"]
+    assert [dataclasses.asdict(usage_event_from_json(line)) for line in path.read_bytes().splitlines()] == [
+        dataclasses.asdict(event("req-1")), dataclasses.asdict(event("req-2"))
+    ]  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_a_line_cut_short_is_set_aside_and_the_rest_of_the_spool_is_stored(
+    owner: tuple[Tenant, ApiKey], spool_dir: Path
+) -> None:
+    meter = UsageMeter()
+    meter.push(owned(owner, "req-whole"))
+    path = meter.spool()
+    assert path is not None
+    with path.open("ab") as f:
+        f.write(b'{"request_id": "req-half", "tenant')  # the write a crash interrupted
+
+    assert usage_spool_replay() == 1
+
+    assert stored_ids() == ["req-whole"]
+    [bad] = list(spool_dir.glob("*.bad"))
+    assert bad.read_bytes() == b'{"request_id": "req-half", "tenant\n'
