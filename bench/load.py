@@ -89,8 +89,10 @@ def session_open(concurrency: int) -> aiohttp.ClientSession:
 
 async def request_send(session: aiohttp.ClientSession, target: Target) -> Sample:
     started = time.perf_counter()
+    status = 0  # kept if the body then fails: a 2xx the gateway began is still billed
     try:
         async with session.post(target.url, data=target.body, headers=target.headers) as response:
+            status = response.status
             if target.stream:
                 return await _stream_read(response, started)
             await response.read()
@@ -98,7 +100,7 @@ async def request_send(session: aiohttp.ClientSession, target: Target) -> Sample
             ok = 200 <= response.status < 300
             return Sample(ok=ok, status=response.status, latency=latency, error="" if ok else f"HTTP {response.status}")
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return Sample(ok=False, status=0, latency=time.perf_counter() - started, error=type(exc).__name__)
+        return Sample(ok=False, status=status, latency=time.perf_counter() - started, error=type(exc).__name__)
 
 
 async def _stream_read(response: aiohttp.ClientResponse, started: float) -> Sample:

@@ -71,10 +71,12 @@ def options_parse(argv: Sequence[str] | None = None) -> Options:
         parser.error("--concurrency takes integers")
     if any(level < 1 for level in levels):
         parser.error("--concurrency levels must be at least 1")
+    if args.duration is not None and args.duration <= 0 or args.rounds is not None and args.rounds < 1:
+        parser.error("--duration must be positive and --rounds at least 1")
     quick = args.quick
     return Options(
-        duration=args.duration or (1.0 if quick else 4.0),
-        rounds=args.rounds or (1 if quick else 2),
+        duration=args.duration if args.duration is not None else (1.0 if quick else 4.0),
+        rounds=args.rounds if args.rounds is not None else (1 if quick else 2),
         warmup=args.warmup if args.warmup is not None else (0.3 if quick else 1.0),
         concurrency=levels or ([1, 16] if quick else [1, 16, 64]),
         scenarios=scenarios,
