@@ -7,6 +7,7 @@ error and shutdown tests). Data the subprocess must see is committed
 through `django_db_blocker.unblock()` rather than inside a test transaction.
 """
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +21,8 @@ from proxy.tests.fake_upstream import FakeUpstream
 from proxy.tests.live import LiveGateway, free_port
 
 UPSTREAM_SECRET = "sk-upstreamsecret123"
+# Redis outlives test databases (whose ids restart at 1): one namespace per run.
+os.environ["REDIS_KEY_PREFIX"] = f"gwtest-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +61,10 @@ def gateway_config(django_db_setup: None, django_db_blocker: Any, fake_upstream:
         price_set(model="fake-cached", input_usd=Decimal("2.50"), output_usd=Decimal("10"),
                   cached_input_usd=Decimal("1.25"))  # fmt: skip
         price_set(model="fake-slow", input_usd=Decimal("1"), output_usd=Decimal("2"))
+        # Budget tests: input is free, so a request's worst case (max_tokens=20
+        # at $1/M = 20_000 nanos) is exactly what it costs.
+        route_upsert(model="budget-model", provider=fake, upstream_model="fake-budget")
+        price_set(model="fake-budget", input_usd=Decimal("0"), output_usd=Decimal("1"))
         dead, _ = provider_upsert(name="dead", kind="openai", base_url=f"http://127.0.0.1:{free_port()}/v1")
         route_upsert(model="dead-model", provider=dead)
 

@@ -11,8 +11,8 @@ from accounts.services import api_key_issue, api_key_revoke
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "is_active", "created_at"]
-    list_filter = ["is_active"]
+    list_display = ["slug", "name", "is_active", "is_prepaid", "created_at"]
+    list_filter = ["is_active", "is_prepaid"]
     search_fields = ["slug", "name"]
 
 

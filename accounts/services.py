@@ -11,8 +11,8 @@ from accounts.models import ApiKey, Tenant
 
 
 @transaction.atomic
-def tenant_create(*, slug: str, name: str = "") -> Tenant:
-    return Tenant.objects.create(slug=slug, name=name or slug)
+def tenant_create(*, slug: str, name: str = "", is_prepaid: bool = False) -> Tenant:
+    return Tenant.objects.create(slug=slug, name=name or slug, is_prepaid=is_prepaid)
 
 
 @transaction.atomic

@@ -69,14 +69,18 @@ async def tenant_context_for_key(plaintext: str) -> TenantContext | None:
 
 
 def _load(digest: str) -> TenantContext | None:
+    from billing.snapshots import with_budget_flag  # billing builds on accounts, not the reverse
+
     try:
-        key = ApiKey.objects.live().for_digest(digest).first()
+        key = with_budget_flag(ApiKey.objects.live().for_digest(digest)).first()
         return None if key is None else context_from_key(key)
     finally:
         _release_connection()
 
 
 def context_from_key(key: ApiKey) -> TenantContext:
+    from billing.snapshots import spend_state  # billing builds on accounts, not the reverse
+
     tenant = key.tenant
     return TenantContext(
         tenant_id=tenant.pk,
@@ -87,6 +91,12 @@ def context_from_key(key: ApiKey) -> TenantContext:
         allowed_models=tuple(key.allowed_models) if key.allowed_models else None,
         expires_at=key.expires_at,
         tags=tuple(key.tags or ()),
+        **spend_state(
+            tenant_id=tenant.pk,
+            key_id=key.pk,
+            prepaid=tenant.is_prepaid,
+            has_budgets=getattr(key, "has_budgets", True),
+        ),
     )
 
 

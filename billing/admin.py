@@ -1,37 +1,544 @@
-from django.contrib import admin
-from django.http import HttpRequest
+"""The billing admin: prices, the usage ledger and its rollups, budgets,
+prepaid credit, and the books' checks.
 
-from billing.models import Price, UsageRecord
+Built for a ledger of millions of rows: no full counts, joins chosen up
+front, filters that do not scan the ledger to list their choices, exact
+searches that use indexes, and CSV exports that stream rather than load.
+Money is shown and exported as exact USD strings with nine decimals.
+"""
+
+import csv
+import datetime as dt
+import functools
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.core.handlers.asgi import ASGIRequest
+from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.template import engines
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+from django.utils import timezone
+
+from accounts.keys import KEY_PREFIX
+from billing.models import (
+    Budget, BudgetSpend, CreditEntry, Period, Price, PriceSyncRun, ReconciliationReport, UsageRecord, UsageRollup,
+)  # fmt: skip
+from billing.periods import period_start
+from billing.pricing import usd_string
+from billing.services import budget_set, credit_add, credit_balance_nanos
+from proxy.models import Provider
+
+CSV_CHUNK_ROWS = 2000
+
+# --- CSV export ------------------------------------------------------------------
+
+
+def _text(value: Any) -> Any:
+    """Text as is, except that a spreadsheet must not run it as a formula:
+    model names and error codes can come from clients or upstreams."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _when(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class CsvColumn:
+    header: str
+    lookup: str  # what values_list() fetches
+    render: Callable[[Any], Any] = _text
+
+
+class _Echo:
+    """csv.writer writes each row into this, which hands the line back."""
+
+    def write(self, line: str) -> str:
+        return line
+
+
+def csv_lines(columns: Iterable[CsvColumn], rows: Iterable[tuple[Any, ...]]) -> Iterator[str]:
+    columns = tuple(columns)
+    writer = csv.writer(_Echo())
+    yield writer.writerow([column.header for column in columns])
+    for row in rows:
+        yield writer.writerow([column.render(value) for column, value in zip(columns, row, strict=True)])
+
+
+async def _in_chunks(lines: Iterator[str]) -> AsyncIterator[str]:
+    """Under ASGI Django would buffer a sync iterator whole; this pulls the
+    rows a chunk at a time, always in the same worker thread (so on the
+    same database connection as the query's cursor)."""
+
+    def take() -> str:
+        return "".join(itertools.islice(lines, CSV_CHUNK_ROWS))
+
+    while chunk := await sync_to_async(take, thread_sensitive=True)():
+        yield chunk
+
+
+def csv_response(
+    request: HttpRequest, queryset: QuerySet[Any], columns: tuple[CsvColumn, ...], name: str
+) -> StreamingHttpResponse:
+    rows = queryset.values_list(*(column.lookup for column in columns)).iterator(chunk_size=CSV_CHUNK_ROWS)
+    lines = csv_lines(columns, rows)
+    content = _in_chunks(lines) if isinstance(request, ASGIRequest) else lines
+    response = StreamingHttpResponse(content, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}-{timezone.now():%Y%m%d-%H%M%S}.csv"'
+    return response
+
+
+class _FilterOnlyChangeList(ChangeList):
+    """The changelist's filters, search and ordering without its page query and counts."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        pass
+
+
+@functools.cache
+def _changelist_with_export_button() -> Any:
+    # Built from a string, not a template file, so the button lives with the
+    # view it calls; `cl.get_query_string` carries the current filters over.
+    return engines["django"].from_string(
+        '{% extends "admin/change_list.html" %}{% load admin_urls %}'
+        "{% block object-tools-items %}"
+        '<li><a href="{% url cl.opts|admin_urlname:"export_csv" %}{{ cl.get_query_string }}">Export CSV</a></li>'
+        "{{ block.super }}{% endblock %}"
+    )
+
+
+class CsvExportAdmin(admin.ModelAdmin):
+    """An "Export CSV" button (every row the current filters select) and
+    action (the rows ticked) on the changelist."""
+
+    csv_columns: tuple[CsvColumn, ...] = ()
+    csv_name = "export"
+    actions = ["export_csv"]
+
+    def get_urls(self) -> list[URLPattern]:
+        name = f"{self.opts.app_label}_{self.opts.model_name}_export_csv"
+        return [path("export.csv", self.admin_site.admin_view(self.export_csv_view), name=name), *super().get_urls()]
+
+    def export_csv_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            return HttpResponseBadRequest("Unknown filter in the address.")
+        return csv_response(request, changelist.queryset, self.csv_columns, self.csv_name)
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        match = request.resolver_match
+        if match is not None and match.url_name and match.url_name.endswith("_export_csv"):
+            return _FilterOnlyChangeList
+        return super().get_changelist(request, **kwargs)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        if isinstance(response, TemplateResponse):
+            response.template_name = _changelist_with_export_button()
+        return response
+
+    @admin.action(description="Export selected as CSV", permissions=["view"])
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse:
+        return csv_response(request, queryset, self.csv_columns, self.csv_name)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written by the gateway and its tasks: looked at, never edited."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+# --- Filters that never scan the ledger for their choices ----------------------------
+
+
+class StatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+    _RANGES = {"ok": (0, 400), "4xx": (400, 500), "5xx": (500, 600)}
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("ok", "Succeeded"), ("4xx", "4xx (refused, client gone)"), ("5xx", "5xx (upstream or gateway)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() not in self._RANGES:
+            return queryset
+        low, high = self._RANGES[self.value()]  # type: ignore[index]
+        return queryset.filter(status_code__gte=low, status_code__lt=high)
+
+
+class ProviderFilter(admin.SimpleListFilter):
+    """Choices from the providers table, not SELECT DISTINCT over the ledger."""
+
+    title = "provider"
+    parameter_name = "provider"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(name, name) for name in Provider.objects.order_by("name").values_list("name", flat=True)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.filter(provider=self.value()) if self.value() else queryset
+
+
+def exact_search(queryset: QuerySet[Any], term: str) -> QuerySet[Any]:
+    """Exact matches only, each on an indexed column where it can be."""
+    if term.startswith("req_"):
+        return queryset.filter(request_id=term) if hasattr(queryset.model, "request_id") else queryset.none()
+    if term.startswith(KEY_PREFIX):
+        return queryset.filter(api_key__prefix=term)
+    return queryset.filter(Q(tenant__slug=term) | Q(public_model=term))
+
+
+class ExactSearchMixin(admin.ModelAdmin):
+    search_fields = ["public_model"]  # shows the box; the lookup is exact_search
+    search_help_text = "An exact request id, key prefix, tenant slug or model name."
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        term = search_term.strip()
+        return (exact_search(queryset, term) if term else queryset), False
+
+
+# --- Prices ----------------------------------------------------------------------
 
 
 @admin.register(Price)
 class PriceAdmin(admin.ModelAdmin):
     list_display = [
-        "model", "provider", "input_usd_per_mtok", "cached_input_usd_per_mtok",
-        "output_usd_per_mtok", "effective_from", "source",
+        "model", "provider", "input_usd_per_mtok", "cached_input_usd_per_mtok", "output_usd_per_mtok",
+        "effective_from", "source",
     ]  # fmt: skip
-    list_filter = ["source", "provider"]
+    list_filter = ["source", "provider", "effective_from"]
+    list_select_related = ["provider"]
     search_fields = ["model"]
+    search_help_text = "A model name: its rows, newest first, are its price history."
     date_hierarchy = "effective_from"
+    autocomplete_fields = ["provider"]
+    readonly_fields = ["created_at"]
+    fieldsets = [
+        (
+            None,
+            {
+                "description": (
+                    "To change a price, add a row with a later 'effective from' instead of editing this one: "
+                    "past usage stays priced at the rate that applied then. Rows whose source is 'Price sync' "
+                    "are written by the nightly sync, which may add newer rows for the same model."
+                ),
+                "fields": ["model", "provider", "effective_from", "source", "created_at"],
+            },
+        ),
+        ("Rates, USD per million tokens", {"fields": [
+            "input_usd_per_mtok", "cached_input_usd_per_mtok", "cache_write_5m_usd_per_mtok",
+            "cache_write_1h_usd_per_mtok", "output_usd_per_mtok", "reasoning_usd_per_mtok", "request_fee_usd",
+            "max_output_tokens",
+        ]}),
+        ("Long context", {"classes": ["collapse"], "fields": [
+            "long_context_threshold", "long_input_usd_per_mtok", "long_cached_input_usd_per_mtok",
+            "long_cache_write_5m_usd_per_mtok", "long_cache_write_1h_usd_per_mtok", "long_output_usd_per_mtok",
+        ]}),
+    ]  # fmt: skip
+
+
+# --- The usage ledger and its rollups ----------------------------------------------
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(ExactSearchMixin, CsvExportAdmin, ReadOnlyAdmin):
     list_display = [
-        "created_at", "request_id", "tenant", "public_model", "status_code", "input_tokens",
-        "cached_input_tokens", "output_tokens", "cost_usd", "latency_ms", "stream", "usage_estimated",
+        "created_at", "request_id", "tenant", "key", "public_model", "provider", "status_code", "input_tokens",
+        "cached_input_tokens", "output_tokens", "reasoning_tokens", "cost", "latency_ms", "stream", "cache_hit",
+        "usage_estimated", "rolled_up",
     ]  # fmt: skip
-    list_filter = ["status_code", "stream", "usage_estimated", "client_disconnected", "provider"]
-    list_select_related = ["tenant"]
-    search_fields = ["request_id", "public_model"]
+    list_filter = [StatusFilter, ProviderFilter, "stream", "cache_hit", "usage_estimated", "client_disconnected",
+                   "prepaid", "rolled_up"]  # fmt: skip
+    list_select_related = ["tenant", "api_key"]
     date_hierarchy = "created_at"
     show_full_result_count = False  # COUNT(*) over the whole ledger is slow
+    csv_name = "usage-records"
+    csv_columns = (
+        CsvColumn("created_at", "created_at", _when),
+        CsvColumn("request_id", "request_id"),
+        CsvColumn("tenant", "tenant__slug"),
+        CsvColumn("key_prefix", "api_key__prefix"),
+        CsvColumn("key_name", "api_key__name"),
+        CsvColumn("endpoint", "endpoint"),
+        CsvColumn("model", "public_model"),
+        CsvColumn("upstream_model", "upstream_model"),
+        CsvColumn("provider", "provider"),
+        CsvColumn("status_code", "status_code"),
+        CsvColumn("error_code", "error_code"),
+        CsvColumn("stream", "stream"),
+        CsvColumn("cache_hit", "cache_hit"),
+        CsvColumn("usage_estimated", "usage_estimated"),
+        CsvColumn("client_disconnected", "client_disconnected"),
+        CsvColumn("input_tokens", "input_tokens"),
+        CsvColumn("cached_input_tokens", "cached_input_tokens"),
+        CsvColumn("cache_write_5m_tokens", "cache_write_5m_tokens"),
+        CsvColumn("cache_write_1h_tokens", "cache_write_1h_tokens"),
+        CsvColumn("output_tokens", "output_tokens"),
+        CsvColumn("reasoning_tokens", "reasoning_tokens"),
+        CsvColumn("cost_usd", "cost_nanos", usd_string),
+        CsvColumn("saved_usd", "saved_nanos", usd_string),
+        CsvColumn("prepaid", "prepaid"),
+        CsvColumn("latency_ms", "latency_ms"),
+        CsvColumn("ttft_ms", "ttft_ms"),
+    )
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
+    @admin.display(description="key", ordering="api_key__prefix")
+    def key(self, obj: UsageRecord) -> str:
+        return obj.api_key.prefix
+
+    @admin.display(description="cost (USD)", ordering="cost_nanos")
+    def cost(self, obj: UsageRecord) -> str:
+        return usd_string(obj.cost_nanos)
+
+
+@admin.register(UsageRollup)
+class UsageRollupAdmin(ExactSearchMixin, CsvExportAdmin, ReadOnlyAdmin):
+    list_display = [
+        "bucket_start", "granularity", "tenant", "key", "public_model", "provider", "requests", "errors",
+        "input_tokens", "cached_input_tokens", "output_tokens", "cost", "saved",
+    ]  # fmt: skip
+    list_filter = ["granularity", ProviderFilter]
+    list_select_related = ["tenant", "api_key"]
+    date_hierarchy = "bucket_start"
+    show_full_result_count = False
+    csv_name = "usage-rollups"
+    csv_columns = (
+        CsvColumn("granularity", "granularity"),
+        CsvColumn("bucket_start", "bucket_start", _when),
+        CsvColumn("tenant", "tenant__slug"),
+        CsvColumn("key_prefix", "api_key__prefix"),
+        CsvColumn("key_name", "api_key__name"),
+        CsvColumn("model", "public_model"),
+        CsvColumn("provider", "provider"),
+        CsvColumn("requests", "requests"),
+        CsvColumn("errors", "errors"),
+        CsvColumn("cache_hits", "cache_hits"),
+        CsvColumn("input_tokens", "input_tokens"),
+        CsvColumn("cached_input_tokens", "cached_input_tokens"),
+        CsvColumn("cache_write_5m_tokens", "cache_write_5m_tokens"),
+        CsvColumn("cache_write_1h_tokens", "cache_write_1h_tokens"),
+        CsvColumn("output_tokens", "output_tokens"),
+        CsvColumn("reasoning_tokens", "reasoning_tokens"),
+        CsvColumn("cost_usd", "cost_nanos", usd_string),
+        CsvColumn("saved_usd", "saved_nanos", usd_string),
+        CsvColumn("prepaid_cost_usd", "prepaid_cost_nanos", usd_string),
+    )
+
+    @admin.display(description="key", ordering="api_key__prefix")
+    def key(self, obj: UsageRollup) -> str:
+        return obj.api_key.prefix
+
+    @admin.display(description="cost (USD)", ordering="cost_nanos")
+    def cost(self, obj: UsageRollup) -> str:
+        return usd_string(obj.cost_nanos)
+
+    @admin.display(description="saved (USD)", ordering="saved_nanos")
+    def saved(self, obj: UsageRollup) -> str:
+        return usd_string(obj.saved_nanos)
+
+
+# --- Budgets -----------------------------------------------------------------------
+
+
+class BudgetForm(forms.ModelForm):
+    class Meta:
+        model = Budget
+        fields = ["tenant", "api_key", "period", "limit_usd", "soft_limit_percent", "is_active"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if self.instance.pk is None and bool(data.get("tenant")) == bool(data.get("api_key")):
+            # On a field, so the model's generic constraint message is not added as well.
+            self.add_error("tenant", "A budget belongs to a tenant or to one key: choose exactly one.")
+        return data
+
+
+class BudgetSpendInline(admin.TabularInline):
+    model = BudgetSpend
+    fields = ["period_start", "spent", "soft_alerted_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "spend per period"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # spend is the meter's to write
+
+    @admin.display(description="spent (USD)")
+    def spent(self, obj: BudgetSpend) -> str:
+        return usd_string(obj.spent_nanos)
+
+
+@admin.register(Budget)
+class BudgetAdmin(admin.ModelAdmin):
+    form = BudgetForm
+    list_display = ["__str__", "period", "limit_usd", "soft_limit_percent", "spent_this_period", "is_active"]
+    list_filter = ["period", "is_active"]
+    list_select_related = ["tenant", "api_key"]
+    search_fields = ["tenant__slug", "api_key__prefix", "api_key__name"]
+    autocomplete_fields = ["tenant", "api_key"]
+    inlines = [BudgetSpendInline]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # Another owner or period is another budget, with other spend rows.
+        return ["tenant", "api_key", "period", "created_at"] if obj is not None else []
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Budget]:
+        now = timezone.now()
+        current = Q()
+        for period in Period.values:
+            current |= Q(period=period, spends__period_start=period_start(period, now))
+        return super().get_queryset(request).annotate(spent_now_nanos=Sum("spends__spent_nanos", filter=current))
+
+    @admin.display(description="spent this period (USD)")
+    def spent_this_period(self, obj: Budget) -> str:
+        return usd_string(getattr(obj, "spent_now_nanos", None) or 0)
+
+    def save_model(self, request: HttpRequest, obj: Budget, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        # The service counts what the owner already spent this period.
+        existed = Budget.objects.filter(tenant=obj.tenant, api_key=obj.api_key, period=obj.period).exists()
+        budget = budget_set(
+            limit_usd=obj.limit_usd, period=obj.period, tenant=obj.tenant, api_key=obj.api_key,
+            soft_limit_percent=obj.soft_limit_percent,
+        )  # fmt: skip
+        if not obj.is_active:
+            budget.is_active = False
+            budget.save(update_fields=["is_active", "updated_at"])
+        obj.pk, obj.created_at, obj.updated_at = budget.pk, budget.created_at, budget.updated_at
+        obj.is_active = budget.is_active
+        obj._state.adding = False
+        if existed:
+            messages.info(request, f"This owner already had a {obj.period} budget: its limit was changed instead.")
+
+
+# --- Prepaid credit ------------------------------------------------------------------
+
+
+class CreditEntryAddForm(forms.ModelForm):
+    kind = forms.ChoiceField(choices=[c for c in CreditEntry.Kind.choices if c[0] != CreditEntry.Kind.USAGE])
+    amount_usd = forms.DecimalField(
+        max_digits=18, decimal_places=9, label="Amount (USD)", help_text="Adjustments may be negative."
+    )
+
+    class Meta:
+        model = CreditEntry
+        fields = ["tenant", "kind", "amount_usd", "note"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        amount = data.get("amount_usd")
+        # The service's rules, checked here so that staff see a form error rather than a crash.
+        if amount is None:
+            return data
+        if data.get("kind") in (CreditEntry.Kind.TOPUP, CreditEntry.Kind.REFUND) and amount <= 0:
+            self.add_error("amount_usd", "A top-up or refund must be a positive amount.")
+        elif amount == 0:
+            self.add_error("amount_usd", "An entry of zero changes nothing.")
+        return data
+
+
+@admin.register(CreditEntry)
+class CreditEntryAdmin(admin.ModelAdmin):
+    """Staff add top-ups, refunds and adjustments; the ledger is append-only,
+    so a mistake is corrected with an adjustment, never by editing."""
+
+    list_display = ["created_at", "tenant", "kind", "amount", "note", "tenant_balance"]
+    list_filter = ["kind"]
+    list_select_related = ["tenant"]
+    search_fields = ["tenant__slug", "note"]
+    autocomplete_fields = ["tenant"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    readonly_fields = ["tenant", "kind", "amount", "note", "created_at", "tenant_balance"]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = CreditEntryAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return CreditEntryAddForm.Meta.fields if obj is None else self.readonly_fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [] if obj is None else self.readonly_fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[CreditEntry]:
+        balance = (
+            CreditEntry.objects.filter(tenant=OuterRef("tenant")).order_by().values("tenant")
+            .annotate(total=Sum("amount_nanos")).values("total")
+        )  # fmt: skip
+        return super().get_queryset(request).annotate(balance_nanos=Subquery(balance))
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+    @admin.display(description="amount (USD)", ordering="amount_nanos")
+    def amount(self, obj: CreditEntry) -> str:
+        return usd_string(obj.amount_nanos)
+
+    @admin.display(description="tenant balance (USD)")
+    def tenant_balance(self, obj: CreditEntry) -> str:
+        nanos = getattr(obj, "balance_nanos", None)
+        return usd_string(credit_balance_nanos(obj.tenant) if nanos is None else nanos)
+
+    def save_model(self, request: HttpRequest, obj: CreditEntry, form: Any, change: bool) -> None:
+        # Through the service: it checks the amount and tells every process
+        # about the new balance.
+        entry = credit_add(
+            tenant=obj.tenant, amount_usd=form.cleaned_data["amount_usd"], kind=obj.kind, note=obj.note
+        )
+        obj.pk, obj.amount_nanos, obj.created_at = entry.pk, entry.amount_nanos, entry.created_at
+        obj._state.adding = False
+        balance = usd_string(credit_balance_nanos(obj.tenant))
+        messages.info(request, f"Balance of {obj.tenant} is now {balance} USD.")
+
+
+# --- The books' own records ------------------------------------------------------------
+
+
+@admin.register(PriceSyncRun)
+class PriceSyncRunAdmin(ReadOnlyAdmin):
+    list_display = ["started_at", "ok", "added", "changed", "unchanged", "skipped", "source", "error"]
+    list_filter = ["ok"]
+    date_hierarchy = "started_at"
+
+
+@admin.register(ReconciliationReport)
+class ReconciliationReportAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "ok", "difference_count", "checked"]
+    list_filter = ["ok"]
+    date_hierarchy = "created_at"
+
+    @admin.display(description="differences")
+    def difference_count(self, obj: ReconciliationReport) -> int:
+        return len(obj.differences)

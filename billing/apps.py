@@ -7,6 +7,8 @@ class BillingConfig(AppConfig):
 
     def ready(self) -> None:
         from accounts.signals import watch
-        from billing.models import Price
+        from billing.models import Budget, Price
 
-        watch(Price)
+        # Not CreditEntry: the meter adds usage entries on every flush. Top-ups
+        # bump the version themselves (billing.services.credit_add).
+        watch(Price, Budget)

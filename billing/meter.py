@@ -142,44 +142,12 @@ class UsageMeter:
         return path
 
 
-def usage_events_store(events: Iterable[UsageEvent]) -> None:
-    """One batch: one INSERT, idempotent on request_id."""
-    from django.db import close_old_connections, connection, transaction
+def usage_events_store(events: Iterable[UsageEvent]) -> int:
+    """Write one batch to the books (billing.ledger, imported late: the
+    request path imports this module, and the ORM belongs off it)."""
+    from billing.ledger import usage_events_store as store
 
-    from billing.models import UsageRecord
-
-    rows = [
-        UsageRecord(
-            request_id=e.request_id,
-            created_at=e.created_at,
-            tenant_id=e.tenant_id,
-            api_key_id=e.key_id,
-            endpoint=e.endpoint,
-            public_model=e.public_model,
-            upstream_model=e.upstream_model,
-            provider=e.provider,
-            status_code=e.status_code,
-            error_code=e.error_code,
-            stream=e.stream,
-            client_disconnected=e.client_disconnected,
-            usage_estimated=e.usage_estimated,
-            input_tokens=e.usage.input_tokens,
-            cached_input_tokens=e.usage.cached_input_tokens,
-            output_tokens=e.usage.output_tokens,
-            reasoning_tokens=e.usage.reasoning_tokens,
-            cost_nanos=e.cost_nanos,
-            latency_ms=e.latency_ms,
-            ttft_ms=e.ttft_ms,
-        )
-        for e in events
-    ]
-    try:
-        with transaction.atomic():
-            UsageRecord.objects.bulk_create(rows, ignore_conflicts=True)
-    finally:
-        if not connection.in_atomic_block:
-            close_old_connections()
-            connection.close()
+    return store(events)
 
 
 def usage_event_from_json(line: bytes) -> UsageEvent:

@@ -1,8 +1,16 @@
-"""Exact cost arithmetic. Pure: no ORM, no floats."""
+"""Exact cost arithmetic. Pure: no ORM, no floats.
 
+Prices arrive as Decimal USD per million tokens and are turned into integer
+nano-dollars per million tokens once, when the catalog loads. A request's
+cost is the sum over its token buckets at the rates in force, plus the
+per-request fee, rounded up once: never under-billed, never by more than
+one nano-dollar.
+"""
+
+from dataclasses import dataclass
 from decimal import Decimal
 
-from proxy.context import PriceSnapshot, Usage
+from proxy.context import PriceSnapshot, Rates, Usage
 
 NANOS_PER_USD = 10**9
 TOKENS_PER_MTOK = 10**6
@@ -12,33 +20,122 @@ def usd_to_nanos(usd: Decimal) -> int:
     """Exact for up to nine decimal places; refuses anything finer."""
     nanos = usd * NANOS_PER_USD
     if nanos != nanos.to_integral_value():
-        raise ValueError(f"{usd} USD is finer than one nano-dollar")
+        raise ValueError(f"{usd:f} USD is finer than one nano-dollar")
     return int(nanos)
-
-
-def price_snapshot(*, input_usd: Decimal, output_usd: Decimal, cached_input_usd: Decimal | None) -> PriceSnapshot:
-    """USD per million tokens -> integer nano-dollars per million tokens."""
-    return PriceSnapshot(
-        input_nanos_per_mtok=usd_to_nanos(input_usd),
-        cached_input_nanos_per_mtok=usd_to_nanos(input_usd if cached_input_usd is None else cached_input_usd),
-        output_nanos_per_mtok=usd_to_nanos(output_usd),
-    )
-
-
-def cost_nanos(usage: Usage, price: PriceSnapshot | None) -> int:
-    """The request's cost in nano-dollars, rounded up once: never under-bill.
-
-    Reasoning tokens are output tokens to every provider that reports them.
-    """
-    if price is None:
-        return 0
-    total = (
-        usage.input_tokens * price.input_nanos_per_mtok
-        + usage.cached_input_tokens * price.cached_input_nanos_per_mtok
-        + (usage.output_tokens + usage.reasoning_tokens) * price.output_nanos_per_mtok
-    )
-    return -(-total // TOKENS_PER_MTOK)
 
 
 def nanos_to_usd(nanos: int) -> Decimal:
     return Decimal(nanos) / NANOS_PER_USD
+
+
+def usd_string(nanos: int) -> str:
+    """Nano-dollars as exact USD with all nine decimals: 13800 -> "0.000013800".
+
+    How amounts are written for people and programs (the usage API, CSV
+    exports, admin): a string, never a float, which cannot hold every nano.
+    """
+    dollars, rest = divmod(abs(nanos), NANOS_PER_USD)
+    return f"{'-' if nanos < 0 else ''}{dollars}.{rest:09d}"
+
+
+@dataclass(frozen=True)
+class PriceRates:
+    """The Decimal USD-per-million rates of a price row; None falls back."""
+
+    input: Decimal
+    output: Decimal
+    cached_input: Decimal | None = None
+    cache_write_5m: Decimal | None = None
+    cache_write_1h: Decimal | None = None
+    reasoning: Decimal | None = None
+
+
+def rates_from_usd(usd: PriceRates, fallback: Rates | None = None) -> Rates:
+    """Integer rates with the fallbacks resolved: cached input -> input,
+    1-hour write -> 5-minute write -> input, reasoning -> output. For a
+    long-context tier (`fallback` is then the base tier), an empty rate is
+    the base tier's: scaling it by the tier's input ratio would be a guess."""
+
+    def nanos(value: Decimal | None, default: int) -> int:
+        return default if value is None else usd_to_nanos(value)
+
+    base_input = usd_to_nanos(usd.input)
+    base_output = usd_to_nanos(usd.output)
+    write_5m = nanos(usd.cache_write_5m, fallback.cache_write_5m if fallback else base_input)
+    return Rates(
+        input=base_input,
+        cached_input=nanos(usd.cached_input, fallback.cached_input if fallback else base_input),
+        cache_write_5m=write_5m,
+        cache_write_1h=nanos(usd.cache_write_1h, fallback.cache_write_1h if fallback else write_5m),
+        output=base_output,
+        reasoning=nanos(usd.reasoning, fallback.reasoning if fallback else base_output),
+    )
+
+
+def cost_nanos(usage: Usage, price: PriceSnapshot | None) -> int:
+    """The request's cost in nano-dollars (0 for a model without a price)."""
+    if price is None:
+        return 0
+    rates = price.rates_for(usage.prompt_tokens)
+    total = (
+        usage.input_tokens * rates.input
+        + usage.cached_input_tokens * rates.cached_input
+        + usage.cache_write_5m_tokens * rates.cache_write_5m
+        + usage.cache_write_1h_tokens * rates.cache_write_1h
+        + usage.output_tokens * rates.output
+        + usage.reasoning_tokens * rates.reasoning
+    )
+    return -(-total // TOKENS_PER_MTOK) + price.request_fee_nanos
+
+
+def worst_case_cost_nanos(price: PriceSnapshot | None, *, prompt_tokens: int, output_tokens: int) -> int:
+    """The most a request can cost: what a budget reserves before forwarding.
+
+    Every prompt token at the dearest prompt rate (a cache write can cost
+    more than plain input) and every output token at the dearer of output
+    and reasoning, in the tier the prompt falls into.
+    """
+    if price is None:
+        return 0
+    rates = price.rates_for(prompt_tokens)
+    prompt_rate = max(rates.input, rates.cached_input, rates.cache_write_5m, rates.cache_write_1h)
+    output_rate = max(rates.output, rates.reasoning)
+    total = prompt_tokens * prompt_rate + output_tokens * output_rate
+    return -(-total // TOKENS_PER_MTOK) + price.request_fee_nanos
+
+
+def snapshot_from_price(row: object) -> PriceSnapshot:
+    """A PriceSnapshot from a billing.models.Price row (read by attribute)."""
+    field = row.__getattribute__
+    base = rates_from_usd(
+        PriceRates(
+            input=field("input_usd_per_mtok"),
+            output=field("output_usd_per_mtok"),
+            cached_input=field("cached_input_usd_per_mtok"),
+            cache_write_5m=field("cache_write_5m_usd_per_mtok"),
+            cache_write_1h=field("cache_write_1h_usd_per_mtok"),
+            reasoning=field("reasoning_usd_per_mtok"),
+        )
+    )
+    long = None
+    if field("long_context_threshold") is not None:
+        long_input, long_output = field("long_input_usd_per_mtok"), field("long_output_usd_per_mtok")
+        long = rates_from_usd(
+            PriceRates(
+                input=field("input_usd_per_mtok") if long_input is None else long_input,
+                output=field("output_usd_per_mtok") if long_output is None else long_output,
+                cached_input=field("long_cached_input_usd_per_mtok"),
+                cache_write_5m=field("long_cache_write_5m_usd_per_mtok"),
+                cache_write_1h=field("long_cache_write_1h_usd_per_mtok"),
+                reasoning=None if long_output is None else field("reasoning_usd_per_mtok"),
+            ),
+            fallback=base,
+        )
+    return PriceSnapshot(
+        base=base,
+        long=long,
+        long_context_threshold=field("long_context_threshold"),
+        request_fee_nanos=usd_to_nanos(field("request_fee_usd")),
+        max_output_tokens=field("max_output_tokens"),
+        price_id=field("pk"),
+    )

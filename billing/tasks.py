@@ -1,4 +1,7 @@
+"""Celery tasks: load by id or settings, call a service, nothing else."""
+
 from celery import shared_task
+from django.conf import settings
 
 from billing.meter import usage_spool_replay
 
@@ -7,3 +10,35 @@ from billing.meter import usage_spool_replay
 def usage_spool_replay_task() -> int:
     """Load usage that a shutdown spooled to disk because the database was down."""
     return usage_spool_replay()
+
+
+@shared_task
+def prices_sync_task() -> dict[str, int]:
+    """The nightly price sync from the LiteLLM pricing file."""
+    from billing.sync import prices_sync
+
+    return prices_sync(url=settings.BILLING_PRICES_URL).counts()
+
+
+@shared_task
+def usage_rollup_task() -> int:
+    """Roll every record not yet counted into hourly and daily rollups."""
+    from billing.rollups import usage_rollup
+
+    return usage_rollup()
+
+
+@shared_task
+def usage_retention_task() -> int:
+    """Prune raw usage records older than BILLING_USAGE_RETENTION_DAYS, once rolled up."""
+    from billing.rollups import usage_retention
+
+    return usage_retention(days=settings.BILLING_USAGE_RETENTION_DAYS)
+
+
+@shared_task
+def books_reconcile_task() -> bool:
+    """Check spend counters, raw usage, rollups and the prepaid ledger agree."""
+    from billing.reconcile import books_reconcile
+
+    return books_reconcile().ok

@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from billing.api import router as billing_router
 from proxy.api import router as proxy_router
 from proxy.errors import ApiFormat, GatewayError, error_body
 
@@ -20,6 +21,7 @@ api = NinjaAPI(
     docs_url="/docs",
 )
 api.add_router("", proxy_router)
+api.add_router("", billing_router)
 
 
 def _render(request: HttpRequest, status: int, code: str, message: str, param: str | None = None) -> HttpResponse:

@@ -6,8 +6,10 @@ message; any other exception would reach a shell user as a traceback.
 
 import datetime as dt
 import re
-from argparse import ArgumentTypeError
+from argparse import ArgumentParser, ArgumentTypeError
 from decimal import Decimal, InvalidOperation
+
+from django.core.management.base import CommandError
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -35,3 +37,19 @@ def usd(text: str | int | float | Decimal) -> Decimal:
 def names(text: str | None) -> list[str]:
     """`a,b, c` -> ['a', 'b', 'c']."""
     return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def add_budget_arguments(parser: ArgumentParser) -> None:
+    """`--budget USD --budget-period PERIOD`, repeatable in pairs."""
+    parser.add_argument("--budget", type=usd, action="append", default=[], metavar="USD",
+                        help="A spending limit; repeat with --budget-period for several (10 a day, 200 a month).")
+    parser.add_argument("--budget-period", action="append", default=[], choices=["day", "week", "month", "total"],
+                        help="The period of the --budget at the same position.")  # fmt: skip
+
+
+def budgets(options: dict[str, object]) -> list[tuple[Decimal, str]]:
+    limits, periods = options["budget"], options["budget_period"]
+    assert isinstance(limits, list) and isinstance(periods, list)
+    if len(limits) != len(periods):
+        raise CommandError("give each --budget its --budget-period (for example --budget 10 --budget-period day)")
+    return list(zip(limits, periods, strict=True))

@@ -46,11 +46,15 @@ def ensure_background_tasks() -> None:
 
 
 async def shutdown() -> None:
+    from billing.guard import RedisSpendGuard, spend_guard
     from billing.meter import meter
     from proxy.upstream import upstream_sessions_close
 
     log.info("shutting down: %d requests in flight, %d usage events queued", meter.inflight, meter.pending)
     await meter.drain(settings.GATEWAY_SHUTDOWN_GRACE_SECONDS)
+    guard = spend_guard()
+    if isinstance(guard, RedisSpendGuard):
+        await guard.wait_settled()
     for task in list(_tasks):
         task.cancel()
     await upstream_sessions_close()

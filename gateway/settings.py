@@ -105,6 +105,9 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="")
+# Namespaces the gateway's own Redis keys, so deployments (or test runs)
+# that share one Redis never read each other's counters.
+REDIS_KEY_PREFIX = env("REDIS_KEY_PREFIX", default="gw")
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
@@ -167,10 +170,11 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
-    "usage-spool-replay": {
-        "task": "billing.tasks.usage_spool_replay_task",
-        "schedule": crontab(minute="*"),
-    },
+    "usage-spool-replay": {"task": "billing.tasks.usage_spool_replay_task", "schedule": crontab(minute="*")},
+    "usage-rollup": {"task": "billing.tasks.usage_rollup_task", "schedule": crontab(minute="*/5")},
+    "books-reconcile": {"task": "billing.tasks.books_reconcile_task", "schedule": crontab(minute=17)},
+    "usage-retention": {"task": "billing.tasks.usage_retention_task", "schedule": crontab(hour=3, minute=30)},
+    "prices-sync": {"task": "billing.tasks.prices_sync_task", "schedule": crontab(hour=2, minute=10)},
 }
 
 # --- Gateway ----------------------------------------------------------------------
@@ -197,5 +201,15 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = PROXY_MAX_BODY_BYTES
 # GATEWAY_SHUTDOWN_GRACE_SECONDS for in-flight streams, then flushes.
 BILLING_METER_FLUSH_SECONDS = env.float("BILLING_METER_FLUSH_SECONDS", default=1.0)
 BILLING_METER_BATCH_SIZE = env.int("BILLING_METER_BATCH_SIZE", default=500)
+# What a budget reserves for output when neither the request (max_tokens)
+# nor the model's price row (max_output_tokens) says.
+BILLING_DEFAULT_MAX_OUTPUT_TOKENS = env.int("BILLING_DEFAULT_MAX_OUTPUT_TOKENS", default=4096)
+# The public LiteLLM pricing file the nightly sync reads (a file path works too).
+BILLING_PRICES_URL = env(
+    "BILLING_PRICES_URL",
+    default="https://raw.githubusercontent.com/BerriAI/litellm/main/model_prices_and_context_window.json",
+)
+# Raw usage records older than this are pruned (only once rolled up).
+BILLING_USAGE_RETENTION_DAYS = env.int("BILLING_USAGE_RETENTION_DAYS", default=90)
 BILLING_SPOOL_DIR = Path(env("BILLING_SPOOL_DIR", default=str(VAR_DIR / "usage-spool")))
 GATEWAY_SHUTDOWN_GRACE_SECONDS = env.float("GATEWAY_SHUTDOWN_GRACE_SECONDS", default=25.0)

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from django.db import transaction
 
-from billing.services import price_set
+from billing.services import PRICE_RATE_OPTIONS, price_set
 from gateway import cli
 from proxy.models import Provider
 from proxy.services import provider_upsert, route_upsert
@@ -75,16 +75,30 @@ def config_apply(doc: dict[str, Any]) -> Counter[str]:
     return counts
 
 
+_PRICE_KEYS = {"model", "provider", "input", "output", "cached_input", "long_context_threshold", "request_fee",
+               "max_output_tokens", *PRICE_RATE_OPTIONS}  # fmt: skip
+
+
 def _apply_price(item: dict[str, Any]) -> bool:
+    unknown = set(item) - _PRICE_KEYS
+    if unknown:
+        raise ApplyError(f"price {item['model']}: unknown fields {', '.join(sorted(unknown))}")
     try:
-        inputs = {name: cli.usd(item[name]) for name in ("input", "output")}
-        cached = cli.usd(item["cached_input"]) if item.get("cached_input") is not None else None
+        optional: dict[str, Any] = {
+            field: cli.usd(item[name]) for name, field in PRICE_RATE_OPTIONS.items() if item.get(name) is not None
+        }
+        if item.get("request_fee") is not None:
+            optional["request_fee_usd"] = cli.usd(item["request_fee"])
+        for name in ("long_context_threshold", "max_output_tokens"):
+            if item.get(name) is not None:
+                optional[name] = int(item[name])
         _, changed = price_set(
             model=item["model"],
-            input_usd=inputs["input"],
-            output_usd=inputs["output"],
-            cached_input_usd=cached,
+            input_usd=cli.usd(item["input"]),
+            output_usd=cli.usd(item["output"]),
+            cached_input_usd=cli.usd(item["cached_input"]) if item.get("cached_input") is not None else None,
             provider=_provider(item["provider"]) if item.get("provider") else None,
+            **optional,
         )
     except KeyError as exc:
         raise ApplyError(f"price {item['model']}: missing {exc.args[0]}") from None

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from accounts import snapshots
 from billing.models import Price
-from billing.pricing import price_snapshot
+from billing.pricing import snapshot_from_price
 from proxy.context import PriceSnapshot, ProviderConfig, RouteTarget
 from proxy.models import Provider, Route
 from proxy.routing import Catalog, Wildcard
@@ -110,9 +110,5 @@ def _current_prices(
             continue
         key = (provider_names.get(row.provider_id, "") if row.provider_id else "", row.model)
         if key not in prices:  # rows come newest first
-            prices[key] = price_snapshot(
-                input_usd=row.input_usd_per_mtok,
-                output_usd=row.output_usd_per_mtok,
-                cached_input_usd=row.cached_input_usd_per_mtok,
-            )
+            prices[key] = snapshot_from_price(row)
     return prices, valid_until

@@ -11,6 +11,13 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetRule:
+    id: int
+    period: str  # day, week, month or total
+    limit_nanos: int
+
+
+@dataclass(frozen=True, slots=True)
 class TenantContext:
     """Who is calling: a live (not revoked) key and its tenant."""
 
@@ -24,6 +31,14 @@ class TenantContext:
     allowed_models: tuple[str, ...] | None = None
     expires_at: dt.datetime | None = None
     tags: tuple[str, ...] = ()
+    # Budgets of the tenant and of the key, and what the database had
+    # recorded against them when this snapshot loaded: {(budget id,
+    # period start): spent nanos}. The spend guard takes it from there.
+    budgets: tuple[BudgetRule, ...] = ()
+    budget_spent: dict[tuple[int, dt.datetime], int] = field(default_factory=dict, compare=False)
+    prepaid: bool = False
+    credit_in_nanos: int = 0  # top-ups, refunds and adjustments
+    credit_used_nanos: int = 0  # usage charged so far
 
     def allows(self, model: str) -> bool:
         if self.allowed_models is None:
@@ -35,12 +50,32 @@ class TenantContext:
 
 
 @dataclass(frozen=True, slots=True)
-class PriceSnapshot:
-    """USD per million tokens, held as integer nano-dollars per million tokens."""
+class Rates:
+    """Integer nano-dollars per million tokens, one per token bucket."""
 
-    input_nanos_per_mtok: int
-    cached_input_nanos_per_mtok: int
-    output_nanos_per_mtok: int
+    input: int
+    cached_input: int
+    cache_write_5m: int
+    cache_write_1h: int
+    output: int
+    reasoning: int
+
+
+@dataclass(frozen=True, slots=True)
+class PriceSnapshot:
+    """A price row made ready for arithmetic: every fallback resolved."""
+
+    base: Rates
+    long: Rates | None = None  # applies to the whole request above the threshold
+    long_context_threshold: int | None = None
+    request_fee_nanos: int = 0
+    max_output_tokens: int | None = None
+    price_id: int | None = None
+
+    def rates_for(self, prompt_tokens: int) -> Rates:
+        if self.long is not None and self.long_context_threshold is not None and prompt_tokens > self.long_context_threshold:
+            return self.long
+        return self.base
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,18 +100,24 @@ class RouteTarget:
 class Usage:
     """Token counts in disjoint buckets: each token is counted exactly once.
 
-    `input_tokens` excludes cached input and `output_tokens` excludes
-    reasoning, whatever convention the provider reported them in.
+    `input_tokens` excludes cache reads and cache writes, `output_tokens`
+    excludes reasoning, whatever convention the provider reported them in.
     """
 
     input_tokens: int = 0
     cached_input_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
 
     @property
+    def prompt_tokens(self) -> int:
+        return self.input_tokens + self.cached_input_tokens + self.cache_write_5m_tokens + self.cache_write_1h_tokens
+
+    @property
     def total_tokens(self) -> int:
-        return self.input_tokens + self.cached_input_tokens + self.output_tokens + self.reasoning_tokens
+        return self.prompt_tokens + self.output_tokens + self.reasoning_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,3 +141,6 @@ class UsageEvent:
     usage_estimated: bool = False
     client_disconnected: bool = False
     ttft_ms: int | None = None
+    price_id: int | None = None
+    cache_hit: bool = False
+    saved_nanos: int = 0

@@ -20,7 +20,7 @@ from proxy.providers import adapter_for
 from proxy.routing import route_for
 from proxy.streaming import RelayResponse
 from proxy.upstream import upstream_failure, upstream_session
-from proxy.usage import UsageRecorder
+from proxy.usage import UsageRecorder, reserve_worst_case
 
 _SECRET_LIKE = re.compile(r"\b(sk|pk|rk|key)-[A-Za-z0-9_\-*.]{6,}")
 _MAX_UPSTREAM_MESSAGE = 2000
@@ -46,6 +46,10 @@ def chat_body_parse(raw: bytes) -> dict[str, Any]:
         raise invalid_request("'messages' is required and must be a non-empty array.", param="messages")
     if not isinstance(body.get("stream", False), bool):
         raise invalid_request("'stream' must be a boolean.", param="stream")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise invalid_request(f"'{name}' must be a positive integer.", param=name)
     return body
 
 
@@ -56,9 +60,11 @@ async def chat_completions_forward(ctx: TenantContext, raw: bytes, request_id: s
     upstream, observer = adapter_for(target.provider.kind).chat_request(
         target.provider, target.upstream_model, body, stream
     )
+    reservation = await reserve_worst_case(ctx, target, body, prompt_bytes=len(raw))
     recorder = UsageRecorder(
-        ctx=ctx, target=target, endpoint="chat.completions", request_id=request_id, body=body, observer=observer
-    )
+        ctx=ctx, target=target, endpoint="chat.completions", request_id=request_id, body=body,
+        observer=observer, reservation=reservation,
+    )  # fmt: skip
     try:
         response = await upstream_session().post(upstream.url, data=upstream.body, headers=upstream.headers)
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:

@@ -118,10 +118,14 @@ class RelayResponse(StreamingHttpResponse):
     def close(self) -> None:
         try:
             if not self._recorder.recorded:
-                self._loop.call_soon_threadsafe(self._upstream.close)
-                self._recorder.finish(status=200, error_code="client_disconnected", client_disconnected=True)
+                self._loop.call_soon_threadsafe(self._abandon)
         finally:
             super().close()
+
+    def _abandon(self) -> None:
+        if not self._recorder.recorded:
+            self._upstream.close()
+            self._recorder.finish(status=200, error_code="client_disconnected", client_disconnected=True)
 
 
 def _keep(event: bytes, observer: StreamObserver) -> bool:

@@ -3,10 +3,12 @@
 import time
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
+from billing.guard import Reservation, spend_caps, spend_guard
 from billing.meter import meter
-from billing.pricing import cost_nanos
+from billing.pricing import cost_nanos, worst_case_cost_nanos
 from proxy.context import RouteTarget, TenantContext, Usage, UsageEvent
 from proxy.providers.base import StreamObserver
 
@@ -32,6 +34,30 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     return estimate_tokens(chars) + _TOKENS_PER_MESSAGE * count
 
 
+def output_limit(body: dict[str, Any], target: RouteTarget) -> int:
+    """The most output tokens this request can produce."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        if isinstance(body.get(name), int):
+            return int(body[name])
+    if target.price is not None and target.price.max_output_tokens:
+        return target.price.max_output_tokens
+    return settings.BILLING_DEFAULT_MAX_OUTPUT_TOKENS
+
+
+async def reserve_worst_case(
+    ctx: TenantContext, target: RouteTarget, body: dict[str, Any], *, prompt_bytes: int
+) -> Reservation | None:
+    """Reserve the request's worst-case cost against every budget and the
+    prepaid credit that cover it; raises budget_exceeded or
+    insufficient_credit. A prompt cannot have more tokens than its body has
+    bytes, so the body's size bounds it from above."""
+    caps = spend_caps(ctx, timezone.now())
+    if not caps:
+        return None
+    amount = worst_case_cost_nanos(target.price, prompt_tokens=prompt_bytes, output_tokens=output_limit(body, target))
+    return await spend_guard().reserve(caps, amount)
+
+
 class UsageRecorder:
     """Follows one upstream request and pushes its usage event exactly once.
 
@@ -48,8 +74,10 @@ class UsageRecorder:
         request_id: str,
         body: dict,
         observer: StreamObserver | None = None,
+        reservation: Reservation | None = None,
     ) -> None:
         self.ctx = ctx
+        self.reservation = reservation
         self.target = target
         self.endpoint = endpoint
         self.request_id = request_id
@@ -85,6 +113,9 @@ class UsageRecorder:
         estimated = usage is None and status < 400
         if usage is None:
             usage = self._estimate(output_chars) if estimated else Usage()
+        cost = cost_nanos(usage, self.target.price)
+        if self.reservation is not None:
+            spend_guard().settle_soon(self.reservation, cost)
         event = UsageEvent(
             request_id=self.request_id,
             created_at=self.created_at,
@@ -96,7 +127,8 @@ class UsageRecorder:
             provider=self.target.provider.name,
             status_code=status,
             usage=usage,
-            cost_nanos=cost_nanos(usage, self.target.price),
+            cost_nanos=cost,
+            price_id=None if self.target.price is None else self.target.price.price_id,
             latency_ms=int((time.perf_counter() - self.started) * 1000),
             ttft_ms=None if self.first_token_at is None else int((self.first_token_at - self.started) * 1000),
             stream=self.stream,

@@ -214,7 +214,8 @@ def test_spool_writes_every_queued_event_as_one_json_line(spool_dir: Path) -> No
     assert len(lines) == 2
     assert orjson.loads(lines[0])["request_id"] == "req-1"
     assert orjson.loads(lines[0])["usage"] == {
-        "input_tokens": 11, "cached_input_tokens": 22, "output_tokens": 33, "reasoning_tokens": 44
+        "input_tokens": 11, "cached_input_tokens": 22, "cache_write_5m_tokens": 0, "cache_write_1h_tokens": 0,
+        "output_tokens": 33, "reasoning_tokens": 44,
     }  # fmt: skip
     # Every field survives the round trip, the datetime to the microsecond.
     assert [usage_event_from_json(line) for line in lines] == [first, second]

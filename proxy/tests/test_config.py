@@ -108,7 +108,7 @@ def test_the_catalog_uses_the_price_in_force_and_expires_when_the_next_one_start
     price_set(model="up", input_usd=Decimal(3), output_usd=Decimal(4), effective_from=now + dt.timedelta(hours=1))
     catalog = catalog_load()
     price = catalog.resolve("cat-model").price
-    assert price is not None and price.input_nanos_per_mtok == 1_000_000_000
+    assert price is not None and price.base.input == 1_000_000_000
     assert catalog.valid_until == pytest.approx((now + dt.timedelta(hours=1)).timestamp())
 
 

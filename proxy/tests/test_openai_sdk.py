@@ -160,7 +160,7 @@ def test_a_stream_the_client_abandons_halfway_is_recorded_once_with_estimated_us
 
 def test_models_lists_the_routes_the_key_may_use(live_gateway: LiveGateway, issue_key: Any) -> None:
     everything = client_for(live_gateway, issue_key())
-    assert [m.id for m in everything.models.list()] == ["dead-model", "gpt-test"]
+    assert [m.id for m in everything.models.list()] == ["budget-model", "dead-model", "gpt-test"]
     limited = client_for(live_gateway, issue_key(allowed_models=["gpt-test", "fake/*"]))
     assert [(m.id, m.owned_by) for m in limited.models.list()] == [("gpt-test", "fake")]
 

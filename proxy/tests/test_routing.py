@@ -2,14 +2,14 @@
 
 import pytest
 
-from proxy.context import PriceSnapshot, ProviderConfig, RouteTarget, TenantContext
+from proxy.context import PriceSnapshot, ProviderConfig, Rates, RouteTarget, TenantContext
 from proxy.errors import GatewayError
 from proxy.routing import Catalog, Wildcard, route_for
 
 OPENAI = ProviderConfig(name="openai", kind="openai", base_url="https://api.openai.com/v1", api_key="sk-secret")
 OTHER = ProviderConfig(name="other", kind="openai", base_url="http://127.0.0.1:1/v1")
-CHEAP = PriceSnapshot(1, 1, 1)
-DEAR = PriceSnapshot(9, 9, 9)
+CHEAP = PriceSnapshot(Rates(1, 1, 1, 1, 1, 1))
+DEAR = PriceSnapshot(Rates(9, 9, 9, 9, 9, 9))
 
 
 def catalog() -> Catalog:

@@ -84,7 +84,7 @@ async def test_a_relayed_stream_that_never_started_is_still_recorded_and_its_ups
     import asyncio
 
     from billing.meter import meter
-    from proxy.context import PriceSnapshot, ProviderConfig, RouteTarget, TenantContext
+    from proxy.context import PriceSnapshot, ProviderConfig, Rates, RouteTarget, TenantContext
     from proxy.errors import ApiFormat
     from proxy.streaming import RelayResponse
     from proxy.usage import UsageRecorder
@@ -96,7 +96,7 @@ async def test_a_relayed_stream_that_never_started_is_still_recorded_and_its_ups
             self.closed = True
 
     ctx = TenantContext(tenant_id=1, tenant_slug="t", tenant_active=True, key_id=2, key_prefix="sk-gw-x")
-    target = RouteTarget("m", ProviderConfig("p", "openai", "http://x"), "m", PriceSnapshot(10**9, 0, 0))
+    target = RouteTarget("m", ProviderConfig("p", "openai", "http://x"), "m", PriceSnapshot(Rates(10**9, 0, 0, 0, 0, 0)))
     observer = OpenAIStreamObserver(client_wants_usage=False)
     recorder = UsageRecorder(ctx=ctx, target=target, endpoint="chat.completions", request_id="req_x",
                              body={"messages": [{"role": "user", "content": "abcd"}]}, observer=observer)  # fmt: skip

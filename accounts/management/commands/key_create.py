@@ -1,10 +1,12 @@
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Tenant
 from accounts.services import api_key_issue
+from billing.services import budget_set
 from gateway import cli
 
 
@@ -17,18 +19,23 @@ class Command(BaseCommand):
         parser.add_argument("--models", default="", help="Comma-separated model names or patterns (openai/*).")
         parser.add_argument("--tags", default="", help="Comma-separated labels for cost attribution.")
         parser.add_argument("--expires-in", type=cli.duration, default=None, help="For example 30d, 12h.")
+        cli.add_budget_arguments(parser)
 
     def handle(self, *args: Any, slug: str, **options: Any) -> None:
         tenant = Tenant.objects.filter(slug=slug).first()
         if tenant is None:
             raise CommandError(f"no tenant {slug!r}; create it with: manage.py tenant_create {slug}")
         expires_in = options["expires_in"]
-        plaintext, api_key = api_key_issue(
-            tenant=tenant,
-            name=options["name"],
-            allowed_models=cli.names(options["models"]),
-            tags=cli.names(options["tags"]),
-            expires_at=timezone.now() + expires_in if expires_in else None,
-        )
+        limits = cli.budgets(options)
+        with transaction.atomic():
+            plaintext, api_key = api_key_issue(
+                tenant=tenant,
+                name=options["name"],
+                allowed_models=cli.names(options["models"]),
+                tags=cli.names(options["tags"]),
+                expires_at=timezone.now() + expires_in if expires_in else None,
+            )
+            for limit, period in limits:
+                budget_set(api_key=api_key, limit_usd=limit, period=period)
         self.stderr.write(f"issued key {api_key.prefix}… for tenant {tenant.slug}; it is shown only now:")
         self.stdout.write(plaintext)

@@ -3,17 +3,22 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import validate_slug
+from django.db import transaction
 
 from accounts.models import Tenant
 from accounts.services import tenant_create
+from billing.services import budget_set
+from gateway import cli
 
 
 class Command(BaseCommand):
-    help = "Create a tenant."
+    help = "Create a tenant, optionally prepaid and with budgets."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug")
         parser.add_argument("--name", default="")
+        parser.add_argument("--prepaid", action="store_true", help="Pays from credit (top up with credit_add).")
+        cli.add_budget_arguments(parser)
 
     def handle(self, *args: Any, slug: str, name: str, **options: Any) -> None:
         try:
@@ -22,5 +27,9 @@ class Command(BaseCommand):
             raise CommandError(f"invalid slug {slug!r}: use letters, numbers, underscores or hyphens") from None
         if Tenant.objects.filter(slug=slug).exists():
             raise CommandError(f"tenant {slug!r} already exists")
-        tenant = tenant_create(slug=slug, name=name)
-        self.stdout.write(f"created tenant {tenant.slug}")
+        limits = cli.budgets(options)
+        with transaction.atomic():
+            tenant = tenant_create(slug=slug, name=name, is_prepaid=options["prepaid"])
+            for limit, period in limits:
+                budget_set(tenant=tenant, limit_usd=limit, period=period)
+        self.stdout.write(f"created tenant {tenant.slug}" + "".join(f", budget ${l} per {p}" for l, p in limits))

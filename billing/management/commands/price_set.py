@@ -2,19 +2,24 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from billing.services import price_set
+from billing.services import PRICE_RATE_OPTIONS, price_set
 from gateway import cli
 from proxy.models import Provider
 
-
 class Command(BaseCommand):
-    help = "Set a model's price in USD per million tokens, effective now."
+    help = "Set a model's price in USD per million tokens, effective now. A hand-set price is never synced over."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("model", help="The upstream model name (or a public model name).")
         parser.add_argument("--input", type=cli.usd, required=True)
         parser.add_argument("--output", type=cli.usd, required=True)
-        parser.add_argument("--cached-input", type=cli.usd, default=None, help="Default: the input price.")
+        parser.add_argument("--cached-input", type=cli.usd, default=None, help="Cache reads (default: input).")
+        for option in PRICE_RATE_OPTIONS:
+            parser.add_argument(f"--{option.replace('_', '-')}", type=cli.usd, default=None)
+        parser.add_argument("--long-context-threshold", type=int, default=None,
+                            help="Above this many prompt tokens the --long-* rates apply.")  # fmt: skip
+        parser.add_argument("--request-fee", type=cli.usd, default=None, help="USD added to every request.")
+        parser.add_argument("--max-output-tokens", type=int, default=None, help="What a budget reserves at most.")
         parser.add_argument("--provider", default=None, help="Only for this provider (default: any).")
 
     def handle(self, *args: Any, model: str, **options: Any) -> None:
@@ -23,6 +28,12 @@ class Command(BaseCommand):
             provider = Provider.objects.filter(name=options["provider"]).first()
             if provider is None:
                 raise CommandError(f"no provider {options['provider']!r}")
+        optional = {field: options[option] for option, field in PRICE_RATE_OPTIONS.items()}
+        optional.update(
+            long_context_threshold=options["long_context_threshold"],
+            request_fee_usd=options["request_fee"],
+            max_output_tokens=options["max_output_tokens"],
+        )
         try:
             price, changed = price_set(
                 model=model,
@@ -30,6 +41,7 @@ class Command(BaseCommand):
                 output_usd=options["output"],
                 cached_input_usd=options["cached_input"],
                 provider=provider,
+                **optional,
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None

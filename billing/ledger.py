@@ -1,0 +1,126 @@
+"""Writing usage to the books: records, budget spend and prepaid credit,
+in one transaction per batch, exactly once per request.
+
+The meter calls `usage_events_store` off the request path. A batch that is
+retried (after a lost connection, or from the spool) skips the request ids
+already stored, so no counter is ever incremented twice.
+"""
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from accounts.models import Tenant
+from billing.models import Budget, BudgetSpend, CreditEntry, UsageRecord
+from billing.periods import period_start
+from billing.pricing import usd_to_nanos
+from proxy.context import UsageEvent
+
+log = logging.getLogger(__name__)
+
+
+def usage_events_store(events: Iterable[UsageEvent]) -> int:
+    """Store a batch; returns how many records were new."""
+    try:
+        with transaction.atomic():
+            return _store(list(events))
+    finally:
+        if not connection.in_atomic_block:
+            connection.close()
+
+
+def _store(events: list[UsageEvent]) -> int:
+    known = set(UsageRecord.objects.filter(request_id__in=[e.request_id for e in events]).values_list("request_id", flat=True))
+    new: dict[str, UsageEvent] = {}
+    for event in events:
+        if event.request_id not in known:
+            new.setdefault(event.request_id, event)
+    if not new:
+        return 0
+    fresh = list(new.values())
+    prepaid = set(Tenant.objects.filter(pk__in={e.tenant_id for e in fresh}, is_prepaid=True).values_list("pk", flat=True))
+    UsageRecord.objects.bulk_create([_record(e, e.tenant_id in prepaid) for e in fresh])
+    _add_budget_spend(fresh)
+    _charge_credit([e for e in fresh if e.tenant_id in prepaid])
+    return len(fresh)
+
+
+def _record(e: UsageEvent, prepaid: bool) -> UsageRecord:
+    u = e.usage
+    return UsageRecord(
+        request_id=e.request_id, created_at=e.created_at, tenant_id=e.tenant_id, api_key_id=e.key_id,
+        endpoint=e.endpoint, public_model=e.public_model, upstream_model=e.upstream_model, provider=e.provider,
+        price_id=e.price_id, status_code=e.status_code, error_code=e.error_code, stream=e.stream,
+        client_disconnected=e.client_disconnected, usage_estimated=e.usage_estimated, cache_hit=e.cache_hit,
+        input_tokens=u.input_tokens, cached_input_tokens=u.cached_input_tokens,
+        cache_write_5m_tokens=u.cache_write_5m_tokens, cache_write_1h_tokens=u.cache_write_1h_tokens,
+        output_tokens=u.output_tokens, reasoning_tokens=u.reasoning_tokens, cost_nanos=e.cost_nanos,
+        saved_nanos=e.saved_nanos, prepaid=prepaid, latency_ms=e.latency_ms, ttft_ms=e.ttft_ms,
+    )  # fmt: skip
+
+
+def _add_budget_spend(events: list[UsageEvent]) -> None:
+    """One UPDATE per (budget, period): spend increments are aggregated per
+    batch, so concurrent requests do not serialise on a budget's row."""
+    charged = [e for e in events if e.cost_nanos]
+    if not charged:
+        return
+    tenants = {e.tenant_id for e in charged}
+    keys = {e.key_id for e in charged}
+    budgets = list(Budget.objects.filter(Q(tenant_id__in=tenants) | Q(api_key_id__in=keys)))
+    totals: dict[tuple[int, dt.datetime], int] = defaultdict(int)
+    for budget in budgets:
+        created = period_start(budget.period, budget.created_at)
+        for e in charged:
+            if budget.tenant_id == e.tenant_id or budget.api_key_id == e.key_id:
+                start = period_start(budget.period, e.created_at)
+                # Periods before the budget existed are not its business.
+                if start >= created:
+                    totals[(budget.pk, start)] += e.cost_nanos
+    limits = {b.pk: b for b in budgets}
+    for (budget_id, start), amount in totals.items():
+        spend = _spend_add(budget_id, start, amount)
+        _alert_if_soft_limit_crossed(limits[budget_id], spend)
+
+
+def _spend_add(budget_id: int, start: dt.datetime, amount: int) -> BudgetSpend:
+    if not BudgetSpend.objects.filter(budget_id=budget_id, period_start=start).update(
+        spent_nanos=F("spent_nanos") + amount
+    ):
+        try:
+            with transaction.atomic():  # another writer may create it first
+                BudgetSpend.objects.create(budget_id=budget_id, period_start=start, spent_nanos=amount)
+        except IntegrityError:
+            BudgetSpend.objects.filter(budget_id=budget_id, period_start=start).update(
+                spent_nanos=F("spent_nanos") + amount
+            )
+    return BudgetSpend.objects.get(budget_id=budget_id, period_start=start)
+
+
+def _alert_if_soft_limit_crossed(budget: Budget, spend: BudgetSpend) -> None:
+    limit = usd_to_nanos(budget.limit_usd)
+    if spend.soft_alerted_at is None and spend.spent_nanos * 100 >= limit * budget.soft_limit_percent:
+        BudgetSpend.objects.filter(pk=spend.pk, soft_alerted_at__isnull=True).update(soft_alerted_at=timezone.now())
+        log.warning(
+            "budget %s passed its soft limit (%s%%): spent %s of %s nanos this %s",
+            budget.pk, budget.soft_limit_percent, spend.spent_nanos, limit, budget.period,
+        )  # fmt: skip
+
+
+def _charge_credit(events: list[UsageEvent]) -> None:
+    """One usage entry per prepaid tenant per batch."""
+    per_tenant: dict[int, int] = defaultdict(int)
+    for e in events:
+        per_tenant[e.tenant_id] += e.cost_nanos
+    CreditEntry.objects.bulk_create(
+        [
+            CreditEntry(tenant_id=t, kind=CreditEntry.Kind.USAGE, amount_nanos=-amount, note="usage")
+            for t, amount in per_tenant.items()
+            if amount
+        ]
+    )

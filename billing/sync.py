@@ -1,0 +1,331 @@
+"""The nightly price sync from LiteLLM's public pricing file.
+
+The file (`model_prices_and_context_window.json`) is one JSON object keyed
+by model name, with rates in USD per token; a Price row holds USD per
+million tokens. A run reads the whole file, converts every entry it can
+(and says why it skipped the others), then writes all of it in one
+transaction: it is applied whole or not at all, and every run, failed or
+not, leaves a PriceSyncRun behind.
+
+Prices are keyed by model name with no provider. A price set by hand is
+never synced over.
+"""
+
+import datetime as dt
+import json
+import logging
+import re
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+
+from billing.models import Price, PriceSyncRun
+from billing.services import price_set
+
+log = logging.getLogger(__name__)
+
+# (models done, models in all), after each model is written.
+ProgressCallback = Callable[[int, int], None]
+
+FETCH_TIMEOUT_SECONDS = 30
+# The real file is a few MB; anything this big is not it, and would be read into memory.
+MAX_FILE_BYTES = 64 * 1024 * 1024
+PER_MILLION = Decimal(1_000_000)
+NANO = Decimal("0.000000001")  # the Price fields' nine decimal places
+# Above this (USD per million tokens) a rate is taken for a typo or a unit mix-up
+# (LiteLLM is per token; a per-million figure pasted in is a million times too dear).
+ABSURD_USD_PER_MTOK = Decimal(10_000)
+# PositiveIntegerField's ceiling on PostgreSQL; SQLite would store more, silently.
+MAX_INT_FIELD = 2**31 - 1
+MODEL_NAME_MAX = Price._meta.get_field("model").max_length
+
+SAMPLE_SPEC = "sample_spec"  # the file's documentation of its own fields, not a model
+TOKEN_PRICED_MODES = {"chat", "completion", "embedding", "responses"}
+
+# LiteLLM key (USD per token) -> Price field (USD per million tokens).
+BASE_RATES = {
+    "input_cost_per_token": "input_usd_per_mtok",
+    "output_cost_per_token": "output_usd_per_mtok",
+    "cache_read_input_token_cost": "cached_input_usd_per_mtok",
+    "cache_creation_input_token_cost": "cache_write_5m_usd_per_mtok",
+    "cache_creation_input_token_cost_above_1hr": "cache_write_1h_usd_per_mtok",
+    "output_cost_per_reasoning_token": "reasoning_usd_per_mtok",
+}
+# The Price fields price_set takes as named arguments rather than in **optional.
+PRICE_SET_ARGUMENTS = {"input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok"}
+# The same rates above the long-context threshold, keyed "<rate>_above_<N>k_tokens".
+LONG_RATES = {
+    "input_cost_per_token": "long_input_usd_per_mtok",
+    "output_cost_per_token": "long_output_usd_per_mtok",
+    "cache_read_input_token_cost": "long_cached_input_usd_per_mtok",
+    "cache_creation_input_token_cost": "long_cache_write_5m_usd_per_mtok",
+    "cache_creation_input_token_cost_above_1hr": "long_cache_write_1h_usd_per_mtok",
+}
+# `$` keeps out service tiers such as "..._above_272k_tokens_priority"; the greedy
+# rate group keeps "cache_creation_input_token_cost_above_1hr" whole.
+LONG_KEY = re.compile(r"^(?P<rate>.+)_above_(?P<thousands>\d+)k_tokens$")
+
+
+class PriceSyncError(Exception):
+    """The run failed as a whole (unreadable or malformed file): nothing was changed."""
+
+
+class EntrySkipped(Exception):
+    """One entry cannot be synced; the message is the reason reported for it."""
+
+
+@dataclass(frozen=True)
+class SyncedPrice:
+    """One entry, converted to price_set's arguments."""
+
+    model: str
+    input_usd: Decimal
+    output_usd: Decimal
+    cached_input_usd: Decimal | None
+    optional: dict[str, Decimal | int]
+
+
+@dataclass
+class SyncResult:
+    """What one run did, model by model."""
+
+    source: str
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # model -> reason
+    run: PriceSyncRun | None = None
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "added": len(self.added),
+            "changed": len(self.changed),
+            "unchanged": len(self.unchanged),
+            "skipped": len(self.skipped),
+        }
+
+
+def prices_sync(url: str | None = None, *, progress: ProgressCallback | None = None) -> SyncResult:
+    """Sync prices from `url` (http(s), file:// or a path; default
+    settings.BILLING_PRICES_URL). Raises PriceSyncError when the file cannot
+    be read or is malformed; the failed run is recorded all the same."""
+    source = url or settings.BILLING_PRICES_URL
+    started_at = timezone.now()
+    try:
+        document = prices_parse(source_read(source))
+        result = SyncResult(source=source)
+        prices = prices_convert(document, result.skipped)
+        with transaction.atomic():
+            prices_apply(prices, result, now=timezone.now(), progress=progress)
+            result.run = _run_record(result, started_at=started_at, ok=True)
+    except Exception as exc:
+        # After the rollback, so the failure is on record while nothing else is.
+        _run_failed(source, started_at=started_at, error=str(exc))
+        raise
+    return result
+
+
+def source_read(source: str) -> str:
+    """The file's text, from an http(s) URL, a file:// URL or a path."""
+    scheme = urlsplit(source).scheme.lower()
+    try:
+        if scheme in ("http", "https"):
+            with urllib.request.urlopen(source, timeout=FETCH_TIMEOUT_SECONDS) as response:  # noqa: S310 (http only)
+                data = response.read(MAX_FILE_BYTES + 1)
+        elif scheme == "file":
+            data = _file_read(Path(url2pathname(urlsplit(source).path)))
+        elif len(scheme) > 1:  # one letter is a Windows drive, as in C:\prices.json
+            raise PriceSyncError(f"cannot read {source}: use an http(s) or file:// URL, or a path")
+        else:
+            data = _file_read(Path(source))
+    except OSError as exc:  # urllib's URLError and HTTPError included
+        raise PriceSyncError(f"cannot read {source}: {exc}") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise PriceSyncError(f"{source} is larger than {MAX_FILE_BYTES} bytes: not the LiteLLM pricing file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PriceSyncError(f"{source} is not UTF-8 text: {exc}") from exc
+
+
+def _file_read(path: Path) -> bytes:
+    with path.open("rb") as file:
+        return file.read(MAX_FILE_BYTES + 1)
+
+
+def prices_parse(text: str) -> dict[str, Any]:
+    """The file as a dict of entries. Numbers with a point become Decimal, so
+    no rate ever passes through a float; NaN and Infinity become Decimal too,
+    and are refused per entry."""
+    try:
+        document = json.loads(text, parse_float=Decimal, parse_constant=Decimal)
+    except (ValueError, RecursionError) as exc:
+        raise PriceSyncError(f"the pricing file is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise PriceSyncError(f"the pricing file must be a JSON object of models, not a {type(document).__name__}")
+    return document
+
+
+def prices_convert(document: dict[str, Any], skipped: dict[str, str]) -> list[SyncedPrice]:
+    """Every entry that converts; the others go into `skipped` with their reason."""
+    prices = []
+    for model, entry in document.items():
+        if model == SAMPLE_SPEC:
+            continue
+        try:
+            prices.append(entry_convert(model, entry))
+        except EntrySkipped as skip:
+            skipped[model] = str(skip)
+    return prices
+
+
+def entry_convert(model: str, entry: Any) -> SyncedPrice:
+    """One LiteLLM entry as a price; raises EntrySkipped with the reason."""
+    if not isinstance(entry, dict):
+        raise EntrySkipped("entry is not an object")
+    if len(model) > MODEL_NAME_MAX:
+        raise EntrySkipped(f"model name is longer than {MODEL_NAME_MAX} characters")
+    mode = entry.get("mode")
+    if mode is not None and (not isinstance(mode, str) or mode not in TOKEN_PRICED_MODES):
+        raise EntrySkipped(f"mode {mode} is not token-priced")
+    for required in ("input_cost_per_token", "output_cost_per_token"):
+        if entry.get(required) is None:
+            raise EntrySkipped(f"missing {required}")
+    rates = {name: usd_per_mtok(key, entry[key]) for key, name in BASE_RATES.items() if entry.get(key) is not None}
+    optional: dict[str, Decimal | int] = {name: rate for name, rate in rates.items() if name not in PRICE_SET_ARGUMENTS}
+    optional.update(long_context_rates(entry))
+    if entry.get("max_output_tokens") is not None:
+        optional["max_output_tokens"] = max_output_tokens(entry["max_output_tokens"])
+    return SyncedPrice(
+        model=model,
+        input_usd=rates["input_usd_per_mtok"],
+        output_usd=rates["output_usd_per_mtok"],
+        cached_input_usd=rates.get("cached_input_usd_per_mtok"),
+        optional=optional,
+    )
+
+
+def usd_per_mtok(key: str, value: Any) -> Decimal:
+    """A per-token rate from the file as USD per million tokens, to the nano."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise EntrySkipped(f"{key} is not a number: {shown(value)}")
+    if not Decimal(value).is_finite():
+        raise EntrySkipped(f"{key} is not a finite number: {shown(value)}")
+    usd = Decimal(value) * PER_MILLION
+    if usd < 0:
+        raise EntrySkipped(f"{key} is negative: {shown(value)}")
+    if usd > ABSURD_USD_PER_MTOK:
+        limit = f"more than ${ABSURD_USD_PER_MTOK}"
+        raise EntrySkipped(f"{key} is absurd: ${usd.normalize():f} per million tokens ({limit})")
+    # The Price fields keep nine decimal places (a nano-dollar). LiteLLM's
+    # per-token figures (3.75e-06) are exact after the x10^6, since Decimal
+    # keeps them as written; only a pathological value (1.0000000005e-06) has
+    # more places, and it is rounded rather than refused: a sub-nano
+    # difference per million tokens is no reason to leave a model unpriced.
+    return usd.quantize(NANO, rounding=ROUND_HALF_UP)
+
+
+def long_context_rates(entry: dict[str, Any]) -> dict[str, Decimal | int]:
+    """The long-context tier: its threshold (from the key names) and rates."""
+    rates: dict[str, Decimal | int] = {}
+    thresholds: set[int] = set()
+    for key, value in entry.items():
+        match = LONG_KEY.match(key)
+        if match is None or match["rate"] not in LONG_RATES or value is None:
+            continue
+        thresholds.add(int(match["thousands"]))
+        rates[LONG_RATES[match["rate"]]] = usd_per_mtok(key, value)
+    if not thresholds:
+        return {}
+    if len(thresholds) > 1:
+        # A Price row has one tier; picking one would mis-bill prompts past the other.
+        listed = ", ".join(f"{t}k" for t in sorted(thresholds))
+        raise EntrySkipped(f"several long-context thresholds ({listed}): set this price by hand")
+    threshold = thresholds.pop() * 1000
+    if not 0 < threshold <= MAX_INT_FIELD:
+        raise EntrySkipped(f"long-context threshold out of range: {threshold}")
+    return {"long_context_threshold": threshold, **rates}
+
+
+def max_output_tokens(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EntrySkipped(f"max_output_tokens is not an integer: {shown(value)}")
+    if not 0 < value <= MAX_INT_FIELD:
+        raise EntrySkipped(f"max_output_tokens out of range: {value}")
+    return value
+
+
+def shown(value: Any) -> str:
+    """A value as the file spells it, for a skip reason."""
+    return str(value) if isinstance(value, Decimal) else json.dumps(value)
+
+
+def prices_apply(
+    prices: list[SyncedPrice], result: SyncResult, *, now: dt.datetime, progress: ProgressCallback | None = None
+) -> None:
+    """Write the prices that differ from those in force, all effective `now`.
+    The caller holds the transaction."""
+    sources = _sources_in_force(now)
+    for done, price in enumerate(prices, start=1):
+        in_force = sources.get(price.model)
+        if in_force == Price.Source.MANUAL:
+            result.skipped[price.model] = "hand-set price"
+        else:
+            _, changed = price_set(
+                model=price.model,
+                input_usd=price.input_usd,
+                output_usd=price.output_usd,
+                cached_input_usd=price.cached_input_usd,
+                provider=None,
+                effective_from=now,
+                source=Price.Source.SYNC,
+                **price.optional,
+            )
+            bucket = result.unchanged if not changed else result.added if in_force is None else result.changed
+            bucket.append(price.model)
+        if progress is not None:
+            progress(done, len(prices))
+
+
+def _sources_in_force(now: dt.datetime) -> dict[str, str]:
+    """model -> the source of its provider-less price in force at `now`, in
+    one query rather than one per model (the file has thousands)."""
+    rows = (
+        Price.objects.filter(provider=None)
+        .effective_at(now)
+        .order_by("model", "-effective_from", "-id")
+        .values_list("model", "source")
+    )
+    sources: dict[str, str] = {}
+    for model, source in rows:
+        sources.setdefault(model, source)  # newest first
+    return sources
+
+
+def _run_record(result: SyncResult, *, started_at: dt.datetime, ok: bool, error: str = "") -> PriceSyncRun:
+    return PriceSyncRun.objects.create(
+        started_at=started_at,
+        source=result.source[: PriceSyncRun._meta.get_field("source").max_length],
+        ok=ok,
+        **result.counts(),
+        error=error,
+        details={"skipped": result.skipped},
+    )
+
+
+def _run_failed(source: str, *, started_at: dt.datetime, error: str) -> None:
+    """Record a failed run (nothing applied, so every count is zero)."""
+    try:
+        _run_record(SyncResult(source=source), started_at=started_at, ok=False, error=error)
+    except DatabaseError:
+        # The database may be what failed: the caller still gets the original error.
+        log.exception("price sync: the failed run could not be recorded")
