@@ -1,5 +1,8 @@
 """Tell every process when something the request path caches has changed."""
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from django.db import transaction
@@ -10,11 +13,31 @@ from accounts import snapshots
 from accounts.models import ApiKey, ConfigVersion, Tenant
 
 
+_batching = threading.local()
+
+
 def config_version_bump() -> None:
     """Bump the shared counter (other processes) and drop local snapshots now."""
+    if getattr(_batching, "depth", 0):
+        _batching.dirty = True
+        return
     if not ConfigVersion.objects.filter(pk=1).update(version=F("version") + 1):
         ConfigVersion.objects.get_or_create(pk=1, defaults={"version": 1})
     transaction.on_commit(snapshots.invalidate_all)
+
+
+@contextlib.contextmanager
+def config_changes_batched() -> Iterator[None]:
+    """Bump once for every change made inside (a price sync saves thousands
+    of rows; the other processes need to reload once, not thousands of times)."""
+    _batching.depth = getattr(_batching, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _batching.depth -= 1
+        if not _batching.depth and getattr(_batching, "dirty", False):
+            _batching.dirty = False
+            config_version_bump()
 
 
 def _changed(sender: type[Model], **kwargs: Any) -> None:

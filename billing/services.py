@@ -72,7 +72,7 @@ def price_set(
                 raise ValueError(f"{name}: prices cannot be negative")
             usd_to_nanos(value)  # refuses sub-nano precision before anything is stored
     when = effective_from or timezone.now()
-    current = Price.objects.filter(model=model, provider=provider).effective_at(when).order_by("-effective_from").first()
+    current = Price.objects.filter(model=model, provider=provider).effective_at(when).order_by("-effective_from", "-id").first()
     if current is not None and all(getattr(current, name) == value for name, value in fields.items()):
         return current, False
     price = Price.objects.create(model=model, provider=provider, effective_from=when, source=source, **fields)

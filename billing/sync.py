@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from accounts.signals import config_changes_batched
 from billing.models import Price, PriceSyncRun
 from billing.services import price_set
 
@@ -124,7 +125,8 @@ def prices_sync(url: str | None = None, *, progress: ProgressCallback | None = N
         document = prices_parse(source_read(source))
         result = SyncResult(source=source)
         prices = prices_convert(document, result.skipped)
-        with transaction.atomic():
+        # One config version bump for the run, after the commit, not one per price.
+        with config_changes_batched(), transaction.atomic():
             prices_apply(prices, result, now=timezone.now(), progress=progress)
             result.run = _run_record(result, started_at=started_at, ok=True)
     except Exception as exc:

@@ -102,7 +102,7 @@ def _current_prices(
     scheduled price takes effect (the catalog reloads itself then)."""
     prices: dict[tuple[str, str], PriceSnapshot] = {}
     valid_until = float("inf")
-    for row in Price.objects.order_by("model", "provider_id", "-effective_from"):
+    for row in Price.objects.order_by("model", "provider_id", "-effective_from", "-id"):
         if row.effective_from > now:
             valid_until = min(valid_until, row.effective_from.timestamp())
             continue

@@ -37,7 +37,7 @@ SKIPPED = {
     "whisper-1": "mode audio_transcription is not token-priced",
     "broken/missing-output-cost": "missing output_cost_per_token",
     "broken/negative-price": "input_cost_per_token is negative: -0.000001",
-    "broken/string-price": "input_cost_per_token is not a number: \"free\"",
+    "broken/string-price": 'input_cost_per_token is not a number: "free"',
     "broken/absurd-price": "output_cost_per_token is absurd: $1000000 per million tokens (more than $10000)",
     "broken/fractional-max-output": "max_output_tokens is not an integer: 4096.5",
 }
@@ -238,11 +238,11 @@ def test_other_malformed_entries_are_skipped_with_a_reason_and_the_rest_applied(
         "not-an-object": "entry is not an object",
         "null-input": "missing input_cost_per_token",
         "boolean-price": "output_cost_per_token is not a number: true",
-        "string-max-output": "max_output_tokens is not an integer: \"8192\"",
+        "string-max-output": 'max_output_tokens is not an integer: "8192"',
         "list-mode": "mode ['chat'] is not token-priced",
         "zero-max-output": "max_output_tokens out of range: 0",
         "two-thresholds": "several long-context thresholds (128k, 256k): set this price by hand",
-        "bad-long-rate": "output_cost_per_token_above_200k_tokens is not a number: \"lots\"",
+        "bad-long-rate": 'output_cost_per_token_above_200k_tokens is not a number: "lots"',
         "x" * 201: "model name is longer than 200 characters",
     }
 
@@ -540,3 +540,14 @@ def test_the_progress_bar_is_silent_outside_a_terminal_or_when_disabled() -> Non
     ProgressBar(OutputWrapper(terminal), enabled=False)(1, 1)
 
     assert pipe.getvalue() == "" and terminal.getvalue() == ""
+
+
+@pytest.mark.django_db
+def test_a_sync_moves_the_config_version_once_not_once_per_price() -> None:
+    from accounts.models import ConfigVersion
+    from accounts.snapshots import config_version_read
+
+    before = config_version_read()
+    result = prices_sync(str(SAMPLE))
+    assert result.counts()["added"] > 1
+    assert ConfigVersion.objects.get(pk=1).version == before + 1
