@@ -39,6 +39,15 @@ def django_db_setup(django_test_environment: None, django_db_blocker: Any) -> It
         teardown_databases(config, verbosity=0)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def redis_namespace() -> None:
+    """The same per-run Redis namespace here as in the gateway subprocesses
+    (settings may have been read before this module set the variable)."""
+    from django.conf import settings
+
+    settings.REDIS_KEY_PREFIX = os.environ["REDIS_KEY_PREFIX"]
+
+
 @pytest.fixture(scope="session")
 def fake_upstream() -> Iterator[FakeUpstream]:
     fake = FakeUpstream().start_in_thread()

@@ -11,6 +11,9 @@ class Tenant(models.Model):
     is_prepaid = models.BooleanField(
         default=False, help_text="Pays from credit: refused once the credit ledger's balance is used up."
     )
+    cache_ttl_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Serve repeated requests from the response cache for this long. Empty: off."
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -43,6 +46,9 @@ class ApiKey(models.Model):
     tags = models.JSONField(default=list, blank=True, help_text="Labels for cost attribution.")
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    cache_ttl_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Response cache lifetime for this key; 0 turns it off. Empty: the tenant's."
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -11,8 +11,10 @@ from accounts.models import ApiKey, Tenant
 
 
 @transaction.atomic
-def tenant_create(*, slug: str, name: str = "", is_prepaid: bool = False) -> Tenant:
-    return Tenant.objects.create(slug=slug, name=name or slug, is_prepaid=is_prepaid)
+def tenant_create(
+    *, slug: str, name: str = "", is_prepaid: bool = False, cache_ttl_seconds: int | None = None
+) -> Tenant:
+    return Tenant.objects.create(slug=slug, name=name or slug, is_prepaid=is_prepaid, cache_ttl_seconds=cache_ttl_seconds)
 
 
 @transaction.atomic
@@ -23,6 +25,7 @@ def api_key_issue(
     allowed_models: Iterable[str] | None = None,
     expires_at: dt.datetime | None = None,
     tags: Iterable[str] = (),
+    cache_ttl_seconds: int | None = None,
 ) -> tuple[str, ApiKey]:
     """Create a key and return its plaintext, which is never retrievable again."""
     plaintext = key_generate()
@@ -35,6 +38,7 @@ def api_key_issue(
         allowed_models=models or None,
         tags=[t for t in tags if t],
         expires_at=expires_at,
+        cache_ttl_seconds=cache_ttl_seconds,
     )
     return plaintext, api_key
 

@@ -91,6 +91,7 @@ def context_from_key(key: ApiKey) -> TenantContext:
         allowed_models=tuple(key.allowed_models) if key.allowed_models else None,
         expires_at=key.expires_at,
         tags=tuple(key.tags or ()),
+        cache_ttl_seconds=(key.cache_ttl_seconds if key.cache_ttl_seconds is not None else tenant.cache_ttl_seconds) or 0,
         **spend_state(
             tenant_id=tenant.pk,
             key_id=key.pk,

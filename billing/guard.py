@@ -17,12 +17,13 @@ caps, and the usage meter writes spend to the database in batches.
 import asyncio
 import datetime as dt
 import logging
-import weakref
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 
 from billing.periods import period_end, period_start
+from gateway.redis import redis_client, redis_client_for, redis_key
 from billing.pricing import nanos_to_usd
 from proxy.context import TenantContext
 from proxy.errors import GatewayError
@@ -169,23 +170,17 @@ return {0, 0}
 class RedisSpendGuard:
     """Counters in Redis, shared by every process; each holds spent + reserved."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object] = weakref.WeakKeyDictionary()
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or settings.REDIS_URL
         self._pending: set[asyncio.Task[None]] = set()
 
-    def _client(self) -> object:
-        import redis.asyncio as aioredis
-
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = aioredis.Redis.from_url(self.url)
-            self._clients[loop] = client
-        return client
+    def _client(self) -> Any:
+        if self.url == settings.REDIS_URL:
+            return redis_client()
+        return redis_client_for(self.url)
 
     def _key(self, cap: SpendCap) -> str:
-        return f"{settings.REDIS_KEY_PREFIX}:spend:{cap.key}"
+        return redis_key("spend", cap.key)
 
     async def reserve(self, caps: tuple[SpendCap, ...], amount: int) -> Reservation:
         client = self._client()

@@ -57,6 +57,7 @@ def _record(e: UsageEvent, prepaid: bool) -> UsageRecord:
         endpoint=e.endpoint, public_model=e.public_model, upstream_model=e.upstream_model, provider=e.provider,
         price_id=e.price_id, status_code=e.status_code, error_code=e.error_code, stream=e.stream,
         client_disconnected=e.client_disconnected, usage_estimated=e.usage_estimated, cache_hit=e.cache_hit,
+        cache_status=e.cache_status,
         input_tokens=u.input_tokens, cached_input_tokens=u.cached_input_tokens,
         cache_write_5m_tokens=u.cache_write_5m_tokens, cache_write_1h_tokens=u.cache_write_1h_tokens,
         output_tokens=u.output_tokens, reasoning_tokens=u.reasoning_tokens, cost_nanos=e.cost_nanos,

@@ -95,6 +95,9 @@ class UsageRecord(models.Model):
         default=False, help_text="The upstream reported no usage (stream cut off); tokens are an estimate."
     )
     cache_hit = models.BooleanField(default=False)
+    cache_status = models.CharField(
+        max_length=6, blank=True, help_text="hit, miss or bypass when the response cache was asked; empty otherwise."
+    )
     input_tokens = models.PositiveIntegerField(default=0)
     cached_input_tokens = models.PositiveIntegerField(default=0)
     cache_write_5m_tokens = models.PositiveIntegerField(default=0)

@@ -8,6 +8,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from billing.api import router as billing_router
+from cachestore.api import router as cache_router
 from proxy.api import router as proxy_router
 from proxy.errors import ApiFormat, GatewayError, error_body
 
@@ -22,6 +23,7 @@ api = NinjaAPI(
 )
 api.add_router("", proxy_router)
 api.add_router("", billing_router)
+api.add_router("", cache_router)
 
 
 def _render(request: HttpRequest, status: int, code: str, message: str, param: str | None = None) -> HttpResponse:

@@ -34,6 +34,13 @@ def usd(text: str | int | float | Decimal) -> Decimal:
     return value
 
 
+def seconds(text: str) -> int:
+    """A whole number of seconds, 0 or more."""
+    if not text.strip().isdigit():
+        raise ArgumentTypeError(f"invalid number of seconds {text!r}: expected a whole number such as 3600")
+    return int(text)
+
+
 def names(text: str | None) -> list[str]:
     """`a,b, c` -> ['a', 'b', 'c']."""
     return [part.strip() for part in (text or "").split(",") if part.strip()]

@@ -43,11 +43,16 @@ def ensure_background_tasks() -> None:
         task = loop.create_task(coro, context=contextvars.Context())
         _tasks.add(task)
         task.add_done_callback(_tasks.discard)
+    from cachestore.store import invalidation_listener_start
+
+    invalidation_listener_start()  # the response cache's pub/sub listener, with REDIS_URL only
 
 
 async def shutdown() -> None:
     from billing.guard import RedisSpendGuard, spend_guard
     from billing.meter import meter
+    from cachestore.flight import writes_settled
+    from cachestore.store import cache_store
     from proxy.upstream import upstream_sessions_close
 
     log.info("shutting down: %d requests in flight, %d usage events queued", meter.inflight, meter.pending)
@@ -55,6 +60,8 @@ async def shutdown() -> None:
     guard = spend_guard()
     if isinstance(guard, RedisSpendGuard):
         await guard.wait_settled()
+    await writes_settled()  # cache entries being stored
+    await cache_store().stop_listener()
     for task in list(_tasks):
         task.cancel()
     await upstream_sessions_close()

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "accounts",
     "billing",
     "proxy",
+    "cachestore",
 ]
 
 # The admin's stack. The /v1 API is served by a second handler built with
@@ -54,7 +55,7 @@ MIDDLEWARE = [
 ]
 API_MIDDLEWARE = ["gateway.middleware.request_id_middleware"]
 # Paths served by the lean API handler.
-API_PATH_PREFIXES = ("/v1/", "/healthz", "/readyz")
+API_PATH_PREFIXES = ("/v1/", "/cache/", "/healthz", "/readyz")
 
 ROOT_URLCONF = "gateway.urls"
 ASGI_APPLICATION = "gateway.asgi.application"
@@ -175,6 +176,7 @@ CELERY_BEAT_SCHEDULE = {
     "books-reconcile": {"task": "billing.tasks.books_reconcile_task", "schedule": crontab(minute=17)},
     "usage-retention": {"task": "billing.tasks.usage_retention_task", "schedule": crontab(hour=3, minute=30)},
     "prices-sync": {"task": "billing.tasks.prices_sync_task", "schedule": crontab(hour=2, minute=10)},
+    "cache-expire": {"task": "cachestore.tasks.cache_expire_task", "schedule": crontab(minute="*/10")},
 }
 
 # --- Gateway ----------------------------------------------------------------------
@@ -213,3 +215,10 @@ BILLING_PRICES_URL = env(
 BILLING_USAGE_RETENTION_DAYS = env.int("BILLING_USAGE_RETENTION_DAYS", default=90)
 BILLING_SPOOL_DIR = Path(env("BILLING_SPOOL_DIR", default=str(VAR_DIR / "usage-spool")))
 GATEWAY_SHUTDOWN_GRACE_SECONDS = env.float("GATEWAY_SHUTDOWN_GRACE_SECONDS", default=25.0)
+
+# The response cache: lifetime for the /cache/... paths when the key has none,
+# the in-process LRU in front of the backend, and how long an identical
+# request waits for the first one's answer instead of going upstream itself.
+CACHESTORE_DEFAULT_TTL_SECONDS = env.int("CACHESTORE_DEFAULT_TTL_SECONDS", default=3600)
+CACHESTORE_LRU_MAX_BYTES = env.int("CACHESTORE_LRU_MAX_BYTES", default=64 * 1024 * 1024)
+CACHESTORE_SINGLEFLIGHT_WAIT_SECONDS = env.float("CACHESTORE_SINGLEFLIGHT_WAIT_SECONDS", default=120.0)

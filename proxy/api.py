@@ -2,13 +2,14 @@
 
 import time
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.http.response import HttpResponseBase
 from ninja import Router
 
 from proxy.auth import ApiKeyAuth
 from proxy.catalog import current_catalog
-from proxy.forward import chat_completions_forward
+from proxy.errors import ApiFormat, GatewayError
+from proxy.forward import chat_completions_forward, embeddings_forward
 from proxy.requestid import request_id_for
 
 router = Router(auth=ApiKeyAuth(), tags=["OpenAI-compatible"])
@@ -37,7 +38,44 @@ _CHAT_REQUEST_SCHEMA = {
 @router.post("/chat/completions", openapi_extra=_CHAT_REQUEST_SCHEMA, summary="Create a chat completion")
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     """Forwarded as sent (only `model` is replaced); streamed when `stream` is true."""
-    return await chat_completions_forward(request.auth, request.body, request_id_for(request))  # type: ignore[attr-defined]
+    return await chat_completions_forward(
+        request.auth,  # type: ignore[attr-defined]
+        request.body,
+        request_id_for(request),
+        cache_control=request.headers.get("Cache-Control", ""),
+    )
+
+
+@router.post("/embeddings", summary="Create embeddings")
+async def embeddings(request: HttpRequest) -> HttpResponseBase:
+    """Forwarded as sent (only `model` is replaced), metered, and cacheable."""
+    return await embeddings_forward(
+        request.auth,  # type: ignore[attr-defined]
+        request.body,
+        request_id_for(request),
+        cache_control=request.headers.get("Cache-Control", ""),
+    )
+
+
+async def cached_chat_completions(request: HttpRequest) -> HttpResponseBase:
+    """/cache/chat/completions and /cache/v1/chat/completions: always through
+    the response cache, for clients built against the old cache proxy."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    try:
+        ctx = await ApiKeyAuth()(request)
+        return await chat_completions_forward(
+            ctx,
+            request.body,
+            request_id_for(request),
+            cache_control=request.headers.get("Cache-Control", ""),
+            force_cache=True,
+        )
+    except GatewayError as error:
+        response = HttpResponse(error.body(ApiFormat.OPENAI), status=error.status, content_type="application/json")
+        for name, value in error.headers.items():
+            response[name] = value
+        return response
 
 
 @router.get("/models", summary="List the models this key may use")

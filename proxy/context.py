@@ -39,6 +39,7 @@ class TenantContext:
     prepaid: bool = False
     credit_in_nanos: int = 0  # top-ups, refunds and adjustments
     credit_used_nanos: int = 0  # usage charged so far
+    cache_ttl_seconds: int = 0  # the response cache's lifetime for this key; 0: off
 
     def allows(self, model: str) -> bool:
         if self.allowed_models is None:
@@ -143,4 +144,5 @@ class UsageEvent:
     ttft_ms: int | None = None
     price_id: int | None = None
     cache_hit: bool = False
+    cache_status: str = ""  # hit, miss or bypass when the cache was asked
     saved_nanos: int = 0

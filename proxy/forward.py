@@ -6,6 +6,7 @@ pass through (JSON) -> one usage event, however it ends.
 
 import asyncio
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -13,8 +14,9 @@ import orjson
 from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 
+from proxy.caching import CacheFill, cache_hit_response, cache_lookup
 from proxy.catalog import current_catalog
-from proxy.context import ProviderConfig, TenantContext
+from proxy.context import ProviderConfig, RouteTarget, TenantContext
 from proxy.errors import ApiFormat, GatewayError, invalid_request
 from proxy.providers import adapter_for
 from proxy.routing import route_for
@@ -28,10 +30,9 @@ _MAX_UPSTREAM_MESSAGE = 2000
 _FORWARDED_HEADERS = ("retry-after", "openai-processing-ms", "x-ratelimit-remaining-requests")
 
 
-def chat_body_parse(raw: bytes) -> dict[str, Any]:
-    """The client's JSON body, checked just enough to route it."""
+def _json_object_with_model(raw: bytes, what: str) -> dict[str, Any]:
     if not raw.strip():
-        raise invalid_request("The request body is empty; expected a JSON chat completion request.")
+        raise invalid_request(f"The request body is empty; expected a JSON {what}.")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -41,6 +42,20 @@ def chat_body_parse(raw: bytes) -> dict[str, Any]:
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise invalid_request("'model' is required and must be a non-empty string.", param="model")
+    return body
+
+
+def embeddings_body_parse(raw: bytes) -> dict[str, Any]:
+    body = _json_object_with_model(raw, "embeddings request")
+    text = body.get("input")
+    if not (isinstance(text, str) and text) and not (isinstance(text, list) and text):
+        raise invalid_request("'input' is required: a string, or a non-empty array of strings or tokens.", param="input")
+    return body
+
+
+def chat_body_parse(raw: bytes) -> dict[str, Any]:
+    """The client's JSON body, checked just enough to route it."""
+    body = _json_object_with_model(raw, "chat completion request")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise invalid_request("'messages' is required and must be a non-empty array.", param="messages")
@@ -53,17 +68,65 @@ def chat_body_parse(raw: bytes) -> dict[str, Any]:
     return body
 
 
-async def chat_completions_forward(ctx: TenantContext, raw: bytes, request_id: str) -> HttpResponseBase:
+CHAT = "chat.completions"
+EMBEDDINGS = "embeddings"
+
+
+async def chat_completions_forward(
+    ctx: TenantContext, raw: bytes, request_id: str, *, cache_control: str = "", force_cache: bool = False
+) -> HttpResponseBase:
     body = chat_body_parse(raw)
-    stream = body.get("stream") is True
-    target = route_for(await current_catalog(), ctx, body["model"])
-    upstream, observer = adapter_for(target.provider.kind).chat_request(
-        target.provider, target.upstream_model, body, stream
-    )
-    reservation = await reserve_worst_case(ctx, target, body, prompt_bytes=len(raw))
+    call = UpstreamCall(endpoint=CHAT, body=body, size=len(raw), stream=body.get("stream") is True)
+    return await _forward(ctx, call, request_id, cache_control=cache_control, force_cache=force_cache)
+
+
+async def embeddings_forward(ctx: TenantContext, raw: bytes, request_id: str, *, cache_control: str = "") -> HttpResponseBase:
+    body = embeddings_body_parse(raw)
+    call = UpstreamCall(endpoint=EMBEDDINGS, body=body, size=len(raw), stream=False, output_tokens=0)
+    return await _forward(ctx, call, request_id, cache_control=cache_control, force_cache=False)
+
+
+@dataclass(frozen=True)
+class UpstreamCall:
+    endpoint: str
+    body: dict[str, Any]
+    size: int  # bytes: no prompt has more tokens, so the budget's worst case
+    stream: bool
+    output_tokens: int | None = None  # known output limit (None: from max_tokens or the model)
+
+
+async def _forward(
+    ctx: TenantContext, call: UpstreamCall, request_id: str, *, cache_control: str, force_cache: bool
+) -> HttpResponseBase:
+    """Route, answer from the cache when it may, else go upstream."""
+    target = route_for(await current_catalog(), ctx, call.body["model"])
+    cache = await cache_lookup(ctx, target, call.body, endpoint=call.endpoint, cache_control=cache_control,
+                               forced=force_cache)  # fmt: skip
+    if cache.entry is not None:
+        return cache_hit_response(ctx, target, cache.entry, call.body, request_id=request_id, stream=call.stream)
+    try:
+        response = await _upstream(ctx, target, call, request_id, cache.fill)
+    except BaseException:
+        if cache.fill is not None:
+            cache.fill.fail()  # identical requests waiting on this one go upstream themselves
+        raise
+    response["x-cache"] = cache.status
+    return response
+
+
+async def _upstream(
+    ctx: TenantContext, target: RouteTarget, call: UpstreamCall, request_id: str, fill: CacheFill | None
+) -> HttpResponseBase:
+    adapter = adapter_for(target.provider.kind)
+    if call.endpoint == EMBEDDINGS:
+        upstream, observer = adapter.embeddings_request(target.provider, target.upstream_model, call.body), None
+    else:
+        upstream, observer = adapter.chat_request(target.provider, target.upstream_model, call.body, call.stream)
+    reservation = await reserve_worst_case(ctx, target, call.body, prompt_bytes=call.size,
+                                           output_tokens=call.output_tokens)  # fmt: skip
     recorder = UsageRecorder(
-        ctx=ctx, target=target, endpoint="chat.completions", request_id=request_id, body=body,
-        observer=observer, reservation=reservation,
+        ctx=ctx, target=target, endpoint=call.endpoint, request_id=request_id, body=call.body,
+        observer=observer, reservation=reservation, fill=fill,
     )  # fmt: skip
     try:
         response = await upstream_session().post(upstream.url, data=upstream.body, headers=upstream.headers)
@@ -79,7 +142,7 @@ async def chat_completions_forward(ctx: TenantContext, raw: bytes, request_id: s
         return await _upstream_error(response, recorder, target.provider, ApiFormat.OPENAI)
     if observer is not None and response.content_type == "text/event-stream":
         return RelayResponse(response, observer, recorder, ApiFormat.OPENAI)
-    return await _pass_through(response, recorder, adapter_for(target.provider.kind))
+    return await _pass_through(response, recorder, adapter)
 
 
 async def _pass_through(response: aiohttp.ClientResponse, recorder: UsageRecorder, adapter: Any) -> HttpResponse:
@@ -98,7 +161,7 @@ async def _pass_through(response: aiohttp.ClientResponse, recorder: UsageRecorde
         usage = adapter.usage_from_response(orjson.loads(data))
     except orjson.JSONDecodeError:
         usage = None
-    recorder.finish(status=response.status, usage=usage)
+    recorder.finish(status=response.status, usage=usage, body=data)
     out = HttpResponse(data, status=response.status, content_type=response.headers.get("Content-Type", "application/json"))
     _copy_headers(response, out)
     return out

@@ -66,7 +66,11 @@ async def relay_stream(
     try:
         async for chunk in response.content.iter_any():
             recorder.first_token()
-            kept = [e for e in splitter.feed(chunk) if _keep(e, observer)]
+            events = splitter.feed(chunk)
+            if recorder.fill is not None:
+                for event in events:
+                    recorder.fill.add(event)
+            kept = [e for e in events if _keep(e, observer)]
             if kept:
                 yield b"".join(kept)
         tail = splitter.rest()

@@ -1,7 +1,7 @@
 """Turns one request's observations into exactly one UsageEvent."""
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -11,6 +11,9 @@ from billing.meter import meter
 from billing.pricing import cost_nanos, worst_case_cost_nanos
 from proxy.context import RouteTarget, TenantContext, Usage, UsageEvent
 from proxy.providers.base import StreamObserver
+
+if TYPE_CHECKING:
+    from proxy.caching import CacheFill
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text and code
 _TOKENS_PER_MESSAGE = 4  # role and framing tokens each chat message costs
@@ -45,7 +48,7 @@ def output_limit(body: dict[str, Any], target: RouteTarget) -> int:
 
 
 async def reserve_worst_case(
-    ctx: TenantContext, target: RouteTarget, body: dict[str, Any], *, prompt_bytes: int
+    ctx: TenantContext, target: RouteTarget, body: dict[str, Any], *, prompt_bytes: int, output_tokens: int | None = None
 ) -> Reservation | None:
     """Reserve the request's worst-case cost against every budget and the
     prepaid credit that cover it; raises budget_exceeded or
@@ -54,7 +57,8 @@ async def reserve_worst_case(
     caps = spend_caps(ctx, timezone.now())
     if not caps:
         return None
-    amount = worst_case_cost_nanos(target.price, prompt_tokens=prompt_bytes, output_tokens=output_limit(body, target))
+    output = output_limit(body, target) if output_tokens is None else output_tokens
+    amount = worst_case_cost_nanos(target.price, prompt_tokens=prompt_bytes, output_tokens=output)
     return await spend_guard().reserve(caps, amount)
 
 
@@ -75,9 +79,11 @@ class UsageRecorder:
         body: dict,
         observer: StreamObserver | None = None,
         reservation: Reservation | None = None,
+        fill: "CacheFill | None" = None,
     ) -> None:
         self.ctx = ctx
         self.reservation = reservation
+        self.fill = fill  # a cache miss to store once the answer completes
         self.target = target
         self.endpoint = endpoint
         self.request_id = request_id
@@ -101,7 +107,9 @@ class UsageRecorder:
         usage: Usage | None = None,
         error_code: str = "",
         client_disconnected: bool = False,
+        body: bytes | None = None,
     ) -> UsageEvent | None:
+        """Record the request once; `body` is a JSON answer's bytes (for the cache)."""
         if self.recorded:
             return None
         self.recorded = True
@@ -135,9 +143,22 @@ class UsageRecorder:
             error_code=error_code,
             usage_estimated=estimated,
             client_disconnected=client_disconnected,
+            cache_status="" if self.fill is None else ("miss" if self.fill.policy.lookup else "bypass"),
         )
         meter.push(event)
+        if self.fill is not None:
+            self._fill_cache(event, status == 200 and not error_code and not client_disconnected, body)
         return event
+
+    def _fill_cache(self, event: UsageEvent, succeeded: bool, body: bytes | None) -> None:
+        """Store a complete answer; never an error or a cut-off stream."""
+        assert self.fill is not None
+        if succeeded and body is not None:
+            self.fill.complete(body, event)
+        elif succeeded and self.observer is not None and self.observer.finished:
+            self.fill.complete(None, event)
+        else:
+            self.fill.fail()
 
     def _estimate(self, output_chars: int) -> Usage:
         return Usage(input_tokens=estimate_prompt_tokens(self.body), output_tokens=estimate_tokens(output_chars))

@@ -31,5 +31,8 @@ class ProviderAdapter(Protocol):
     ) -> tuple[UpstreamRequest, StreamObserver | None]:
         """The upstream call for a chat request, and an observer for its stream."""
 
+    def embeddings_request(self, provider: ProviderConfig, upstream_model: str, body: dict[str, Any]) -> UpstreamRequest:
+        """The upstream call for an embeddings request."""
+
     def usage_from_response(self, data: Any) -> Usage | None:
         """Token usage from a non-streamed JSON answer."""

@@ -93,11 +93,23 @@ class OpenAIAdapter:
             wants = isinstance(options, dict) and options.get("include_usage") is True
             outgoing["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
             observer = OpenAIStreamObserver(client_wants_usage=wants)
+        url = provider.base_url.rstrip("/") + "/chat/completions"
+        return UpstreamRequest(url=url, headers=self._headers(provider, stream=stream), body=orjson.dumps(outgoing)), observer
+
+    def embeddings_request(self, provider: ProviderConfig, upstream_model: str, body: dict[str, Any]) -> UpstreamRequest:
+        return UpstreamRequest(
+            url=provider.base_url.rstrip("/") + "/embeddings",
+            headers=self._headers(provider, stream=False),
+            body=orjson.dumps({**body, "model": upstream_model}),
+        )
+
+    def usage_from_response(self, data: Any) -> Usage | None:
+        """Chat and embeddings answers alike (embeddings report prompt tokens only)."""
+        return usage_from_openai(data.get("usage")) if isinstance(data, dict) else None
+
+    @staticmethod
+    def _headers(provider: ProviderConfig, *, stream: bool) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"}
         if provider.api_key:
             headers["Authorization"] = f"Bearer {provider.api_key}"
-        url = provider.base_url.rstrip("/") + "/chat/completions"
-        return UpstreamRequest(url=url, headers=headers, body=orjson.dumps(outgoing)), observer
-
-    def usage_from_response(self, data: Any) -> Usage | None:
-        return usage_from_openai(data.get("usage")) if isinstance(data, dict) else None
+        return headers

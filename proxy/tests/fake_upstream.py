@@ -25,6 +25,7 @@ import orjson
 from aiohttp import ClientConnectionResetError, web
 
 PROMPT_TOKENS = 12
+EMBEDDING_TOKENS_PER_INPUT = 8
 CREATED = 1_700_000_000
 DEFAULT_WORDS = tuple(f"w{i}" for i in range(20))
 
@@ -50,9 +51,6 @@ class FakeUpstream:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
-
-    def calls_for(self, model: str) -> list[ReceivedRequest]:
-        return [r for r in self.requests if r.body.get("model") == model]
 
     # --- answers ------------------------------------------------------------
     def usage(self, model: str) -> dict[str, Any]:
@@ -136,9 +134,19 @@ class FakeUpstream:
             raise
         return response
 
+    async def handle_embeddings(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(ReceivedRequest(request.path, dict(request.headers), body))
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [{"object": "embedding", "index": i, "embedding": [0.25, -0.5, float(i)]} for i in range(len(inputs))]
+        tokens = EMBEDDING_TOKENS_PER_INPUT * len(inputs)
+        return web.json_response({"object": "list", "data": data, "model": body["model"],
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})  # fmt: skip
+
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.handle_chat)
+        app.router.add_post("/v1/embeddings", self.handle_embeddings)
         return app
 
     # --- running --------------------------------------------------------------

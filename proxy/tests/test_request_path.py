@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection
 
 from billing.meter import meter
 from conftest import IssuedKey
@@ -69,3 +71,33 @@ async def test_models_and_errors_make_no_database_query_either(warm_app: Any, ke
                               body=orjson.dumps({**CHAT, "model": "nope"}))  # fmt: skip
     assert missing.status == 404
     assert meter.pending == 0  # refused before any upstream: nothing to bill
+
+
+async def test_a_cache_hit_makes_no_database_query_and_is_recorded_as_saved(
+    gateway_config: None, issue_key: Any, django_db_blocker: Any, monkeypatch: Any
+) -> None:
+    from cachestore.flight import writes_settled
+    from gateway.asgi import application
+
+    monkeypatch.setattr(lifecycle, "GATEWAY_BACKGROUND", False)
+    def issue() -> IssuedKey:
+        try:
+            return issue_key(cache_ttl_seconds=600)
+        finally:
+            connection.close()  # this thread's connection would outlive the test database
+
+    key = await sync_to_async(issue)()
+    body = orjson.dumps({**CHAT, "messages": [{"role": "user", "content": "cache me"}]})
+    meter.take(meter.pending)
+    with django_db_blocker.unblock():  # the miss: loads the key, asks the store, stores the answer
+        miss = await asgi_call(application, "POST", "/v1/chat/completions", headers=key.headers, body=body)
+        await writes_settled()
+    assert (miss.status, miss.headers["x-cache"]) == (200, "miss")
+    meter.take(meter.pending)
+
+    hit = await asgi_call(application, "POST", "/v1/chat/completions", headers=key.headers, body=body)
+
+    assert (hit.status, hit.headers["x-cache"], hit.body) == (200, "hit", miss.body)
+    [event] = meter.take(meter.pending)
+    assert (event.cache_hit, event.cost_nanos, event.saved_nanos) == (True, 0, 13_800)
+    await upstream_sessions_close()

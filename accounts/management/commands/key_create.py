@@ -20,6 +20,8 @@ class Command(BaseCommand):
         parser.add_argument("--tags", default="", help="Comma-separated labels for cost attribution.")
         parser.add_argument("--expires-in", type=cli.duration, default=None, help="For example 30d, 12h.")
         cli.add_budget_arguments(parser)
+        parser.add_argument("--cache-ttl", type=cli.seconds, default=None, metavar="SECONDS",
+                            help="Serve repeated requests from the response cache for this long (0: off).")  # fmt: skip
 
     def handle(self, *args: Any, slug: str, **options: Any) -> None:
         tenant = Tenant.objects.filter(slug=slug).first()
@@ -34,6 +36,7 @@ class Command(BaseCommand):
                 allowed_models=cli.names(options["models"]),
                 tags=cli.names(options["tags"]),
                 expires_at=timezone.now() + expires_in if expires_in else None,
+                cache_ttl_seconds=options["cache_ttl"],
             )
             for limit, period in limits:
                 budget_set(api_key=api_key, limit_usd=limit, period=period)

@@ -1,0 +1,34 @@
+"""One asyncio Redis client per event loop, shared by every part that uses Redis."""
+
+import asyncio
+import weakref
+
+import redis.asyncio as aioredis
+from django.conf import settings
+
+REDIS_MAX_CONNECTIONS = 256  # per process and event loop
+
+_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, aioredis.Redis]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def redis_client() -> aioredis.Redis:
+    return redis_client_for(settings.REDIS_URL)
+
+
+def redis_client_for(url: str) -> aioredis.Redis:
+    loop = asyncio.get_running_loop()
+    by_url = _clients.setdefault(loop, {})
+    client = by_url.get(url)
+    if client is None:
+        # redis-py's default pool raises past 100 connections; under a burst
+        # a request should wait a moment for a connection, not fail.
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=REDIS_MAX_CONNECTIONS, timeout=5)
+        client = by_url[url] = aioredis.Redis(connection_pool=pool)
+    return client
+
+
+def redis_key(*parts: object) -> str:
+    """A key in the gateway's namespace (REDIS_KEY_PREFIX)."""
+    return ":".join([settings.REDIS_KEY_PREFIX, *map(str, parts)])

@@ -1,0 +1,147 @@
+"""The response cache on the request path: look up, serve hits, fill on misses.
+
+A hit is answered from the cache in the form the client asked for (JSON or
+a stream, whichever form was stored) and leaves a usage record flagged as a
+cache hit, billed at zero, with the cost it saved. A miss goes upstream;
+when its answer completes successfully it is stored, and identical requests
+that waited for it (singleflight) are served from it. Errors and cut-off
+streams are never stored.
+"""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.http import HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.utils import timezone
+
+from billing.meter import meter
+from cachestore.entry import CachedEntry
+from cachestore.flight import Flight, lead_or_follow
+from cachestore.keys import cache_key
+from cachestore.policy import CachePolicy, cache_policy
+from cachestore.replay import completion_from_events, events_from_completion, recorded_events
+from cachestore.store import cache_store
+from proxy.context import RouteTarget, TenantContext, Usage, UsageEvent
+
+
+@dataclass
+class CacheLookup:
+    status: str  # what the response's x-cache says: hit, miss or bypass
+    entry: CachedEntry | None = None
+    fill: "CacheFill | None" = None
+
+
+async def cache_lookup(
+    ctx: TenantContext, target: RouteTarget, body: dict[str, Any], *, endpoint: str, cache_control: str, forced: bool
+) -> CacheLookup:
+    policy = cache_policy(
+        key_ttl_seconds=ctx.cache_ttl_seconds,
+        cache_control=cache_control,
+        forced=forced,
+        default_ttl=settings.CACHESTORE_DEFAULT_TTL_SECONDS,
+    )
+    if policy is None:
+        return CacheLookup("bypass")
+    store = cache_store()
+    key = cache_key(tenant_id=ctx.tenant_id, endpoint=endpoint, provider=target.provider.name,
+                    upstream_model=target.upstream_model, body=body)  # fmt: skip
+    if not policy.lookup:  # no-cache: go upstream, refresh the entry
+        flight = Flight(tenant_id=ctx.tenant_id, key=key, future=_detached_future(), store=store, write=policy.write)
+        return CacheLookup("bypass", fill=CacheFill(ctx, target, endpoint, key, policy, flight))
+    entry = await store.get(ctx.tenant_id, key)
+    if entry is not None and _acceptable(entry, policy):
+        return CacheLookup("hit", entry=entry)
+    if not policy.write:
+        return CacheLookup("miss")
+    led = await lead_or_follow(store, ctx.tenant_id, key)
+    if isinstance(led, CachedEntry):
+        return CacheLookup("hit", entry=led)
+    if led is None:  # the leader failed: go upstream, and store this answer
+        led = Flight(tenant_id=ctx.tenant_id, key=key, future=_detached_future(), store=store)
+    return CacheLookup("miss", fill=CacheFill(ctx, target, endpoint, key, policy, led))
+
+
+def _acceptable(entry: CachedEntry, policy: CachePolicy) -> bool:
+    now = time.time()
+    return entry.is_fresh(now) and (policy.max_age is None or entry.age(now) <= policy.max_age)
+
+
+def _detached_future() -> "asyncio.Future[CachedEntry | None]":
+    """For a fill nobody waits on (a refresh, or after a failed leader)."""
+    return asyncio.get_running_loop().create_future()
+
+
+@dataclass
+class CacheFill:
+    """A miss on its way upstream: what to store once it completes."""
+
+    ctx: TenantContext
+    target: RouteTarget
+    endpoint: str
+    key: str
+    policy: CachePolicy
+    flight: Flight
+    events: list[bytes] = field(default_factory=list)
+
+    def add(self, event: bytes) -> None:
+        self.events.append(event)
+
+    def complete(self, body: bytes | None, usage: UsageEvent | None) -> None:
+        """A successful answer: store it (body None: assemble the recorded stream)."""
+        if usage is None:
+            return self.fail()
+        if body is None:
+            body = orjson.dumps(completion_from_events(self.events))
+        now = time.time()
+        self.flight.land(
+            CachedEntry(
+                tenant_id=self.ctx.tenant_id, key=self.key, endpoint=self.endpoint, model=self.target.public_model,
+                body=body, usage=usage.usage, cost_nanos=usage.cost_nanos, created_at=now,
+                expires_at=now + self.policy.ttl_seconds, events=tuple(self.events) if self.events else None,
+                price_id=usage.price_id,
+            )  # fmt: skip
+        )
+
+    def fail(self) -> None:
+        self.flight.land(None)
+
+
+def cache_hit_response(
+    ctx: TenantContext, target: RouteTarget, entry: CachedEntry, body: dict[str, Any], *, request_id: str, stream: bool
+) -> HttpResponseBase:
+    """Serve a hit and record it: billed at zero, with the cost it saved."""
+    started = time.perf_counter()
+    if stream:
+        options = body.get("stream_options")
+        wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        events = (
+            recorded_events(entry.events, include_usage=wants_usage)
+            if entry.events
+            else events_from_completion(orjson.loads(entry.body), include_usage=wants_usage)
+        )
+        response: HttpResponseBase = StreamingHttpResponse(_replay(events), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+    else:
+        response = HttpResponse(entry.body, content_type=entry.content_type)
+    response["x-cache"] = "hit"
+    meter.push(
+        UsageEvent(
+            request_id=request_id, created_at=timezone.now(), tenant_id=ctx.tenant_id, key_id=ctx.key_id,
+            endpoint=entry.endpoint, public_model=target.public_model, upstream_model=target.upstream_model,
+            provider=target.provider.name, status_code=200, usage=Usage(), cost_nanos=0,
+            latency_ms=int((time.perf_counter() - started) * 1000), stream=stream, cache_hit=True,
+            cache_status="hit", saved_nanos=entry.cost_nanos, price_id=entry.price_id,
+        )  # fmt: skip
+    )
+    return response
+
+
+async def _replay(events: list[bytes]) -> AsyncIterator[bytes]:
+    for event in events:
+        yield event
