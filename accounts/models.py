@@ -14,6 +14,9 @@ class Tenant(models.Model):
     cache_ttl_seconds = models.PositiveIntegerField(
         null=True, blank=True, help_text="Serve repeated requests from the response cache for this long. Empty: off."
     )
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute. Empty: no limit.")
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens per minute. Empty: no limit.")
+    max_parallel = models.PositiveIntegerField(null=True, blank=True, help_text="Requests in flight at once.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -49,6 +52,9 @@ class ApiKey(models.Model):
     cache_ttl_seconds = models.PositiveIntegerField(
         null=True, blank=True, help_text="Response cache lifetime for this key; 0 turns it off. Empty: the tenant's."
     )
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute. Empty: no limit.")
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens per minute. Empty: no limit.")
+    max_parallel = models.PositiveIntegerField(null=True, blank=True, help_text="Requests in flight at once.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 

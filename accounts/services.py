@@ -2,6 +2,7 @@
 
 import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -11,10 +12,9 @@ from accounts.models import ApiKey, Tenant
 
 
 @transaction.atomic
-def tenant_create(
-    *, slug: str, name: str = "", is_prepaid: bool = False, cache_ttl_seconds: int | None = None
-) -> Tenant:
-    return Tenant.objects.create(slug=slug, name=name or slug, is_prepaid=is_prepaid, cache_ttl_seconds=cache_ttl_seconds)
+def tenant_create(*, slug: str, name: str = "", **settings: Any) -> Tenant:
+    """`settings`: is_prepaid, cache_ttl_seconds, rpm_limit, tpm_limit, max_parallel."""
+    return Tenant.objects.create(slug=slug, name=name or slug, **settings)
 
 
 @transaction.atomic
@@ -25,9 +25,12 @@ def api_key_issue(
     allowed_models: Iterable[str] | None = None,
     expires_at: dt.datetime | None = None,
     tags: Iterable[str] = (),
-    cache_ttl_seconds: int | None = None,
+    **settings: Any,
 ) -> tuple[str, ApiKey]:
-    """Create a key and return its plaintext, which is never retrievable again."""
+    """Create a key and return its plaintext, which is never retrievable again.
+
+    `settings`: cache_ttl_seconds, rpm_limit, tpm_limit, max_parallel.
+    """
     plaintext = key_generate()
     models = [m for m in (allowed_models or ()) if m]
     api_key = ApiKey.objects.create(
@@ -38,7 +41,7 @@ def api_key_issue(
         allowed_models=models or None,
         tags=[t for t in tags if t],
         expires_at=expires_at,
-        cache_ttl_seconds=cache_ttl_seconds,
+        **settings,
     )
     return plaintext, api_key
 

@@ -21,7 +21,7 @@ from django.db import connection
 
 from accounts.keys import key_digest
 from accounts.models import ApiKey, ConfigVersion
-from proxy.context import TenantContext
+from proxy.context import RateLimits, TenantContext
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,8 @@ def context_from_key(key: ApiKey) -> TenantContext:
         expires_at=key.expires_at,
         tags=tuple(key.tags or ()),
         cache_ttl_seconds=(key.cache_ttl_seconds if key.cache_ttl_seconds is not None else tenant.cache_ttl_seconds) or 0,
+        key_limits=RateLimits(key.rpm_limit, key.tpm_limit, key.max_parallel),
+        tenant_limits=RateLimits(tenant.rpm_limit, tenant.tpm_limit, tenant.max_parallel),
         **spend_state(
             tenant_id=tenant.pk,
             key_id=key.pk,

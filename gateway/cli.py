@@ -35,9 +35,9 @@ def usd(text: str | int | float | Decimal) -> Decimal:
 
 
 def seconds(text: str) -> int:
-    """A whole number of seconds, 0 or more."""
+    """A whole number (of seconds, requests or tokens), 0 or more."""
     if not text.strip().isdigit():
-        raise ArgumentTypeError(f"invalid number of seconds {text!r}: expected a whole number such as 3600")
+        raise ArgumentTypeError(f"invalid number {text!r}: expected a whole number such as 3600")
     return int(text)
 
 
@@ -60,3 +60,14 @@ def budgets(options: dict[str, object]) -> list[tuple[Decimal, str]]:
     if len(limits) != len(periods):
         raise CommandError("give each --budget its --budget-period (for example --budget 10 --budget-period day)")
     return list(zip(limits, periods, strict=True))
+
+
+def add_rate_limit_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("--rpm", type=seconds, default=None, metavar="N", help="Requests per minute.")
+    parser.add_argument("--tpm", type=seconds, default=None, metavar="N", help="Tokens per minute.")
+    parser.add_argument("--max-parallel", type=seconds, default=None, metavar="N", help="Requests in flight at once.")
+
+
+def rate_limits(options: dict[str, object]) -> dict[str, object]:
+    """The model fields for --rpm, --tpm and --max-parallel."""
+    return {"rpm_limit": options["rpm"], "tpm_limit": options["tpm"], "max_parallel": options["max_parallel"]}

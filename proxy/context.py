@@ -18,6 +18,18 @@ class BudgetRule:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Per minute and in flight; None: no limit."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    parallel: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.rpm is not None or self.tpm is not None or self.parallel is not None
+
+
+@dataclass(frozen=True, slots=True)
 class TenantContext:
     """Who is calling: a live (not revoked) key and its tenant."""
 
@@ -40,6 +52,8 @@ class TenantContext:
     credit_in_nanos: int = 0  # top-ups, refunds and adjustments
     credit_used_nanos: int = 0  # usage charged so far
     cache_ttl_seconds: int = 0  # the response cache's lifetime for this key; 0: off
+    key_limits: RateLimits = RateLimits()
+    tenant_limits: RateLimits = RateLimits()
 
     def allows(self, model: str) -> bool:
         if self.allowed_models is None:

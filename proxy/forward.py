@@ -19,6 +19,7 @@ from proxy.catalog import current_catalog
 from proxy.context import ProviderConfig, RouteTarget, TenantContext
 from proxy.errors import ApiFormat, GatewayError, invalid_request
 from proxy.providers import adapter_for
+from proxy.ratelimit import Admission, rate_limit_admit, rate_limit_release, tokens_estimate
 from proxy.routing import route_for
 from proxy.streaming import RelayResponse
 from proxy.upstream import upstream_failure, upstream_session
@@ -98,25 +99,35 @@ class UpstreamCall:
 async def _forward(
     ctx: TenantContext, call: UpstreamCall, request_id: str, *, cache_control: str, force_cache: bool
 ) -> HttpResponseBase:
-    """Route, answer from the cache when it may, else go upstream."""
+    """Route, admit under the rate limits, answer from the cache when it may,
+    else go upstream."""
     target = route_for(await current_catalog(), ctx, call.body["model"])
-    cache = await cache_lookup(ctx, target, call.body, endpoint=call.endpoint, cache_control=cache_control,
-                               forced=force_cache)  # fmt: skip
-    if cache.entry is not None:
-        return cache_hit_response(ctx, target, cache.entry, call.body, request_id=request_id, stream=call.stream)
+    admission = await rate_limit_admit(ctx, tokens=tokens_estimate(call.body, call.size))
+    fill = None
     try:
-        response = await _upstream(ctx, target, call, request_id, cache.fill)
+        cache = await cache_lookup(ctx, target, call.body, endpoint=call.endpoint, cache_control=cache_control,
+                                   forced=force_cache)  # fmt: skip
+        if cache.entry is not None:
+            response = cache_hit_response(ctx, target, cache.entry, call.body, request_id=request_id, stream=call.stream)
+            rate_limit_release(admission)
+        else:
+            fill = cache.fill
+            response = await _upstream(ctx, target, call, request_id, fill, admission)
+            response["x-cache"] = cache.status
     except BaseException:
-        if cache.fill is not None:
-            cache.fill.fail()  # identical requests waiting on this one go upstream themselves
+        if fill is not None:
+            fill.fail()  # identical requests waiting on this one go upstream themselves
+        rate_limit_release(admission)  # a no-op once the request's recorder released it
         raise
-    response["x-cache"] = cache.status
+    for name, value in (admission.headers if admission else {}).items():
+        response[name] = value
     return response
 
 
 async def _upstream(
-    ctx: TenantContext, target: RouteTarget, call: UpstreamCall, request_id: str, fill: CacheFill | None
-) -> HttpResponseBase:
+    ctx: TenantContext, target: RouteTarget, call: UpstreamCall, request_id: str, fill: CacheFill | None,
+    admission: Admission | None,
+) -> HttpResponseBase:  # fmt: skip
     adapter = adapter_for(target.provider.kind)
     if call.endpoint == EMBEDDINGS:
         upstream, observer = adapter.embeddings_request(target.provider, target.upstream_model, call.body), None
@@ -126,7 +137,7 @@ async def _upstream(
                                            output_tokens=call.output_tokens)  # fmt: skip
     recorder = UsageRecorder(
         ctx=ctx, target=target, endpoint=call.endpoint, request_id=request_id, body=call.body,
-        observer=observer, reservation=reservation, fill=fill,
+        observer=observer, reservation=reservation, fill=fill, admission=admission,
     )  # fmt: skip
     try:
         response = await upstream_session().post(upstream.url, data=upstream.body, headers=upstream.headers)

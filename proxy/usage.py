@@ -11,9 +11,11 @@ from billing.meter import meter
 from billing.pricing import cost_nanos, worst_case_cost_nanos
 from proxy.context import RouteTarget, TenantContext, Usage, UsageEvent
 from proxy.providers.base import StreamObserver
+from proxy.ratelimit import rate_limit_release
 
 if TYPE_CHECKING:
     from proxy.caching import CacheFill
+    from proxy.ratelimit import Admission
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text and code
 _TOKENS_PER_MESSAGE = 4  # role and framing tokens each chat message costs
@@ -80,10 +82,12 @@ class UsageRecorder:
         observer: StreamObserver | None = None,
         reservation: Reservation | None = None,
         fill: "CacheFill | None" = None,
+        admission: "Admission | None" = None,
     ) -> None:
         self.ctx = ctx
         self.reservation = reservation
         self.fill = fill  # a cache miss to store once the answer completes
+        self.admission = admission  # rate-limit counters held until the request ends
         self.target = target
         self.endpoint = endpoint
         self.request_id = request_id
@@ -146,6 +150,7 @@ class UsageRecorder:
             cache_status="" if self.fill is None else ("miss" if self.fill.policy.lookup else "bypass"),
         )
         meter.push(event)
+        rate_limit_release(self.admission, usage.total_tokens)
         if self.fill is not None:
             self._fill_cache(event, status == 200 and not error_code and not client_disconnected, body)
         return event

@@ -22,6 +22,7 @@ class Command(BaseCommand):
         cli.add_budget_arguments(parser)
         parser.add_argument("--cache-ttl", type=cli.seconds, default=None, metavar="SECONDS",
                             help="Serve repeated requests from the response cache for this long (0: off).")  # fmt: skip
+        cli.add_rate_limit_arguments(parser)
 
     def handle(self, *args: Any, slug: str, **options: Any) -> None:
         tenant = Tenant.objects.filter(slug=slug).first()
@@ -37,6 +38,7 @@ class Command(BaseCommand):
                 tags=cli.names(options["tags"]),
                 expires_at=timezone.now() + expires_in if expires_in else None,
                 cache_ttl_seconds=options["cache_ttl"],
+                **cli.rate_limits(options),
             )
             for limit, period in limits:
                 budget_set(api_key=api_key, limit_usd=limit, period=period)

@@ -1,0 +1,217 @@
+"""Rate limits per key and per tenant: requests and tokens per minute, and
+requests in flight.
+
+A request is admitted only if every limit of its key and of its tenant has
+room; admission counts it in all of them at once, so a refused request
+counts nowhere. Tokens are reserved from an estimate (the body's size over
+four, plus max_tokens) and settled on the real count when the request ends;
+the in-flight count is given back then too. Minutes are fixed windows.
+
+One process counts in memory (admission is a synchronous check-and-add on
+the event loop); with REDIS_URL a Lua script does it atomically across
+processes. A refusal is a 429 with code `rate_limited`, `Retry-After` and
+`x-ratelimit-*` headers, which successful responses carry too.
+"""
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from gateway.redis import redis_client, redis_key
+from proxy.context import RateLimits, TenantContext
+from proxy.errors import GatewayError
+
+WINDOW_SECONDS = 60
+_PARALLEL_TTL_SECONDS = 600  # an in-flight count whose process died frees itself
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    name: str  # "key:12:rpm:<window>"
+    limit: int
+    amount: int
+    kind: str  # requests, tokens or parallel
+    ttl: int
+
+
+@dataclass
+class Admission:
+    """A request let in: what it holds until it ends."""
+
+    counters: tuple[Counter, ...]
+    headers: dict[str, str] = field(default_factory=dict)
+    released: bool = False
+
+
+def counters_for(ctx: TenantContext, *, tokens: int, now: float) -> tuple[Counter, ...]:
+    window = int(now // WINDOW_SECONDS)
+    counters: list[Counter] = []
+    for scope, owner, limits in (("key", ctx.key_id, ctx.key_limits), ("tenant", ctx.tenant_id, ctx.tenant_limits)):
+        counters += _scope_counters(f"{scope}:{owner}", limits, window, tokens)
+    return tuple(counters)
+
+
+def _scope_counters(scope: str, limits: RateLimits, window: int, tokens: int) -> list[Counter]:
+    ttl = 2 * WINDOW_SECONDS
+    counters = []
+    if limits.rpm is not None:
+        counters.append(Counter(f"{scope}:rpm:{window}", limits.rpm, 1, "requests", ttl))
+    if limits.tpm is not None:
+        counters.append(Counter(f"{scope}:tpm:{window}", limits.tpm, tokens, "tokens", ttl))
+    if limits.parallel is not None:
+        counters.append(Counter(f"{scope}:parallel", limits.parallel, 1, "parallel", _PARALLEL_TTL_SECONDS))
+    return counters
+
+
+def _reset_seconds(now: float) -> int:
+    return max(1, math.ceil(WINDOW_SECONDS - now % WINDOW_SECONDS))
+
+
+def _headers(counters: tuple[Counter, ...], used: list[int], now: float) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers, for the tightest counter of each kind."""
+    headers: dict[str, str] = {}
+    tightest: dict[str, tuple[int, Counter]] = {}
+    for counter, value in zip(counters, used, strict=True):
+        left = counter.limit - value
+        if counter.kind != "parallel" and (counter.kind not in tightest or left < tightest[counter.kind][0]):
+            tightest[counter.kind] = (left, counter)
+    for kind, (left, counter) in tightest.items():
+        headers[f"x-ratelimit-limit-{kind}"] = str(counter.limit)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(max(left, 0))
+        headers[f"x-ratelimit-reset-{kind}"] = f"{_reset_seconds(now)}s"
+    return headers
+
+
+def _refusal(counter: Counter, used: int, now: float) -> GatewayError:
+    owner = "key" if counter.name.startswith("key:") else "tenant"
+    retry_after = 1 if counter.kind == "parallel" else _reset_seconds(now)
+    if counter.kind == "parallel":
+        message = f"This API {owner} already has {used} requests in flight, its limit."
+    else:
+        per_minute = "requests" if counter.kind == "requests" else "tokens"
+        message = (f"Rate limit of {counter.limit} {per_minute} per minute reached for this {owner}"
+                   f" ({used} used; this request needs {counter.amount}). Try again in {retry_after}s.")  # fmt: skip
+    headers = {"Retry-After": str(retry_after)}
+    if counter.kind != "parallel":
+        headers[f"x-ratelimit-limit-{counter.kind}"] = str(counter.limit)
+        headers[f"x-ratelimit-remaining-{counter.kind}"] = str(max(counter.limit - used, 0))
+        headers[f"x-ratelimit-reset-{counter.kind}"] = f"{retry_after}s"
+    return GatewayError(429, "rate_limited", message, retryable=True, headers=headers)
+
+
+class LocalRateLimiter:
+    def __init__(self) -> None:
+        self._used: dict[str, int] = {}
+        self._window = 0
+
+    async def admit(self, counters: tuple[Counter, ...], now: float) -> Admission:
+        window = int(now // WINDOW_SECONDS)
+        if window != self._window:  # forget past minutes (in-flight counts stay)
+            self._window = window
+            self._used = {k: v for k, v in self._used.items() if k.endswith(":parallel")}
+        for counter in counters:
+            used = self._used.get(counter.name, 0)
+            if used + counter.amount > counter.limit:
+                raise _refusal(counter, used, now)
+        after = []
+        for counter in counters:
+            self._used[counter.name] = self._used.get(counter.name, 0) + counter.amount
+            after.append(self._used[counter.name])
+        return Admission(counters, _headers(counters, after, now))
+
+    def release(self, admission: Admission, tokens: int) -> None:
+        if admission.released:
+            return
+        admission.released = True
+        for counter in admission.counters:
+            if counter.kind == "parallel":
+                self._used[counter.name] = max(self._used.get(counter.name, 0) - 1, 0)
+            elif counter.kind == "tokens" and counter.name in self._used:
+                self._used[counter.name] = max(self._used[counter.name] + tokens - counter.amount, 0)
+
+
+# KEYS: counters. ARGV: limit, amount, ttl per counter. Returns {0, used...}
+# when admitted, or {index, used} of the first counter without room.
+_ADMIT = """
+for i, key in ipairs(KEYS) do
+  local limit, amount = tonumber(ARGV[i * 3 - 2]), tonumber(ARGV[i * 3 - 1])
+  local used = tonumber(redis.call('GET', key) or '0')
+  if used + amount > limit then return {i, used} end
+end
+local out = {0}
+for i, key in ipairs(KEYS) do
+  out[#out + 1] = redis.call('INCRBY', key, tonumber(ARGV[i * 3 - 1]))
+  redis.call('EXPIRE', key, tonumber(ARGV[i * 3]))
+end
+return out
+"""
+
+
+class RedisRateLimiter:
+    def __init__(self) -> None:
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def admit(self, counters: tuple[Counter, ...], now: float) -> Admission:
+        args: list[int] = []
+        for counter in counters:
+            args += [counter.limit, counter.amount, counter.ttl]
+        keys = [redis_key("rate", c.name) for c in counters]
+        result = await redis_client().eval(_ADMIT, len(keys), *keys, *args)
+        if result[0]:
+            raise _refusal(counters[int(result[0]) - 1], int(result[1]), now)
+        return Admission(counters, _headers(counters, [int(v) for v in result[1:]], now))
+
+    def release(self, admission: Admission, tokens: int) -> None:
+        if admission.released:
+            return
+        admission.released = True
+        task = asyncio.get_running_loop().create_task(self._release(admission.counters, tokens))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _release(self, counters: tuple[Counter, ...], tokens: int) -> None:
+        pipe = redis_client().pipeline(transaction=False)
+        for counter in counters:
+            if counter.kind == "parallel":
+                pipe.decr(redis_key("rate", counter.name))
+            elif counter.kind == "tokens" and tokens != counter.amount:
+                pipe.incrby(redis_key("rate", counter.name), tokens - counter.amount)
+        await pipe.execute()
+
+    async def wait_released(self) -> None:
+        if self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+
+_limiter: LocalRateLimiter | RedisRateLimiter | None = None
+
+
+def rate_limiter() -> LocalRateLimiter | RedisRateLimiter:
+    global _limiter
+    if _limiter is None:
+        _limiter = RedisRateLimiter() if settings.REDIS_URL else LocalRateLimiter()
+    return _limiter
+
+
+async def rate_limit_admit(ctx: TenantContext, *, tokens: int) -> Admission | None:
+    """Admit a request against its key's and tenant's limits (None: it has none)."""
+    if not (ctx.key_limits or ctx.tenant_limits):
+        return None
+    now = time.time()
+    return await rate_limiter().admit(counters_for(ctx, tokens=tokens, now=now), now)
+
+
+def rate_limit_release(admission: Admission | None, tokens: int = 0) -> None:
+    if admission is not None:
+        rate_limiter().release(admission, tokens)
+
+
+def tokens_estimate(body: dict[str, Any], size: int) -> int:
+    """What a request reserves against tokens per minute: about four bytes a
+    token for the prompt, plus the most output it allows."""
+    output = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    return size // 4 + (output if isinstance(output, int) else 0)
