@@ -4,9 +4,13 @@ A phase runs `concurrency` workers against one target until a deadline; a
 worker finishes the request it has started when the deadline passes, so no
 request is ever cancelled (a cancelled stream would be billed as a client
 disconnect and blur the books check).
+
+A target may require an `x-cache` answer: a 2xx that says otherwise counts
+as an error (it was still answered, and so still billed).
 """
 
 import asyncio
+import dataclasses
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,9 +33,14 @@ class Target:
     body: bytes
     headers: dict[str, str]
     stream: bool
+    # The x-cache every answer must carry ("" not checked): a cache hit that
+    # quietly went upstream would measure forwarding under the wrong name.
+    expect_cache: str = ""
 
 
-def target_build(name: str, url: str, model: str, *, stream: bool, api_key: str = "") -> Target:
+def target_build(
+    name: str, url: str, model: str, *, stream: bool, api_key: str = "", expect_cache: str = ""
+) -> Target:
     payload: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": "hello"}]}
     if stream:
         payload["stream"] = True
@@ -39,7 +48,8 @@ def target_build(name: str, url: str, model: str, *, stream: bool, api_key: str 
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     # Serialised once: the client's own CPU is shared with the fake upstream.
-    return Target(name=name, url=url, body=orjson.dumps(payload), headers=headers, stream=stream)
+    return Target(name=name, url=url, body=orjson.dumps(payload), headers=headers, stream=stream,
+                  expect_cache=expect_cache)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,7 @@ class Sample:
     latency: float
     ttfb: float | None = None
     error: str = ""
+    cache: str = ""  # the answer's x-cache header: hit, miss, bypass, or "" when absent
 
 
 @dataclass
@@ -76,6 +87,11 @@ class Phase:
         return sum(1 for s in self.samples if 200 <= s.status < 300)
 
     @property
+    def cache_hits(self) -> int:
+        """2xx answered from the cache: each must leave a usage record flagged as a hit."""
+        return sum(1 for s in self.samples if 200 <= s.status < 300 and s.cache == "hit")
+
+    @property
     def errors(self) -> Counter[str]:
         return Counter(s.error for s in self.samples if not s.ok)
 
@@ -94,13 +110,22 @@ async def request_send(session: aiohttp.ClientSession, target: Target) -> Sample
         async with session.post(target.url, data=target.body, headers=target.headers) as response:
             status = response.status
             if target.stream:
-                return await _stream_read(response, started)
-            await response.read()
-            latency = time.perf_counter() - started
-            ok = 200 <= response.status < 300
-            return Sample(ok=ok, status=response.status, latency=latency, error="" if ok else f"HTTP {response.status}")
+                sample = await _stream_read(response, started)
+            else:
+                await response.read()
+                latency = time.perf_counter() - started
+                ok = 200 <= status < 300
+                sample = Sample(ok=ok, status=status, latency=latency, error="" if ok else f"HTTP {status}")
+            return _cache_checked(sample, response.headers.get("x-cache", ""), target.expect_cache)
     except (aiohttp.ClientError, TimeoutError) as exc:
         return Sample(ok=False, status=status, latency=time.perf_counter() - started, error=type(exc).__name__)
+
+
+def _cache_checked(sample: Sample, cache: str, expected: str) -> Sample:
+    """The sample with its x-cache; a failure if the target expects another."""
+    if sample.ok and expected and cache != expected:
+        return dataclasses.replace(sample, ok=False, cache=cache, error=f"x-cache {cache or 'absent'}, not {expected}")
+    return dataclasses.replace(sample, cache=cache) if cache else sample
 
 
 async def _stream_read(response: aiohttp.ClientResponse, started: float) -> Sample:

@@ -54,17 +54,28 @@ class Stats:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Direct and through-the-gateway results at one concurrency."""
+    """Direct and through-the-gateway results at one concurrency (and, for
+    the cache scenario, the same request answered from the gateway's cache)."""
 
     scenario: str
     concurrency: int
     direct: Stats
     gateway: Stats
     gateway_cpu_seconds: float  # daphne's CPU time over the measured gateway phases
+    cached: Stats | None = None
+    cached_cpu_seconds: float = 0.0  # daphne's CPU time over the measured cache-hit phases
 
     @property
     def cpu_per_request(self) -> float:
-        return self.gateway_cpu_seconds / self.gateway.requests if self.gateway.requests else float("nan")
+        return _per_request(self.gateway_cpu_seconds, self.gateway.requests)
+
+    @property
+    def cached_cpu_per_request(self) -> float:
+        return _per_request(self.cached_cpu_seconds, self.cached.requests if self.cached else 0)
+
+
+def _per_request(cpu_seconds: float, requests: int) -> float:
+    return cpu_seconds / requests if requests else float("nan")
 
 
 def _ms(seconds: float | None, *, signed: bool = False) -> str:
@@ -80,7 +91,8 @@ def _errors(stats: Stats) -> str:
 
 
 def scenario_table(comparisons: Sequence[Comparison], *, markdown: bool) -> str:
-    """Two rows per concurrency: direct, then the gateway with what it adds."""
+    """Two rows per concurrency: direct, then the gateway with what it adds
+    (three with a cache: direct, forwarded upstream, answered from the cache)."""
     stream = comparisons[0].scenario == "stream"
     headers = ["c", "target", "req/s", "p50 ms", "p99 ms", "p99/p50", "+p50 ms", "+p99 ms"]
     if stream:
@@ -88,18 +100,48 @@ def scenario_table(comparisons: Sequence[Comparison], *, markdown: bool) -> str:
     headers += ["CPU ms/req", "errors"]
     rows: list[list[str]] = []
     for cmp in comparisons:
-        d, g = cmp.direct, cmp.gateway
+        d = cmp.direct
         direct = [str(cmp.concurrency), "direct", f"{d.rps:.0f}", _ms(d.p50), _ms(d.p99), f"{d.tail_ratio:.1f}", "", ""]
-        gateway = ["", "gateway", f"{g.rps:.0f}", _ms(g.p50), _ms(g.p99), f"{g.tail_ratio:.1f}",
-                   _ms(g.p50 - d.p50, signed=True), _ms(g.p99 - d.p99, signed=True)]  # fmt: skip
-        if stream:
-            added_ttfb = g.ttfb_p50 - d.ttfb_p50 if g.ttfb_p50 is not None and d.ttfb_p50 is not None else None
-            direct += [_ms(d.ttfb_p50), ""]
-            gateway += [_ms(g.ttfb_p50), _ms(added_ttfb, signed=True)]
-        direct += ["", _errors(d)]
-        gateway += [f"{cmp.cpu_per_request * 1000:.2f}", _errors(g)]
-        rows += [direct, gateway]
+        direct += [_ms(d.ttfb_p50), ""] if stream else []
+        rows.append(direct + ["", _errors(d)])
+        # Beside a cache hit, "gateway" would not say which of the two it is.
+        name = "gateway" if cmp.cached is None else "forwarded"
+        rows.append(_gateway_row(name, cmp.gateway, d, cmp.cpu_per_request, stream=stream))
+        if cmp.cached is not None:
+            rows.append(_gateway_row("cache hit", cmp.cached, d, cmp.cached_cpu_per_request, stream=stream))
     return table_render(headers, rows, markdown=markdown)
+
+
+def _gateway_row(name: str, stats: Stats, direct: Stats, cpu_per_request: float, *, stream: bool) -> list[str]:
+    """A row through the gateway, with what it adds to the direct row."""
+    row = ["", name, f"{stats.rps:.0f}", _ms(stats.p50), _ms(stats.p99), f"{stats.tail_ratio:.1f}",
+           _ms(stats.p50 - direct.p50, signed=True), _ms(stats.p99 - direct.p99, signed=True)]  # fmt: skip
+    if stream:
+        added = stats.ttfb_p50 - direct.ttfb_p50 if stats.ttfb_p50 is not None and direct.ttfb_p50 is not None else None
+        row += [_ms(stats.ttfb_p50), _ms(added, signed=True)]
+    return row + [f"{cpu_per_request * 1000:.2f}", _errors(stats)]
+
+
+def cache_cost_lines(comparisons: Sequence[Comparison]) -> list[str]:
+    """What a cache hit costs the gateway, as a share of a forwarded request's CPU
+    time: per concurrency, then pooled over all levels."""
+    cached = [c for c in comparisons if c.cached is not None]
+    if not cached:
+        return []
+    lines = [
+        f"c={c.concurrency}: " + _cache_cost(c.cached_cpu_per_request, c.cpu_per_request) for c in cached
+    ]
+    forwarded = _per_request(sum(c.gateway_cpu_seconds for c in cached), sum(c.gateway.requests for c in cached))
+    hit = _per_request(sum(c.cached_cpu_seconds for c in cached),
+                       sum(c.cached.requests for c in cached if c.cached is not None))  # fmt: skip
+    lines.append("all levels: " + _cache_cost(hit, forwarded))
+    return lines
+
+
+def _cache_cost(hit: float, forwarded: float) -> str:
+    share = hit / forwarded * 100 if forwarded else float("nan")
+    return (f"a cache hit costs {share:.0f}% of a forwarded request's gateway CPU "
+            f"({hit * 1000:.2f} vs {forwarded * 1000:.2f} ms/req)")  # fmt: skip
 
 
 def table_render(headers: list[str], rows: list[list[str]], *, markdown: bool) -> str:
@@ -124,7 +166,10 @@ def errors_describe(comparisons: Sequence[Comparison]) -> list[str]:
     """One line per kind of failure, so a non-zero count can be read."""
     lines = []
     for cmp in comparisons:
-        for name, stats in (("direct", cmp.direct), ("gateway", cmp.gateway)):
+        targets = [("direct", cmp.direct), ("gateway", cmp.gateway)]
+        if cmp.cached is not None:
+            targets = [("direct", cmp.direct), ("forwarded", cmp.gateway), ("cache hit", cmp.cached)]
+        for name, stats in targets:
             for error, count in stats.errors.most_common():
                 lines.append(f"{cmp.scenario} c={cmp.concurrency} {name}: {count} x {error}")
     return lines

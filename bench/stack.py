@@ -26,6 +26,8 @@ GATEWAY_CPU = 0
 CLIENT_CPU = 1  # the load generator and the fake upstream
 PUBLIC_MODEL = "bench-model"
 UPSTREAM_MODEL = "fake-model"
+# Longer than any run, so no entry expires while the cache scenario measures.
+CACHE_TTL_SECONDS = 3600
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 40.0  # above the gateway's default 25 s shutdown grace
 
@@ -74,16 +76,31 @@ def manage(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
-def database_create(env: dict[str, str], upstream_port: int) -> str:
-    """Migrate and configure a tenant, key, provider, route and price; returns the key."""
+@dataclass(frozen=True)
+class Keys:
+    """Two keys of the same tenant: one forwards every request, one may answer from the cache."""
+
+    forwarding: str
+    caching: str
+
+
+def database_create(env: dict[str, str], upstream_port: int) -> Keys:
+    """Migrate and configure a tenant, its keys, a provider, route and price."""
     manage(env, "migrate", "--noinput", "-v", "0")
     manage(env, "tenant_create", "bench")
-    key = manage(env, "key_create", "bench", "--name", "bench").strip().splitlines()[-1]
+    keys = Keys(
+        forwarding=_key_create(env, "bench"),
+        caching=_key_create(env, "bench-cache", "--cache-ttl", str(CACHE_TTL_SECONDS)),
+    )
     manage(env, "provider_create", "fake", "--kind", "openai",
            "--base-url", f"http://127.0.0.1:{upstream_port}/v1", "--api-key", "sk-fake")  # fmt: skip
     manage(env, "route_create", PUBLIC_MODEL, "--provider", "fake", "--upstream-model", UPSTREAM_MODEL)
     manage(env, "price_set", UPSTREAM_MODEL, "--input", "0.15", "--output", "0.60")
-    return key
+    return keys
+
+
+def _key_create(env: dict[str, str], name: str, *options: str) -> str:
+    return manage(env, "key_create", "bench", "--name", name, *options).strip().splitlines()[-1]
 
 
 @dataclass
@@ -165,12 +182,14 @@ def gateway_start(workdir: Path, env: dict[str, str]) -> Server:
 def usage_rows(database: Path) -> dict[str, int]:
     """The ledger's row counts, read straight from the SQLite file."""
     with contextlib.closing(sqlite3.connect(database, timeout=20)) as db:
-        total, ok, streams, estimated, disconnected = db.execute(
+        total, ok, streams, estimated, disconnected, hits = db.execute(
             "SELECT count(*), count(*) FILTER (WHERE status_code BETWEEN 200 AND 299), "
             "count(*) FILTER (WHERE stream), count(*) FILTER (WHERE usage_estimated), "
-            "count(*) FILTER (WHERE client_disconnected) FROM billing_usagerecord"
+            "count(*) FILTER (WHERE client_disconnected), count(*) FILTER (WHERE cache_hit) "
+            "FROM billing_usagerecord"
         ).fetchone()
-    return {"rows": total, "2xx": ok, "streams": streams, "estimated": estimated, "disconnected": disconnected}
+    return {"rows": total, "2xx": ok, "streams": streams, "estimated": estimated, "disconnected": disconnected,
+            "cache hits": hits}  # fmt: skip
 
 
 def _connects(port: int) -> bool:
