@@ -28,7 +28,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_filter = ["revoked_at", "tenant"]
     list_select_related = ["tenant"]
     search_fields = ["prefix", "name", "tenant__slug"]
-    readonly_fields = ["prefix", "created_at", "revoked_at"]
+    # The tenant is fixed once issued: usage, budgets and rollups hang on it.
+    readonly_fields = ["tenant", "prefix", "created_at", "revoked_at"]
     fields = ["tenant", "name", "prefix", "allowed_models", "tags", "expires_at", "revoked_at", "created_at"]
     actions = ["revoke"]
 

@@ -19,7 +19,7 @@ from accounts.models import Tenant
 from billing.models import Budget, BudgetSpend, CreditEntry, UsageRecord
 from billing.periods import period_start
 from billing.pricing import usd_to_nanos
-from proxy.context import UsageEvent
+from proxy.context import Usage, UsageEvent
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,26 @@ def _store(events: list[UsageEvent]) -> int:
     return len(fresh)
 
 
+_TOKENS_MAX = 2**31 - 1  # PositiveIntegerField
+
+
+def _text(value: str, field: str) -> str:
+    """Fit a string to its column: whatever an upstream sent, the row must store."""
+    limit = UsageRecord._meta.get_field(field).max_length
+    return value.replace("\x00", "")[:limit]
+
+
+def _tokens(u: Usage) -> Usage:
+    return Usage(**{name: min(max(getattr(u, name), 0), _TOKENS_MAX) for name in Usage.__slots__})
+
+
 def _record(e: UsageEvent, prepaid: bool) -> UsageRecord:
-    u = e.usage
+    u = _tokens(e.usage)
     return UsageRecord(
         request_id=e.request_id, created_at=e.created_at, tenant_id=e.tenant_id, api_key_id=e.key_id,
-        endpoint=e.endpoint, public_model=e.public_model, upstream_model=e.upstream_model, provider=e.provider,
-        price_id=e.price_id, status_code=e.status_code, error_code=e.error_code, stream=e.stream,
+        endpoint=_text(e.endpoint, "endpoint"), public_model=_text(e.public_model, "public_model"),
+        upstream_model=_text(e.upstream_model, "upstream_model"), provider=_text(e.provider, "provider"),
+        price_id=e.price_id, status_code=e.status_code, error_code=_text(e.error_code, "error_code"), stream=e.stream,
         client_disconnected=e.client_disconnected, usage_estimated=e.usage_estimated, cache_hit=e.cache_hit,
         cache_status=e.cache_status,
         input_tokens=u.input_tokens, cached_input_tokens=u.cached_input_tokens,

@@ -93,16 +93,27 @@ class UsageMeter:
         return await sync_to_async(self.flush_sync, thread_sensitive=False)()
 
     def flush_sync(self) -> int:
-        """Write everything queued; on failure the events stay queued."""
+        """Write everything queued; on failure the events stay queued.
+
+        A batch that fails is retried one event at a time: if some events
+        store and others do not, the database is up and those others can
+        never be stored (a poison event), so they are set aside in the
+        spool's `.bad` file instead of blocking every later event.
+        """
         written = 0
         with self._write_lock:  # one writer at a time keeps batches in order
             while self._queue:
                 batch = self.take(settings.BILLING_METER_BATCH_SIZE)
                 try:
                     usage_events_store(batch)
-                except BaseException:
-                    self._queue.extendleft(reversed(batch))
-                    raise
+                except Exception:
+                    stored, poison = _store_one_by_one(batch)
+                    if not stored:  # nothing stores: the database is down, keep everything
+                        self._queue.extendleft(reversed(batch))
+                        raise
+                    quarantine(poison)
+                    written += stored
+                    continue
                 written += len(batch)
         return written
 
@@ -140,6 +151,29 @@ class UsageMeter:
             f.flush()
             os.fsync(f.fileno())
         return path
+
+
+def _store_one_by_one(batch: list[UsageEvent]) -> tuple[int, list[UsageEvent]]:
+    stored, poison = 0, []
+    for event in batch:
+        try:
+            usage_events_store([event])
+            stored += 1
+        except Exception:
+            poison.append(event)
+    return stored, poison
+
+
+def quarantine(events: list[UsageEvent]) -> None:
+    """Set aside events the database refuses, for a person to look at."""
+    if not events:
+        return
+    folder = Path(settings.BILLING_SPOOL_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"usage-{os.getpid()}-refused.bad").open("ab") as f:
+        for event in events:
+            f.write(orjson.dumps(dataclasses.asdict(event)) + b"\n")
+    log.error("%d usage events refused by the database set aside in %s", len(events), folder)
 
 
 def usage_events_store(events: Iterable[UsageEvent]) -> int:
@@ -181,7 +215,14 @@ def usage_spool_replay(folder: Path | None = None) -> int:
         try:
             events = _spooled_events(claimed)
             for start in range(0, len(events), settings.BILLING_METER_BATCH_SIZE):
-                usage_events_store(events[start : start + settings.BILLING_METER_BATCH_SIZE])
+                batch = events[start : start + settings.BILLING_METER_BATCH_SIZE]
+                try:
+                    usage_events_store(batch)
+                except Exception:
+                    stored, poison = _store_one_by_one(batch)
+                    if not stored:
+                        raise
+                    quarantine(poison)
         except BaseException:
             claimed.rename(path)  # stored batches are skipped next time: request_id is unique
             raise

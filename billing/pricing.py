@@ -72,8 +72,11 @@ def rates_from_usd(usd: PriceRates, fallback: Rates | None = None) -> Rates:
     )
 
 
-def cost_nanos(usage: Usage, price: PriceSnapshot | None) -> int:
-    """The request's cost in nano-dollars (0 for a model without a price)."""
+def cost_nanos(usage: Usage, price: PriceSnapshot | None, *, answered: bool = True) -> int:
+    """The request's cost in nano-dollars (0 for a model without a price).
+
+    The per-request fee is charged only for an answered request: a provider
+    that refused or never answered charges none."""
     if price is None:
         return 0
     rates = price.rates_for(usage.prompt_tokens)
@@ -85,7 +88,7 @@ def cost_nanos(usage: Usage, price: PriceSnapshot | None) -> int:
         + usage.output_tokens * rates.output
         + usage.reasoning_tokens * rates.reasoning
     )
-    return -(-total // TOKENS_PER_MTOK) + price.request_fee_nanos
+    return -(-total // TOKENS_PER_MTOK) + (price.request_fee_nanos if answered else 0)
 
 
 def worst_case_cost_nanos(price: PriceSnapshot | None, *, prompt_tokens: int, output_tokens: int) -> int:

@@ -86,14 +86,18 @@ async def lead_or_follow(store: CacheStore, tenant_id: int, key: str) -> Flight 
     flights[key] = future
     flight = Flight(tenant_id=tenant_id, key=key, future=future, store=store)
     if settings.REDIS_URL:
-        flight.lock_token = uuid.uuid4().hex
-        if not await redis_client().set(redis_key("cache", "lock", key), flight.lock_token, nx=True, px=_LOCK_MS):
-            flight.lock_token = None
-            entry = await _wait_for_other_process(store, tenant_id, key)
-            if entry is not None:  # local followers get it too
-                flight.write = False
-                flight.land(entry)
-                return entry
+        try:
+            flight.lock_token = uuid.uuid4().hex
+            if not await redis_client().set(redis_key("cache", "lock", key), flight.lock_token, nx=True, px=_LOCK_MS):
+                flight.lock_token = None
+                entry = await _wait_for_other_process(store, tenant_id, key)
+                if entry is not None:  # local followers get it too
+                    flight.write = False
+                    flight.land(entry)
+                    return entry
+        except BaseException:  # cancelled, or Redis failed: never leave followers waiting
+            flight.land(None)
+            raise
     return flight
 
 

@@ -29,6 +29,8 @@ def completion_from_events(events: Iterable[bytes]) -> dict[str, Any]:
         if data is None or data == b"[DONE]":
             continue
         chunk = orjson.loads(data)
+        if not isinstance(chunk, dict):
+            raise ValueError("a stream event is not a JSON object")
         for name in ("id", "created", "model", "system_fingerprint"):
             if chunk.get(name) is not None:
                 head.setdefault(name, chunk[name])
@@ -47,9 +49,15 @@ def completion_from_events(events: Iterable[bytes]) -> dict[str, Any]:
 
 
 def _merge(state: dict[str, Any], choice: dict[str, Any]) -> None:
-    delta = choice.get("delta") or {}
+    """Raises ValueError on a shape it cannot faithfully reassemble; the
+    answer is then not cached rather than cached wrong."""
+    delta = choice.get("delta") if isinstance(choice, dict) else None
+    if not isinstance(delta, dict):
+        raise ValueError("a stream choice has no delta object")
     state.setdefault("role", delta.get("role"))
     if delta.get("content"):
+        if not isinstance(delta["content"], str):
+            raise ValueError("stream content that is not text")
         state["content"].append(delta["content"])
     if delta.get("refusal"):
         state["refusal"] = state.get("refusal", "") + delta["refusal"]

@@ -52,6 +52,7 @@ async def shutdown() -> None:
     from billing.guard import RedisSpendGuard, spend_guard
     from billing.meter import meter
     from cachestore.flight import writes_settled
+    from proxy.ratelimit import RedisRateLimiter, rate_limiter
     from cachestore.store import cache_store
     from proxy.upstream import upstream_sessions_close
 
@@ -61,6 +62,9 @@ async def shutdown() -> None:
     if isinstance(guard, RedisSpendGuard):
         await guard.wait_settled()
     await writes_settled()  # cache entries being stored
+    limiter = rate_limiter()
+    if isinstance(limiter, RedisRateLimiter):
+        await limiter.wait_released()  # in-flight slots given back
     await cache_store().stop_listener()
     for task in list(_tasks):
         task.cancel()

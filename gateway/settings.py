@@ -206,6 +206,8 @@ BILLING_METER_BATCH_SIZE = env.int("BILLING_METER_BATCH_SIZE", default=500)
 # What a budget reserves for output when neither the request (max_tokens)
 # nor the model's price row (max_output_tokens) says.
 BILLING_DEFAULT_MAX_OUTPUT_TOKENS = env.int("BILLING_DEFAULT_MAX_OUTPUT_TOKENS", default=4096)
+# What a budget reserves for each image, audio or file part of a prompt.
+BILLING_MEDIA_PART_MAX_TOKENS = env.int("BILLING_MEDIA_PART_MAX_TOKENS", default=20_000)
 # The public LiteLLM pricing file the nightly sync reads (a file path works too).
 BILLING_PRICES_URL = env(
     "BILLING_PRICES_URL",

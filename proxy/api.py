@@ -1,5 +1,6 @@
 """The OpenAI-compatible /v1 operations."""
 
+import logging
 import time
 
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
@@ -12,6 +13,7 @@ from proxy.errors import ApiFormat, GatewayError
 from proxy.forward import chat_completions_forward, embeddings_forward
 from proxy.requestid import request_id_for
 
+log = logging.getLogger("gateway.errors")
 router = Router(auth=ApiKeyAuth(), tags=["OpenAI-compatible"])
 
 _CHAT_REQUEST_SCHEMA = {
@@ -76,6 +78,10 @@ async def cached_chat_completions(request: HttpRequest) -> HttpResponseBase:
         for name, value in error.headers.items():
             response[name] = value
         return response
+    except Exception:  # as the API's own handler does: log it, tell the client no secrets
+        log.exception("unhandled error on %s", request.path)
+        error = GatewayError(500, "internal_error", "The gateway failed to handle this request.")
+        return HttpResponse(error.body(ApiFormat.OPENAI), status=500, content_type="application/json")
 
 
 @router.get("/models", summary="List the models this key may use")

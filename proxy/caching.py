@@ -9,6 +9,7 @@ streams are never stored.
 """
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from cachestore.policy import CachePolicy, cache_policy
 from cachestore.replay import completion_from_events, events_from_completion, recorded_events
 from cachestore.store import cache_store
 from proxy.context import RouteTarget, TenantContext, Usage, UsageEvent
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -77,6 +80,17 @@ def _detached_future() -> "asyncio.Future[CachedEntry | None]":
     return asyncio.get_running_loop().create_future()
 
 
+def _storable(body: bytes | None, events: list[bytes]) -> bytes | None:
+    """Only a JSON object answer is stored (an HTML error page with a 200 is not)."""
+    if body is None:
+        return orjson.dumps(completion_from_events(events))
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(parsed, dict) and ("choices" in parsed or "data" in parsed) else None
+
+
 @dataclass
 class CacheFill:
     """A miss on its way upstream: what to store once it completes."""
@@ -93,11 +107,17 @@ class CacheFill:
         self.events.append(event)
 
     def complete(self, body: bytes | None, usage: UsageEvent | None) -> None:
-        """A successful answer: store it (body None: assemble the recorded stream)."""
-        if usage is None:
+        """A successful answer: store it (body None: assemble the recorded stream).
+
+        Never raises: this runs in a stream's `finally`, and whatever goes
+        wrong, the requests waiting on this one must be let go."""
+        try:
+            body = _storable(body, self.events)
+        except Exception:
+            log.warning("an answer could not be prepared for the cache; not stored", exc_info=True)
+            body = None
+        if usage is None or body is None:
             return self.fail()
-        if body is None:
-            body = orjson.dumps(completion_from_events(self.events))
         now = time.time()
         self.flight.land(
             CachedEntry(

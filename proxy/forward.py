@@ -27,6 +27,7 @@ from proxy.usage import UsageRecorder, reserve_worst_case
 
 _SECRET_LIKE = re.compile(r"\b(sk|pk|rk|key)-[A-Za-z0-9_\-*.]{6,}")
 _MAX_UPSTREAM_MESSAGE = 2000
+MODEL_NAME_MAX = 200  # the ledger's column
 # Upstream headers worth passing on; hop-by-hop and encoding headers never are.
 _FORWARDED_HEADERS = ("retry-after", "openai-processing-ms", "x-ratelimit-remaining-requests")
 
@@ -43,6 +44,8 @@ def _json_object_with_model(raw: bytes, what: str) -> dict[str, Any]:
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise invalid_request("'model' is required and must be a non-empty string.", param="model")
+    if len(model) > MODEL_NAME_MAX or not model.isprintable():
+        raise invalid_request(f"'model' must be at most {MODEL_NAME_MAX} printable characters.", param="model")
     return body
 
 
@@ -170,7 +173,7 @@ async def _pass_through(response: aiohttp.ClientResponse, recorder: UsageRecorde
         response.release()
     try:
         usage = adapter.usage_from_response(orjson.loads(data))
-    except orjson.JSONDecodeError:
+    except Exception:  # not JSON, or JSON of a shape nobody expected: estimate
         usage = None
     recorder.finish(status=response.status, usage=usage, body=data)
     out = HttpResponse(data, status=response.status, content_type=response.headers.get("Content-Type", "application/json"))
@@ -190,6 +193,9 @@ async def _upstream_error(
         raw = await response.read()
     except (aiohttp.ClientError, asyncio.TimeoutError):
         raw = b""
+    except BaseException:  # the client left while the error body was read
+        recorder.finish(status=response.status, error_code="client_disconnected", client_disconnected=True)
+        raise
     finally:
         response.release()
     message, code, param = _upstream_error_details(raw, provider)

@@ -145,7 +145,7 @@ end
 local out = {0}
 for i, key in ipairs(KEYS) do
   out[#out + 1] = redis.call('INCRBY', key, tonumber(ARGV[i * 3 - 1]))
-  redis.call('EXPIRE', key, tonumber(ARGV[i * 3]))
+  redis.call('EXPIRE', key, tonumber(ARGV[i * 3]), 'NX')  -- from creation, not refreshed by traffic
 end
 return out
 """

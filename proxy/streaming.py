@@ -18,6 +18,11 @@ from proxy.upstream import upstream_failure
 from proxy.usage import UsageRecorder
 
 _SEPARATOR = b"\n\n"
+MAX_EVENT_BYTES = 8 * 1024 * 1024  # no event of any provider comes near this
+
+
+class SSEOverflowError(ValueError):
+    """The upstream sent more than MAX_EVENT_BYTES without ending an event."""
 
 
 class SSESplitter:
@@ -38,6 +43,8 @@ class SSESplitter:
             events.append(buffer[start : end + 2])
             start = end + 2
         self._buffer = buffer[start:]
+        if len(self._buffer) > MAX_EVENT_BYTES:
+            raise SSEOverflowError("the upstream stream is not server-sent events")
         return events
 
     def rest(self) -> bytes:
@@ -77,11 +84,11 @@ async def relay_stream(
         if tail.strip():
             yield tail
         completed = True
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        failure = upstream_failure(exc, recorder.target.provider.name)
+    except (aiohttp.ClientError, TimeoutError, SSEOverflowError) as exc:
+        reason = str(exc) if isinstance(exc, SSEOverflowError) else upstream_failure(exc, "").message
         error_code = "upstream_stream_interrupted"
         yield stream_error_event(
-            fmt, GatewayError(502, error_code, f"The stream from '{recorder.target.provider.name}' broke off: {failure.message}")
+            fmt, GatewayError(502, error_code, f"The stream from '{recorder.target.provider.name}' broke off: {reason}")
         )
     finally:
         if completed:

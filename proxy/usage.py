@@ -35,18 +35,34 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
         if isinstance(content, str):
             chars += len(content)
         elif isinstance(content, list):
-            chars += sum(len(part.get("text") or "") for part in content if isinstance(part, dict))
+            chars += sum(len(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     return estimate_tokens(chars) + _TOKENS_PER_MESSAGE * count
 
 
 def output_limit(body: dict[str, Any], target: RouteTarget) -> int:
-    """The most output tokens this request can produce."""
+    """The most output tokens this request can produce (for every one of its `n` choices)."""
+    choices = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 1 else 1
     for name in ("max_completion_tokens", "max_tokens"):
         if isinstance(body.get(name), int):
-            return int(body[name])
+            return int(body[name]) * choices
     if target.price is not None and target.price.max_output_tokens:
-        return target.price.max_output_tokens
-    return settings.BILLING_DEFAULT_MAX_OUTPUT_TOKENS
+        return target.price.max_output_tokens * choices
+    return settings.BILLING_DEFAULT_MAX_OUTPUT_TOKENS * choices
+
+
+_MEDIA_PARTS = frozenset({"image_url", "input_audio", "file", "image", "document", "input_image", "input_file"})
+
+
+def media_parts(body: dict[str, Any]) -> int:
+    """Content parts whose tokens their bytes do not bound (an image URL is
+    a few bytes and hundreds of tokens)."""
+    messages = body.get("messages")
+    count = 0
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            count += sum(1 for part in content if isinstance(part, dict) and part.get("type") in _MEDIA_PARTS)
+    return count
 
 
 async def reserve_worst_case(
@@ -54,13 +70,15 @@ async def reserve_worst_case(
 ) -> Reservation | None:
     """Reserve the request's worst-case cost against every budget and the
     prepaid credit that cover it; raises budget_exceeded or
-    insufficient_credit. A prompt cannot have more tokens than its body has
-    bytes, so the body's size bounds it from above."""
+    insufficient_credit. Text cannot have more tokens than bytes, so the
+    body's size bounds the prompt from above, plus a fixed allowance for each
+    image, audio or file part."""
     caps = spend_caps(ctx, timezone.now())
     if not caps:
         return None
     output = output_limit(body, target) if output_tokens is None else output_tokens
-    amount = worst_case_cost_nanos(target.price, prompt_tokens=prompt_bytes, output_tokens=output)
+    prompt = prompt_bytes + media_parts(body) * settings.BILLING_MEDIA_PART_MAX_TOKENS
+    amount = worst_case_cost_nanos(target.price, prompt_tokens=prompt, output_tokens=output)
     return await spend_guard().reserve(caps, amount)
 
 
@@ -125,7 +143,7 @@ class UsageRecorder:
         estimated = usage is None and status < 400
         if usage is None:
             usage = self._estimate(output_chars) if estimated else Usage()
-        cost = cost_nanos(usage, self.target.price)
+        cost = cost_nanos(usage, self.target.price, answered=status < 400)
         if self.reservation is not None:
             spend_guard().settle_soon(self.reservation, cost)
         event = UsageEvent(

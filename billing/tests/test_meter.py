@@ -160,21 +160,27 @@ def test_a_failure_on_a_later_batch_keeps_only_the_unwritten_events_in_order(
     for request_id in ("a", "b", "c", "d", "e"):
         meter.push(event(request_id))
     batches: list[list[str]] = []
+    down = False
 
-    def second_batch_fails(events: Any) -> None:
-        if len(batches) == 1:
+    def down_after_the_first_batch(events: Any) -> None:
+        nonlocal down
+        if down:
             batches.append(["<failed>"])
             raise RuntimeError("database is down")
         batches.append([e.request_id for e in events])
+        down = True
 
-    monkeypatch.setattr(meter_module, "usage_events_store", second_batch_fails)
+    monkeypatch.setattr(meter_module, "usage_events_store", down_after_the_first_batch)
     with pytest.raises(RuntimeError):
         meter.flush_sync()
 
-    assert batches == [["a", "b"], ["<failed>"]]
+    # The batch, then each of its events alone: none stored, so nothing is set aside.
+    assert batches == [["a", "b"], ["<failed>"], ["<failed>"], ["<failed>"]]
     assert meter.pending == 3
+    down = False
+    monkeypatch.setattr(meter_module, "usage_events_store", lambda events: batches.append([e.request_id for e in events]))
     assert meter.flush_sync() == 3
-    assert batches == [["a", "b"], ["<failed>"], ["c", "d"], ["e"]]
+    assert batches[-2:] == [["c", "d"], ["e"]]
 
 
 @pytest.mark.django_db
@@ -425,3 +431,38 @@ def test_a_line_cut_short_is_set_aside_and_the_rest_of_the_spool_is_stored(
     assert stored_ids() == ["req-whole"]
     [bad] = list(spool_dir.glob("*.bad"))
     assert bad.read_bytes() == b'{"request_id": "req-half", "tenant\n'
+
+
+@pytest.mark.django_db
+def test_an_event_the_database_refuses_is_set_aside_and_the_rest_still_flows(
+    owner: tuple[Tenant, ApiKey], monkeypatch: Any, spool_dir: Path
+) -> None:
+    real_store = meter_module.usage_events_store
+
+    def refuse_poison(events: Any) -> int:
+        if any(e.request_id == "poison" for e in events):
+            raise RuntimeError("value too long")
+        return real_store(events)
+
+    monkeypatch.setattr(meter_module, "usage_events_store", refuse_poison)
+    meter = UsageMeter()
+    for request_id in ("ok-1", "poison", "ok-2"):
+        meter.push(owned(owner, request_id))
+
+    assert meter.flush_sync() == 2
+    assert stored_ids() == ["ok-1", "ok-2"]
+    assert meter.pending == 0
+    [bad] = list(spool_dir.glob("*.bad"))
+    assert orjson.loads(bad.read_bytes().splitlines()[0])["request_id"] == "poison"
+
+
+@pytest.mark.django_db
+def test_strings_and_counts_are_fitted_to_their_columns(owner: tuple[Tenant, ApiKey]) -> None:
+    tenant, key = owner
+    long = owned(owner, "long", public_model="m" * 300, error_code="e\x00" * 50,
+                 usage=Usage(input_tokens=2**40))  # fmt: skip
+    meter = UsageMeter()
+    meter.push(long)
+    meter.flush_sync()
+    record = UsageRecord.objects.get(request_id="long")
+    assert (len(record.public_model), record.error_code, record.input_tokens) == (200, "e" * 50, 2**31 - 1)

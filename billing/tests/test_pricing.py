@@ -163,3 +163,9 @@ def test_the_worst_case_is_never_below_the_real_cost_of_the_same_counts() -> Non
                   output_tokens=50)  # fmt: skip
     worst = worst_case_cost_nanos(SONNET, prompt_tokens=usage.prompt_tokens, output_tokens=usage.output_tokens)
     assert worst >= cost_nanos(usage, SONNET)
+
+
+def test_the_request_fee_is_charged_only_when_the_provider_answered() -> None:
+    fee = price(input_usd_per_mtok="1", output_usd_per_mtok="1", request_fee_usd="0.01")
+    assert cost_nanos(Usage(), fee, answered=False) == 0
+    assert cost_nanos(Usage(), fee) == 10_000_000

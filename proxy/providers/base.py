@@ -1,6 +1,6 @@
 """What the forwarding code needs from each kind of provider."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from proxy.context import ProviderConfig, Usage
@@ -9,8 +9,8 @@ from proxy.context import ProviderConfig, Usage
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:
     url: str
-    headers: dict[str, str]
-    body: bytes
+    headers: dict[str, str] = field(repr=False)  # carries the provider's credential
+    body: bytes = field(repr=False)
 
 
 class StreamObserver(Protocol):

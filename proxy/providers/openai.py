@@ -19,14 +19,22 @@ def usage_from_openai(usage: Any) -> Usage | None:
         return None
     prompt = _count(usage.get("prompt_tokens"))
     completion = _count(usage.get("completion_tokens"))
-    cached = min(prompt, _count((usage.get("prompt_tokens_details") or {}).get("cached_tokens")))
-    reasoning = min(completion, _count((usage.get("completion_tokens_details") or {}).get("reasoning_tokens")))
+    cached = min(prompt, _count(_details(usage, "prompt_tokens_details").get("cached_tokens")))
+    reasoning = _count(_details(usage, "completion_tokens_details").get("reasoning_tokens"))
+    # Reasoning is normally part of completion_tokens; some compatible APIs
+    # report it on top (reasoning > completion), and then it is billed whole.
+    output = completion - reasoning if reasoning <= completion else completion
     return Usage(
         input_tokens=prompt - cached,
         cached_input_tokens=cached,
-        output_tokens=completion - reasoning,
+        output_tokens=output,
         reasoning_tokens=reasoning,
     )
+
+
+def _details(usage: dict[str, Any], name: str) -> dict[str, Any]:
+    details = usage.get(name)
+    return details if isinstance(details, dict) else {}
 
 
 class OpenAIStreamObserver:
@@ -74,10 +82,11 @@ def _delta_chars(choice: Any) -> int:
     for key in ("content", "reasoning_content", "refusal"):
         if isinstance(delta.get(key), str):
             chars += len(delta[key])
-    for call in delta.get("tool_calls") or ():
+    calls = delta.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
-            chars += len(function.get("name") or "") + len(function.get("arguments") or "")
+            chars += sum(len(v) for v in (function.get("name"), function.get("arguments")) if isinstance(v, str))
     return chars
 
 

@@ -223,3 +223,12 @@ def test_a_wrong_method_answers_405_in_the_envelope(live_gateway: LiveGateway, k
     assert status == 405
     assert headers["Allow"] == "POST"
     assert_openai_error(body, "method_not_allowed", "invalid_request_error")
+
+
+@pytest.mark.parametrize("model", ["gpt-" + "x" * 300, "gpt-test\u0000"], ids=["too-long", "control-character"])
+def test_a_model_name_the_ledger_could_not_store_is_refused_with_400(
+    live_gateway: LiveGateway, key: IssuedKey, model: str
+) -> None:
+    status, _, body = chat(live_gateway, key, {**CHAT, "model": model})
+    assert status == 400
+    assert_openai_error(body, "invalid_request", "invalid_request_error")

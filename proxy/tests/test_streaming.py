@@ -110,3 +110,49 @@ async def test_a_relayed_stream_that_never_started_is_still_recorded_and_its_ups
     assert (event.request_id, event.client_disconnected, event.usage_estimated) == ("req_x", True, True)
     assert event.usage.input_tokens == 5  # 4 characters + 4 per message, rounded up
     assert upstream.closed and meter.inflight == 0
+
+
+def test_usage_of_an_unexpected_shape_is_read_without_raising() -> None:
+    usage = usage_from_openai({"prompt_tokens": 5, "completion_tokens": 3, "prompt_tokens_details": "n/a",
+                               "completion_tokens_details": ["x"]})  # fmt: skip
+    assert usage == Usage(input_tokens=5, output_tokens=3)
+    observer = OpenAIStreamObserver(client_wants_usage=False)
+    assert observer.observe(orjson.dumps({"choices": [{"delta": {"tool_calls": 5, "content": ["a"]}}]}))
+
+
+def test_reasoning_reported_on_top_of_completion_tokens_is_billed_whole() -> None:
+    usage = usage_from_openai({"prompt_tokens": 21, "completion_tokens": 0, "total_tokens": 81,
+                               "completion_tokens_details": {"reasoning_tokens": 60}})  # fmt: skip
+    assert (usage.output_tokens, usage.reasoning_tokens) == (0, 60)
+
+
+async def test_a_cache_fill_that_cannot_assemble_its_stream_lets_its_waiters_go_and_stores_nothing() -> None:
+    import asyncio
+
+    from cachestore.flight import Flight
+    from cachestore.policy import CachePolicy
+    from proxy.caching import CacheFill
+    from proxy.context import ProviderConfig, RouteTarget, TenantContext, UsageEvent
+
+    class Store:
+        stored: list[object] = []
+
+        async def set(self, entry: object) -> None:
+            self.stored.append(entry)
+
+    ctx = TenantContext(tenant_id=1, tenant_slug="t", tenant_active=True, key_id=2, key_prefix="sk-gw-x")
+    target = RouteTarget("m", ProviderConfig("p", "openai", "http://x"), "m", None)
+    future = asyncio.get_running_loop().create_future()
+    store = Store()
+    fill = CacheFill(ctx, target, "chat.completions", "k", CachePolicy(True, True, 60),
+                     Flight(tenant_id=1, key="k", future=future, store=store))  # type: ignore[arg-type]  # fmt: skip
+    fill.add(b'data: {"choices": [{"index": 0, "delta": {"content": [{"type": "text", "text": "x"}]}}]}\n\n')
+    event = UsageEvent(request_id="r", created_at=None, tenant_id=1, key_id=2, endpoint="chat.completions",  # type: ignore[arg-type]
+                       public_model="m", upstream_model="m", provider="p", status_code=200, usage=Usage(),
+                       cost_nanos=1, latency_ms=1, stream=True)  # fmt: skip
+
+    fill.complete(None, event)  # must not raise: it runs in a stream's finally
+
+    assert future.done() and future.result() is None
+    await asyncio.sleep(0)
+    assert store.stored == []
