@@ -2,6 +2,7 @@
 
 import logging
 import time
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.http.response import HttpResponseBase
@@ -37,26 +38,26 @@ _CHAT_REQUEST_SCHEMA = {
 }
 
 
+def _forward_args(request: HttpRequest) -> dict[str, Any]:
+    """What every forwarding operation passes on from the request."""
+    return {
+        "ctx": request.auth,  # type: ignore[attr-defined]
+        "raw": request.body,
+        "request_id": request_id_for(request),
+        "cache_control": request.headers.get("Cache-Control", ""),
+    }
+
+
 @router.post("/chat/completions", openapi_extra=_CHAT_REQUEST_SCHEMA, summary="Create a chat completion")
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     """Forwarded as sent (only `model` is replaced); streamed when `stream` is true."""
-    return await chat_completions_forward(
-        request.auth,  # type: ignore[attr-defined]
-        request.body,
-        request_id_for(request),
-        cache_control=request.headers.get("Cache-Control", ""),
-    )
+    return await chat_completions_forward(**_forward_args(request))
 
 
 @router.post("/embeddings", summary="Create embeddings")
 async def embeddings(request: HttpRequest) -> HttpResponseBase:
     """Forwarded as sent (only `model` is replaced), metered, and cacheable."""
-    return await embeddings_forward(
-        request.auth,  # type: ignore[attr-defined]
-        request.body,
-        request_id_for(request),
-        cache_control=request.headers.get("Cache-Control", ""),
-    )
+    return await embeddings_forward(**_forward_args(request))
 
 
 async def cached_chat_completions(request: HttpRequest) -> HttpResponseBase:
@@ -65,14 +66,8 @@ async def cached_chat_completions(request: HttpRequest) -> HttpResponseBase:
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     try:
-        ctx = await ApiKeyAuth()(request)
-        return await chat_completions_forward(
-            ctx,
-            request.body,
-            request_id_for(request),
-            cache_control=request.headers.get("Cache-Control", ""),
-            force_cache=True,
-        )
+        request.auth = await ApiKeyAuth()(request)  # type: ignore[attr-defined]
+        return await chat_completions_forward(**_forward_args(request), force_cache=True)
     except GatewayError as error:
         response = HttpResponse(error.body(ApiFormat.OPENAI), status=error.status, content_type="application/json")
         for name, value in error.headers.items():
