@@ -264,6 +264,19 @@ class PriceAdmin(admin.ModelAdmin):
 # --- The usage ledger and its rollups ----------------------------------------------
 
 
+# The columns a usage record and a rollup row share, in the same order in both exports.
+TOKEN_AND_MONEY_COLUMNS = (
+    CsvColumn("input_tokens", "input_tokens"),
+    CsvColumn("cached_input_tokens", "cached_input_tokens"),
+    CsvColumn("cache_write_5m_tokens", "cache_write_5m_tokens"),
+    CsvColumn("cache_write_1h_tokens", "cache_write_1h_tokens"),
+    CsvColumn("output_tokens", "output_tokens"),
+    CsvColumn("reasoning_tokens", "reasoning_tokens"),
+    CsvColumn("cost_usd", "cost_nanos", usd_string),
+    CsvColumn("saved_usd", "saved_nanos", usd_string),
+)
+
+
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ExactSearchMixin, CsvExportAdmin, ReadOnlyAdmin):
     list_display = [
@@ -293,14 +306,7 @@ class UsageRecordAdmin(ExactSearchMixin, CsvExportAdmin, ReadOnlyAdmin):
         CsvColumn("cache_hit", "cache_hit"),
         CsvColumn("usage_estimated", "usage_estimated"),
         CsvColumn("client_disconnected", "client_disconnected"),
-        CsvColumn("input_tokens", "input_tokens"),
-        CsvColumn("cached_input_tokens", "cached_input_tokens"),
-        CsvColumn("cache_write_5m_tokens", "cache_write_5m_tokens"),
-        CsvColumn("cache_write_1h_tokens", "cache_write_1h_tokens"),
-        CsvColumn("output_tokens", "output_tokens"),
-        CsvColumn("reasoning_tokens", "reasoning_tokens"),
-        CsvColumn("cost_usd", "cost_nanos", usd_string),
-        CsvColumn("saved_usd", "saved_nanos", usd_string),
+        *TOKEN_AND_MONEY_COLUMNS,
         CsvColumn("prepaid", "prepaid"),
         CsvColumn("latency_ms", "latency_ms"),
         CsvColumn("ttft_ms", "ttft_ms"),
@@ -337,14 +343,7 @@ class UsageRollupAdmin(ExactSearchMixin, CsvExportAdmin, ReadOnlyAdmin):
         CsvColumn("requests", "requests"),
         CsvColumn("errors", "errors"),
         CsvColumn("cache_hits", "cache_hits"),
-        CsvColumn("input_tokens", "input_tokens"),
-        CsvColumn("cached_input_tokens", "cached_input_tokens"),
-        CsvColumn("cache_write_5m_tokens", "cache_write_5m_tokens"),
-        CsvColumn("cache_write_1h_tokens", "cache_write_1h_tokens"),
-        CsvColumn("output_tokens", "output_tokens"),
-        CsvColumn("reasoning_tokens", "reasoning_tokens"),
-        CsvColumn("cost_usd", "cost_nanos", usd_string),
-        CsvColumn("saved_usd", "saved_nanos", usd_string),
+        *TOKEN_AND_MONEY_COLUMNS,
         CsvColumn("prepaid_cost_usd", "prepaid_cost_nanos", usd_string),
     )
 

@@ -23,7 +23,7 @@ from typing import Any
 from django.conf import settings
 
 from billing.periods import period_end, period_start
-from gateway.redis import redis_client, redis_client_for, redis_key
+from gateway.redis import redis_client_for, redis_key
 from billing.pricing import nanos_to_usd
 from proxy.context import TenantContext
 from proxy.errors import GatewayError
@@ -175,8 +175,6 @@ class RedisSpendGuard:
         self._pending: set[asyncio.Task[None]] = set()
 
     def _client(self) -> Any:
-        if self.url == settings.REDIS_URL:
-            return redis_client()
         return redis_client_for(self.url)
 
     def _key(self, cap: SpendCap) -> str:

@@ -85,11 +85,10 @@ async def relay_stream(
             yield tail
         completed = True
     except (aiohttp.ClientError, TimeoutError, SSEOverflowError) as exc:
-        reason = str(exc) if isinstance(exc, SSEOverflowError) else upstream_failure(exc, "").message
+        provider = recorder.target.provider.name
+        reason = str(exc) if isinstance(exc, SSEOverflowError) else upstream_failure(exc, provider).message
         error_code = "upstream_stream_interrupted"
-        yield stream_error_event(
-            fmt, GatewayError(502, error_code, f"The stream from '{recorder.target.provider.name}' broke off: {reason}")
-        )
+        yield stream_error_event(fmt, GatewayError(502, error_code, f"The stream from '{provider}' broke off: {reason}"))
     finally:
         if completed:
             response.release()
