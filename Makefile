@@ -46,3 +46,10 @@ clean:
 .PHONY: bench
 bench: $(VENV)/.base-installed
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The long fuzz of /v1 from its OpenAPI schema (proxy/tests/test_fuzz.py): random
+# examples, FUZZ_EXAMPLES per operation and mode; `make test` runs a short, fixed pass.
+FUZZ_EXAMPLES ?= 2000
+.PHONY: fuzz
+fuzz: $(VENV)/.test-installed
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -m fuzz proxy/tests/test_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)

@@ -36,7 +36,23 @@ def django_db_setup(django_test_environment: None, django_db_blocker: Any) -> It
         config = setup_databases(verbosity=0, interactive=False, aliases={"default"}, serialized_aliases=set())
     yield
     with django_db_blocker.unblock():
+        _end_other_sessions()
         teardown_databases(config, verbosity=0)
+
+
+def _end_other_sessions() -> None:
+    """PostgreSQL will not drop a database with sessions on it. A connection
+    that a worker thread of an async test client checked out of the pool is
+    never given back; end such sessions so the test database can go."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -76,6 +92,20 @@ def gateway_config(django_db_setup: None, django_db_blocker: Any, fake_upstream:
         price_set(model="fake-budget", input_usd=Decimal("0"), output_usd=Decimal("1"))
         dead, _ = provider_upsert(name="dead", kind="openai", base_url=f"http://127.0.0.1:{free_port()}/v1")
         route_upsert(model="dead-model", provider=dead)
+        # The same fake as an Anthropic upstream, and as an OpenAI-compatible
+        # server without the Responses API or legacy completions.
+        anthropic, _ = provider_upsert(name="fake-anthropic", kind="anthropic", base_url=fake_upstream.url,
+                                       api_key=UPSTREAM_SECRET)  # fmt: skip
+        route_upsert(model="claude-test", provider=anthropic, upstream_model="claude-up")
+        route_upsert(model="claude-cached", provider=anthropic, upstream_model="claude-fake-cached")
+        route_upsert(model="claude-error-*", provider=anthropic, upstream_model="claude-error-")
+        price_set(model="claude-up", input_usd=Decimal("3"), output_usd=Decimal("15"))
+        price_set(model="claude-fake-cached", input_usd=Decimal("3"), output_usd=Decimal("15"),
+                  cached_input_usd=Decimal("0.30"), cache_write_5m_usd_per_mtok=Decimal("3.75"),
+                  cache_write_1h_usd_per_mtok=Decimal("6"))  # fmt: skip
+        compat, _ = provider_upsert(name="fake-compat", kind="openai-compatible", base_url=fake_upstream.url,
+                                    api_key=UPSTREAM_SECRET)  # fmt: skip
+        route_upsert(model="compat-test", provider=compat, upstream_model="gpt-up")
 
 
 @pytest.fixture(scope="session")
@@ -148,3 +178,31 @@ def ledger(django_db_blocker: Any) -> Ledger:
 
 def unique_marker() -> str:
     return f"marker-{uuid.uuid4().hex}"
+
+
+# --- A hung test must not hang the run ------------------------------------------
+# pytest-timeout fails a test that runs too long by interrupting the main thread
+# only. Whatever that test was waiting on (an event loop in a worker thread of an
+# async-to-sync call, say) stays blocked, and the interpreter's exit would join that
+# thread forever: the run prints its summary and then never ends. So once pytest is
+# done, a run that still has threads going exits with pytest's status at once
+# (idle pool workers hold nothing that needs their exit hooks).
+
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import sys
+    import threading
+
+    status = config.stash.get(_EXIT_STATUS, None)
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if status is not None and others:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)

@@ -1,37 +1,167 @@
+"""Tenants and keys in the admin.
+
+Every list column is computed in the list's own queries (annotations,
+subqueries, one prefetch), never one query per row. Keys have no
+last-used column written on the request path: "last used" is the newest
+usage record of the key (the (api_key, created_at) index), or, once
+retention has pruned those, the start of its newest hourly rollup.
+"""
+
+import datetime as dt
+import urllib.parse
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db import transaction
+from django.db.models import BigIntegerField, Count, OuterRef, Prefetch, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
-from accounts.models import ApiKey, Tenant
+from accounts.models import ApiKey, AuditEntry, RequestTrace, StaffToken, Tenant
 from accounts.services import api_key_issue, api_key_revoke
+from accounts.staff_tokens import staff_token_revoke
+from billing.admin import KeyBudgetInline, ReadOnlyAdmin, TenantBudgetInline
+from billing.dashboard import budget_limit_nanos, budgets_with_current_spend
+from billing.models import Budget, CreditEntry, UsageRecord, UsageRollup
+from billing.services import budget_set
+
+KEY_SETTINGS = ("cache_ttl_seconds", "rpm_limit", "tpm_limit", "max_parallel", "trace_sample_rate")
+
+
+def usd_cents(nanos: int) -> str:
+    """For lists only: dollars and cents (exact amounts are on the budget and credit pages)."""
+    cents = (Decimal(nanos) / 10**9).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return f"${cents:,}"
+
+
+def _link(viewname: str, label: str, **query: Any) -> str:
+    url = reverse(viewname) + ("?" + urllib.parse.urlencode(query) if query else "")
+    return format_html('<a href="{}">{}</a>', url, label)
+
+
+def tenants_with_money(tenants: QuerySet[Tenant], now: dt.datetime) -> QuerySet[Tenant]:
+    """Live key count, prepaid balance and the active tenant budgets with
+    this period's spend: two queries for a whole page."""
+    keys = ApiKey.objects.filter(tenant=OuterRef("pk"), revoked_at__isnull=True).order_by()
+    credit = CreditEntry.objects.filter(tenant=OuterRef("pk")).order_by()
+    budgets = Budget.objects.filter(is_active=True, tenant__isnull=False).order_by("period", "pk")
+    return tenants.annotate(
+        live_keys=Coalesce(Subquery(keys.values("tenant").annotate(n=Count("pk")).values("n")), 0),
+        balance_nanos=Coalesce(
+            Subquery(credit.values("tenant").annotate(t=Sum("amount_nanos")).values("t")), 0,
+            output_field=BigIntegerField(),
+        ),
+    ).prefetch_related(Prefetch("budgets", budgets_with_current_spend(budgets, now), to_attr="budgets_now"))
 
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "is_active", "is_prepaid", "created_at"]
+    list_display = ["slug", "name", "is_active", "is_prepaid", "keys", "budgets_this_period", "prepaid_balance",
+                    "created_at"]  # fmt: skip
     list_filter = ["is_active", "is_prepaid"]
     search_fields = ["slug", "name"]
+    readonly_fields = ["money"]
+    inlines = [TenantBudgetInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
+        return tenants_with_money(super().get_queryset(request), timezone.now())
+
+    @admin.display(description="live keys", ordering="live_keys")
+    def keys(self, obj: Tenant) -> str:
+        return _link("admin:accounts_apikey_changelist", str(obj.live_keys), tenant__id__exact=obj.pk)  # type: ignore[attr-defined]
+
+    @admin.display(description="budgets: spent this period of limit")
+    def budgets_this_period(self, obj: Tenant) -> str:
+        budgets = getattr(obj, "budgets_now", [])
+        if not budgets:
+            return "-"
+        return format_html_join(
+            ", ", "{} of {} per {}",
+            ((usd_cents(b.spent_now_nanos), usd_cents(budget_limit_nanos(b)), b.period) for b in budgets),
+        )  # fmt: skip
+
+    @admin.display(description="prepaid balance", ordering="balance_nanos")
+    def prepaid_balance(self, obj: Tenant) -> str:
+        balance: int = obj.balance_nanos  # type: ignore[attr-defined]
+        return usd_cents(balance) if obj.is_prepaid or balance else "-"
+
+    @admin.display(description="money")
+    def money(self, obj: Tenant) -> str:
+        if obj.pk is None:
+            return "-"
+        return format_html_join(" · ", "{}", ((link,) for link in (
+            _link("admin:billing_budget_add", "Add a budget", tenant=obj.pk),
+            _link("admin:billing_creditentry_add", "Add credit", tenant=obj.pk),
+            _link("admin:billing_creditentry_changelist", "Credit entries", q=obj.slug),
+            _link("admin:billing_usagerecord_changelist", "Usage", q=obj.slug),
+        )))  # fmt: skip
 
 
 class ApiKeyAddForm(forms.ModelForm):
     class Meta:
         model = ApiKey
-        fields = ["tenant", "name", "allowed_models", "tags", "expires_at"]
+        fields = ["tenant", "name", "allowed_models", "tags", "expires_at", *KEY_SETTINGS]
+
+
+def keys_with_last_use(keys: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
+    """`last_used_at`: the newest usage record, else the newest hourly rollup
+    (records are pruned after a while; rollups are kept). PostgreSQL stops
+    at the first subquery that answers."""
+    record = UsageRecord.objects.filter(api_key=OuterRef("pk")).order_by("-created_at").values("created_at")[:1]
+    rollup = (
+        UsageRollup.objects.filter(tenant=OuterRef("tenant"), granularity=UsageRollup.Granularity.HOUR,
+                                   api_key=OuterRef("pk"))
+        .order_by("-bucket_start").values("bucket_start")[:1]
+    )  # fmt: skip
+    return keys.annotate(last_used_at=Coalesce(Subquery(record), Subquery(rollup)))
+
+
+@transaction.atomic
+def api_key_rotate(*, api_key: ApiKey) -> tuple[str, ApiKey]:
+    """A new key with the old one's settings and budget limits; the old one is revoked.
+
+    The new key's budgets start from what it spent (nothing): spend stays
+    with the key that made it, so the books still reconcile.
+    """
+    plaintext, new_key = api_key_issue(
+        tenant=api_key.tenant, name=api_key.name, allowed_models=api_key.allowed_models,
+        expires_at=api_key.expires_at, tags=api_key.tags or (),
+        **{name: getattr(api_key, name) for name in KEY_SETTINGS},
+    )  # fmt: skip
+    for budget in Budget.objects.filter(api_key=api_key, is_active=True):
+        budget_set(limit_usd=budget.limit_usd, period=budget.period, api_key=new_key,
+                   soft_limit_percent=budget.soft_limit_percent)  # fmt: skip
+    api_key_revoke(api_key=api_key)
+    return plaintext, new_key
 
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["prefix", "name", "tenant", "expires_at", "revoked_at", "created_at"]
+    list_display = ["prefix", "name", "tenant", "last_used", "expires_at", "revoked_at", "created_at"]
     list_filter = ["revoked_at", "tenant"]
     list_select_related = ["tenant"]
     search_fields = ["prefix", "name", "tenant__slug"]
     # The tenant is fixed once issued: usage, budgets and rollups hang on it.
-    readonly_fields = ["tenant", "prefix", "created_at", "revoked_at"]
-    fields = ["tenant", "name", "prefix", "allowed_models", "tags", "expires_at", "revoked_at", "created_at"]
-    actions = ["revoke"]
+    readonly_fields = ["tenant", "prefix", "last_used", "created_at", "revoked_at"]
+    fields = ["tenant", "name", "prefix", "allowed_models", "tags", "expires_at", *KEY_SETTINGS, "last_used",
+              "revoked_at", "created_at"]  # fmt: skip
+    actions = ["revoke", "rotate"]
+    inlines = [KeyBudgetInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
+        return keys_with_last_use(super().get_queryset(request))
+
+    def get_inlines(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.inlines if obj is not None else []
+
+    @admin.display(description="last used", ordering="last_used_at")
+    def last_used(self, obj: ApiKey) -> Any:
+        return getattr(obj, "last_used_at", None) or "never"
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         if obj is None:
@@ -55,6 +185,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             allowed_models=obj.allowed_models,
             expires_at=obj.expires_at,
             tags=obj.tags or (),
+            **{name: getattr(obj, name) for name in KEY_SETTINGS},
         )
         obj.pk = issued.pk
         obj.prefix, obj.digest = issued.prefix, issued.digest
@@ -65,3 +196,69 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for api_key in queryset:
             api_key_revoke(api_key=api_key)
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
+
+    @admin.action(description="Rotate selected keys (a new key, same settings; the old one revoked)")
+    def rotate(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        live = list(queryset.filter(revoked_at__isnull=True).select_related("tenant"))
+        for api_key in live:
+            plaintext, new_key = api_key_rotate(api_key=api_key)
+            # Messages are shown once and then forgotten: the plaintext is never shown again.
+            messages.warning(
+                request, f"Key {api_key.prefix}… revoked; its replacement {new_key.prefix}… "
+                f"(shown once, copy it now): {plaintext}",
+            )  # fmt: skip
+        if len(live) < len(queryset):
+            messages.info(request, "Keys revoked earlier were left as they are.")
+
+
+# --- The management API's audit trail and tokens (appended; imports kept local) ---
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    """Read-only: an audit trail that staff could edit would prove nothing."""
+
+    list_display = ["at", "actor", "action", "object_type", "object_id", "object_repr"]
+    list_filter = ["action", "object_type"]
+    search_fields = ["actor", "object_id", "object_repr", "request_id"]
+    date_hierarchy = "at"
+
+
+@admin.register(StaffToken)
+class StaffTokenAdmin(admin.ModelAdmin):
+    """Tokens are issued with `manage.py staff_token_create USERNAME` (shown once); here they are revoked."""
+
+    list_display = ["prefix", "name", "user", "created_at", "revoked_at"]
+    list_filter = ["revoked_at"]
+    list_select_related = ["user"]
+    readonly_fields = ["user", "name", "prefix", "created_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("accounts.delete_stafftoken")
+
+    @admin.action(description="Revoke selected tokens", permissions=["revoke"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[StaffToken]) -> None:
+        for token in queryset:
+            staff_token_revoke(token=token)
+        self.message_user(request, f"Revoked {queryset.count()} token(s).")
+
+
+
+
+@admin.register(RequestTrace)
+class RequestTraceAdmin(ReadOnlyAdmin):
+    """Read-only: traces are evidence of what was sent and answered.
+    Deleting is left to retention (TRACE_RETENTION_DAYS)."""
+
+    list_display = ["started_at", "request_id", "key_prefix", "model", "endpoint", "status", "stream", "latency_ms",
+                    "truncated"]  # fmt: skip
+    list_filter = ["status", "stream", "endpoint"]
+    search_fields = ["request_id", "key_prefix", "model"]
+    date_hierarchy = "started_at"

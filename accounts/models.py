@@ -1,5 +1,12 @@
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
+
+_RATE_BOUNDS = [MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(1))]
 
 
 class Tenant(models.Model):
@@ -17,6 +24,10 @@ class Tenant(models.Model):
     rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute. Empty: no limit.")
     tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens per minute. Empty: no limit.")
     max_parallel = models.PositiveIntegerField(null=True, blank=True, help_text="Requests in flight at once.")
+    trace_sample_rate = models.DecimalField(
+        max_digits=5, decimal_places=4, default=Decimal(0), validators=_RATE_BOUNDS,
+        help_text="Share of requests (0 to 1) whose bodies are captured for debugging (proxy.tracing). 0: off.",
+    )  # fmt: skip
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -55,6 +66,10 @@ class ApiKey(models.Model):
     rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute. Empty: no limit.")
     tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens per minute. Empty: no limit.")
     max_parallel = models.PositiveIntegerField(null=True, blank=True, help_text="Requests in flight at once.")
+    trace_sample_rate = models.DecimalField(
+        max_digits=5, decimal_places=4, null=True, blank=True, validators=_RATE_BOUNDS,
+        help_text="Share of this key's requests (0 to 1) captured for debugging; 0 turns it off. Empty: the tenant's.",
+    )  # fmt: skip
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -85,3 +100,91 @@ class ConfigVersion(models.Model):
 
     def __str__(self) -> str:
         return f"config version {self.version}"
+
+
+class StaffTokenQuerySet(models.QuerySet["StaffToken"]):
+    def live(self) -> "StaffTokenQuerySet":
+        return self.filter(revoked_at__isnull=True)
+
+
+class StaffToken(models.Model):
+    """A staff member's token for the management API (`Authorization: Bearer`).
+
+    Stored as an HMAC digest like virtual keys; the plaintext is shown once.
+    It acts as its user, and only while that user is active staff.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="staff_tokens")
+    name = models.CharField(max_length=200, blank=True)
+    prefix = models.CharField(max_length=16, editable=False, help_text="First characters of the token, for display.")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = StaffTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name or 'unnamed'})"
+
+
+class AuditEntry(models.Model):
+    """One write made through the management API: who, what, on which object.
+
+    `actor` keeps who it was as text, so the entry outlives the user's
+    account. `changes` never holds secrets (accounts.audit scrubs them).
+    """
+
+    at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor = models.CharField(max_length=200)
+    action = models.CharField(max_length=64, help_text='For example "tenant.create" or "key.revoke".')
+    object_type = models.CharField(max_length=64, help_text='The model, as "app_label.model".')
+    object_id = models.CharField(max_length=64)
+    object_repr = models.CharField(max_length=200, blank=True)
+    changes = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    request_id = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["object_type", "object_id"])]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.object_type}#{self.object_id}"
+
+
+class RequestTrace(models.Model):
+    """One traced request's bodies, for debugging (TRACE_SINK=db; proxy.tracing).
+
+    Written off the request path by the trace writer, secrets already
+    redacted; pruned after TRACE_RETENTION_DAYS. Ids, not foreign keys: a
+    trace must not stop a tenant or key from being deleted, nor cost a join.
+    """
+
+    request_id = models.CharField(max_length=64, db_index=True, help_text="As in x-request-id and the usage record.")
+    tenant_id = models.BigIntegerField(db_index=True)
+    key_id = models.BigIntegerField()
+    key_prefix = models.CharField(max_length=16)
+    model = models.CharField(max_length=200)
+    endpoint = models.CharField(max_length=64)
+    status = models.PositiveSmallIntegerField()
+    error_code = models.CharField(max_length=64, blank=True)
+    stream = models.BooleanField(default=False)
+    started_at = models.DateTimeField(db_index=True)
+    finished_at = models.DateTimeField()
+    latency_ms = models.PositiveIntegerField()
+    request = models.JSONField(null=True, help_text="The request body (parsed JSON, or text when cut short).")
+    response = models.JSONField(null=True, help_text="The answer's JSON, or a stream's events as they were sent.")
+    truncated = models.BooleanField(default=False, help_text="A body passed TRACE_MAX_BODY_BYTES and was cut short.")
+    attempts = models.JSONField(default=list, blank=True, help_text="Earlier attempts that failed and were retried.")
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.model} {self.status}"

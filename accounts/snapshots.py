@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from decimal import Decimal
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -94,6 +95,7 @@ def context_from_key(key: ApiKey) -> TenantContext:
         cache_ttl_seconds=(key.cache_ttl_seconds if key.cache_ttl_seconds is not None else tenant.cache_ttl_seconds) or 0,
         key_limits=RateLimits(key.rpm_limit, key.tpm_limit, key.max_parallel),
         tenant_limits=RateLimits(tenant.rpm_limit, tenant.tpm_limit, tenant.max_parallel),
+        trace_sample_rate=trace_sample_rate(key.trace_sample_rate, tenant.trace_sample_rate),
         **spend_state(
             tenant_id=tenant.pk,
             key_id=key.pk,
@@ -101,6 +103,14 @@ def context_from_key(key: ApiKey) -> TenantContext:
             has_budgets=getattr(key, "has_budgets", True),
         ),
     )
+
+
+def trace_sample_rate(key_rate: Decimal | None, tenant_rate: Decimal | None) -> float:
+    """The key's rate when set (0 included: a key can opt out of its
+    tenant's tracing), else the tenant's; clamped to 0..1. A float: it is
+    only ever compared with random()."""
+    rate = key_rate if key_rate is not None else tenant_rate
+    return min(max(float(rate or 0), 0.0), 1.0)
 
 
 def _release_connection() -> None:

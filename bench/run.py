@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import os
 import shutil
 import signal
 import subprocess

@@ -1,8 +1,8 @@
 """The billing admin: prices, the usage ledger and its rollups, budgets,
 prepaid credit, and the books' checks.
 
-Built for a ledger of millions of rows: no full counts, joins chosen up
-front, filters that do not scan the ledger to list their choices, exact
+Built for a ledger of millions of rows: no full counts (a capped count, or
+PostgreSQL's own estimate for a whole table), joins chosen up front, filters that do not scan the ledger to list their choices, exact
 searches that use indexes, and CSV exports that stream rather than load.
 Money is shown and exported as exact USD strings with nine decimals.
 """
@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import functools
 import itertools
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,23 +23,65 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
-from django.db.models import OuterRef, Q, QuerySet, Subquery, Sum
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import Count, Exists, IntegerField, Max, Min, OuterRef, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.template import engines
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html
 
 from accounts.keys import KEY_PREFIX
+from accounts.models import Tenant
 from billing.models import (
-    Budget, BudgetSpend, CreditEntry, Period, Price, PriceSyncRun, ReconciliationReport, UsageRecord, UsageRollup,
+    Budget, BudgetSpend, CreditEntry, Price, PriceSyncRun, ReconciliationReport, UsageRecord, UsageRollup,
 )  # fmt: skip
-from billing.periods import period_start
+from billing.dashboard import budgets_with_current_spend
 from billing.pricing import usd_string
 from billing.services import budget_set, credit_add, credit_balance_nanos
 from proxy.models import Provider
 
 CSV_CHUNK_ROWS = 2000
+# Changelists of the big tables count at most this many matching rows: past
+# it, staff narrow the list with filters or the date links, not page 10,000.
+COUNT_CAP = 10_000
+
+# --- Paging without COUNT(*) -----------------------------------------------------
+
+
+class LargeTablePaginator(Paginator):
+    """A paginator that never counts a whole big table.
+
+    Unfiltered on PostgreSQL, the count is the planner's estimate
+    (pg_class.reltuples, kept by autovacuum) once that passes COUNT_CAP.
+    Otherwise it counts the matching rows up to COUNT_CAP, which costs at
+    most COUNT_CAP index entries whatever the table's size.
+    """
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if not queryset.query.where:
+            estimate = table_row_estimate(queryset.db, queryset.model._meta.db_table)
+            if estimate is not None and estimate >= COUNT_CAP:
+                return estimate
+        return queryset.order_by().values("pk")[:COUNT_CAP].count()
+
+
+def table_row_estimate(alias: str, table: str) -> int | None:
+    """PostgreSQL's estimate of a table's rows; None elsewhere or before the first ANALYZE."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [table])
+        row = cursor.fetchone()
+    return int(row[0]) if row and row[0] >= 0 else None
+
 
 # --- CSV export ------------------------------------------------------------------
 
@@ -111,12 +154,74 @@ class _FilterOnlyChangeList(ChangeList):
 def _changelist_with_export_button() -> Any:
     # Built from a string, not a template file, so the button lives with the
     # view it calls; `cl.get_query_string` carries the current filters over.
+    # `range_dates_cl`, when given, draws the date links (see RangeDates).
     return engines["django"].from_string(
-        '{% extends "admin/change_list.html" %}{% load admin_urls %}'
+        '{% extends "admin/change_list.html" %}{% load admin_urls admin_list %}'
         "{% block object-tools-items %}"
         '<li><a href="{% url cl.opts|admin_urlname:"export_csv" %}{{ cl.get_query_string }}">Export CSV</a></li>'
         "{{ block.super }}{% endblock %}"
+        "{% block date_hierarchy %}{% if range_dates_cl %}{% date_hierarchy range_dates_cl %}"
+        "{% else %}{{ block.super }}{% endif %}{% endblock %}"
     )
+
+
+# --- Date links without SELECT DISTINCT ----------------------------------------------------
+
+
+class RangeDates:
+    """Stands in for a changelist's queryset in Django's date_hierarchy tag.
+
+    The tag offers the years, months or days that have rows, found with
+    SELECT DISTINCT date_trunc(...) over every matching row: a full scan of
+    a big ledger on every page view. This offers every year, month or day
+    between the first and the last matching row instead, found with
+    MIN/MAX, which an index on the date answers at once. A day without
+    rows then shows an empty list; nothing is hidden.
+    """
+
+    def __init__(self, queryset: QuerySet[Any]) -> None:
+        self.queryset = queryset
+
+    def aggregate(self, **aggregates: Any) -> dict[str, Any]:
+        return self.queryset.aggregate(**aggregates)
+
+    def datetimes(self, field: str, kind: str) -> list[dt.datetime]:
+        span = self.queryset.aggregate(first=Min(field), last=Max(field))
+        if span["first"] is None:
+            return []
+        return calendar_steps(timezone.localtime(span["first"]), timezone.localtime(span["last"]), kind)
+
+    dates = datetimes
+
+
+def calendar_steps(first: dt.datetime, last: dt.datetime, kind: str) -> list[dt.datetime]:
+    """The start of every year, month or day from `first`'s to `last`'s."""
+    start = first.replace(hour=0, minute=0, second=0, microsecond=0)
+    if kind in ("month", "year"):
+        start = start.replace(day=1)
+    if kind == "year":
+        start = start.replace(month=1)
+    steps = []
+    while start <= last:
+        steps.append(start)
+        if kind == "day":
+            start = start + dt.timedelta(days=1)  # tz-aware UTC, so no DST surprises
+        elif kind == "month":
+            start = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+        else:
+            start = start.replace(year=start.year + 1)
+    return steps
+
+
+class _RangeDatesChangeList:
+    """The changelist as the date_hierarchy tag sees it, with RangeDates for its queryset."""
+
+    def __init__(self, changelist: ChangeList) -> None:
+        self._changelist = changelist
+        self.queryset = RangeDates(changelist.queryset)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._changelist, name)
 
 
 class CsvExportAdmin(admin.ModelAdmin):
@@ -150,6 +255,9 @@ class CsvExportAdmin(admin.ModelAdmin):
         response = super().changelist_view(request, extra_context)
         if isinstance(response, TemplateResponse):
             response.template_name = _changelist_with_export_button()
+            changelist = (response.context_data or {}).get("cl")
+            if changelist is not None and changelist.date_hierarchy:
+                response.context_data["range_dates_cl"] = _RangeDatesChangeList(changelist)  # type: ignore[index]
         return response
 
     @admin.action(description="Export selected as CSV", permissions=["view"])
@@ -207,7 +315,10 @@ def exact_search(queryset: QuerySet[Any], term: str) -> QuerySet[Any]:
         return queryset.filter(request_id=term) if hasattr(queryset.model, "request_id") else queryset.none()
     if term.startswith(KEY_PREFIX):
         return queryset.filter(api_key__prefix=term)
-    return queryset.filter(Q(tenant__slug=term) | Q(public_model=term))
+    # The tenant first, by id: "slug OR model" across a join would defeat
+    # the (tenant, created_at) index and scan the ledger.
+    tenant_id = Tenant.objects.filter(slug=term).values_list("pk", flat=True).first()
+    return queryset.filter(tenant_id=tenant_id) if tenant_id is not None else queryset.filter(public_model=term)
 
 
 class ExactSearchMixin(admin.ModelAdmin):
@@ -224,11 +335,17 @@ class ExactSearchMixin(admin.ModelAdmin):
 # --- Prices ----------------------------------------------------------------------
 
 
+_SOURCE_BADGE_STYLE = {
+    Price.Source.MANUAL: "background:#E69F00;color:#000",
+    Price.Source.SYNC: "background:#0072B2;color:#fff",
+}
+
+
 @admin.register(Price)
 class PriceAdmin(admin.ModelAdmin):
     list_display = [
         "model", "provider", "input_usd_per_mtok", "cached_input_usd_per_mtok", "output_usd_per_mtok",
-        "effective_from", "source",
+        "effective_from", "in_force", "source_badge", "history",
     ]  # fmt: skip
     list_filter = ["source", "provider", "effective_from"]
     list_select_related = ["provider"]
@@ -236,7 +353,7 @@ class PriceAdmin(admin.ModelAdmin):
     search_help_text = "A model name: its rows, newest first, are its price history."
     date_hierarchy = "effective_from"
     autocomplete_fields = ["provider"]
-    readonly_fields = ["created_at"]
+    readonly_fields = ["created_at", "history"]
     fieldsets = [
         (
             None,
@@ -246,7 +363,7 @@ class PriceAdmin(admin.ModelAdmin):
                     "past usage stays priced at the rate that applied then. Rows whose source is 'Price sync' "
                     "are written by the nightly sync, which may add newer rows for the same model."
                 ),
-                "fields": ["model", "provider", "effective_from", "source", "created_at"],
+                "fields": ["model", "provider", "effective_from", "source", "created_at", "history"],
             },
         ),
         ("Rates, USD per million tokens", {"fields": [
@@ -259,6 +376,40 @@ class PriceAdmin(admin.ModelAdmin):
             "long_cache_write_5m_usd_per_mtok", "long_cache_write_1h_usd_per_mtok", "long_output_usd_per_mtok",
         ]}),
     ]  # fmt: skip
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Price]:
+        # Both from the (model, effective_from) index, per row of the page.
+        same_model = Price.objects.filter(model=OuterRef("model")).order_by()
+        rows = same_model.values("model").annotate(n=Count("pk")).values("n")
+        # Coalesce: "any provider" is NULL, and NULL never equals NULL.
+        newer_in_force = same_model.alias(owner=Coalesce("provider_id", 0)).filter(
+            owner=Coalesce(OuterRef("provider_id"), 0), effective_from__gt=OuterRef("effective_from"),
+            effective_from__lte=timezone.now(),
+        )  # fmt: skip
+        return super().get_queryset(request).annotate(
+            history_rows=Subquery(rows, output_field=IntegerField()),
+            superseded=Exists(newer_in_force),
+        )
+
+    @admin.display(description="in force", boolean=True)
+    def in_force(self, obj: Price) -> bool:
+        """The row that prices new requests now: started, and no later row has."""
+        return obj.effective_from <= timezone.now() and not getattr(obj, "superseded", False)
+
+    @admin.display(description="source", ordering="source")
+    def source_badge(self, obj: Price) -> str:
+        return format_html(
+            '<span style="{};padding:1px 6px;border-radius:8px;font-size:11px;white-space:nowrap">{}</span>',
+            _SOURCE_BADGE_STYLE.get(obj.source, ""), obj.get_source_display(),
+        )  # fmt: skip
+
+    @admin.display(description="history")
+    def history(self, obj: Price) -> str:
+        if obj.pk is None:
+            return "-"
+        url = reverse("admin:billing_price_changelist") + "?" + urllib.parse.urlencode({"model": obj.model})
+        rows = getattr(obj, "history_rows", None) or Price.objects.filter(model=obj.model).count()
+        return format_html('<a href="{}">all {} rows of {}</a>', url, rows, obj.model)
 
 
 # --- The usage ledger and its rollups ----------------------------------------------
@@ -289,6 +440,7 @@ class UsageRecordAdmin(ExactSearchMixin, CsvExportAdmin, ReadOnlyAdmin):
     list_select_related = ["tenant", "api_key"]
     date_hierarchy = "created_at"
     show_full_result_count = False  # COUNT(*) over the whole ledger is slow
+    paginator = LargeTablePaginator
     csv_name = "usage-records"
     csv_columns = (
         CsvColumn("created_at", "created_at", _when),
@@ -331,6 +483,7 @@ class UsageRollupAdmin(ExactSearchMixin, CsvExportAdmin, ReadOnlyAdmin):
     list_select_related = ["tenant", "api_key"]
     date_hierarchy = "bucket_start"
     show_full_result_count = False
+    paginator = LargeTablePaginator
     csv_name = "usage-rollups"
     csv_columns = (
         CsvColumn("granularity", "granularity"),
@@ -407,11 +560,7 @@ class BudgetAdmin(admin.ModelAdmin):
         return ["tenant", "api_key", "period", "created_at"] if obj is not None else []
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Budget]:
-        now = timezone.now()
-        current = Q()
-        for period in Period.values:
-            current |= Q(period=period, spends__period_start=period_start(period, now))
-        return super().get_queryset(request).annotate(spent_now_nanos=Sum("spends__spent_nanos", filter=current))
+        return budgets_with_current_spend(super().get_queryset(request), timezone.now())
 
     @admin.display(description="spent this period (USD)")
     def spent_this_period(self, obj: Budget) -> str:
@@ -435,6 +584,40 @@ class BudgetAdmin(admin.ModelAdmin):
         obj._state.adding = False
         if existed:
             messages.info(request, f"This owner already had a {obj.period} budget: its limit was changed instead.")
+
+
+class OwnedBudgetInline(admin.TabularInline):
+    """The budgets of a tenant or key, with this period's spend. Read-only:
+    budgets are added and changed on their own page, through budget_set,
+    which counts what the owner already spent this period."""
+
+    model = Budget
+    fields = ["period", "limit_usd", "soft_limit_percent", "spent_this_period", "is_active"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Budget]:
+        return budgets_with_current_spend(super().get_queryset(request), timezone.now())
+
+    @admin.display(description="spent this period (USD)")
+    def spent_this_period(self, obj: Budget) -> str:
+        return usd_string(getattr(obj, "spent_now_nanos", None) or 0)
+
+
+class TenantBudgetInline(OwnedBudgetInline):
+    fk_name = "tenant"
+
+
+class KeyBudgetInline(OwnedBudgetInline):
+    fk_name = "api_key"
 
 
 # --- Prepaid credit ------------------------------------------------------------------
@@ -475,6 +658,7 @@ class CreditEntryAdmin(admin.ModelAdmin):
     autocomplete_fields = ["tenant"]
     date_hierarchy = "created_at"
     show_full_result_count = False
+    paginator = LargeTablePaginator
     readonly_fields = ["tenant", "kind", "amount", "note", "created_at", "tenant_balance"]
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -49,16 +49,29 @@ class UsageMeter:
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._write_lock = threading.Lock()
+        self._listeners: list[Callable[[UsageEvent], None]] = []
 
     # --- request side -------------------------------------------------------
     def push(self, event: UsageEvent) -> None:
         """Queue one event; safe from any thread (a response's close hook runs
         in a worker thread)."""
         self._queue.append(event)
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # an observer's bug must never cost a usage record
+                log.exception("usage event listener %r failed", listener)
         if self._wakeup is not None and len(self._queue) >= settings.BILLING_METER_BATCH_SIZE:
             assert self._loop is not None
             with contextlib.suppress(RuntimeError):  # the loop has closed: the drain flushes
                 self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    def listen(self, listener: Callable[[UsageEvent], None]) -> None:
+        """Call `listener` with every event as it is pushed (metrics, the live
+        feed). It runs on the pushing thread, which may be a worker thread:
+        it must be quick and must not block."""
+        if listener not in self._listeners:
+            self._listeners.append(listener)
 
     def track(self, request: InFlight) -> None:
         self._inflight.add(request)

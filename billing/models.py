@@ -6,6 +6,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from billing.histograms import LATENCY_COLUMNS, TTFT_COLUMNS
+
 USD_PER_MTOK = {"max_digits": 18, "decimal_places": 9, "validators": [MinValueValidator(Decimal(0))]}
 OPTIONAL_USD_PER_MTOK = {**USD_PER_MTOK, "null": True, "blank": True}
 
@@ -250,6 +252,13 @@ class UsageRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.granularity} {self.bucket_start:%Y-%m-%d %H:00} {self.public_model}"
+
+
+# Requests per latency bucket and streams per time-to-first-token bucket
+# (billing.histograms), so that percentiles survive the rollup: one summable
+# column per bucket, added in a loop because the bounds define the names.
+for _column in (*LATENCY_COLUMNS, *TTFT_COLUMNS):
+    UsageRollup.add_to_class(_column, models.PositiveIntegerField(default=0))
 
 
 class PriceSyncRun(models.Model):

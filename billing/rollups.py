@@ -1,7 +1,8 @@
 """Hourly and daily usage rollups, and the pruning of the raw records they cover.
 
 The invariant, to the last nano-dollar: every rollup row holds the sums of
-exactly the records of its bucket and group that are marked `rolled_up`.
+exactly the records of its bucket and group that are marked `rolled_up`
+(latency and time-to-first-token histograms included: counts add up too).
 The reconciliation and budgets read usage as "daily rollups plus the
 records not rolled up yet", which is exact only under that invariant.
 
@@ -23,6 +24,9 @@ from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
+from billing.histograms import (
+    EMPTY, LATENCY_COLUMNS, TTFT_COLUMNS, bucket_range, histogram_add, histogram_of,
+)  # fmt: skip
 from billing.models import UsageRecord, UsageRollup
 
 HOUR, DAY = UsageRollup.Granularity.HOUR, UsageRollup.Granularity.DAY
@@ -56,9 +60,11 @@ class Totals:
     cost_nanos: int = 0
     saved_nanos: int = 0
     prepaid_cost_nanos: int = 0
+    latency_histogram: tuple[int, ...] = EMPTY  # requests per latency bucket
+    ttft_histogram: tuple[int, ...] = EMPTY  # streams per time-to-first-token bucket
 
     def __add__(self, other: "Totals") -> "Totals":
-        return Totals(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+        return Totals(**{name: _plus(getattr(self, name), getattr(other, name)) for name in TOTALS_FIELDS})
 
     @classmethod
     def of_record(cls, record: Mapping[str, Any]) -> "Totals":
@@ -67,16 +73,37 @@ class Totals:
             errors=int(record["status_code"] >= 400),
             cache_hits=int(record["cache_hit"]),
             prepaid_cost_nanos=record["cost_nanos"] if record["prepaid"] else 0,
+            latency_histogram=histogram_of(record["latency_ms"]),
+            ttft_histogram=histogram_of(record["ttft_ms"]),
             **{name: record[name] for name in _TOKEN_AND_MONEY_FIELDS},
         )
 
     @classmethod
     def of_row(cls, row: Mapping[str, Any]) -> "Totals":
-        """From an aggregate (None when nothing matched) or a rollup row's values."""
-        return cls(**{f.name: row[f.name] or 0 for f in fields(cls)})
+        """From an aggregate (None when nothing matched) or a rollup row's
+        values, both keyed by ROLLUP_COLUMNS."""
+        return cls(
+            **{name: row[name] or 0 for name in SCALAR_FIELDS},
+            latency_histogram=tuple(row[name] or 0 for name in LATENCY_COLUMNS),
+            ttft_histogram=tuple(row[name] or 0 for name in TTFT_COLUMNS),
+        )
+
+    def columns(self) -> dict[str, int]:
+        """The rollup row's summed columns."""
+        return {
+            **{name: getattr(self, name) for name in SCALAR_FIELDS},
+            **dict(zip(LATENCY_COLUMNS, self.latency_histogram, strict=True)),
+            **dict(zip(TTFT_COLUMNS, self.ttft_histogram, strict=True)),
+        }
+
+
+def _plus(a: Any, b: Any) -> Any:
+    return histogram_add(a, b) if isinstance(a, tuple) else a + b
 
 
 TOTALS_FIELDS = tuple(f.name for f in fields(Totals))
+SCALAR_FIELDS = tuple(name for name in TOTALS_FIELDS if not name.endswith("_histogram"))
+ROLLUP_COLUMNS = (*SCALAR_FIELDS, *LATENCY_COLUMNS, *TTFT_COLUMNS)
 Deltas = dict[dt.datetime, dict[Group, Totals]]
 
 
@@ -124,7 +151,10 @@ def _rollup_batch(batch_size: int, due_before: dt.datetime) -> int:
     batch = list(
         UsageRecord.objects.filter(rolled_up=False, created_at__lte=due_before)
         .order_by("created_at")  # the partial index on unrolled records serves this
-        .values("pk", "created_at", "status_code", "cache_hit", "prepaid", *_GROUP, *_TOKEN_AND_MONEY_FIELDS)[
+        .values(
+            "pk", "created_at", "status_code", "cache_hit", "prepaid", "latency_ms", "ttft_ms", *_GROUP,
+            *_TOKEN_AND_MONEY_FIELDS,
+        )[
             :batch_size
         ]
     )
@@ -177,7 +207,7 @@ def _bucket_rewrite(granularity: str, start: dt.datetime, deltas: Mapping[Group,
         UsageRecord.objects.filter(rolled_up=True, created_at__gte=start, created_at__lt=start + _STEP[granularity])
     )
     rows = UsageRollup.objects.filter(granularity=granularity, bucket_start=start)
-    stored = {tuple(row[name] for name in _GROUP): Totals.of_row(row) for row in rows.values(*_GROUP, *TOTALS_FIELDS)}
+    stored = {tuple(row[name] for name in _GROUP): Totals.of_row(row) for row in rows.values(*_GROUP, *ROLLUP_COLUMNS)}
     wanted: dict[Group, Totals] = {}
     for group in rolled.keys() | stored.keys():
         before = stored.get(group, Totals())
@@ -195,7 +225,7 @@ def _bucket_rewrite(granularity: str, start: dt.datetime, deltas: Mapping[Group,
             granularity=granularity,
             bucket_start=start,
             **dict(zip(_GROUP, group, strict=True)),
-            **{name: getattr(totals, name) for name in TOTALS_FIELDS},
+            **totals.columns(),
         )
         for group, totals in wanted.items()
     )
@@ -212,12 +242,24 @@ def _rolled_up_totals(records: QuerySet[UsageRecord]) -> dict[Group, Totals]:
             total_cache_hits=Count("pk", filter=Q(cache_hit=True)),
             total_prepaid_cost_nanos=Sum("cost_nanos", filter=Q(prepaid=True)),
             **sums,
+            **_bucket_counts(LATENCY_COLUMNS, "latency_ms"),
+            **_bucket_counts(TTFT_COLUMNS, "ttft_ms"),
         )
     )
     return {
-        tuple(row[name] for name in _GROUP): Totals.of_row({name: row[f"total_{name}"] for name in TOTALS_FIELDS})
+        tuple(row[name] for name in _GROUP): Totals.of_row({name: row[f"total_{name}"] for name in ROLLUP_COLUMNS})
         for row in rows
     }  # type: ignore[misc]
+
+
+def _bucket_counts(columns: tuple[str, ...], field: str) -> dict[str, Count]:
+    """One filtered COUNT per histogram bucket (NULLs, streams without a first token, fall in none)."""
+    counts = {}
+    for index, column in enumerate(columns):
+        low, high = bucket_range(index)
+        within = Q(**{f"{field}__gte": low}) & (Q(**{f"{field}__lt": high}) if high is not None else Q())
+        counts[f"total_{column}"] = Count("pk", filter=within)
+    return counts
 
 
 def _chunks(ids: list[int]) -> Iterator[list[int]]:

@@ -13,6 +13,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from billing.admin import LargeTablePaginator
 from billing.pricing import usd_string
 from cachestore.models import CacheEntryRecord, TenantCache
 from cachestore.services import cache_purge, with_cache_usage
@@ -66,6 +67,7 @@ class CacheEntryRecordAdmin(_Purging):
     search_help_text = "An exact tenant slug or model name."
     ordering = ["-expires_at"]  # the expires_at index serves the page
     show_full_result_count = False  # no COUNT(*) over the whole table
+    paginator = LargeTablePaginator  # nor for the page count
     fields = ["tenant", "key", "endpoint", "model", "size_bytes", "created_at", "expires_at"]
     actions = ["purge_selected_tenants"]
 

@@ -9,6 +9,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from billing.api import router as billing_router
 from cachestore.api import router as cache_router
+from gateway.metrics import count_refusal
 from proxy.api import router as proxy_router
 from proxy.errors import ApiFormat, GatewayError, error_body
 
@@ -27,6 +28,8 @@ api.add_router("", cache_router)
 
 
 def _render(request: HttpRequest, status: int, code: str, message: str, param: str | None = None) -> HttpResponse:
+    if not code.startswith("upstream_"):  # those reached an upstream: counted from their usage events
+        count_refusal(code)
     fmt = ApiFormat.for_path(request.path)
     body = error_body(fmt, status=status, code=code, message=message, param=param)
     return HttpResponse(body, status=status, content_type="application/json")

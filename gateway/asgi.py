@@ -6,6 +6,9 @@ HTTP is split in two Django handlers that share one URLconf:
   `settings.API_MIDDLEWARE` (empty by default), behind a body-size guard that
   answers 413 in the API's own error format before Django spools the body;
 * everything else (admin, static) gets the full `settings.MIDDLEWARE`.
+
+WebSockets (only /ws/live/, the dashboard's live feed for staff) go through
+channels with the session's user and an Origin check against ALLOWED_HOSTS.
 """
 
 import os
@@ -17,12 +20,15 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 # Initialise Django before importing anything that touches models.
 admin_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from gateway import lifecycle  # noqa: E402
 from gateway.handlers import build_api_app, split_by_path  # noqa: E402
+from gateway.livefeed import live_feed_install, websocket_urlpatterns  # noqa: E402
 
 if settings.GATEWAY_SERVE_STATIC:
     # The admin's CSS and JS, for the embedded run; behind a web server in
@@ -32,9 +38,11 @@ if settings.GATEWAY_SERVE_STATIC:
 application = ProtocolTypeRouter(
     {
         "http": split_by_path(api_app=build_api_app(), admin_app=admin_app),
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         # uvicorn and granian send lifespan; daphne never does (see lifecycle).
         "lifespan": lifecycle.LifespanApp(),
     }
 )
 
 lifecycle.install_daphne_shutdown_trigger()
+live_feed_install()  # the usage meter forwards every event to the feed's group

@@ -94,6 +94,12 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+def _provider_in_path(path: str) -> bool:
+    """`/<provider>/v1/...`: the API for clients that put the provider in the URL."""
+    second = path.find("/", 1)
+    return second > 1 and path.startswith("/v1/", second)
+
+
 def build_api_app() -> ASGIApp:
     return body_limit_guard(ApiHandler())
 
@@ -102,7 +108,8 @@ def split_by_path(*, api_app: ASGIApp, admin_app: ASGIApp) -> ASGIApp:
     prefixes = tuple(settings.API_PATH_PREFIXES)
 
     async def route(scope: Scope, receive: Receive, send: Send) -> None:
-        app = api_app if scope["path"].startswith(prefixes) else admin_app
+        path = scope["path"]
+        app = api_app if path.startswith(prefixes) or _provider_in_path(path) else admin_app
         await app(scope, receive, send)
 
     return route

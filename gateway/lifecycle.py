@@ -79,9 +79,21 @@ def install_daphne_shutdown_trigger() -> None:
     from twisted.internet import defer, reactor
 
     def before_shutdown() -> defer.Deferred:
+        _stop_accepting(reactor)
         return defer.Deferred.fromFuture(asyncio.ensure_future(shutdown()))
 
     reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)  # type: ignore[attr-defined]
+
+
+def _stop_accepting(reactor: Any) -> None:
+    """Close daphne's listening sockets at once: Twisted would only close them
+    after the before-shutdown triggers, so new connections would keep being
+    accepted (and cut) during the grace period. Open connections go on."""
+    from twisted.internet import tcp, unix
+
+    for reader in list(reactor.getReaders()):
+        if isinstance(reader, (tcp.Port, unix.Port)):
+            reader.stopListening()
 
 
 class LifespanApp:

@@ -6,19 +6,27 @@ from asgiref.sync import markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.http.response import HttpResponseBase
 
+from gateway.logs import bind_request_id
+from gateway.metrics import observe_overhead, observe_upstream
 from proxy.errors import ApiFormat, error_body
 from proxy.requestid import request_id_for
+from proxy.timing import timing_start
 
 
 def request_id_middleware(
     get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]],
 ) -> Callable[[HttpRequest], Awaitable[HttpResponseBase]]:
-    """Stamp `x-request-id` on every API response, errors included.
+    """Stamp `x-request-id` on every API response, errors included, and on
+    every log line written for the request; and `x-gateway-overhead-ms`, the
+    time the gateway itself took (not waiting on a provider).
 
     It also turns the router's bare 405 into the API's error envelope.
     """
 
     async def middleware(request: HttpRequest) -> HttpResponseBase:
+        timing = timing_start()
+        request_id = request_id_for(request)
+        bind_request_id(request_id)  # every log line of this request carries it
         response = await get_response(request)
         if response.status_code == 405 and isinstance(response, HttpResponseNotAllowed):
             allowed = response["Allow"]
@@ -26,7 +34,13 @@ def request_id_middleware(
                               message=f"{request.method} is not allowed here; use {allowed}.")  # fmt: skip
             response = HttpResponse(body, status=405, content_type="application/json")
             response["Allow"] = allowed
-        response["x-request-id"] = request_id_for(request)
+        response["x-request-id"] = request_id
+        # Up to the response's headers: a stream's chunks pass through as they come.
+        overhead = timing.overhead()
+        response["x-gateway-overhead-ms"] = f"{overhead * 1000:.2f}"
+        observe_overhead(overhead)
+        if timing.upstream:
+            observe_upstream(timing.upstream)
         return response
 
     markcoroutinefunction(middleware)

@@ -55,7 +55,7 @@ MIDDLEWARE = [
 ]
 API_MIDDLEWARE = ["gateway.middleware.request_id_middleware"]
 # Paths served by the lean API handler.
-API_PATH_PREFIXES = ("/v1/", "/cache/", "/healthz", "/readyz")
+API_PATH_PREFIXES = ("/v1/", "/cache/", "/healthz", "/readyz", "/api/chat", "/api/generate", "/api/tags", "/api/version")
 
 ROOT_URLCONF = "gateway.urls"
 ASGI_APPLICATION = "gateway.asgi.application"
@@ -197,6 +197,11 @@ PROXY_CONNECT_TIMEOUT = env.float("PROXY_CONNECT_TIMEOUT", default=10.0)
 # Time to the response headers, and the longest silence between two chunks.
 PROXY_READ_TIMEOUT = env.float("PROXY_READ_TIMEOUT", default=300.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = PROXY_MAX_BODY_BYTES
+# Azure OpenAI's api-version when a provider's base URL does not carry one.
+AZURE_OPENAI_API_VERSION = env("AZURE_OPENAI_API_VERSION", default="2024-10-21")
+# Anthropic requires max_tokens; a chat request translated for an Anthropic
+# upstream without one asks for this many.
+PROXY_ANTHROPIC_DEFAULT_MAX_TOKENS = env.int("PROXY_ANTHROPIC_DEFAULT_MAX_TOKENS", default=4096)
 
 # The usage meter writes batches every BILLING_METER_FLUSH_SECONDS, or sooner
 # when BILLING_METER_BATCH_SIZE events wait. On SIGTERM the server waits up to
@@ -224,3 +229,81 @@ GATEWAY_SHUTDOWN_GRACE_SECONDS = env.float("GATEWAY_SHUTDOWN_GRACE_SECONDS", def
 CACHESTORE_DEFAULT_TTL_SECONDS = env.int("CACHESTORE_DEFAULT_TTL_SECONDS", default=3600)
 CACHESTORE_LRU_MAX_BYTES = env.int("CACHESTORE_LRU_MAX_BYTES", default=64 * 1024 * 1024)
 CACHESTORE_SINGLEFLIGHT_WAIT_SECONDS = env.float("CACHESTORE_SINGLEFLIGHT_WAIT_SECONDS", default=120.0)
+
+# Resilience. A provider's own timeouts win over these; PROXY_READ_TIMEOUT
+# stays the default of both read timeouts. Retries (across a route's
+# deployments, before the first byte only) count every attempt, the first
+# included, and wait base * 2^n seconds with full jitter, at most the max
+# (a longer Retry-After moves on to another deployment instead). A deployment
+# with FAILURES failures within WINDOW seconds is skipped for COOLDOWN
+# seconds, then one probe request decides.
+PROXY_FIRST_BYTE_TIMEOUT = env.float("PROXY_FIRST_BYTE_TIMEOUT", default=PROXY_READ_TIMEOUT)
+PROXY_IDLE_TIMEOUT = env.float("PROXY_IDLE_TIMEOUT", default=PROXY_READ_TIMEOUT)
+PROXY_RETRY_ATTEMPTS = env.int("PROXY_RETRY_ATTEMPTS", default=3)
+PROXY_RETRY_ON_STATUS = env("PROXY_RETRY_ON_STATUS", default="429,500,502,503,504")
+PROXY_RETRY_BACKOFF_BASE = env.float("PROXY_RETRY_BACKOFF_BASE", default=0.1)
+PROXY_RETRY_BACKOFF_MAX = env.float("PROXY_RETRY_BACKOFF_MAX", default=2.0)
+PROXY_BREAKER_FAILURES = env.int("PROXY_BREAKER_FAILURES", default=5)
+PROXY_BREAKER_WINDOW_SECONDS = env.float("PROXY_BREAKER_WINDOW_SECONDS", default=30.0)
+PROXY_BREAKER_COOLDOWN_SECONDS = env.float("PROXY_BREAKER_COOLDOWN_SECONDS", default=30.0)
+
+# --- Operations dashboard: alerts (CHANNEL_LAYERS for its live feed is above) ---
+# A deployment is flagged when this share of its requests in the last
+# ALERT_WINDOW_MINUTES failed with 401, 404, 429 or 5xx, once it served
+# at least ALERT_MIN_REQUESTS (a single failure is not a trend).
+ALERT_ERROR_RATE = env.float("ALERT_ERROR_RATE", default=0.2)
+ALERT_WINDOW_MINUTES = env.int("ALERT_WINDOW_MINUTES", default=15)
+ALERT_MIN_REQUESTS = env.int("ALERT_MIN_REQUESTS", default=20)
+
+# --- Operations: metrics, logs, errors ------------------------------------------
+# /metrics (Prometheus). With METRICS_TOKEN set it needs `Authorization:
+# Bearer <token>`. Label values beyond these caps are counted as "other".
+# With several processes, set PROMETHEUS_MULTIPROC_DIR (see gateway.metrics).
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_MAX_MODELS = env.int("METRICS_MAX_MODELS", default=500)
+METRICS_MAX_TENANTS = env.int("METRICS_MAX_TENANTS", default=1000)
+# LOG_FORMAT=json: one JSON object per line with the request id (gateway.logs).
+LOG_FORMAT = env("LOG_FORMAT", default="text")
+# Outermost, so every line written while serving a request carries its id.
+# (The API handler's request_id_middleware binds the id itself: one layer fewer on the hot path.)
+MIDDLEWARE = ["gateway.logs.request_context_middleware", *MIDDLEWARE]
+if LOG_FORMAT == "json":
+    from gateway.logs import json_logging
+
+    LOGGING = json_logging(LOGGING)
+    CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # let the worker's lines go through the JSON handler too
+SENTRY_DSN = env("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    import sentry_sdk
+    from sentry_sdk.integrations.django import DjangoIntegration
+
+    sentry_sdk.init(
+        dsn=SENTRY_DSN,
+        integrations=[DjangoIntegration()],
+        send_default_pii=False,  # no user data, cookies or request bodies (prompts)
+        traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+        environment=env("SENTRY_ENVIRONMENT", default="production"),
+    )
+
+# `<provider>/<model>` (and /<provider>/v1/... paths) reaches an active
+# provider's model directly when no route, alias or wildcard answers the name.
+PROXY_PROVIDER_PREFIX_ROUTING = env.bool("PROXY_PROVIDER_PREFIX_ROUTING", default=True)
+
+# --- Request tracing (proxy.tracing) -----------------------------------------------
+# Opt in per tenant or key (`trace_sample_rate`, 0 to 1; the key's wins when
+# set). A sampled request's bodies go to JSON Lines files in TRACE_DIR (one
+# per UTC day) or to `accounts.RequestTrace` rows (TRACE_SINK=db), secrets
+# redacted; each body is cut at TRACE_MAX_BODY_BYTES; a beat task deletes
+# traces after TRACE_RETENTION_DAYS. A writer more than TRACE_QUEUE_MAX
+# traces behind drops new ones rather than grow.
+TRACE_SINK = env("TRACE_SINK", default="file")
+if TRACE_SINK not in ("file", "db"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"TRACE_SINK must be 'file' or 'db', not {TRACE_SINK!r}")
+TRACE_DIR = Path(env("TRACE_DIR", default=str(VAR_DIR / "traces")))
+TRACE_MAX_BODY_BYTES = env.int("TRACE_MAX_BODY_BYTES", default=256 * 1024)
+TRACE_RETENTION_DAYS = env.int("TRACE_RETENTION_DAYS", default=7)
+TRACE_QUEUE_MAX = env.int("TRACE_QUEUE_MAX", default=1000)
+CELERY_BEAT_SCHEDULE["trace-retention"] = {"task": "proxy.tasks.trace_retention_task",
+                                           "schedule": crontab(hour=3, minute=45)}  # fmt: skip

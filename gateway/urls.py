@@ -1,8 +1,11 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from gateway import views
 from gateway.api import api
+from gateway.manage_api import api as manage_api
+from gateway.metrics import metrics_view
+from proxy import compat
 from proxy.api import cached_chat_completions
 
 urlpatterns = [
@@ -11,7 +14,16 @@ urlpatterns = [
     path("v1/", api.urls),
     path("cache/chat/completions", cached_chat_completions),
     path("cache/v1/chat/completions", cached_chat_completions),
+    path("api/chat", compat.ollama_chat),
+    path("api/generate", compat.ollama_generate),
+    path("api/tags", compat.ollama_tags_view),
+    path("api/version", compat.ollama_version),
+    path("api/", manage_api.urls),  # the management API (staff); after the fixed Ollama paths above
+    path("metrics", metrics_view),
+    path("admin/dashboard/", include("billing.admin_views")),  # the operations dashboard, staff only
     path("admin/", admin.site.urls),
+    # Last: `<provider>/v1/...` must not shadow any fixed path above.
+    path("<slug:provider>/v1/<path:operation>", compat.provider_in_path),
 ]
 
 handler404 = "gateway.views.not_found"

@@ -1,10 +1,13 @@
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 
-from proxy.models import Provider, Route
+from proxy.breaker import deployment_key, shared_state
+from proxy.models import Deployment, ModelAlias, Provider, Route
+from proxy.services import alias_check, fallbacks_check, provider_connection_test
 
 
 class ProviderForm(forms.ModelForm):
@@ -18,21 +21,28 @@ class ProviderForm(forms.ModelForm):
 
     class Meta:
         model = Provider
-        fields = ["name", "kind", "base_url", "api_key_env", "is_active"]
+        fields = ["name", "kind", "base_url", "api_key_env", "connect_timeout", "first_byte_timeout", "idle_timeout",
+                  "is_active"]  # fmt: skip
 
 
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
     form = ProviderForm
-    list_display = ["name", "kind", "base_url", "credential", "is_active"]
+    list_display = ["name", "kind", "base_url", "credential", "timeouts", "is_active"]
     list_filter = ["kind", "is_active"]
     search_fields = ["name", "base_url"]
+    actions = ["test_connection"]
 
     @admin.display(description="Credential")
     def credential(self, obj: Provider) -> str:
         if obj.api_key_env:
             return f"env ${obj.api_key_env}"
         return "stored (encrypted)" if obj.has_stored_key else "none"
+
+    @admin.display(description="Timeouts (connect / first byte / idle)")
+    def timeouts(self, obj: Provider) -> str:
+        values = (obj.connect_timeout, obj.first_byte_timeout, obj.idle_timeout)
+        return " / ".join("default" if v is None else f"{v:g} s" for v in values)
 
     def save_model(self, request: HttpRequest, obj: Provider, form: Any, change: bool) -> None:
         if form.cleaned_data.get("clear_api_key"):
@@ -41,10 +51,128 @@ class ProviderAdmin(admin.ModelAdmin):
             obj.set_api_key(form.cleaned_data["api_key"])
         super().save_model(request, obj, form, change)
 
+    @admin.action(description="Test connection (GET /models)")
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:
+        for provider in queryset:
+            try:
+                check = provider_connection_test(provider)
+            except Exception as exc:  # an undecryptable credential, say: report, never the value
+                self.message_user(request, f"{provider.name}: cannot test ({type(exc).__name__})", messages.ERROR)
+                continue
+            answer = f"HTTP {check.status}" if check.status is not None else "no answer"
+            text = f"{provider.name}: {answer} in {check.latency_ms} ms"
+            if check.reachable:
+                self.message_user(request, f"{text}: reachable", messages.SUCCESS)
+            else:
+                self.message_user(request, f"{text}: {check.detail}", messages.ERROR)
+
+
+@admin.display(description="Breaker")
+def breaker_state(obj: Deployment) -> str:
+    """A wildcard deployment has one breaker per model it serves: see /metrics."""
+    if not obj.pk or obj.route.is_wildcard:
+        return "-"
+    return shared_state(deployment_key(obj.pk, obj.upstream_model or obj.route.model)).replace("_", "-")
+
+
+class DeploymentInline(admin.TabularInline):
+    model = Deployment
+    fields = ["provider", "upstream_model", "weight", "priority", "is_active", breaker_state]
+    readonly_fields = [breaker_state]
+    extra = 0
+    min_num = 1
+
+
+class RouteForm(forms.ModelForm):
+    fallbacks = forms.CharField(
+        required=False,
+        help_text="Other models to try, in order, when every deployment fails (comma-separated).",
+    )
+
+    class Meta:
+        model = Route
+        fields = ["model", "fallbacks", "is_active"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["fallbacks"] = ", ".join(self.instance.fallbacks or [])
+
+    def clean_fallbacks(self) -> list[str]:
+        names = [name.strip() for name in (self.cleaned_data.get("fallbacks") or "").split(",") if name.strip()]
+        try:
+            fallbacks_check(self.cleaned_data.get("model") or self.instance.model, names)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return names
+
 
 @admin.register(Route)
 class RouteAdmin(admin.ModelAdmin):
-    list_display = ["model", "provider", "upstream_model", "is_active"]
+    form = RouteForm
+    inlines = [DeploymentInline]
+    list_display = ["model", "served_by", "fallback_list", "is_active"]
+    list_filter = ["is_active", "deployments__provider"]
+    search_fields = ["model", "deployments__upstream_model"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Route]:
+        return super().get_queryset(request).prefetch_related("deployments__provider")
+
+    @admin.display(description="Deployments")
+    def served_by(self, obj: Route) -> str:
+        return ", ".join(
+            f"{d.provider.name} ×{d.weight} p{d.priority}" + ("" if d.is_active else " (off)")
+            for d in obj.deployments.all()
+        )
+
+    @admin.display(description="Fallbacks")
+    def fallback_list(self, obj: Route) -> str:
+        return " → ".join(obj.fallbacks or [])
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(admin.ModelAdmin):
+    list_display = ["route", "provider", "upstream_model", "weight", "priority", "is_active", breaker_state]
+    list_editable = ["weight", "priority", "is_active"]
     list_filter = ["provider", "is_active"]
-    list_select_related = ["provider"]
-    search_fields = ["model", "upstream_model"]
+    list_select_related = ["route", "provider"]
+    search_fields = ["route__model", "upstream_model"]
+
+
+
+class ModelAliasForm(forms.ModelForm):
+    class Meta:
+        model = ModelAlias
+        fields = ["pattern", "target_model", "priority", "is_active", "note"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        pattern, target = cleaned.get("pattern"), cleaned.get("target_model")
+        if pattern and target:
+            try:
+                alias_check(pattern, target, alias_id=self.instance.pk)
+            except ValueError as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return cleaned
+
+
+@admin.register(ModelAlias)
+class ModelAliasAdmin(admin.ModelAdmin):
+    form = ModelAliasForm
+    list_display = ["pattern", "kind", "target_model", "target_served", "priority", "is_active", "note"]
+    list_filter = ["is_active"]
+    search_fields = ["pattern", "target_model", "note"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ModelAlias]:
+        # One query for the list, not one per alias.
+        served = Route.objects.filter(model=OuterRef("target_model"), is_active=True)
+        return super().get_queryset(request).annotate(target_route_active=Exists(served))
+
+    @admin.display(description="Kind")
+    def kind(self, obj: ModelAlias) -> str:
+        return "pattern" if obj.is_pattern else "exact"
+
+    # An alias whose target is missing or switched off is ignored (a 404 for clients).
+    @admin.display(description="Target route active", boolean=True)
+    def target_served(self, obj: ModelAlias) -> bool:
+        return bool(getattr(obj, "target_route_active", False))

@@ -2,17 +2,21 @@
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.http.response import HttpResponseBase
 from ninja import Router
 
+from proxy import dialects
 from proxy.auth import ApiKeyAuth
 from proxy.catalog import current_catalog
+from proxy.context import TenantContext
 from proxy.errors import ApiFormat, GatewayError
-from proxy.forward import chat_completions_forward, embeddings_forward
+from proxy.forward import forward
 from proxy.requestid import request_id_for
+from proxy.routing import may_use
 
 log = logging.getLogger("gateway.errors")
 router = Router(auth=ApiKeyAuth(), tags=["OpenAI-compatible"])
@@ -42,7 +46,6 @@ def _forward_args(request: HttpRequest) -> dict[str, Any]:
     """What every forwarding operation passes on from the request."""
     return {
         "ctx": request.auth,  # type: ignore[attr-defined]
-        "raw": request.body,
         "request_id": request_id_for(request),
         "cache_control": request.headers.get("Cache-Control", ""),
     }
@@ -50,14 +53,43 @@ def _forward_args(request: HttpRequest) -> dict[str, Any]:
 
 @router.post("/chat/completions", openapi_extra=_CHAT_REQUEST_SCHEMA, summary="Create a chat completion")
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
-    """Forwarded as sent (only `model` is replaced); streamed when `stream` is true."""
-    return await chat_completions_forward(**_forward_args(request))
+    """Forwarded as sent (only `model` is replaced) to OpenAI-format
+    upstreams, translated for Anthropic ones; streamed when `stream` is true."""
+    return await forward(call=dialects.chat_call(request.body), **_forward_args(request))
 
 
 @router.post("/embeddings", summary="Create embeddings")
 async def embeddings(request: HttpRequest) -> HttpResponseBase:
     """Forwarded as sent (only `model` is replaced), metered, and cacheable."""
-    return await embeddings_forward(**_forward_args(request))
+    return await forward(call=dialects.embeddings_call(request.body), **_forward_args(request))
+
+
+@router.post("/completions", summary="Create a completion (legacy)")
+async def completions(request: HttpRequest) -> HttpResponseBase:
+    """Passed through where the provider still serves it, else translated to chat."""
+    return await forward(call=dialects.completions_call(request.body), **_forward_args(request))
+
+
+@router.post("/responses", summary="Create a model response (Responses API)")
+async def responses(request: HttpRequest) -> HttpResponseBase:
+    """Passed through to providers with the Responses API, translated to chat
+    completions for the others (stateless: send the whole input each time)."""
+    return await forward(call=dialects.responses_call(request.body), **_forward_args(request))
+
+
+@router.post("/messages", tags=["Anthropic-compatible"], summary="Create a message (Anthropic Messages API)")
+async def messages(request: HttpRequest) -> HttpResponseBase:
+    """Passed through byte for byte to Anthropic upstreams, translated for
+    OpenAI-format ones; errors in Anthropic's envelope."""
+    call = dialects.messages_call(request.body, request.headers, request.META.get("QUERY_STRING", ""))
+    return await forward(call=call, **_forward_args(request))
+
+
+@router.post("/messages/count_tokens", tags=["Anthropic-compatible"], summary="Count the tokens of a message")
+async def count_tokens(request: HttpRequest) -> HttpResponseBase:
+    """Counted by Anthropic upstreams; estimated for others, and the answer's
+    `x-gateway-token-count: estimated` header says so."""
+    return await forward(call=dialects.count_tokens_call(request.body, request.headers), **_forward_args(request))
 
 
 async def cached_chat_completions(request: HttpRequest) -> HttpResponseBase:
@@ -65,18 +97,29 @@ async def cached_chat_completions(request: HttpRequest) -> HttpResponseBase:
     the response cache, for clients built against the old cache proxy."""
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
+    return await answer_in_envelope(
+        request, ApiFormat.OPENAI,
+        lambda ctx: forward(call=dialects.chat_call(request.body), **_forward_args(request), force_cache=True),
+    )  # fmt: skip
+
+
+async def answer_in_envelope(
+    request: HttpRequest, fmt: ApiFormat, handle: Callable[[TenantContext], Awaitable[HttpResponseBase]]
+) -> HttpResponseBase:
+    """For views outside the NinjaAPI: authenticate, then render refusals and
+    bugs as the API's own handlers would."""
     try:
-        request.auth = await ApiKeyAuth()(request)  # type: ignore[attr-defined]
-        return await chat_completions_forward(**_forward_args(request), force_cache=True)
+        request.auth = ctx = await ApiKeyAuth()(request)  # type: ignore[attr-defined]
+        return await handle(ctx)
     except GatewayError as error:
-        response = HttpResponse(error.body(ApiFormat.OPENAI), status=error.status, content_type="application/json")
+        response = HttpResponse(error.body(fmt), status=error.status, content_type="application/json")
         for name, value in error.headers.items():
             response[name] = value
         return response
     except Exception:  # as the API's own handler does: log it, tell the client no secrets
         log.exception("unhandled error on %s", request.path)
         error = GatewayError(500, "internal_error", "The gateway failed to handle this request.")
-        return HttpResponse(error.body(ApiFormat.OPENAI), status=500, content_type="application/json")
+        return HttpResponse(error.body(fmt), status=500, content_type="application/json")
 
 
 @router.get("/models", summary="List the models this key may use")
@@ -85,8 +128,8 @@ async def models(request: HttpRequest) -> JsonResponse:
     catalog = await current_catalog()
     created = int(time.time())
     data = [
-        {"id": name, "object": "model", "created": created, "owned_by": catalog.routes[name].provider.name}
+        {"id": name, "object": "model", "created": created, "owned_by": catalog.owner(name)}
         for name in catalog.listed_models()
-        if ctx.allows(name)
+        if may_use(catalog, ctx, name)
     ]
     return JsonResponse({"object": "list", "data": data})

@@ -1,7 +1,8 @@
-"""`gateway_apply`: providers, routes and prices from one declarative file.
+"""`gateway_apply`: providers, routes, aliases and prices from one declarative file.
 
 The whole file is checked first, then applied in one transaction: either
 every entry lands or none does. Applying the same file twice changes nothing.
+Aliases not in the file are removed, but only when the file has `aliases:`.
 """
 
 from collections import Counter
@@ -14,7 +15,7 @@ from django.db import transaction
 from billing.services import PRICE_RATE_OPTIONS, price_set
 from gateway import cli
 from proxy.models import Provider
-from proxy.services import provider_upsert, route_upsert
+from proxy.services import TIMEOUT_FIELDS, DeploymentSpec, alias_upsert, aliases_prune, provider_upsert, route_set
 
 
 class ApplyError(Exception):
@@ -40,8 +41,8 @@ def config_load(path: Path) -> dict[str, Any]:
     except (OSError, yaml.YAMLError) as exc:
         raise ApplyError(f"cannot read {path}: {exc}") from None
     if not isinstance(doc, dict):
-        raise ApplyError("the file must be a mapping with providers, routes and prices")
-    unknown = set(doc) - {"providers", "routes", "prices"}
+        raise ApplyError("the file must be a mapping with providers, routes, aliases and prices")
+    unknown = set(doc) - {"providers", "routes", "aliases", "prices"}
     if unknown:
         raise ApplyError(f"unknown sections: {', '.join(sorted(unknown))}")
     return doc
@@ -61,18 +62,103 @@ def config_apply(doc: dict[str, Any]) -> Counter[str]:
                 base_url=item["base_url"],
                 api_key=item.get("api_key"),
                 api_key_env=item.get("api_key_env", "" if item.get("api_key") is None else None),
+                timeouts={field: _seconds(item, field) for field in TIMEOUT_FIELDS},
             )
         except ValueError as exc:
             raise ApplyError(f"provider {item['name']}: {exc}") from None
         counts["provider " + ("saved" if changed else "unchanged")] += 1
-    for item in _entries(doc, "routes", ("model", "provider")):
-        _, changed = route_upsert(
-            model=item["model"], provider=_provider(item["provider"]), upstream_model=item.get("upstream_model", "")
-        )
+    for item in _entries(doc, "routes", ("model",)):
+        try:
+            _, changed = route_set(model=item["model"], deployments=_deployments(item),
+                                   fallbacks=_names(item, "fallbacks"))  # fmt: skip
+        except ValueError as exc:
+            raise ApplyError(str(exc)) from None
         counts["route " + ("saved" if changed else "unchanged")] += 1
+    if "aliases" in doc:
+        counts += _apply_aliases(_entries(doc, "aliases", ("pattern", "to")))
     for item in _entries(doc, "prices", ("model",)):
         counts["price " + ("set" if _apply_price(item) else "unchanged")] += 1
     return counts
+
+
+_ALIAS_KEYS = {"pattern", "to", "priority", "note"}
+
+
+def _apply_aliases(items: list[dict[str, Any]]) -> Counter[str]:
+    """The file's aliases exactly: the others removed first, so a name may
+    move from one alias to another within one file."""
+    counts: Counter[str] = Counter()
+    patterns = [str(item["pattern"]) for item in items]
+    if len(set(patterns)) != len(patterns):
+        raise ApplyError("an alias pattern is listed twice")
+    removed = aliases_prune(keep=patterns)
+    if removed:
+        counts["alias removed"] = removed
+    for item in items:
+        pattern = str(item["pattern"])
+        unknown = set(item) - _ALIAS_KEYS
+        if unknown:
+            raise ApplyError(f"alias {pattern}: unknown fields {', '.join(sorted(unknown))}")
+        try:
+            _, changed = alias_upsert(pattern=pattern, target=str(item["to"]), priority=item.get("priority", 0),
+                                      note=str(item.get("note") or ""))  # fmt: skip
+        except ValueError as exc:
+            raise ApplyError(str(exc)) from None
+        counts["alias " + ("saved" if changed else "unchanged")] += 1
+    return counts
+
+
+_ROUTE_KEYS = {"model", "provider", "upstream_model", "deployments", "fallbacks"}
+_DEPLOYMENT_KEYS = {"provider", "upstream_model", "weight", "priority"}
+
+
+def _deployments(item: dict[str, Any]) -> list[DeploymentSpec]:
+    """A route's `deployments:` list, or the single `provider:` form."""
+    model = item["model"]
+    unknown = set(item) - _ROUTE_KEYS
+    if unknown:
+        raise ApplyError(f"route {model}: unknown fields {', '.join(sorted(unknown))}")
+    if ("provider" in item) == ("deployments" in item):
+        raise ApplyError(f"route {model}: set provider (one deployment) or deployments, not both")
+    if "provider" in item:
+        return [DeploymentSpec(_provider(item["provider"]), str(item.get("upstream_model") or ""))]
+    if "upstream_model" in item:
+        raise ApplyError(f"route {model}: upstream_model belongs in each deployment")
+    entries = item["deployments"]
+    if not isinstance(entries, list) or not entries:
+        raise ApplyError(f"route {model}: deployments must be a non-empty list")
+    return [_deployment(model, index, entry) for index, entry in enumerate(entries)]
+
+
+def _deployment(model: str, index: int, entry: Any) -> DeploymentSpec:
+    where = f"route {model}: deployments[{index}]"
+    if not isinstance(entry, dict) or not entry.get("provider"):
+        raise ApplyError(f"{where} must be a mapping with a provider")
+    unknown = set(entry) - _DEPLOYMENT_KEYS
+    if unknown:
+        raise ApplyError(f"{where}: unknown fields {', '.join(sorted(unknown))}")
+    numbers = {name: entry.get(name, default) for name, default in (("weight", 1), ("priority", 0))}
+    for name, value in numbers.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ApplyError(f"{where}: {name} must be a whole number")
+    return DeploymentSpec(_provider(entry["provider"]), str(entry.get("upstream_model") or ""), **numbers)
+
+
+def _names(item: dict[str, Any], field: str) -> list[str]:
+    names = item.get(field) or []
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ApplyError(f"route {item['model']}: {field} must be a list of model names")
+    return names
+
+
+def _seconds(item: dict[str, Any], field: str) -> float | None:
+    """A provider's timeout; absent: the setting's default (the file says all)."""
+    value = item.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ApplyError(f"provider {item['name']}: {field} must be a number of seconds above 0")
+    return float(value)
 
 
 _PRICE_KEYS = {"model", "provider", "input", "output", "cached_input", "long_context_threshold", "request_fee",

@@ -7,6 +7,6 @@ class ProxyConfig(AppConfig):
 
     def ready(self) -> None:
         from accounts.signals import watch
-        from proxy.models import Provider, Route
+        from proxy.models import Deployment, ModelAlias, Provider, Route
 
-        watch(Provider, Route)
+        watch(Provider, Route, Deployment, ModelAlias)

@@ -54,6 +54,9 @@ class TenantContext:
     cache_ttl_seconds: int = 0  # the response cache's lifetime for this key; 0: off
     key_limits: RateLimits = RateLimits()
     tenant_limits: RateLimits = RateLimits()
+    # Share of requests whose bodies proxy.tracing captures (0: off, the
+    # default; the request path then pays one attribute check).
+    trace_sample_rate: float = 0.0
 
     def allows(self, model: str) -> bool:
         if self.allowed_models is None:
@@ -99,16 +102,35 @@ class ProviderConfig:
     kind: str
     base_url: str
     api_key: str = field(default="", repr=False)  # resolved secret: never printed
+    # Seconds, resolved against the PROXY_*_TIMEOUT settings by the catalog
+    # (these defaults are the settings' own, for values built in tests).
+    connect_timeout: float = 10.0
+    first_byte_timeout: float = 300.0  # to the response headers
+    idle_timeout: float = 300.0  # longest silence between two chunks
 
 
 @dataclass(frozen=True, slots=True)
 class RouteTarget:
-    """Where a public model name goes."""
+    """Where a public model name goes: one deployment of its route."""
 
     public_model: str
     provider: ProviderConfig
     upstream_model: str
     price: PriceSnapshot | None
+    deployment_id: int | None = None  # None: not from the database (no breaker)
+    weight: int = 1
+    priority: int = 0  # lower is preferred
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """Every way to serve a public model name: its deployments (any order;
+    `routing.choose` picks) and, when all fail, other routes to try in order
+    (already flattened: a fallback's own fallbacks follow it, no cycles)."""
+
+    public_model: str
+    deployments: tuple[RouteTarget, ...]
+    fallbacks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

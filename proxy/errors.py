@@ -28,10 +28,18 @@ _TYPE_BY_STATUS = {
 class ApiFormat(enum.Enum):
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
+    OLLAMA = "ollama"  # {"error": "message"}, as Ollama answers
 
     @classmethod
     def for_path(cls, path: str) -> "ApiFormat":
-        return cls.ANTHROPIC if path.startswith("/v1/messages") else cls.OPENAI
+        if path.startswith("/v1/messages"):
+            return cls.ANTHROPIC
+        if path.startswith(OLLAMA_PATH_PREFIX):
+            return cls.OLLAMA
+        return cls.OPENAI
+
+
+OLLAMA_PATH_PREFIX = "/api/"
 
 
 def error_type(status: int) -> str:
@@ -42,6 +50,8 @@ def error_body(fmt: ApiFormat, *, status: int, code: str, message: str, param: s
     kind = error_type(status)
     if fmt is ApiFormat.ANTHROPIC:
         return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+    if fmt is ApiFormat.OLLAMA:
+        return orjson.dumps({"error": message, "code": code})
     return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
 
 

@@ -1,122 +1,88 @@
 """Forwarding one request upstream and answering the client.
 
-The order of work: parse -> route -> call the provider -> relay (stream) or
-pass through (JSON) -> one usage event, however it ends.
+The order of work: parse (proxy.dialects) -> route -> admit under the rate
+limits -> answer from the cache when it may -> reserve the worst case
+against budgets -> call the provider in its own dialect (proxy.exchange) ->
+relay (stream) or pass through (JSON), translating when the dialects
+differ -> one usage event, however it ends.
 """
 
 import asyncio
+import functools
+import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 
+from gateway.metrics import set_breaker_state
+from proxy.breaker import breaker, target_key
 from proxy.caching import CacheFill, cache_hit_response, cache_lookup
 from proxy.catalog import current_catalog
-from proxy.context import ProviderConfig, RouteTarget, TenantContext
-from proxy.errors import ApiFormat, GatewayError, invalid_request
-from proxy.providers import adapter_for
+from proxy.context import ProviderConfig, RoutePlan, RouteTarget, TenantContext
+from proxy.dialects import ClientCall, Dialect
+from proxy.errors import ApiFormat, GatewayError
+from proxy.exchange import NOTES_HEADER, Exchange, exchange_for, native_dialects
 from proxy.ratelimit import Admission, rate_limit_admit, rate_limit_release, tokens_estimate
-from proxy.routing import route_for
+from proxy.retry import RetryPolicy, no_healthy_upstream, retry_policy
+from proxy.routing import Catalog, choose, plan_for
 from proxy.streaming import RelayResponse
+from proxy.timing import upstream_waited
+from proxy.tracing import TraceCapture, trace_start
+from proxy.translate.messages_to_chat import count_tokens_estimate
 from proxy.upstream import upstream_failure, upstream_session
 from proxy.usage import UsageRecorder, reserve_worst_case
 
+log = logging.getLogger(__name__)
 _SECRET_LIKE = re.compile(r"\b(sk|pk|rk|key)-[A-Za-z0-9_\-*.]{6,}")
 _MAX_UPSTREAM_MESSAGE = 2000
-MODEL_NAME_MAX = 200  # the ledger's column
 # Upstream headers worth passing on; hop-by-hop and encoding headers never are.
-_FORWARDED_HEADERS = ("retry-after", "openai-processing-ms", "x-ratelimit-remaining-requests")
+_FORWARDED_HEADERS = ("retry-after", "openai-processing-ms", "x-ratelimit-remaining-requests", "request-id")
+# Only answers in OpenAI's chat and embeddings shapes are cached (the cache
+# replays them as JSON or as a stream, whichever the client asks).
+_CACHEABLE = frozenset({Dialect.CHAT, Dialect.EMBEDDINGS})
+ESTIMATE_HEADER = "x-gateway-token-count"
+DEPLOYMENT_HEADER = "x-gateway-deployment"  # provider/upstream model that answered
+ATTEMPTS_HEADER = "x-gateway-attempts"
 
 
-def _json_object_with_model(raw: bytes, what: str) -> dict[str, Any]:
-    if not raw.strip():
-        raise invalid_request(f"The request body is empty; expected a JSON {what}.")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise GatewayError(400, "invalid_json", f"The request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise invalid_request("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise invalid_request("'model' is required and must be a non-empty string.", param="model")
-    if len(model) > MODEL_NAME_MAX or not model.isprintable():
-        raise invalid_request(f"'model' must be at most {MODEL_NAME_MAX} printable characters.", param="model")
-    return body
-
-
-def embeddings_body_parse(raw: bytes) -> dict[str, Any]:
-    body = _json_object_with_model(raw, "embeddings request")
-    text = body.get("input")
-    if not (isinstance(text, str) and text) and not (isinstance(text, list) and text):
-        raise invalid_request("'input' is required: a string, or a non-empty array of strings or tokens.", param="input")
-    return body
-
-
-def chat_body_parse(raw: bytes) -> dict[str, Any]:
-    """The client's JSON body, checked just enough to route it."""
-    body = _json_object_with_model(raw, "chat completion request")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise invalid_request("'messages' is required and must be a non-empty array.", param="messages")
-    if not isinstance(body.get("stream", False), bool):
-        raise invalid_request("'stream' must be a boolean.", param="stream")
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = body.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise invalid_request(f"'{name}' must be a positive integer.", param=name)
-    return body
-
-
-CHAT = "chat.completions"
-EMBEDDINGS = "embeddings"
-
-
-async def chat_completions_forward(
-    ctx: TenantContext, raw: bytes, request_id: str, *, cache_control: str = "", force_cache: bool = False
-) -> HttpResponseBase:
-    body = chat_body_parse(raw)
-    call = UpstreamCall(endpoint=CHAT, body=body, size=len(raw), stream=body.get("stream") is True)
-    return await _forward(ctx, call, request_id, cache_control=cache_control, force_cache=force_cache)
-
-
-async def embeddings_forward(ctx: TenantContext, raw: bytes, request_id: str, *, cache_control: str = "") -> HttpResponseBase:
-    body = embeddings_body_parse(raw)
-    call = UpstreamCall(endpoint=EMBEDDINGS, body=body, size=len(raw), stream=False, output_tokens=0)
-    return await _forward(ctx, call, request_id, cache_control=cache_control, force_cache=False)
-
-
-@dataclass(frozen=True)
-class UpstreamCall:
-    endpoint: str
-    body: dict[str, Any]
-    size: int  # bytes: no prompt has more tokens, so the budget's worst case
-    stream: bool
-    output_tokens: int | None = None  # known output limit (None: from max_tokens or the model)
-
-
-async def _forward(
-    ctx: TenantContext, call: UpstreamCall, request_id: str, *, cache_control: str, force_cache: bool
+async def forward(
+    ctx: TenantContext, call: ClientCall, request_id: str, *, cache_control: str = "", force_cache: bool = False
 ) -> HttpResponseBase:
     """Route, admit under the rate limits, answer from the cache when it may,
     else go upstream."""
-    target = route_for(await current_catalog(), ctx, call.body["model"])
+    catalog = await current_catalog()
+    plan = plan_for(catalog, ctx, call.body["model"])
+    # Deployments of a route are interchangeable: the cache keys on the first.
+    primary = plan.deployments[0]
+    if call.dialect is Dialect.COUNT_TOKENS and not all(
+        Dialect.COUNT_TOKENS in native_dialects(t.provider.kind) for t in plan.deployments
+    ):
+        return _count_tokens_estimated(call)
     admission = await rate_limit_admit(ctx, tokens=tokens_estimate(call.body, call.size))
     fill = None
     try:
-        cache = await cache_lookup(ctx, target, call.body, endpoint=call.endpoint, cache_control=cache_control,
-                                   forced=force_cache)  # fmt: skip
-        if cache.entry is not None:
-            response = cache_hit_response(ctx, target, cache.entry, call.body, request_id=request_id, stream=call.stream)
+        if call.dialect in _CACHEABLE:
+            cache = await cache_lookup(ctx, primary, call.body, endpoint=call.dialect.value,
+                                       cache_control=cache_control, forced=force_cache)  # fmt: skip
+        else:
+            cache = None
+        if cache is not None and cache.entry is not None:
+            response = cache_hit_response(ctx, primary, cache.entry, call.body, request_id=request_id, stream=call.stream)
             rate_limit_release(admission)
         else:
-            fill = cache.fill
-            response = await _upstream(ctx, target, call, request_id, fill, admission)
-            response["x-cache"] = cache.status
+            fill = cache.fill if cache is not None else None
+            # Tracing: off (rate 0) costs this one attribute check.
+            trace = trace_start(ctx, request_id, call.dialect.value, call.body) if ctx.trace_sample_rate else None
+            attempts = _Attempts(ctx, call, request_id, fill, admission, trace)
+            response = await attempts.run(catalog, plan)
+            if cache is not None:
+                response["x-cache"] = cache.status
     except BaseException:
         if fill is not None:
             fill.fail()  # identical requests waiting on this one go upstream themselves
@@ -127,41 +93,200 @@ async def _forward(
     return response
 
 
-async def _upstream(
-    ctx: TenantContext, target: RouteTarget, call: UpstreamCall, request_id: str, fill: CacheFill | None,
-    admission: Admission | None,
-) -> HttpResponseBase:  # fmt: skip
-    adapter = adapter_for(target.provider.kind)
-    if call.endpoint == EMBEDDINGS:
-        upstream, observer = adapter.embeddings_request(target.provider, target.upstream_model, call.body), None
-    else:
-        upstream, observer = adapter.chat_request(target.provider, target.upstream_model, call.body, call.stream)
-    reservation = await reserve_worst_case(ctx, target, call.body, prompt_bytes=call.size,
-                                           output_tokens=call.output_tokens)  # fmt: skip
-    recorder = UsageRecorder(
-        ctx=ctx, target=target, endpoint=call.endpoint, request_id=request_id, body=call.body,
-        observer=observer, reservation=reservation, fill=fill, admission=admission,
-    )  # fmt: skip
-    try:
-        response = await upstream_session().post(upstream.url, data=upstream.body, headers=upstream.headers)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        error = upstream_failure(exc, target.provider.name)
-        recorder.finish(status=error.status, error_code=error.code)
-        raise error from None
-    except BaseException:  # the client left while the upstream was thinking
-        recorder.finish(status=499, error_code="client_disconnected", client_disconnected=True)
-        raise
-
-    if response.status >= 400:
-        return await _upstream_error(response, recorder, target.provider, ApiFormat.OPENAI)
-    if observer is not None and response.content_type == "text/event-stream":
-        return RelayResponse(response, observer, recorder, ApiFormat.OPENAI)
-    return await _pass_through(response, recorder, adapter)
+def _count_tokens_estimated(call: ClientCall) -> HttpResponse:
+    """Only Anthropic counts tokens for real; for others it is estimated,
+    and the answer says so."""
+    response = JsonResponse({"input_tokens": count_tokens_estimate(call.body)})
+    response[ESTIMATE_HEADER] = "estimated"
+    return response
 
 
-async def _pass_through(response: aiohttp.ClientResponse, recorder: UsageRecorder, adapter: Any) -> HttpResponse:
+@dataclass
+class _Failure:
+    """An attempt that failed before any byte reached the client. Recorded
+    only once it is known whether another attempt follows: a retried
+    attempt's record carries `<request id>~<n>`, the one the client sees
+    answered carries the plain request id."""
+
+    recorder: UsageRecorder
+    status: int
+    code: str
+    retryable: bool
+    response: HttpResponse | None = None  # the provider's error, in the client's envelope
+    error: GatewayError | None = None  # or a transport failure
+    retry_after: str | None = None
+
+    def retried(self, attempt: int) -> None:
+        recorder = self.recorder
+        recorder.request_id = f"{recorder.request_id}~{attempt}"
+        recorder.admission = None  # held by the request until its last attempt
+        recorder.fill = None  # the cache entry waits for the answer that will come
+        recorder.finish(status=self.status, error_code=self.code)
+
+    def answer(self) -> HttpResponseBase:
+        if self.recorder.trace is not None and self.response is not None:  # tracing: the error the client gets
+            self.recorder.trace.set_body(self.response.content)
+        self.recorder.finish(status=self.status, error_code=self.code)
+        if self.error is not None:
+            raise self.error
+        assert self.response is not None
+        return self.response
+
+
+@dataclass
+class _Attempts:
+    """Deployments, then fallback routes, until one answers: at most
+    PROXY_RETRY_ATTEMPTS calls, each to a deployment not tried yet and whose
+    breaker lets it in, with backoff between them. Nothing is retried once
+    the answer has started to reach the client."""
+
+    ctx: TenantContext
+    call: ClientCall
+    request_id: str
+    fill: CacheFill | None
+    admission: Admission | None
+    trace: TraceCapture | None = None  # a sampled request's capture (proxy.tracing)
+    count: int = 0
+
+    async def run(self, catalog: Catalog, plan: RoutePlan) -> HttpResponseBase:
+        policy, circuit = retry_policy(), breaker()
+        plans = [plan, *(p for name in plan.fallbacks if self.ctx.allows(name) and (p := catalog.resolve(name)))]
+        tried: set[int] = set()
+        failure: _Failure | None = None
+        for current in plans:
+            while self.count < policy.attempts:
+                target = await _healthy_choice(current, tried, circuit)
+                if target is None:
+                    break  # this route has nothing left: its fallback next
+                if failure is not None:
+                    failure.retried(self.count)
+                    delay = policy.backoff_delay(self.count, failure.retry_after)
+                    if delay:
+                        waiting = time.perf_counter()
+                        await asyncio.sleep(delay)
+                        upstream_waited(waiting)
+                self.count += 1
+                if target.deployment_id is not None:
+                    tried.add(target.deployment_id)
+                outcome = await self._attempt(target, policy, circuit)
+                if isinstance(outcome, HttpResponseBase):
+                    return self._annotated(outcome, target)
+                failure = outcome
+                if not outcome.retryable:
+                    break
+            if failure is not None and not failure.retryable:
+                break
+        if failure is None:
+            error = no_healthy_upstream(plan.public_model, _soonest_retry(plans, circuit))
+            error.headers[ATTEMPTS_HEADER] = "0"
+            raise error
+        if failure.error is not None:
+            failure.error.headers[ATTEMPTS_HEADER] = str(self.count)
+        response = failure.answer()
+        response[ATTEMPTS_HEADER] = str(self.count)
+        return response
+
+    def _annotated(self, response: HttpResponseBase, target: RouteTarget) -> HttpResponseBase:
+        response[DEPLOYMENT_HEADER] = f"{target.provider.name}/{target.upstream_model}"
+        response[ATTEMPTS_HEADER] = str(self.count)
+        return response
+
+    async def _attempt(self, target: RouteTarget, policy: RetryPolicy, circuit: Any) -> "HttpResponseBase | _Failure":
+        call, ctx = self.call, self.ctx
+        exchange = exchange_for(call, target)
+        fmt = call.dialect.error_format
+        reservation = await reserve_worst_case(ctx, target, call.body, prompt_bytes=call.size,
+                                               output_tokens=call.output_tokens)  # fmt: skip
+        recorder = UsageRecorder(
+            ctx=ctx, target=target, endpoint=call.dialect.value, request_id=self.request_id, body=call.body,
+            observer=exchange.observer, reservation=reservation, fill=self.fill, admission=self.admission,
+            trace=self.trace,
+        )  # fmt: skip
+        key = target_key(target)
+        upstream = exchange.request
+        sent = time.perf_counter()
+        try:
+            response = await upstream_session().post(
+                upstream.url, data=upstream.body, headers=upstream.headers, timeout=_timeouts(target.provider)
+            )
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            upstream_waited(sent)
+            error = upstream_failure(exc, target.provider.name)
+            if key is not None:
+                await _breaker_report(circuit, key, failed=True)
+            return _Failure(recorder, error.status, error.code, policy.should_retry(None, error), error=error)
+        except BaseException:  # the client left while the upstream was thinking
+            recorder.finish(status=499, error_code="client_disconnected", client_disconnected=True)
+            raise
+        # From the headers on, the limit is the silence between two chunks.
+        if response.connection is not None:
+            response.connection.protocol.read_timeout = target.provider.idle_timeout
+        if response.status >= 400:
+            upstream_waited(sent)  # the error body is short: its read counts as overhead
+        failed = response.status >= 500 or response.status in policy.retry_on_status
+        if key is not None:
+            await _breaker_report(circuit, key, failed=failed)
+        if response.status >= 400:
+            error_response, code = await _upstream_error(response, recorder, target.provider, fmt)
+            return _Failure(recorder, response.status, code, policy.should_retry(response.status, None),
+                            response=error_response, retry_after=response.headers.get("Retry-After"))  # fmt: skip
+        if exchange.observer is not None and response.content_type == "text/event-stream":
+            upstream_waited(sent)
+            out: HttpResponseBase = RelayResponse(response, recorder, fmt, exchange)
+        else:
+            out = await _pass_through(response, recorder, exchange, fmt, sent)
+        if exchange.notes:
+            out[NOTES_HEADER] = exchange.notes_header()
+        return out
+
+
+async def _healthy_choice(plan: RoutePlan, tried: set[int], circuit: Any) -> RouteTarget | None:
+    """A deployment not tried yet whose breaker lets this request in. Only
+    the chosen one is asked (asking uses up a half-open breaker's probe)."""
+    excluded = set(tried)
+    while True:
+        target = choose(plan, exclude=excluded, healthy=lambda t: _not_open(circuit, target_key(t)))
+        key = None if target is None else target_key(target)
+        if key is None or await circuit.allow(key):
+            return target
+        excluded.add(target.deployment_id)  # type: ignore[union-attr,arg-type]
+
+
+async def _breaker_report(circuit: Any, key: str, *, failed: bool) -> None:
+    """Tell the breaker how the call went; its state goes to /metrics when
+    it may have changed (a failure, or a success while not closed)."""
+    before = circuit.state(key)
+    await (circuit.record_failure(key) if failed else circuit.record_success(key))
+    if failed or before != "closed":
+        set_breaker_state(key, circuit.state(key))
+
+
+def _not_open(circuit: Any, key: str | None) -> bool:
+    return key is None or circuit.state(key) != "open"
+
+
+def _soonest_retry(plans: list[RoutePlan], circuit: Any) -> float | None:
+    waits = [circuit.retry_in(key) for p in plans for t in p.deployments if (key := target_key(t)) is not None]
+    return min(waits) if waits else None
+
+
+@functools.lru_cache(maxsize=256)
+def _timeouts_for(connect: float, first_byte: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=first_byte)
+
+
+def _timeouts(provider: ProviderConfig) -> aiohttp.ClientTimeout:
+    """Connect, then the wait for the response headers; no total limit (a
+    stream that keeps moving may run for minutes)."""
+    return _timeouts_for(provider.connect_timeout, provider.first_byte_timeout)
+
+
+async def _pass_through(
+    response: aiohttp.ClientResponse, recorder: UsageRecorder, exchange: Exchange, fmt: ApiFormat, sent: float
+) -> HttpResponse:
     try:
         data = await response.read()
+        upstream_waited(sent)  # from the request sent to the whole answer read
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         error = upstream_failure(exc, recorder.target.provider.name)
         recorder.finish(status=error.status, error_code=error.code)
@@ -172,19 +297,49 @@ async def _pass_through(response: aiohttp.ClientResponse, recorder: UsageRecorde
     finally:
         response.release()
     try:
-        usage = adapter.usage_from_response(orjson.loads(data))
-    except Exception:  # not JSON, or JSON of a shape nobody expected: estimate
+        parsed: Any = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        parsed = None
+    try:
+        usage = exchange.usage_from_json(parsed)
+    except Exception:  # JSON of a shape nobody expected: estimate
         usage = None
-    recorder.finish(status=response.status, usage=usage, body=data)
-    out = HttpResponse(data, status=response.status, content_type=response.headers.get("Content-Type", "application/json"))
+    if not exchange.translated:
+        recorder.finish(status=response.status, usage=usage, body=data)
+        content_type = response.headers.get("Content-Type", "application/json")
+        out = HttpResponse(data, status=response.status, content_type=content_type)
+    else:
+        answer = _translated_answer(parsed, exchange, recorder)
+        recorder.finish(status=response.status, usage=usage, body=answer if answer else None,
+                        error_code="" if answer else "upstream_bad_response")  # fmt: skip
+        if not answer:
+            error = GatewayError(502, "upstream_bad_response",
+                                 f"The provider '{recorder.target.provider.name}' sent an answer that is not "
+                                 "the JSON its API defines.")  # fmt: skip
+            return HttpResponse(error.body(fmt), status=502, content_type="application/json")
+        out = HttpResponse(answer, status=response.status, content_type="application/json")
     _copy_headers(response, out)
     return out
 
 
+def _translated_answer(parsed: Any, exchange: Exchange, recorder: UsageRecorder) -> bytes:
+    """The client's JSON for the upstream's, or b"" when it cannot be read."""
+    assert exchange.answer_json is not None
+    if not isinstance(parsed, dict):
+        return b""
+    try:
+        return orjson.dumps(exchange.answer_json(parsed))
+    except Exception:
+        log.warning("an answer from %s could not be translated", recorder.target.provider.name, exc_info=True)
+        return b""
+
+
 async def _upstream_error(
     response: aiohttp.ClientResponse, recorder: UsageRecorder, provider: ProviderConfig, fmt: ApiFormat
-) -> HttpResponse:
-    """The provider said no: same status and message, in the client's envelope.
+) -> tuple[HttpResponse, str]:
+    """The provider said no: same status and message, in the client's
+    envelope, and the error's code. Recording is the caller's (it knows
+    whether another attempt follows).
 
     A 401/403 from the provider means the gateway's credential is wrong, not
     the client's key, so the client sees a 502 instead.
@@ -203,11 +358,10 @@ async def _upstream_error(
     if status in (401, 403):
         status, code = 502, "upstream_auth_failed"
         message = f"The provider '{provider.name}' rejected the gateway's credential."
-    recorder.finish(status=response.status, error_code=code)
     error = GatewayError(status, code, message, param=param)
     out = HttpResponse(error.body(fmt), status=status, content_type="application/json")
     _copy_headers(response, out)
-    return out
+    return out, code
 
 
 def _upstream_error_details(raw: bytes, provider: ProviderConfig) -> tuple[str, str, str | None]:

@@ -1,16 +1,19 @@
 import os
 
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from proxy.presets import PRESETS
 from proxy.secrets import secret_decrypt, secret_encrypt
 
 
 class Provider(models.Model):
     """An upstream API: where to send requests and with which credential."""
 
-    class Kind(models.TextChoices):
-        OPENAI = "openai", "OpenAI-compatible"
+    # One per preset (proxy.presets): the protocol and its defaults.
+    Kind = models.TextChoices("Kind", [(p.name.upper().replace("-", "_"), (p.name, p.label)) for p in PRESETS])
 
     name = models.SlugField(max_length=64, unique=True)
     kind = models.CharField(max_length=32, choices=Kind.choices, default=Kind.OPENAI)
@@ -20,6 +23,17 @@ class Provider(models.Model):
     )
     # Fernet token; the plaintext is never stored or shown back.
     api_key_encrypted = models.TextField(blank=True, editable=False)
+    # Seconds; empty: the PROXY_*_TIMEOUT setting. There is no total limit:
+    # a stream that keeps moving may run as long as it needs.
+    connect_timeout = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.001)], help_text="Seconds to connect."
+    )
+    first_byte_timeout = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.001)], help_text="Seconds to the response headers."
+    )
+    idle_timeout = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.001)], help_text="Longest silence between two chunks."
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -44,16 +58,22 @@ class Provider(models.Model):
         return secret_decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
 
 
+def fallbacks_validate(value: object) -> None:
+    if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
+        raise ValidationError("Fallbacks are a list of route names.")
+
+
 class Route(models.Model):
-    """A public model name and where it goes.
+    """A public model name and the deployments that serve it.
 
     A name ending in `*` is a wildcard: `openai/*` sends `openai/gpt-4o` to
-    the provider as `gpt-4o` (or as `upstream_model` + `gpt-4o` when set).
+    a deployment as `gpt-4o` (or as its `upstream_model` + `gpt-4o` when set).
     """
 
     model = models.CharField(max_length=200, unique=True)
-    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="routes")
-    upstream_model = models.CharField(max_length=200, blank=True, help_text="Empty: the name the client asked for.")
+    # Other routes to try, in order, when every deployment of this one failed.
+    # Cycles are ignored when the catalog loads (with a log line).
+    fallbacks = models.JSONField(default=list, blank=True, validators=[fallbacks_validate])
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -62,8 +82,75 @@ class Route(models.Model):
         ordering = ["model"]
 
     def __str__(self) -> str:
-        return f"{self.model} → {self.provider.name}"
+        return self.model
 
     @property
     def is_wildcard(self) -> bool:
         return self.model.endswith("*")
+
+    def clean(self) -> None:
+        if self.model in (self.fallbacks or []):
+            raise ValidationError({"fallbacks": "A route cannot fall back to itself."})
+
+
+class Deployment(models.Model):
+    """One provider (and upstream model) that serves a route.
+
+    Requests go to the active deployments of the best (lowest) priority,
+    chosen at random in proportion to their weights; the next priority only
+    serves when every deployment of the better one is unhealthy or failed.
+    """
+
+    route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="deployments")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="deployments")
+    upstream_model = models.CharField(
+        max_length=200, blank=True, help_text="Empty: the route's name (for a wildcard, the rest of the name)."
+    )
+    weight = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    priority = models.SmallIntegerField(default=0, help_text="Lower is preferred.")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["route", "priority", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["route", "provider", "upstream_model"], name="proxy_deployment_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.route.model} → {self.provider.name}" + (f" ({self.upstream_model})" if self.upstream_model else "")
+
+
+def is_alias_pattern(pattern: str) -> bool:
+    """A shell pattern (`claude-*-opus-*`) rather than an exact alias (`big`)."""
+    return any(char in pattern for char in "*?[")
+
+
+class ModelAlias(models.Model):
+    """Another name for a route: `big` -> `gpt-4o`, or every name a pattern
+    matches (`claude-*-opus-*`) -> `big-route`. Exact routes win over aliases;
+    aliases win over wildcard routes. An alias never points at another alias."""
+
+    pattern = models.CharField(
+        max_length=200, unique=True, help_text="An exact name, or a shell pattern with *, ? or [...]."
+    )
+    target_model = models.CharField(max_length=200, help_text="The route that serves it (a concrete route name).")
+    priority = models.SmallIntegerField(
+        default=0, help_text="Among patterns matching one name, lower wins (then the longer pattern)."
+    )
+    is_active = models.BooleanField(default=True)
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["priority", "pattern"]
+        verbose_name_plural = "model aliases"
+
+    def __str__(self) -> str:
+        return f"{self.pattern} → {self.target_model}"
+
+    @property
+    def is_pattern(self) -> bool:
+        return is_alias_pattern(self.pattern)

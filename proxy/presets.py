@@ -1,27 +1,54 @@
-"""Well-known OpenAI-compatible providers: default base URL and the
-environment variable that conventionally holds the credential."""
+"""Provider kinds: the wire protocol each speaks, its default base URL and
+the environment variable that conventionally holds its credential.
+
+A provider's `kind` is one of these names. The protocol picks the adapter
+(how URLs and credentials are formed, which usage convention applies); the
+optional dialects say which client APIs the provider serves natively, so
+that those pass through instead of being translated to chat completions.
+"""
 
 from dataclasses import dataclass
+
+OPENAI, ANTHROPIC, AZURE = "openai", "anthropic", "azure"
 
 
 @dataclass(frozen=True)
 class Preset:
     name: str
-    base_url: str
+    label: str
+    protocol: str  # openai, anthropic or azure
+    base_url: str  # "" when every deployment has its own (Azure, vLLM)
     api_key_env: str
     model_prefixes: tuple[str, ...] = ()  # bare model names this provider owns
+    responses: bool = False  # serves /responses natively
+    completions: bool = False  # serves the legacy /completions
 
 
 PRESETS = (
-    Preset("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", ("gpt-",)),
-    # Anthropic's OpenAI SDK compatibility endpoint.
-    Preset("anthropic", "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY", ("claude-",)),
-    Preset("openrouter", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
-    Preset("deepseek", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY", ("deepseek-",)),
-    Preset("gemini", "https://generativelanguage.googleapis.com/v1beta/openai", "GEMINI_API_KEY", ("gemini-",)),
-    Preset("qwen", "https://dashscope-intl.aliyuncs.com/compatible-mode/v1", "DASHSCOPE_API_KEY", ("qwen",)),
-    Preset("glm", "https://open.bigmodel.cn/api/paas/v4", "ZHIPUAI_API_KEY", ("glm-",)),
-    Preset("mistral", "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
-    Preset("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
-    Preset("perplexity", "https://api.perplexity.ai", "PERPLEXITY_API_KEY"),
+    Preset("openai", "OpenAI", OPENAI, "https://api.openai.com/v1", "OPENAI_API_KEY", ("gpt-", "o1", "o3", "o4-"),
+           responses=True, completions=True),  # fmt: skip
+    Preset("anthropic", "Anthropic", ANTHROPIC, "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY", ("claude-",)),
+    # base URL: https://<resource>.openai.azure.com/openai, optionally ?api-version=...
+    Preset("azure", "Azure OpenAI", AZURE, "", "AZURE_OPENAI_API_KEY", completions=True),
+    Preset("openrouter", "OpenRouter", OPENAI, "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", completions=True),
+    Preset("deepseek", "DeepSeek", OPENAI, "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY", ("deepseek-",)),
+    Preset("qwen", "Qwen (DashScope compatible mode)", OPENAI, "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
+           "DASHSCOPE_API_KEY", ("qwen",)),  # fmt: skip
+    Preset("glm", "GLM (BigModel)", OPENAI, "https://open.bigmodel.cn/api/paas/v4", "ZHIPUAI_API_KEY", ("glm-",)),
+    Preset("gemini", "Gemini (OpenAI-compatible endpoint)", OPENAI,
+           "https://generativelanguage.googleapis.com/v1beta/openai", "GEMINI_API_KEY", ("gemini-",)),  # fmt: skip
+    Preset("ollama", "Ollama", OPENAI, "http://127.0.0.1:11434/v1", "", completions=True),
+    Preset("perplexity", "Perplexity", OPENAI, "https://api.perplexity.ai", "PERPLEXITY_API_KEY"),
+    Preset("mistral", "Mistral", OPENAI, "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
+    Preset("groq", "Groq", OPENAI, "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
+    # vLLM, llama.cpp, LM Studio, TGI...: the base URL is the server's /v1.
+    Preset("openai-compatible", "Any OpenAI-compatible server", OPENAI, "", "", completions=True),
 )
+
+PRESETS_BY_NAME = {preset.name: preset for preset in PRESETS}
+KIND_CHOICES = [(preset.name, preset.label) for preset in PRESETS]
+
+
+def preset_for(kind: str) -> Preset:
+    """The preset of a provider kind; unknown kinds speak plain OpenAI."""
+    return PRESETS_BY_NAME.get(kind) or PRESETS_BY_NAME["openai-compatible"]

@@ -213,5 +213,5 @@ def rate_limit_release(admission: Admission | None, tokens: int = 0) -> None:
 def tokens_estimate(body: dict[str, Any], size: int) -> int:
     """What a request reserves against tokens per minute: about four bytes a
     token for the prompt, plus the most output it allows."""
-    output = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    output = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens") or 0
     return size // 4 + (output if isinstance(output, int) else 0)

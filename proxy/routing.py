@@ -1,32 +1,70 @@
-"""Model name -> route target. Pure: works on a loaded `Catalog`."""
+"""Model name -> route plan -> one deployment. Pure: works on a loaded `Catalog`.
 
+A name resolves, first match wins: an exact route; an exact alias (`big`);
+an alias pattern (`claude-*-opus-*`), by priority then the longest pattern;
+a wildcard route (`openai/*`), the longest prefix first; the provider-prefix
+form `<provider>/<upstream model>` (when the catalog holds providers for it).
+"""
+
+import fnmatch
+import random
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
-from proxy.context import PriceSnapshot, ProviderConfig, RouteTarget, TenantContext
+from proxy.context import PriceSnapshot, ProviderConfig, RoutePlan, RouteTarget, TenantContext
 from proxy.errors import GatewayError
 
-_WILDCARD_CACHE_MAX = 4096
+_RESOLVED_CACHE_MAX = 4096
+_RNG = random.Random()
 
 
 @dataclass(frozen=True, slots=True)
 class Wildcard:
     prefix: str  # the route's name without its trailing "*"
-    provider: ProviderConfig
-    upstream_prefix: str
+    # The route's plan; each deployment's upstream_model is the prefix that
+    # the rest of the requested name is appended to.
+    plan: RoutePlan
+
+
+@dataclass(frozen=True, slots=True)
+class AliasPattern:
+    pattern: str  # a shell pattern, matched case-sensitively
+    target: str  # a concrete route name
+    priority: int = 0  # lower first; then the longer pattern
+
+    def order(self) -> tuple[int, int, str]:
+        return (self.priority, -len(self.pattern), self.pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """A resolved name: its plan and, when it is an alias, the route it names
+    (the key's allowed models are checked against that route too)."""
+
+    plan: RoutePlan
+    alias_of: str | None = None
 
 
 @dataclass(frozen=True)
 class Catalog:
     """Everything routing needs, loaded at once from the admin's tables."""
 
-    routes: Mapping[str, RouteTarget]
+    routes: Mapping[str, RoutePlan]
     wildcards: tuple[Wildcard, ...]  # longest prefix first
     prices: Mapping[tuple[str, str], PriceSnapshot]  # (provider name or "", model)
     # time.time() at which a price scheduled for later takes effect
     valid_until: float = float("inf")
-    _resolved: dict[str, RouteTarget] = field(default_factory=dict, repr=False, compare=False)
+    aliases: Mapping[str, str] = field(default_factory=dict)  # exact alias -> route name
+    alias_patterns: tuple[AliasPattern, ...] = ()  # kept in AliasPattern.order
+    # Providers that `<provider>/<model>` reaches directly; empty: that form is off.
+    prefix_providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
+    # Names resolved past the exact routes (aliases, wildcards, provider
+    # prefixes): each is built once, then served from here.
+    _resolved: dict[str, Resolution] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alias_patterns", tuple(sorted(self.alias_patterns, key=AliasPattern.order)))
 
     def is_current(self) -> bool:
         return time.time() < self.valid_until
@@ -38,36 +76,145 @@ class Catalog:
                 return price
         return None
 
-    def resolve(self, model: str) -> RouteTarget | None:
-        target = self.routes.get(model) or self._resolved.get(model)
+    def resolve(self, model: str) -> RoutePlan | None:
+        found = self.lookup(model)
+        return None if found is None else found.plan
+
+    def lookup(self, model: str) -> Resolution | None:
+        """How `model` resolves (see the module docstring), or None."""
+        plan = self.routes.get(model)
+        if plan is not None:
+            return Resolution(plan)
+        found = self._resolved.get(model)
+        if found is None:
+            found = self._find(model)
+            if found is None:  # misses are not kept: random names must not flush the cache
+                return None
+            if len(self._resolved) >= _RESOLVED_CACHE_MAX:
+                self._resolved.clear()
+            self._resolved[model] = found
+        return found
+
+    def _find(self, model: str) -> Resolution | None:
+        target = self._alias_target(model)
         if target is not None:
-            return target
+            return Resolution(self._renamed(self.routes[target], model), alias_of=target)
         for wildcard in self.wildcards:
             rest = model[len(wildcard.prefix) :]
             if model.startswith(wildcard.prefix) and rest:
-                upstream = wildcard.upstream_prefix + rest
-                target = RouteTarget(
-                    public_model=model,
-                    provider=wildcard.provider,
-                    upstream_model=upstream,
-                    price=self.price_for(wildcard.provider.name, upstream, model),
-                )
-                if len(self._resolved) >= _WILDCARD_CACHE_MAX:
-                    self._resolved.clear()
-                self._resolved[model] = target
-                return target
+                return Resolution(self._expand(wildcard.plan, model, rest))
+        return self._provider_prefixed(model)
+
+    def _alias_target(self, model: str) -> str | None:
+        # The loader drops aliases to routes it does not serve; a catalog
+        # built by hand may still hold some, so they are skipped here too.
+        target = self.aliases.get(model)
+        if target in self.routes:
+            return target
+        for alias in self.alias_patterns:
+            if alias.target in self.routes and fnmatch.fnmatchcase(model, alias.pattern):
+                return alias.target
         return None
 
+    @staticmethod
+    def _renamed(plan: RoutePlan, model: str) -> RoutePlan:
+        """The target's deployments and fallbacks under the name the client used."""
+        deployments = tuple(replace(target, public_model=model) for target in plan.deployments)
+        fallbacks = tuple(name for name in plan.fallbacks if name != model)
+        return RoutePlan(public_model=model, deployments=deployments, fallbacks=fallbacks)
+
+    def _expand(self, plan: RoutePlan, model: str, rest: str) -> RoutePlan:
+        deployments = []
+        for target in plan.deployments:
+            upstream = target.upstream_model + rest
+            price = self.price_for(target.provider.name, upstream, model)
+            deployments.append(replace(target, public_model=model, upstream_model=upstream, price=price))
+        # A wildcard may fall back to another name it matches itself, never to this one.
+        fallbacks = tuple(name for name in plan.fallbacks if name != model)
+        return RoutePlan(public_model=model, deployments=tuple(deployments), fallbacks=fallbacks)
+
+    def _provider_prefixed(self, model: str) -> Resolution | None:
+        """`openrouter/anthropic/claude-3.5-haiku`: the provider `openrouter`,
+        asked for `anthropic/claude-3.5-haiku` (priced as a wildcard is)."""
+        name, _, rest = model.partition("/")
+        provider = self.prefix_providers.get(name) if rest else None
+        if provider is None:
+            return None
+        target = RouteTarget(public_model=model, provider=provider, upstream_model=rest,
+                             price=self.price_for(name, rest, model))  # fmt: skip
+        return Resolution(RoutePlan(public_model=model, deployments=(target,)))
+
     def listed_models(self) -> list[str]:
-        """Concrete names for /v1/models (wildcards cannot be enumerated)."""
-        return sorted(self.routes)
+        """Concrete names for /v1/models: routes and exact aliases (wildcards
+        and patterns cannot be enumerated)."""
+        served_aliases = (name for name, target in self.aliases.items() if target in self.routes)
+        return sorted({*self.routes, *served_aliases})
+
+    def owner(self, model: str) -> str:
+        """The provider named as a listed model's owner: its (target's) first deployment's."""
+        plan = self.routes.get(model) or self.routes[self.aliases[model]]
+        return plan.deployments[0].provider.name
 
 
-def route_for(catalog: Catalog, ctx: TenantContext, model: str) -> RouteTarget:
-    """The target for `model` as this key may use it, or the client's error."""
-    if not ctx.allows(model):
-        raise GatewayError(403, "model_not_allowed", f"This API key may not use the model '{model}'.", param="model")
-    target = catalog.resolve(model)
-    if target is None:
+def _allowed(ctx: TenantContext, model: str, alias_of: str | None) -> bool:
+    if alias_of is None:
+        return ctx.allows(model)
+    return ctx.allows(alias_of) or model in (ctx.allowed_models or ())
+
+
+def may_use(catalog: Catalog, ctx: TenantContext, model: str) -> bool:
+    """Whether this key may call `model` and it resolves (for model lists)."""
+    found = catalog.lookup(model)
+    return found is not None and _allowed(ctx, model, found.alias_of)
+
+
+def plan_for(catalog: Catalog, ctx: TenantContext, model: str) -> RoutePlan:
+    """The plan for `model` as this key may use it, or the client's error.
+
+    The key's allowed models are checked against the name as asked, except
+    for an alias: then the alias's target route must be allowed, or the key
+    must list the asked name itself (exactly, not through a pattern). So a
+    key limited to `cheap-*` cannot reach `gpt-4o` through an alias `big`,
+    and a key allowed `claude-*` is not let through to whatever a
+    `claude-*-opus-*` pattern maps to; listing `big` on a key grants it.
+    A name that does not resolve is 403 for a key that may not use it
+    anyway, else 404.
+    """
+    found = catalog.lookup(model)
+    if found is None:
+        if not ctx.allows(model):
+            raise _not_allowed(model)
         raise GatewayError(404, "model_not_found", f"The model '{model}' does not exist.", param="model")
-    return target
+    if not _allowed(ctx, model, found.alias_of):
+        raise _not_allowed(model)
+    return found.plan
+
+
+def _not_allowed(model: str) -> GatewayError:
+    return GatewayError(403, "model_not_allowed", f"This API key may not use the model '{model}'.", param="model")
+
+
+def choose(
+    plan: RoutePlan,
+    *,
+    healthy: Callable[[RouteTarget], bool],
+    exclude: set[int],
+    rng: random.Random | None = None,
+) -> RouteTarget | None:
+    """A deployment at random in proportion to the weights, among the healthy
+    ones not in `exclude` (deployment ids) of the best priority left; None
+    when none is left. Targets without a deployment id cannot be excluded."""
+    candidates = [t for t in plan.deployments if t.deployment_id not in exclude and healthy(t)]
+    if not candidates:
+        return None
+    best = min(t.priority for t in candidates)
+    tier = [t for t in candidates if t.priority == best]
+    total = sum(max(t.weight, 0) for t in tier)
+    if total <= 0:  # weights of 0 only (not possible from the admin): no preference
+        return tier[int((rng or _RNG).random() * len(tier))]
+    point = (rng or _RNG).random() * total
+    for target in tier:
+        point -= max(target.weight, 0)
+        if point < 0:
+            return target
+    return next(t for t in reversed(tier) if t.weight > 0)  # float rounding at the top of the range

@@ -1,24 +1,46 @@
-"""Writes for providers and routes (admin, commands and gateway_apply)."""
+"""Writes for providers, routes and their deployments, and aliases (admin, commands and gateway_apply)."""
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from django.db import transaction
 
-from proxy.models import Provider, Route
+from proxy.models import Deployment, ModelAlias, Provider, Route, is_alias_pattern
+
+TIMEOUT_FIELDS = ("connect_timeout", "first_byte_timeout", "idle_timeout")
 
 
 @transaction.atomic
 def provider_upsert(
-    *, name: str, kind: str, base_url: str, api_key: str | None = None, api_key_env: str | None = None
+    *,
+    name: str,
+    kind: str,
+    base_url: str,
+    api_key: str | None = None,
+    api_key_env: str | None = None,
+    timeouts: dict[str, float | None] | None = None,
 ) -> tuple[Provider, bool]:
     """Create or update a provider; returns (provider, changed).
 
     A stored key and an environment variable are exclusive: setting one
-    clears the other, so the credential used is never ambiguous.
+    clears the other, so the credential used is never ambiguous. `timeouts`
+    sets the named ones of connect_timeout, first_byte_timeout and
+    idle_timeout (seconds; None: the setting's default) and keeps the others.
     """
     if kind not in Provider.Kind.values:
         raise ValueError(f"unknown provider kind {kind!r}; expected one of {', '.join(Provider.Kind.values)}")
     provider = Provider.objects.filter(name=name).first() or Provider(name=name)
-    before = (provider.kind, provider.base_url, provider.api_key_env, provider.api_key_encrypted)
+    before = (provider.kind, provider.base_url, provider.api_key_env, provider.api_key_encrypted, _timeouts(provider))
     provider.kind, provider.base_url = kind, base_url.rstrip("/")
+    for field, seconds in (timeouts or {}).items():
+        if field not in TIMEOUT_FIELDS:
+            raise ValueError(f"unknown timeout {field!r}; expected one of {', '.join(TIMEOUT_FIELDS)}")
+        if seconds is not None and not seconds > 0:
+            raise ValueError(f"{field} must be a number of seconds above 0")
+        setattr(provider, field, None if seconds is None else float(seconds))
     if api_key_env is not None:
         provider.api_key_env = api_key_env
         provider.set_api_key("")
@@ -26,23 +48,198 @@ def provider_upsert(
         if provider.resolve_api_key() != api_key or provider.api_key_env:
             provider.set_api_key(api_key)
         provider.api_key_env = ""
-    after = (provider.kind, provider.base_url, provider.api_key_env, provider.api_key_encrypted)
+    after = (provider.kind, provider.base_url, provider.api_key_env, provider.api_key_encrypted, _timeouts(provider))
     changed = provider.pk is None or before != after
     if changed:
         provider.save()
     return provider, changed
 
 
+def _timeouts(provider: Provider) -> tuple[float | None, ...]:
+    return tuple(getattr(provider, field) for field in TIMEOUT_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentSpec:
+    provider: Provider
+    upstream_model: str = ""
+    weight: int = 1
+    priority: int = 0
+
+
 @transaction.atomic
-def route_upsert(*, model: str, provider: Provider, upstream_model: str = "") -> tuple[Route, bool]:
-    """Point a public model name at a provider; returns (route, changed)."""
-    route = Route.objects.filter(model=model).first() or Route(model=model)
-    changed = route.pk is None or (route.provider_id, route.upstream_model, route.is_active) != (
-        provider.pk,
-        upstream_model,
-        True,
-    )
+def route_upsert(
+    *,
+    model: str,
+    provider: Provider,
+    upstream_model: str = "",
+    weight: int = 1,
+    priority: int = 0,
+    fallbacks: Sequence[str] | None = None,
+) -> tuple[Route, bool]:
+    """Add a deployment to a route (created if new), or update the weight and
+    priority of the one with this provider and upstream model; returns
+    (route, changed). `fallbacks` None keeps the route's fallbacks."""
+    route, changed = _route_activate(model, fallbacks)
+    changed |= _deployment_put(route, DeploymentSpec(provider, upstream_model, weight, priority))
     if changed:
-        route.provider, route.upstream_model, route.is_active = provider, upstream_model, True
+        route.save()  # also tells every process to reload its catalog
+    return route, changed
+
+
+@transaction.atomic
+def route_set(
+    *, model: str, deployments: Sequence[DeploymentSpec], fallbacks: Sequence[str] = ()
+) -> tuple[Route, bool]:
+    """Make a route exactly this (the declarative file): these deployments,
+    the others deleted, these fallbacks; returns (route, changed)."""
+    if not deployments:
+        raise ValueError(f"route {model}: needs at least one deployment")
+    keys = [(spec.provider.pk, spec.upstream_model) for spec in deployments]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"route {model}: the same provider and upstream_model are listed twice")
+    route, changed = _route_activate(model, fallbacks)
+    for spec in deployments:
+        changed |= _deployment_put(route, spec)
+    stale = [d.pk for d in route.deployments.all() if (d.provider_id, d.upstream_model) not in keys]
+    if stale:
+        Deployment.objects.filter(pk__in=stale).delete()
+        changed = True
+    if changed:
         route.save()
     return route, changed
+
+
+def _route_activate(model: str, fallbacks: Sequence[str] | None) -> tuple[Route, bool]:
+    """The route, active, with these fallbacks (None: unchanged); not saved yet."""
+    if fallbacks is not None:
+        fallbacks_check(model, fallbacks)
+    route = Route.objects.select_for_update().filter(model=model).first() or Route(model=model)
+    changed = route.pk is None or not route.is_active
+    if fallbacks is not None and list(fallbacks) != route.fallbacks:
+        route.fallbacks, changed = list(fallbacks), True
+    route.is_active = True
+    if route.pk is None:
+        route.save()
+    return route, changed
+
+
+def fallbacks_check(model: str, fallbacks: Sequence[str]) -> None:
+    """What can be checked before loading: names, not oneself, no repeats.
+    Cycles through other routes are dropped when the catalog loads."""
+    for name in fallbacks:
+        if not isinstance(name, str) or not name or name.endswith("*"):
+            raise ValueError(f"route {model}: fallback {name!r} is not a model name")
+        if name == model:
+            raise ValueError(f"route {model}: cannot fall back to itself")
+    if len(set(fallbacks)) != len(fallbacks):
+        raise ValueError(f"route {model}: a fallback is listed twice")
+
+
+def _deployment_put(route: Route, spec: DeploymentSpec) -> bool:
+    if spec.weight < 1:
+        raise ValueError(f"route {route.model}: weight must be at least 1")
+    deployment = route.deployments.filter(provider=spec.provider, upstream_model=spec.upstream_model).first()
+    if deployment is None:
+        Deployment.objects.create(route=route, provider=spec.provider, upstream_model=spec.upstream_model,
+                                  weight=spec.weight, priority=spec.priority)  # fmt: skip
+        return True
+    if (deployment.weight, deployment.priority, deployment.is_active) == (spec.weight, spec.priority, True):
+        return False
+    deployment.weight, deployment.priority, deployment.is_active = spec.weight, spec.priority, True
+    deployment.save()
+    return True
+
+
+_NAME_MAX = ModelAlias._meta.get_field("pattern").max_length or 200
+
+
+def alias_check(pattern: str, target: str, *, alias_id: int | None = None) -> None:
+    """Refuse what would never resolve as written: a target that is not a
+    concrete route name, an alias of itself, a name an existing route already
+    answers (the route would always win) and chains (aliases never lead to
+    other aliases). A target route that does not exist yet is allowed: the
+    catalog ignores the alias, with a log line, until it does. `alias_id`:
+    the alias being edited (its row is not one of the others)."""
+    for name in (pattern, target):
+        if not isinstance(name, str) or not name.strip() or name != name.strip() or len(name) > _NAME_MAX:
+            raise ValueError(f"alias {pattern!r}: {name!r} is not a model name (1 to {_NAME_MAX} characters)")
+    if is_alias_pattern(target):
+        raise ValueError(f"alias {pattern}: the target {target!r} must be a concrete route name, not a pattern")
+    if pattern == target:
+        raise ValueError(f"alias {pattern}: cannot point at itself")
+    if Route.objects.filter(model=pattern).exists():
+        raise ValueError(f"alias {pattern}: a route of that name exists and would always win")
+    others = ModelAlias.objects.exclude(pattern=pattern).exclude(pk=alias_id)
+    if others.filter(pattern=target).exists():
+        raise ValueError(f"alias {pattern}: {target!r} is itself an alias; aliases do not chain")
+    pointing = others.filter(target_model=pattern).values_list("pattern", flat=True).first()
+    if pointing is not None:
+        raise ValueError(f"alias {pattern}: the alias {pointing!r} points at {pattern!r}; aliases do not chain")
+
+
+@transaction.atomic
+def alias_upsert(*, pattern: str, target: str, priority: int = 0, note: str | None = None) -> tuple[ModelAlias, bool]:
+    """Create or update (and activate) the alias `pattern` -> route `target`;
+    returns (alias, changed). `note` None keeps the alias's note."""
+    alias_check(pattern, target)
+    if isinstance(priority, bool) or not isinstance(priority, int) or not -32768 <= priority <= 32767:
+        raise ValueError(f"alias {pattern}: priority must be a whole number from -32768 to 32767")
+    alias = ModelAlias.objects.select_for_update().filter(pattern=pattern).first() or ModelAlias(pattern=pattern)
+    before = (alias.target_model, alias.priority, alias.note, alias.is_active)
+    alias.target_model, alias.priority, alias.is_active = target, priority, True
+    if note is not None:
+        alias.note = note
+    changed = alias.pk is None or before != (alias.target_model, alias.priority, alias.note, alias.is_active)
+    if changed:
+        alias.save()  # also tells every process to reload its catalog
+    return alias, changed
+
+
+def alias_delete(*, pattern: str) -> bool:
+    """Remove the alias; False when there was none."""
+    deleted, _ = ModelAlias.objects.filter(pattern=pattern).delete()
+    return deleted > 0
+
+
+def aliases_prune(*, keep: Sequence[str]) -> int:
+    """Remove every alias not named in `keep` (the declarative file); returns how many."""
+    deleted, _ = ModelAlias.objects.exclude(pattern__in=list(keep)).delete()
+    return deleted
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionCheck:
+    reachable: bool
+    status: int | None  # None: no HTTP answer
+    latency_ms: int
+    detail: str  # what went wrong, never the credential
+
+
+def provider_connection_test(provider: Provider, *, timeout: float = 10.0) -> ConnectionCheck:
+    """GET {base_url}/models with the provider's credential. Any answer other
+    than 401/403 or a 5xx means the gateway can reach it and is let in (a 404
+    from a provider without /models still proves the route works)."""
+    request = urllib.request.Request(provider.base_url.rstrip("/") + "/models", method="GET")
+    api_key = provider.resolve_api_key()
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=provider.connect_timeout or timeout) as response:  # noqa: S310
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return ConnectionCheck(False, None, _ms_since(started), type(reason).__name__)
+    latency = _ms_since(started)
+    if status in (401, 403):
+        return ConnectionCheck(False, status, latency, "the credential was refused")
+    if status >= 500:
+        return ConnectionCheck(False, status, latency, "the provider answered with a server error")
+    return ConnectionCheck(True, status, latency, "")
+
+
+def _ms_since(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)

@@ -7,9 +7,12 @@ partial event.
 """
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import orjson
 from django.http import StreamingHttpResponse
 
 from proxy.errors import ApiFormat, GatewayError
@@ -17,7 +20,13 @@ from proxy.providers.base import StreamObserver
 from proxy.upstream import upstream_failure
 from proxy.usage import UsageRecorder
 
+if TYPE_CHECKING:
+    from proxy.exchange import Exchange
+
+log = logging.getLogger(__name__)
 _SEPARATOR = b"\n\n"
+INCOMPLETE = "upstream_stream_incomplete"
+INTERRUPTED = "upstream_stream_interrupted"
 MAX_EVENT_BYTES = 8 * 1024 * 1024  # no event of any provider comes near this
 
 
@@ -79,26 +88,132 @@ async def relay_stream(
                     recorder.fill.add(event)
             kept = [e for e in events if _keep(e, observer)]
             if kept:
+                if recorder.trace is not None:  # tracing: the events as the client gets them
+                    recorder.trace.add_events(kept)
                 yield b"".join(kept)
         tail = splitter.rest()
-        if tail.strip():
-            yield tail
+        if not observer.finished:  # closed cleanly, but before its end marker ([DONE], message_stop...)
+            error_code = INCOMPLETE
+            provider = recorder.target.provider.name
+            error = GatewayError(502, error_code, f"The stream from '{provider}' ended before its end marker.")
+            yield _traced(recorder, (tail + b"\n\n" if tail.strip() else b"") + stream_error_event(fmt, error))
+        elif tail.strip():
+            yield _traced(recorder, tail)
         completed = True
-    except (aiohttp.ClientError, TimeoutError, SSEOverflowError) as exc:
-        provider = recorder.target.provider.name
-        reason = str(exc) if isinstance(exc, SSEOverflowError) else upstream_failure(exc, provider).message
-        error_code = "upstream_stream_interrupted"
-        yield stream_error_event(fmt, GatewayError(502, error_code, f"The stream from '{provider}' broke off: {reason}"))
+    except _BROKEN_OFF as exc:
+        error_code = INTERRUPTED
+        yield _traced(recorder, stream_error_event(fmt, broken_off(exc, recorder)))
     finally:
-        if completed:
-            response.release()
-        else:
-            response.close()  # aborts the upstream request: generation stops
-        recorder.finish(
-            status=200,
-            error_code=error_code or ("" if completed else "client_disconnected"),
-            client_disconnected=not completed and not error_code,
-        )
+        stream_ended(response, recorder, completed, error_code)
+
+
+async def translate_stream(
+    response: aiohttp.ClientResponse, exchange: "Exchange", recorder: UsageRecorder, fmt: ApiFormat
+) -> AsyncIterator[bytes]:
+    """Like relay_stream, for an upstream of another dialect: each upstream
+    event is observed for usage in its own form, then translated, and the
+    client's events are written as they come (never held for the end)."""
+    assert exchange.observer is not None and exchange.translators is not None
+    observer = exchange.observer
+    splitter = SSESplitter()
+    completed = False
+    error_code = ""
+    try:
+        async for chunk in response.content.iter_any():
+            recorder.first_token()
+            out: list[dict[str, Any]] = []
+            for event in splitter.feed(chunk):
+                data = event_data(event)
+                if data is None or data == b"[DONE]":
+                    continue
+                observer.observe(data)
+                try:
+                    parsed = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    continue  # nothing a translator could use
+                if isinstance(parsed, dict):
+                    out += _through(exchange.translators, parsed)
+            if out:
+                yield _encoded(out, exchange, recorder)
+        # The translators end the client's stream properly (stop events,
+        # usage) once the upstream's has ended; stored before the recorder
+        # completes the cache entry.
+        tail = _encoded(_close(exchange.translators), exchange, recorder, end=True)
+        if not observer.finished:  # the translators closed the client's stream; the books say why
+            error_code = INCOMPLETE
+        completed = True
+    except _BROKEN_OFF as exc:
+        error_code = INTERRUPTED
+        yield _traced(recorder, stream_error_event(fmt, broken_off(exc, recorder)))
+    except Exception:  # an upstream event no translator expected: end the stream in the client's terms
+        log.warning("a stream from %s could not be translated", recorder.target.provider.name, exc_info=True)
+        error_code = "upstream_bad_response"
+        error = GatewayError(502, error_code, f"The stream from '{recorder.target.provider.name}' could not be translated.")
+        yield _traced(recorder, stream_error_event(fmt, error))
+    finally:
+        stream_ended(response, recorder, completed, error_code)
+    if completed:
+        yield tail
+
+
+_BROKEN_OFF = (aiohttp.ClientError, TimeoutError, SSEOverflowError)
+
+
+def broken_off(exc: BaseException, recorder: UsageRecorder) -> GatewayError:
+    provider = recorder.target.provider.name
+    reason = str(exc) if isinstance(exc, SSEOverflowError) else upstream_failure(exc, provider).message
+    return GatewayError(502, INTERRUPTED, f"The stream from '{provider}' broke off: {reason}")
+
+
+def stream_ended(response: aiohttp.ClientResponse, recorder: UsageRecorder, completed: bool, error_code: str) -> None:
+    """However a stream ended: give the connection back (or abort the
+    upstream request, so generation stops) and record the request once."""
+    if completed:
+        response.release()
+    else:
+        response.close()
+    recorder.finish(
+        status=200,
+        error_code=error_code or ("" if completed else "client_disconnected"),
+        client_disconnected=not completed and not error_code,
+    )
+
+
+def _encoded(events: list[dict[str, Any]], exchange: "Exchange", recorder: UsageRecorder, *, end: bool = False) -> bytes:
+    """The client's bytes for these events; each also kept, one by one, for
+    the cache entry a successful stream becomes."""
+    encoded = [exchange.shape.encode(e) for e in events]
+    if end and exchange.shape.end:
+        encoded.append(exchange.shape.end)
+    if recorder.fill is not None:
+        for event in encoded:
+            recorder.fill.add(event)
+    if recorder.trace is not None:  # tracing: the events as the client gets them
+        recorder.trace.add_events(encoded)
+    return b"".join(encoded)
+
+
+def _traced(recorder: UsageRecorder, data: bytes) -> bytes:
+    """`data` (a stream's tail or error event), noted by a traced request's capture."""
+    if recorder.trace is not None:
+        recorder.trace.add_events((data,))
+    return data
+
+
+def _through(translators: "list[Any]", event: dict[str, Any]) -> list[dict[str, Any]]:
+    events = [event]
+    for translator in translators:
+        events = [out for e in events for out in translator.feed(e)]
+    return events
+
+
+def _close(translators: "list[Any]") -> list[dict[str, Any]]:
+    """Close each translator in turn, the later ones seeing what the earlier
+    ones flushed."""
+    pending: list[dict[str, Any]] = []
+    for translator in translators:
+        pending = [out for e in pending for out in translator.feed(e)] + translator.close()
+    return pending
 
 
 class RelayResponse(StreamingHttpResponse):
@@ -114,11 +229,16 @@ class RelayResponse(StreamingHttpResponse):
     def __init__(
         self,
         response: aiohttp.ClientResponse,
-        observer: StreamObserver,
         recorder: UsageRecorder,
         fmt: ApiFormat,
+        exchange: "Exchange",
     ) -> None:
-        super().__init__(relay_stream(response, observer, recorder, fmt), content_type="text/event-stream")
+        if exchange.translators is not None:
+            stream = translate_stream(response, exchange, recorder, fmt)
+        else:
+            assert exchange.observer is not None
+            stream = relay_stream(response, exchange.observer, recorder, fmt)
+        super().__init__(stream, content_type=exchange.shape.content_type)
         self["Cache-Control"] = "no-cache"
         self["X-Accel-Buffering"] = "no"
         self._upstream = response
@@ -147,4 +267,6 @@ def stream_error_event(fmt: ApiFormat, error: GatewayError) -> bytes:
     """An error after the first byte can only travel inside the stream."""
     if fmt is ApiFormat.ANTHROPIC:
         return b"event: error\ndata: " + error.body(fmt) + b"\n\n"
+    if fmt is ApiFormat.OLLAMA:
+        return error.body(fmt) + b"\n"
     return b"data: " + error.body(fmt) + b"\n\n"

@@ -16,6 +16,7 @@ from proxy.ratelimit import rate_limit_release
 if TYPE_CHECKING:
     from proxy.caching import CacheFill
     from proxy.ratelimit import Admission
+    from proxy.tracing import TraceCapture
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text and code
 _TOKENS_PER_MESSAGE = 4  # role and framing tokens each chat message costs
@@ -26,23 +27,38 @@ def estimate_tokens(chars: int) -> int:
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    """A prompt estimate for when the upstream never reported usage."""
+    """A prompt estimate for when the upstream never reported usage: the
+    text of chat or Anthropic `messages`, Responses `input` and `instructions`,
+    `system`, and a completion's or Ollama's `prompt`."""
     chars = 0
-    messages = body.get("messages")
-    count = len(messages) if isinstance(messages, list) else 0
-    for message in messages if isinstance(messages, list) else ():
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):
-            chars += sum(len(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    count = 0
+    for name in ("messages", "input"):
+        items = body.get(name)
+        if isinstance(items, str):
+            chars += len(items)
+            count += 1
+            continue
+        for item in items if isinstance(items, list) else ():
+            count += 1
+            content = item.get("content") if isinstance(item, dict) else None
+            chars += _text_chars(content)
+    for name in ("system", "instructions", "prompt"):
+        chars += _text_chars(body.get(name))
     return estimate_tokens(chars) + _TOKENS_PER_MESSAGE * count
+
+
+def _text_chars(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        return sum(len(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return 0
 
 
 def output_limit(body: dict[str, Any], target: RouteTarget) -> int:
     """The most output tokens this request can produce (for every one of its `n` choices)."""
     choices = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 1 else 1
-    for name in ("max_completion_tokens", "max_tokens"):
+    for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         if isinstance(body.get(name), int):
             return int(body[name]) * choices
     if target.price is not None and target.price.max_output_tokens:
@@ -55,14 +71,23 @@ _MEDIA_PARTS = frozenset({"image_url", "input_audio", "file", "image", "document
 
 def media_parts(body: dict[str, Any]) -> int:
     """Content parts whose tokens their bytes do not bound (an image URL is
-    a few bytes and hundreds of tokens)."""
-    messages = body.get("messages")
+    a few bytes and hundreds of tokens): in chat and Anthropic `messages`,
+    Responses `input` items, and Ollama's `images`."""
     count = 0
-    for message in messages if isinstance(messages, list) else ():
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):
-            count += sum(1 for part in content if isinstance(part, dict) and part.get("type") in _MEDIA_PARTS)
-    return count
+    for name in ("messages", "input"):
+        items = body.get(name)
+        for item in items if isinstance(items, list) else ():
+            if not isinstance(item, dict):
+                continue
+            content = item.get("content")
+            if isinstance(content, list):
+                count += sum(1 for part in content if isinstance(part, dict) and part.get("type") in _MEDIA_PARTS)
+            elif item.get("type") in _MEDIA_PARTS:
+                count += 1
+            images = item.get("images")
+            count += len(images) if isinstance(images, list) else 0
+    images = body.get("images")  # Ollama's /api/generate
+    return count + (len(images) if isinstance(images, list) else 0)
 
 
 async def reserve_worst_case(
@@ -101,8 +126,10 @@ class UsageRecorder:
         reservation: Reservation | None = None,
         fill: "CacheFill | None" = None,
         admission: "Admission | None" = None,
+        trace: "TraceCapture | None" = None,
     ) -> None:
         self.ctx = ctx
+        self.trace = trace  # a sampled request's capture (proxy.tracing); None: not traced
         self.reservation = reservation
         self.fill = fill  # a cache miss to store once the answer completes
         self.admission = admission  # rate-limit counters held until the request ends
@@ -168,6 +195,8 @@ class UsageRecorder:
             cache_status="" if self.fill is None else ("miss" if self.fill.policy.lookup else "bypass"),
         )
         meter.push(event)
+        if self.trace is not None:  # tracing: the attempt's outcome (and a JSON answer's bytes)
+            self.trace.attempt_finished(event, body)
         rate_limit_release(self.admission, usage.total_tokens)
         if self.fill is not None:
             self._fill_cache(event, status == 200 and not error_code and not client_disconnected, body)

@@ -9,7 +9,6 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from typing import Any
 
 import aiohttp
 import openai

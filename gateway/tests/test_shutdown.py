@@ -29,9 +29,10 @@ def start_gateway(gateway_config: None) -> Iterator[Callable[..., LiveGateway]]:
             gateway.process.kill()
 
 
-async def streams_interrupted_by_sigterm(gateway: LiveGateway, key: IssuedKey) -> list[bytes]:
+async def streams_interrupted_by_sigterm(gateway: LiveGateway, key: IssuedKey) -> tuple[list[bytes], bool]:
     """Open STREAMS slow streams, SIGTERM the server once each has received
-    a few words, and return what each client received."""
+    a few words, and return what each client received, and whether a new
+    connection was refused while they finished."""
     started = asyncio.Event()
     under_way = 0
 
@@ -56,7 +57,14 @@ async def streams_interrupted_by_sigterm(gateway: LiveGateway, key: IssuedKey) -
         await asyncio.wait_for(started.wait(), 20)
         assert gateway.process is not None
         gateway.process.send_signal(signal.SIGTERM)
-        return await asyncio.gather(*tasks)
+        await asyncio.sleep(0.3)
+        refused = False
+        try:
+            async with aiohttp.ClientSession() as fresh, fresh.get(gateway.url + "/healthz") as response:
+                await response.read()
+        except aiohttp.ClientConnectorError:
+            refused = True
+        return await asyncio.gather(*tasks), refused
 
 
 def test_sigterm_lets_streams_in_flight_finish_and_stores_every_usage_record(
@@ -64,7 +72,8 @@ def test_sigterm_lets_streams_in_flight_finish_and_stores_every_usage_record(
 ) -> None:
     # A flush interval longer than the test: only the shutdown drain can store these.
     gateway = start_gateway(BILLING_METER_FLUSH_SECONDS="60", GATEWAY_SHUTDOWN_GRACE_SECONDS="15")
-    bodies = asyncio.run(streams_interrupted_by_sigterm(gateway, key))
+    bodies, refused = asyncio.run(streams_interrupted_by_sigterm(gateway, key))
+    assert refused, "no new connection is accepted once SIGTERM arrived"
     assert gateway.terminate() == 0
     assert all(body.endswith(b"data: [DONE]\n\n") for body in bodies), "every stream completes within the grace"
     records = ledger.wait(key.key_id, STREAMS, timeout=2)
@@ -77,7 +86,7 @@ def test_sigterm_with_a_short_grace_records_unfinished_streams_as_estimated(
     start_gateway: Callable[..., LiveGateway], key: IssuedKey, ledger: Ledger
 ) -> None:
     gateway = start_gateway(BILLING_METER_FLUSH_SECONDS="60", GATEWAY_SHUTDOWN_GRACE_SECONDS="0")
-    bodies: list[Any] = asyncio.run(streams_interrupted_by_sigterm(gateway, key))
+    bodies: list[Any] = asyncio.run(streams_interrupted_by_sigterm(gateway, key))[0]
     gateway.terminate()
     unfinished = sum(not body.endswith(b"data: [DONE]\n\n") for body in bodies)
     assert unfinished > 0, "the streams are slow enough to be cut"

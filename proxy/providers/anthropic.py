@@ -1,4 +1,4 @@
-"""Anthropic's usage convention (the Messages API adapter builds on this).
+"""Anthropic's Messages API as an upstream.
 
 Anthropic reports `input_tokens` *excluding* cache reads and cache writes,
 which come separately as `cache_read_input_tokens` and
@@ -7,13 +7,19 @@ which come separately as `cache_read_input_tokens` and
 reported apart, so they are billed as output.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
-from proxy.context import Usage
+import orjson
 
+from proxy.context import ProviderConfig, Usage
+from proxy.providers.base import UpstreamRequest, token_count
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and value > 0 else 0
+ANTHROPIC_VERSION = "2023-06-01"
+# The same rule of thumb as proxy.usage.CHARS_PER_TOKEN (not imported: the
+# providers stay free of Django and billing imports).
+_CHARS_PER_TOKEN = 4
+_STREAMED_CHARS = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
 
 
 def usage_from_anthropic(usage: Any) -> Usage | None:
@@ -21,14 +27,139 @@ def usage_from_anthropic(usage: Any) -> Usage | None:
         return None
     creation = usage.get("cache_creation")
     if isinstance(creation, dict):
-        write_5m = _count(creation.get("ephemeral_5m_input_tokens"))
-        write_1h = _count(creation.get("ephemeral_1h_input_tokens"))
+        write_5m = token_count(creation.get("ephemeral_5m_input_tokens"))
+        write_1h = token_count(creation.get("ephemeral_1h_input_tokens"))
     else:  # older responses: one total, written with the default 5-minute lifetime
-        write_5m, write_1h = _count(usage.get("cache_creation_input_tokens")), 0
+        write_5m, write_1h = token_count(usage.get("cache_creation_input_tokens")), 0
     return Usage(
-        input_tokens=_count(usage.get("input_tokens")),
-        cached_input_tokens=_count(usage.get("cache_read_input_tokens")),
+        input_tokens=token_count(usage.get("input_tokens")),
+        cached_input_tokens=token_count(usage.get("cache_read_input_tokens")),
         cache_write_5m_tokens=write_5m,
         cache_write_1h_tokens=write_1h,
-        output_tokens=_count(usage.get("output_tokens")),
+        output_tokens=token_count(usage.get("output_tokens")),
     )
+
+
+class AnthropicStreamObserver:
+    """Reads usage from `message_start` and `message_delta` and counts output.
+
+    `message_start` carries the input and cache counts (and a placeholder
+    output count); `message_delta` carries the cumulative `output_tokens`
+    and, in newer API versions, repeats the input counts. Until a
+    `message_delta` arrives the output is taken as at least what the
+    streamed characters suggest, so a stream that breaks off mid-answer
+    keeps its exact input counts without billing its output as ~1 token.
+    """
+
+    __slots__ = ("_raw_usage", "_final_output", "output_chars", "finished")
+
+    def __init__(self) -> None:
+        self._raw_usage: dict[str, Any] | None = None
+        self._final_output = False  # a message_delta reported output_tokens
+        self.output_chars = 0
+        self.finished = False
+
+    @property
+    def usage(self) -> Usage | None:
+        usage = usage_from_anthropic(self._raw_usage)
+        if usage is None or self._final_output:
+            return usage
+        estimated = -(-self.output_chars // _CHARS_PER_TOKEN)
+        if estimated <= usage.output_tokens:
+            return usage
+        return Usage(
+            input_tokens=usage.input_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            cache_write_5m_tokens=usage.cache_write_5m_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
+            output_tokens=estimated,
+        )
+
+    def observe(self, data: bytes) -> bool:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return True  # not ours to judge: pass it on untouched
+        if isinstance(event, dict):
+            self.observe_event(event)
+        return True  # the gateway adds nothing to Anthropic streams, so drops nothing
+
+    def observe_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            delta = event.get("delta")
+            if isinstance(delta, dict) and isinstance(delta_type := delta.get("type"), str):
+                text = delta.get(_STREAMED_CHARS.get(delta_type, ""))
+                self.output_chars += len(text) if isinstance(text, str) else 0
+        elif kind == "message_start":
+            message = event.get("message")
+            usage = message.get("usage") if isinstance(message, dict) else None
+            if isinstance(usage, dict):
+                self._raw_usage = dict(usage)
+        elif kind == "message_delta":
+            self._merge_delta_usage(event.get("usage"))
+        elif kind == "message_stop":
+            self.finished = True
+
+    def _merge_delta_usage(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        present = {k: v for k, v in usage.items() if v is not None}
+        self._raw_usage = {**(self._raw_usage or {}), **present}
+        if "output_tokens" in present:
+            self._final_output = True
+
+
+class AnthropicAdapter:
+    """Requests to Anthropic's own API; the client's body passes through with
+    only the model replaced (translation from other dialects happens before)."""
+
+    def messages_request(
+        self,
+        provider: ProviderConfig,
+        upstream_model: str,
+        body: dict[str, Any],
+        stream: bool,
+        client_headers: Mapping[str, str] | None = None,
+    ) -> tuple[UpstreamRequest, AnthropicStreamObserver | None]:
+        request = UpstreamRequest(
+            url=provider.base_url.rstrip("/") + "/messages",
+            headers=self._headers(provider, client_headers, stream=stream),
+            body=orjson.dumps({**body, "model": upstream_model}),
+        )
+        return request, AnthropicStreamObserver() if stream else None
+
+    def count_tokens_request(
+        self,
+        provider: ProviderConfig,
+        upstream_model: str,
+        body: dict[str, Any],
+        client_headers: Mapping[str, str] | None = None,
+    ) -> UpstreamRequest:
+        return UpstreamRequest(
+            url=provider.base_url.rstrip("/") + "/messages/count_tokens",
+            headers=self._headers(provider, client_headers, stream=False),
+            body=orjson.dumps({**body, "model": upstream_model}),
+        )
+
+    def usage_from_response(self, data: Any) -> Usage | None:
+        """A non-streamed message's usage (a count_tokens answer has none: it is free)."""
+        return usage_from_anthropic(data.get("usage")) if isinstance(data, dict) else None
+
+    @staticmethod
+    def _headers(
+        provider: ProviderConfig, client_headers: Mapping[str, str] | None, *, stream: bool
+    ) -> dict[str, str]:
+        # The client's version and beta flags decide the shape of the answer it
+        # gets back, so they travel on; everything else of the client's stays.
+        sent = {k.lower(): v for k, v in (client_headers or {}).items()}
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+            "anthropic-version": sent.get("anthropic-version") or ANTHROPIC_VERSION,
+        }
+        if sent.get("anthropic-beta"):
+            headers["anthropic-beta"] = sent["anthropic-beta"]
+        if provider.api_key:
+            headers["x-api-key"] = provider.api_key
+        return headers

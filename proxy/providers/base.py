@@ -3,7 +3,13 @@
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from proxy.context import ProviderConfig, Usage
+from proxy.context import Usage
+
+
+def token_count(value: Any) -> int:
+    """A token count a provider reported: anything but a positive integer
+    (null, absent, negative, a string) counts as none."""
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,16 +29,3 @@ class StreamObserver(Protocol):
 
     def observe(self, data: bytes) -> bool:
         """Look at one event's `data:` payload; return False to drop the event."""
-
-
-class ProviderAdapter(Protocol):
-    def chat_request(
-        self, provider: ProviderConfig, upstream_model: str, body: dict[str, Any], stream: bool
-    ) -> tuple[UpstreamRequest, StreamObserver | None]:
-        """The upstream call for a chat request, and an observer for its stream."""
-
-    def embeddings_request(self, provider: ProviderConfig, upstream_model: str, body: dict[str, Any]) -> UpstreamRequest:
-        """The upstream call for an embeddings request."""
-
-    def usage_from_response(self, data: Any) -> Usage | None:
-        """Token usage from a non-streamed JSON answer."""

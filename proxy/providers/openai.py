@@ -1,15 +1,14 @@
-"""OpenAI and every OpenAI-compatible API (vLLM, llama.cpp, OpenRouter, ...)."""
+"""OpenAI, Azure OpenAI and every OpenAI-compatible API (vLLM, llama.cpp,
+OpenRouter, DeepSeek, ...)."""
 
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
+from django.conf import settings
 
 from proxy.context import ProviderConfig, Usage
-from proxy.providers.base import UpstreamRequest
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and value > 0 else 0
+from proxy.providers.base import UpstreamRequest, token_count
 
 
 def usage_from_openai(usage: Any) -> Usage | None:
@@ -17,10 +16,10 @@ def usage_from_openai(usage: Any) -> Usage | None:
     inside completion_tokens; the ledger's buckets are disjoint."""
     if not isinstance(usage, dict):
         return None
-    prompt = _count(usage.get("prompt_tokens"))
-    completion = _count(usage.get("completion_tokens"))
-    cached = min(prompt, _count(_details(usage, "prompt_tokens_details").get("cached_tokens")))
-    reasoning = _count(_details(usage, "completion_tokens_details").get("reasoning_tokens"))
+    prompt = token_count(usage.get("prompt_tokens"))
+    completion = token_count(usage.get("completion_tokens"))
+    cached = min(prompt, token_count(_details(usage, "prompt_tokens_details").get("cached_tokens")))
+    reasoning = token_count(_details(usage, "completion_tokens_details").get("reasoning_tokens"))
     # Reasoning is normally part of completion_tokens; some compatible APIs
     # report it on top (reasoning > completion), and then it is billed whole.
     output = completion - reasoning if reasoning <= completion else completion
@@ -75,11 +74,15 @@ class OpenAIStreamObserver:
 
 
 def _delta_chars(choice: Any) -> int:
-    delta = choice.get("delta") if isinstance(choice, dict) else None
+    if not isinstance(choice, dict):
+        return 0
+    if isinstance(choice.get("text"), str):  # legacy completions
+        return len(choice["text"])
+    delta = choice.get("delta")
     if not isinstance(delta, dict):
         return 0
     chars = 0
-    for key in ("content", "reasoning_content", "refusal"):
+    for key in ("content", "reasoning_content", "reasoning", "refusal"):
         if isinstance(delta.get(key), str):
             chars += len(delta[key])
     calls = delta.get("tool_calls")
@@ -90,35 +93,138 @@ def _delta_chars(choice: Any) -> int:
     return chars
 
 
+def usage_from_responses(usage: Any) -> Usage | None:
+    """The Responses API's names for the same convention as chat."""
+    if not isinstance(usage, dict):
+        return None
+    return usage_from_openai(
+        {
+            "prompt_tokens": usage.get("input_tokens"),
+            "completion_tokens": usage.get("output_tokens"),
+            "prompt_tokens_details": usage.get("input_tokens_details"),
+            "completion_tokens_details": usage.get("output_tokens_details"),
+        }
+    )
+
+
+class ResponsesStreamObserver:
+    """A native Responses stream: usage arrives in its final event."""
+
+    __slots__ = ("usage", "output_chars", "finished")
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.output_chars = 0
+        self.finished = False
+
+    def observe(self, data: bytes) -> bool:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return True
+        if not isinstance(event, dict):
+            return True
+        kind = event.get("type")
+        if kind in ("response.output_text.delta", "response.function_call_arguments.delta",
+                    "response.reasoning_summary_text.delta", "response.refusal.delta"):  # fmt: skip
+            delta = event.get("delta")
+            self.output_chars += len(delta) if isinstance(delta, str) else 0
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            response = event.get("response")
+            if isinstance(response, dict):
+                self.usage = usage_from_responses(response.get("usage"))
+            self.finished = True  # each of the three ends a response
+        return True
+
+
 class OpenAIAdapter:
+    """Chat, embeddings, legacy completions and Responses, as OpenAI serves them."""
+
     def chat_request(
+        self,
+        provider: ProviderConfig,
+        upstream_model: str,
+        body: dict[str, Any],
+        stream: bool,
+        *,
+        keep_usage_chunk: bool = False,
+    ) -> tuple[UpstreamRequest, OpenAIStreamObserver | None]:
+        """`keep_usage_chunk`: pass the usage chunk on even when the client did
+        not ask for it (a translator downstream needs it)."""
+        return self._with_usage_chunk(provider, upstream_model, body, stream, "chat/completions", keep_usage_chunk)
+
+    def completions_request(
         self, provider: ProviderConfig, upstream_model: str, body: dict[str, Any], stream: bool
+    ) -> tuple[UpstreamRequest, OpenAIStreamObserver | None]:
+        return self._with_usage_chunk(provider, upstream_model, body, stream, "completions", False)
+
+    def responses_request(
+        self, provider: ProviderConfig, upstream_model: str, body: dict[str, Any], stream: bool
+    ) -> tuple[UpstreamRequest, ResponsesStreamObserver | None]:
+        request = self._request(provider, upstream_model, "responses", {**body, "model": upstream_model}, stream)
+        return request, ResponsesStreamObserver() if stream else None
+
+    def embeddings_request(self, provider: ProviderConfig, upstream_model: str, body: dict[str, Any]) -> UpstreamRequest:
+        return self._request(provider, upstream_model, "embeddings", {**body, "model": upstream_model}, False)
+
+    def usage_from_response(self, data: Any) -> Usage | None:
+        """Chat, completions and embeddings answers alike (embeddings report
+        prompt tokens only), and Responses answers."""
+        if not isinstance(data, dict):
+            return None
+        if data.get("object") == "response":
+            return usage_from_responses(data.get("usage"))
+        return usage_from_openai(data.get("usage"))
+
+    def _with_usage_chunk(
+        self, provider: ProviderConfig, upstream_model: str, body: dict[str, Any], stream: bool, path: str, keep: bool
     ) -> tuple[UpstreamRequest, OpenAIStreamObserver | None]:
         outgoing = dict(body)
         outgoing["model"] = upstream_model
         observer = None
         if stream:
             options = body.get("stream_options")
-            wants = isinstance(options, dict) and options.get("include_usage") is True
+            wants = keep or (isinstance(options, dict) and options.get("include_usage") is True)
             outgoing["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
             observer = OpenAIStreamObserver(client_wants_usage=wants)
-        url = provider.base_url.rstrip("/") + "/chat/completions"
-        return UpstreamRequest(url=url, headers=self._headers(provider, stream=stream), body=orjson.dumps(outgoing)), observer
+        return self._request(provider, upstream_model, path, outgoing, stream), observer
 
-    def embeddings_request(self, provider: ProviderConfig, upstream_model: str, body: dict[str, Any]) -> UpstreamRequest:
+    def _request(
+        self, provider: ProviderConfig, upstream_model: str, path: str, body: dict[str, Any], stream: bool
+    ) -> UpstreamRequest:
         return UpstreamRequest(
-            url=provider.base_url.rstrip("/") + "/embeddings",
-            headers=self._headers(provider, stream=False),
-            body=orjson.dumps({**body, "model": upstream_model}),
+            url=self._url(provider, upstream_model, path),
+            headers=self._headers(provider, stream=stream),
+            body=orjson.dumps(body),
         )
 
-    def usage_from_response(self, data: Any) -> Usage | None:
-        """Chat and embeddings answers alike (embeddings report prompt tokens only)."""
-        return usage_from_openai(data.get("usage")) if isinstance(data, dict) else None
+    def _url(self, provider: ProviderConfig, upstream_model: str, path: str) -> str:
+        return provider.base_url.rstrip("/") + "/" + path
 
-    @staticmethod
-    def _headers(provider: ProviderConfig, *, stream: bool) -> dict[str, str]:
+    def _headers(self, provider: ProviderConfig, *, stream: bool) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"}
         if provider.api_key:
             headers["Authorization"] = f"Bearer {provider.api_key}"
+        return headers
+
+
+class AzureOpenAIAdapter(OpenAIAdapter):
+    """Azure OpenAI: the upstream model is the deployment's name, in the path;
+    an `api-version` query parameter; the credential in `api-key`.
+
+    The provider's base URL is `https://<resource>.openai.azure.com/openai`,
+    optionally with `?api-version=...` (else AZURE_OPENAI_API_VERSION).
+    """
+
+    def _url(self, provider: ProviderConfig, upstream_model: str, path: str) -> str:
+        parts = urlsplit(provider.base_url)
+        query = dict(parse_qsl(parts.query))
+        query.setdefault("api-version", settings.AZURE_OPENAI_API_VERSION)
+        base = parts._replace(query="", fragment="").geturl().rstrip("/")
+        return f"{base}/deployments/{upstream_model}/{path}?{urlencode(query)}"
+
+    def _headers(self, provider: ProviderConfig, *, stream: bool) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"}
+        if provider.api_key:
+            headers["api-key"] = provider.api_key
         return headers

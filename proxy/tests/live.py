@@ -56,6 +56,9 @@ class LiveGateway:
             "PROXY_READ_TIMEOUT": "2",
             "PROXY_MAX_BODY_BYTES": str(1024 * 1024),
             "GATEWAY_SHUTDOWN_GRACE_SECONDS": "10",
+            # Many tests call the error models on purpose; the breaker's own
+            # tests start a gateway with a low threshold.
+            "PROXY_BREAKER_FAILURES": "1000000",
             **self.env,
         }
         with self.log_path.open("wb") as log:

@@ -12,7 +12,7 @@ from django.utils import timezone
 from billing.models import Price
 from billing.services import price_set
 from proxy.catalog import catalog_load
-from proxy.models import Provider, Route
+from proxy.models import Deployment, Provider, Route
 from proxy.secrets import secret_decrypt
 
 pytestmark = pytest.mark.django_db
@@ -37,6 +37,12 @@ prices:
     cached_input: "0.25"
     output: 1.5
 """
+
+
+def route(model: str, provider: Provider, upstream_model: str = "", **options: object) -> Route:
+    created = Route.objects.create(model=model, **options)
+    Deployment.objects.create(route=created, provider=provider, upstream_model=upstream_model)
+    return created
 
 
 def run(*args: str) -> str:
@@ -70,7 +76,7 @@ def test_route_create_needs_an_existing_provider() -> None:
 def test_gateway_apply_creates_everything_and_a_second_run_changes_nothing(tmp_path: Path) -> None:
     path = write(tmp_path, CONFIG)
     assert "2 provider saved, 2 route saved, 1 price set" in run("gateway_apply", str(path))
-    assert Route.objects.get(model="acme-large").upstream_model == "large-2"
+    assert Route.objects.get(model="acme-large").deployments.get().upstream_model == "large-2"
     assert Provider.objects.get(name="acme").base_url == "https://llm.acme.test/v1"
     price = Price.objects.get(model="large-2")
     assert (price.input_usd_per_mtok, price.cached_input_usd_per_mtok, price.output_usd_per_mtok) == (
@@ -102,12 +108,12 @@ def test_gateway_apply_refuses_an_invalid_file_and_applies_none_of_it(tmp_path: 
 
 def test_the_catalog_uses_the_price_in_force_and_expires_when_the_next_one_starts() -> None:
     provider = Provider.objects.create(name="cat", base_url="https://cat.test/v1")
-    Route.objects.create(model="cat-model", provider=provider, upstream_model="up")
+    route("cat-model", provider, "up")
     now = timezone.now()
     price_set(model="up", input_usd=Decimal(1), output_usd=Decimal(2), effective_from=now - dt.timedelta(days=1))
     price_set(model="up", input_usd=Decimal(3), output_usd=Decimal(4), effective_from=now + dt.timedelta(hours=1))
     catalog = catalog_load()
-    price = catalog.resolve("cat-model").price
+    price = catalog.resolve("cat-model").deployments[0].price
     assert price is not None and price.base.input == 1_000_000_000
     assert catalog.valid_until == pytest.approx((now + dt.timedelta(hours=1)).timestamp())
 
@@ -115,8 +121,8 @@ def test_the_catalog_uses_the_price_in_force_and_expires_when_the_next_one_start
 def test_inactive_routes_and_providers_are_not_served() -> None:
     off = Provider.objects.create(name="off", base_url="https://off.test/v1", is_active=False)
     on = Provider.objects.create(name="on", base_url="https://on.test/v1")
-    Route.objects.create(model="via-off", provider=off)
-    Route.objects.create(model="disabled", provider=on, is_active=False)
+    route("via-off", off)
+    route("disabled", on, is_active=False)
     catalog = catalog_load()
     assert catalog.resolve("via-off") is None and catalog.resolve("disabled") is None
 
@@ -124,8 +130,8 @@ def test_inactive_routes_and_providers_are_not_served() -> None:
 def test_a_credential_that_cannot_be_decrypted_does_not_take_other_routes_down() -> None:
     broken = Provider.objects.create(name="broken", base_url="https://b.test/v1", api_key_encrypted="garbage")
     fine = Provider.objects.create(name="fine", base_url="https://f.test/v1")
-    Route.objects.create(model="b", provider=broken)
-    Route.objects.create(model="f", provider=fine)
+    route("b", broken)
+    route("f", fine)
     catalog = catalog_load()
     assert catalog.resolve("f") is not None
-    assert catalog.resolve("b").provider.api_key == ""
+    assert catalog.resolve("b").deployments[0].provider.api_key == ""

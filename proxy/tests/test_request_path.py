@@ -101,3 +101,22 @@ async def test_a_cache_hit_makes_no_database_query_and_is_recorded_as_saved(
     [event] = meter.take(meter.pending)
     assert (event.cache_hit, event.cost_nanos, event.saved_nanos) == (True, 0, 13_800)
     await upstream_sessions_close()
+
+
+def test_every_answer_says_how_long_the_gateway_itself_took(live_gateway: Any, key: Any) -> None:
+    import time
+
+    import httpx2
+
+    # The fake waits a second before its headers: time the gateway did not spend.
+    body = {"model": "fake/fake-slowheaders-1", "messages": [{"role": "user", "content": "hi"}]}
+    for stream in (False, True):
+        started = time.perf_counter()
+        response = httpx2.post(live_gateway.url + "/v1/chat/completions", json={**body, "stream": stream},
+                               headers=key.headers, timeout=20)  # fmt: skip
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        overhead_ms = float(response.headers["x-gateway-overhead-ms"])
+        assert response.status_code == 200 and elapsed_ms >= 1000
+        assert 0 < overhead_ms < 300, f"{overhead_ms} ms of {elapsed_ms:.0f} ms counted as the gateway's"
+    metrics = httpx2.get(live_gateway.url + "/metrics", timeout=20).text
+    assert "gateway_overhead_seconds_count" in metrics and "gateway_upstream_seconds_count" in metrics

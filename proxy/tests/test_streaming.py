@@ -86,6 +86,8 @@ async def test_a_relayed_stream_that_never_started_is_still_recorded_and_its_ups
     from billing.meter import meter
     from proxy.context import PriceSnapshot, ProviderConfig, Rates, RouteTarget, TenantContext
     from proxy.errors import ApiFormat
+    from proxy.exchange import Exchange
+    from proxy.providers.base import UpstreamRequest
     from proxy.streaming import RelayResponse
     from proxy.usage import UsageRecorder
 
@@ -103,7 +105,8 @@ async def test_a_relayed_stream_that_never_started_is_still_recorded_and_its_ups
     upstream = UpstreamResponse()
     meter.take(meter.pending)
 
-    RelayResponse(upstream, observer, recorder, ApiFormat.OPENAI).close()  # type: ignore[arg-type]
+    exchange = Exchange(UpstreamRequest("http://x", {}, b""), observer, lambda data: None)
+    RelayResponse(upstream, recorder, ApiFormat.OPENAI, exchange).close()  # type: ignore[arg-type]
     await asyncio.sleep(0)  # the upstream is closed on the loop
 
     [event] = meter.take(meter.pending)

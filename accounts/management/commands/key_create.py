@@ -1,3 +1,5 @@
+import argparse
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -8,6 +10,16 @@ from accounts.models import Tenant
 from accounts.services import api_key_issue
 from billing.services import budget_set
 from gateway import cli
+
+
+def _rate(text: str) -> Decimal:
+    try:
+        rate = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= rate <= 1:
+        raise argparse.ArgumentTypeError("a rate is between 0 and 1")
+    return rate
 
 
 class Command(BaseCommand):
@@ -23,6 +35,8 @@ class Command(BaseCommand):
         parser.add_argument("--cache-ttl", type=cli.seconds, default=None, metavar="SECONDS",
                             help="Serve repeated requests from the response cache for this long (0: off).")  # fmt: skip
         cli.add_rate_limit_arguments(parser)
+        parser.add_argument("--trace-rate", type=_rate, default=None, metavar="R",
+                            help="Share of requests (0 to 1) whose bodies are traced for debugging (0: off).")  # fmt: skip
 
     def handle(self, *args: Any, slug: str, **options: Any) -> None:
         tenant = Tenant.objects.filter(slug=slug).first()
@@ -38,6 +52,7 @@ class Command(BaseCommand):
                 tags=cli.names(options["tags"]),
                 expires_at=timezone.now() + expires_in if expires_in else None,
                 cache_ttl_seconds=options["cache_ttl"],
+                trace_sample_rate=options["trace_rate"],
                 **cli.rate_limits(options),
             )
             for limit, period in limits:

@@ -18,17 +18,18 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        found = [p for p in PRESETS if os.environ.get(p.api_key_env)]
+        # Presets without a fixed base URL (Azure, self-hosted) need provider_create.
+        found = [p for p in PRESETS if p.base_url and p.api_key_env and os.environ.get(p.api_key_env)]
         for preset in found:
             provider, _ = provider_upsert(
-                name=preset.name, kind="openai", base_url=preset.base_url, api_key_env=preset.api_key_env
+                name=preset.name, kind=preset.name, base_url=preset.base_url, api_key_env=preset.api_key_env
             )
             route_upsert(model=f"{preset.name}/*", provider=provider)
             for prefix in preset.model_prefixes:
                 route_upsert(model=f"{prefix}*", provider=provider, upstream_model=prefix)
             self.stdout.write(f"provider {preset.name} from ${preset.api_key_env}: models {preset.name}/<model>")
         if not found:
-            names = ", ".join(p.api_key_env for p in PRESETS)
+            names = ", ".join(p.api_key_env for p in PRESETS if p.base_url and p.api_key_env)
             self.stdout.write(f"no provider credentials in the environment (looked for {names});")
             self.stdout.write("add one with: .venv/bin/python manage.py provider_create NAME --base-url URL --api-key-env VAR")
 

@@ -1,0 +1,282 @@
+"""How one client call is spoken to one upstream, and its answer brought back.
+
+When the provider serves the client's dialect natively the body passes
+through with only `model` replaced, and the answer's bytes come back
+untouched. Otherwise the request goes through the hub dialect (chat
+completions): client dialect -> chat -> the provider's protocol, and the
+answer the same way back. An `Exchange` holds everything the forwarding
+code needs for either case; it is built per attempt, because a fallback may
+land on a provider of another protocol.
+"""
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.utils import timezone
+
+from proxy.context import RouteTarget, Usage
+from proxy.dialects import ClientCall, Dialect
+from proxy.errors import GatewayError, invalid_request
+from proxy.presets import ANTHROPIC, AZURE, preset_for
+from proxy.providers.anthropic import AnthropicAdapter
+from proxy.providers.base import StreamObserver, UpstreamRequest
+from proxy.providers.openai import AzureOpenAIAdapter, OpenAIAdapter
+from proxy.translate import (
+    StreamTranslator,
+    Translated,
+    TranslationError,
+    chat_to_messages,
+    completions,
+    messages_to_chat,
+    ollama,
+    responses,
+)
+
+log = logging.getLogger(__name__)
+_OPENAI = OpenAIAdapter()
+_AZURE = AzureOpenAIAdapter()
+_ANTHROPIC = AnthropicAdapter()
+
+SSE = "text/event-stream"
+NDJSON = "application/x-ndjson"
+NOTES_HEADER = "x-gateway-translation-notes"
+_NOTES_MAX = 2000  # header bytes; proxies reject huge headers
+
+
+def _sse_data(event: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(event) + b"\n\n"
+
+
+def _sse_named(event: dict[str, Any]) -> bytes:
+    return b"event: " + str(event.get("type", "message")).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+def _ndjson(event: dict[str, Any]) -> bytes:
+    return orjson.dumps(event) + b"\n"
+
+
+@dataclass(frozen=True)
+class StreamShape:
+    """How the client's dialect writes a stream."""
+
+    encode: Callable[[dict[str, Any]], bytes]
+    end: bytes = b""
+    content_type: str = SSE
+
+
+_CHAT_STREAM = StreamShape(_sse_data, b"data: [DONE]\n\n")
+_SHAPES = {
+    Dialect.CHAT: _CHAT_STREAM,
+    Dialect.COMPLETIONS: _CHAT_STREAM,
+    Dialect.MESSAGES: StreamShape(_sse_named),
+    Dialect.RESPONSES: StreamShape(_sse_named),
+    Dialect.OLLAMA_CHAT: StreamShape(_ndjson, content_type=NDJSON),
+    Dialect.OLLAMA_GENERATE: StreamShape(_ndjson, content_type=NDJSON),
+}
+
+
+@dataclass
+class Exchange:
+    request: UpstreamRequest
+    observer: StreamObserver | None  # reads usage from the upstream's own stream
+    usage_from_json: Callable[[Any], Usage | None]
+    # None: the upstream's answer passes through as it is
+    answer_json: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    translators: list[StreamTranslator] | None = None
+    shape: StreamShape = _CHAT_STREAM
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def translated(self) -> bool:
+        return self.answer_json is not None
+
+    def notes_header(self) -> str:
+        """Once each, in order; printable ASCII only, since notes may quote
+        field names from the client's request."""
+        text = "; ".join(dict.fromkeys(self.notes))
+        return "".join(c if " " <= c <= "~" else "?" for c in text)[:_NOTES_MAX]
+
+
+def native_dialects(kind: str) -> frozenset[Dialect]:
+    preset = preset_for(kind)
+    if preset.protocol == ANTHROPIC:
+        return frozenset({Dialect.MESSAGES, Dialect.COUNT_TOKENS})
+    native = {Dialect.CHAT, Dialect.EMBEDDINGS}
+    if preset.completions:
+        native.add(Dialect.COMPLETIONS)
+    if preset.responses:
+        native.add(Dialect.RESPONSES)
+    return frozenset(native)
+
+
+def exchange_for(call: ClientCall, target: RouteTarget) -> Exchange:
+    """The upstream request for `call` at `target`, and how to answer back.
+    Raises GatewayError (400) when the call cannot be expressed there."""
+    try:
+        if call.dialect in native_dialects(target.provider.kind):
+            return _native(call, target)
+        return _translated(call, target)
+    except TranslationError as exc:
+        raise invalid_request(str(exc), param=exc.param) from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # A shape no translator expected: the client's request, not a 500
+        # (logged, since it may also be a gap in a translator).
+        log.warning("a %s request could not be translated for %s", call.dialect.value, target.provider.kind,
+                    exc_info=True)  # fmt: skip
+        raise invalid_request(f"The request cannot be translated for this model's provider: {exc!r}"[:300]) from None
+
+
+def _openai_adapter(kind: str) -> OpenAIAdapter:
+    return _AZURE if preset_for(kind).protocol == AZURE else _OPENAI
+
+
+def _native(call: ClientCall, target: RouteTarget) -> Exchange:
+    provider, model, body, stream = target.provider, target.upstream_model, call.body, call.stream
+    if preset_for(provider.kind).protocol == ANTHROPIC:
+        if call.dialect is Dialect.COUNT_TOKENS:
+            request = _ANTHROPIC.count_tokens_request(provider, model, body, call.headers)
+            return Exchange(request, None, lambda data: Usage())  # counting is free
+        request, observer = _ANTHROPIC.messages_request(provider, model, body, stream, call.headers)
+        if call.query:
+            request = UpstreamRequest(request.url + "?" + call.query, request.headers, request.body)
+        return Exchange(request, observer, _ANTHROPIC.usage_from_response, shape=_SHAPES[Dialect.MESSAGES])
+    adapter = _openai_adapter(provider.kind)
+    if call.dialect is Dialect.EMBEDDINGS:
+        return Exchange(adapter.embeddings_request(provider, model, body), None, adapter.usage_from_response)
+    build = {
+        Dialect.CHAT: adapter.chat_request,
+        Dialect.COMPLETIONS: adapter.completions_request,
+        Dialect.RESPONSES: adapter.responses_request,
+    }[call.dialect]
+    request, observer = build(provider, model, body, stream)
+    return Exchange(request, observer, adapter.usage_from_response, shape=_SHAPES[call.dialect])
+
+
+def _translated(call: ClientCall, target: RouteTarget) -> Exchange:
+    provider, model = target.provider, target.upstream_model
+    if call.dialect in (Dialect.EMBEDDINGS, Dialect.COUNT_TOKENS):  # count_tokens is answered before routing
+        raise GatewayError(400, "unsupported_endpoint",
+                           f"The provider of '{target.public_model}' does not offer {call.dialect.value}.")  # fmt: skip
+    names = _Names.new(target)
+    to_hub, from_hub_json, from_hub_stream = _client_side(call, names)
+    hub = to_hub(call.body, upstream_model=model)
+    notes = list(hub.notes)
+    translators: list[StreamTranslator] = []
+    if preset_for(provider.kind).protocol == ANTHROPIC:
+        wire = chat_to_messages.chat_request_to_messages(
+            hub.body, upstream_model=model, default_max_tokens=settings.PROXY_ANTHROPIC_DEFAULT_MAX_TOKENS
+        )
+        notes += wire.notes
+        request, observer = _ANTHROPIC.messages_request(provider, model, wire.body, call.stream)
+        usage_from_json = _ANTHROPIC.usage_from_response
+
+        def upstream_to_hub(data: dict[str, Any]) -> dict[str, Any]:
+            return chat_to_messages.message_response_to_chat(data, model=names.public_model)
+
+        if call.stream:
+            translators.append(chat_to_messages.MessagesToChatStream(
+                model=names.public_model, completion_id=names.completion_id, created=names.created,
+                include_usage=call.dialect is not Dialect.CHAT or _wants_usage(call.body),
+            ))  # fmt: skip
+    else:
+        adapter = _openai_adapter(provider.kind)
+        request, observer = adapter.chat_request(provider, model, hub.body, call.stream,
+                                                 keep_usage_chunk=call.dialect is not Dialect.CHAT)  # fmt: skip
+        usage_from_json = adapter.usage_from_response
+
+        def upstream_to_hub(data: dict[str, Any]) -> dict[str, Any]:
+            return data
+
+    if call.stream and from_hub_stream is not None:
+        translators.append(from_hub_stream())
+
+    def answer_json(data: dict[str, Any]) -> dict[str, Any]:
+        return from_hub_json(upstream_to_hub(data))
+
+    return Exchange(request, observer, usage_from_json, answer_json, translators if call.stream else None,
+                    _SHAPES[call.dialect], notes)  # fmt: skip
+
+
+def _wants_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+@dataclass(frozen=True)
+class _Names:
+    """Identifiers a translated answer carries (the upstream's own do not fit)."""
+
+    public_model: str
+    completion_id: str
+    created: int
+    created_at: str  # ISO 8601, for Ollama
+
+    @classmethod
+    def new(cls, target: RouteTarget) -> "_Names":
+        return cls(
+            public_model=target.public_model,  # the name the client asked for
+            completion_id=uuid.uuid4().hex,
+            created=int(time.time()),
+            created_at=timezone.now().isoformat().replace("+00:00", "Z"),
+        )
+
+
+ToHub = Callable[..., Translated]
+FromHubJson = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _client_side(call: ClientCall, names: _Names) -> tuple[ToHub, FromHubJson, Callable[[], StreamTranslator] | None]:
+    """The client dialect's translators to and from the hub."""
+    model, body = names.public_model, call.body
+    started = time.perf_counter_ns()
+    match call.dialect:
+        case Dialect.CHAT:
+            return (lambda body, upstream_model: Translated({**body, "model": upstream_model}),
+                    lambda data: {**data, "model": model}, None)  # fmt: skip
+        case Dialect.MESSAGES:
+            message_id = "msg_" + names.completion_id
+            estimate = messages_to_chat.count_tokens_estimate(body)
+            return (
+                messages_to_chat.messages_request_to_chat,
+                lambda data: messages_to_chat.chat_response_to_message(data, model=model),
+                lambda: messages_to_chat.ChatToMessagesStream(
+                    model=model, message_id=message_id, input_tokens_estimate=estimate
+                ),
+            )
+        case Dialect.RESPONSES:
+            response_id = "resp_" + names.completion_id
+            return (
+                responses.responses_request_to_chat,
+                lambda data: responses.chat_response_to_responses(
+                    data, model=model, response_id=response_id, created_at=names.created, request=body
+                ),
+                lambda: responses.ChatToResponsesStream(
+                    model=model, response_id=response_id, created_at=names.created, request=body
+                ),
+            )
+        case Dialect.COMPLETIONS:
+            completion_id = "cmpl-" + names.completion_id
+            return (
+                completions.completions_request_to_chat,
+                lambda data: completions.chat_response_to_completion(data, model=model),
+                lambda: completions.ChatToCompletionsStream(
+                    model=model, completion_id=completion_id, created=names.created, include_usage=_wants_usage(body)
+                ),
+            )
+        case Dialect.OLLAMA_CHAT | Dialect.OLLAMA_GENERATE:
+            generate = call.dialect is Dialect.OLLAMA_GENERATE
+            to_hub = ollama.ollama_generate_request_to_chat if generate else ollama.ollama_chat_request_to_chat
+            from_json = ollama.chat_response_to_ollama_generate if generate else ollama.chat_response_to_ollama_chat
+            return (
+                to_hub,
+                lambda data: from_json(data, model=model, created_at=names.created_at,
+                                       duration_ns=time.perf_counter_ns() - started),  # fmt: skip
+                lambda: ollama.ChatToOllamaStream(model=model, generate=generate, created_at=names.created_at),
+            )
+    raise AssertionError(f"no translation for {call.dialect}")

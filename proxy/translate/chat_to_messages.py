@@ -1,0 +1,461 @@
+"""OpenAI chat-completions clients on Anthropic Messages upstreams.
+
+Requests go chat -> Messages, answers and stream events Messages -> chat.
+What Anthropic cannot express at all (n > 1, audio input, a tool call whose
+arguments are not JSON) is a TranslationError; what it can only approximate
+or must drop becomes a note.
+"""
+
+import time
+from typing import Any
+
+import orjson
+
+from proxy.translate import Translated, TranslationError
+
+# Thinking budgets for OpenAI's effort levels (1024 is Anthropic's minimum).
+THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+# Sampling and output options Anthropic has no equivalent for; their default
+# values (None, False, 0, {}) change nothing, so only other values get a note.
+_UNSUPPORTED = ("logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "seed", "logit_bias")
+_HANDLED = {
+    "model", "messages", "tools", "tool_choice", "parallel_tool_calls", "max_tokens", "max_completion_tokens",
+    "stop", "temperature", "top_p", "top_k", "user", "reasoning_effort", "stream", "stream_options", "n",
+    "response_format", *_UNSUPPORTED,
+}  # fmt: skip
+
+
+# --- request ---------------------------------------------------------------------
+
+
+def chat_request_to_messages(body: dict[str, Any], *, upstream_model: str, default_max_tokens: int) -> Translated:
+    """A chat-completions body as a Messages body for `upstream_model`."""
+    notes: list[str] = []
+    if isinstance(body.get("n"), int) and body["n"] > 1:
+        raise TranslationError("n > 1 is not supported by Anthropic models: send n separate requests", param="n")
+    system, messages = _messages(body.get("messages"), notes)
+    out: dict[str, Any] = {"model": upstream_model}
+    if system is not None:
+        out["system"] = system
+    out["messages"] = messages
+    _tools(body, out, notes)
+    _limits_and_sampling(body, out, notes, default_max_tokens)
+    if body.get("user") is not None:
+        out["metadata"] = {"user_id": str(body["user"])}
+    if body.get("stream") is not None:
+        out["stream"] = bool(body["stream"])
+    _dropped(body, notes)
+    return Translated(body=out, notes=notes)
+
+
+def _messages(raw: Any, notes: list[str]) -> tuple[str | list[dict[str, Any]] | None, list[dict[str, Any]]]:
+    if not isinstance(raw, list) or not raw:
+        raise TranslationError("messages must be a non-empty list", param="messages")
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []  # {"role", "content": [blocks]}, same roles merged
+    for i, message in enumerate(raw):
+        if not isinstance(message, dict):
+            raise TranslationError(f"messages[{i}] must be an object", param=f"messages[{i}]")
+        role = message.get("role")
+        if role in ("system", "developer"):
+            if turns:
+                _note(notes, "moved: system message inside the conversation -> system")
+            system += _text_blocks(message.get("content"), f"messages[{i}].content")
+            continue
+        role, blocks = _turn(message, i, notes)
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"] += blocks  # Anthropic requires alternating roles
+        else:
+            turns.append({"role": role, "content": blocks})
+    return _system(system), [_compact(turn) for turn in turns]
+
+
+def _turn(message: dict[str, Any], i: int, notes: list[str]) -> tuple[str, list[dict[str, Any]]]:
+    role = message.get("role")
+    for key, value in message.items():
+        if key not in ("role", "content", "tool_calls", "tool_call_id") and value is not None:
+            _note(notes, f"dropped: messages[].{key}")
+    if role == "user":
+        return "user", _content_blocks(message.get("content"), f"messages[{i}].content")
+    if role == "assistant":
+        blocks = _content_blocks(message.get("content"), f"messages[{i}].content")
+        return "assistant", blocks + _tool_uses(message.get("tool_calls"), i)
+    if role == "tool":
+        result = {"type": "tool_result", "tool_use_id": str(message.get("tool_call_id") or "")}
+        content = message.get("content")
+        result["content"] = content if isinstance(content, str) else _text_blocks(content, f"messages[{i}].content")
+        return "user", [result]
+    raise TranslationError(f"messages[{i}].role '{role}' is not supported", param=f"messages[{i}].role")
+
+
+def _content_blocks(content: Any, where: str) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    if not isinstance(content, list):
+        raise TranslationError(f"{where} must be a string or a list of parts", param=where)
+    blocks = []
+    for j, part in enumerate(content):
+        block = _part(part, f"{where}[{j}]")
+        if block is not None:
+            blocks.append(block)
+    return blocks
+
+
+def _part(part: Any, where: str) -> dict[str, Any] | None:
+    if not isinstance(part, dict):
+        raise TranslationError(f"{where} must be an object", param=where)
+    kind = part.get("type")
+    if kind in ("text", "refusal"):
+        text = part.get(kind)
+        if not isinstance(text, str):
+            raise TranslationError(f"{where}.{kind} must be a string", param=where)
+        if not text:
+            return None  # Anthropic rejects empty text blocks
+        block: dict[str, Any] = {"type": "text", "text": text}
+        if isinstance(part.get("cache_control"), dict):  # an extension some clients send for Claude
+            block["cache_control"] = part["cache_control"]
+        return block
+    if kind == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        return {"type": "image", "source": _source(url, where, pdf=False)}
+    if kind == "file":
+        file = part.get("file")
+        data = file.get("file_data") if isinstance(file, dict) else None
+        return {"type": "document", "source": _source(data, where, pdf=True)}
+    raise TranslationError(f"{where}.type '{kind}' is not supported by Anthropic models", param=where)
+
+
+def _source(url: Any, where: str, *, pdf: bool) -> dict[str, str]:
+    """An image or PDF as Anthropic's base64 or url source."""
+    if isinstance(url, str) and url.startswith("data:"):
+        header, _, data = url[5:].partition(",")
+        media_type, _, encoding = header.partition(";")
+        if encoding == "base64" and data and (media_type == "application/pdf" or not pdf):
+            return {"type": "base64", "media_type": media_type, "data": data}
+    elif isinstance(url, str) and url.startswith(("https://", "http://")) and not pdf:
+        return {"type": "url", "url": url}
+    wanted = "a base64 data URL of a PDF" if pdf else "an http(s) URL or a base64 data URL"
+    raise TranslationError(f"{where} must be {wanted}", param=where)
+
+
+def _text_blocks(content: Any, where: str) -> list[dict[str, Any]]:
+    blocks = _content_blocks(content, where)
+    if any(block["type"] != "text" for block in blocks):
+        raise TranslationError(f"{where} may only hold text here", param=where)
+    return blocks
+
+
+def _tool_uses(calls: Any, i: int) -> list[dict[str, Any]]:
+    blocks = []
+    for j, call in enumerate(calls if isinstance(calls, list) else ()):
+        function = call.get("function") if isinstance(call, dict) else None
+        where = f"messages[{i}].tool_calls[{j}]"
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise TranslationError(f"{where}.function.name is required", param=where)
+        arguments = function.get("arguments") or "{}"  # some clients send "" for no arguments
+        try:
+            parsed = orjson.loads(arguments)
+        except (orjson.JSONDecodeError, TypeError):
+            raise TranslationError(f"{where}.function.arguments is not valid JSON", param=where) from None
+        if not isinstance(parsed, dict):
+            raise TranslationError(f"{where}.function.arguments is not a JSON object", param=where)
+        blocks.append({"type": "tool_use", "id": str(call.get("id") or ""), "name": function["name"], "input": parsed})
+    return blocks
+
+
+def _system(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]] | None:
+    if not blocks:
+        return None
+    if any("cache_control" in block for block in blocks):
+        return blocks  # cache breakpoints only survive as blocks
+    return "\n\n".join(block["text"] for block in blocks)
+
+
+def _compact(turn: dict[str, Any]) -> dict[str, Any]:
+    """One plain text block reads better (and caches the same) as a string."""
+    blocks = turn["content"]
+    if len(blocks) == 1 and blocks[0].keys() == {"type", "text"}:
+        return {"role": turn["role"], "content": blocks[0]["text"]}
+    return turn
+
+
+def _tools(body: dict[str, Any], out: dict[str, Any], notes: list[str]) -> None:
+    tools = body.get("tools")
+    if not tools:
+        if body.get("tool_choice") is not None:
+            _note(notes, "dropped: tool_choice (no tools)")
+        return
+    out["tools"] = [_tool(tool, i, notes) for i, tool in enumerate(tools)]
+    choice = _tool_choice(body.get("tool_choice"))
+    if body.get("parallel_tool_calls") is False and choice.get("type") != "none":
+        choice = {**choice, "disable_parallel_tool_use": True}
+    if body.get("tool_choice") is not None or len(choice) > 1:
+        out["tool_choice"] = choice
+
+
+def _tool(tool: Any, i: int, notes: list[str]) -> dict[str, Any]:
+    function = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise TranslationError(f"tools[{i}] must be a function tool with a name", param=f"tools[{i}]")
+    out: dict[str, Any] = {"name": function["name"]}
+    if function.get("description"):
+        out["description"] = function["description"]
+    out["input_schema"] = function.get("parameters") or {"type": "object", "properties": {}}
+    if function.get("strict"):
+        _note(notes, "dropped: tools[].function.strict")
+    return out
+
+
+def _tool_choice(choice: Any) -> dict[str, Any]:
+    if choice is None or choice == "auto":
+        return {"type": "auto"}
+    if choice == "required":
+        return {"type": "any"}
+    if choice == "none":
+        return {"type": "none"}
+    function = choice.get("function") if isinstance(choice, dict) else None
+    if isinstance(function, dict) and isinstance(function.get("name"), str):
+        return {"type": "tool", "name": function["name"]}
+    raise TranslationError("tool_choice must be auto, required, none or a function", param="tool_choice")
+
+
+def _limits_and_sampling(body: dict[str, Any], out: dict[str, Any], notes: list[str], default_max: int) -> None:
+    asked = body.get("max_completion_tokens") or body.get("max_tokens")
+    out["max_tokens"] = asked if isinstance(asked, int) and asked > 0 else default_max
+    if body.get("stop"):
+        out["stop_sequences"] = [body["stop"]] if isinstance(body["stop"], str) else list(body["stop"])
+    thinking = _thinking(body.get("reasoning_effort"), out, notes, capped=out["max_tokens"] == asked)
+    temperature = body.get("temperature")
+    if isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
+        if thinking and temperature != 1:
+            _note(notes, "dropped: temperature (thinking needs the default)")
+        elif temperature > 1:
+            out["temperature"] = 1
+            _note(notes, f"clamped: temperature {temperature} -> 1")
+        else:
+            out["temperature"] = temperature
+    top_p = body.get("top_p")
+    # top_p = 1 samples from everything, the default; some Claude models
+    # refuse temperature and top_p together, so the no-op is left out.
+    if isinstance(top_p, (int, float)) and top_p != 1:
+        if thinking and top_p < 0.95:
+            _note(notes, "dropped: top_p (thinking needs 0.95 or more)")
+        else:
+            out["top_p"] = top_p
+    if isinstance(body.get("top_k"), int):
+        if thinking:
+            _note(notes, "dropped: top_k (thinking forbids it)")
+        else:
+            out["top_k"] = body["top_k"]
+
+
+def _thinking(effort: Any, out: dict[str, Any], notes: list[str], *, capped: bool) -> bool:
+    """Extended thinking for a reasoning effort; True when it is on.
+
+    The thinking budget counts inside Anthropic's max_tokens. A client's own
+    limit is kept (the spend guard reserved for it), so the budget shrinks to
+    fit; without one, max_tokens grows to leave the default for the answer.
+    """
+    if effort is None or effort == "none":
+        return False
+    if effort not in THINKING_BUDGETS:
+        raise TranslationError(f"reasoning_effort '{effort}' is not one of {', '.join(THINKING_BUDGETS)}",
+                               param="reasoning_effort")  # fmt: skip
+    budget = THINKING_BUDGETS[effort]
+    if out["max_tokens"] <= budget:
+        if capped:
+            budget = out["max_tokens"] - 1
+        else:
+            out["max_tokens"] += budget
+    if budget < THINKING_BUDGETS["low"]:
+        _note(notes, f"dropped: reasoning_effort={effort} (max_tokens too small for thinking)")
+        return False
+    out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    _note(notes, f"mapped: reasoning_effort={effort} -> thinking.budget_tokens={budget}")
+    return True
+
+
+def _dropped(body: dict[str, Any], notes: list[str]) -> None:
+    for key in _UNSUPPORTED:
+        if body.get(key) not in (None, False, 0, {}):
+            _note(notes, f"dropped: {key}")
+    response_format = body.get("response_format")
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind not in (None, "text"):
+        _note(notes, f"dropped: response_format={kind}")
+    for key in body:
+        if key not in _HANDLED and body[key] is not None:
+            _note(notes, f"dropped: {key}")
+
+
+def _note(notes: list[str], note: str) -> None:
+    if note not in notes:
+        notes.append(note)
+
+
+# --- response ----------------------------------------------------------------------
+
+
+def message_response_to_chat(data: dict[str, Any], *, model: str, created: int | None = None) -> dict[str, Any]:
+    """An Anthropic message as a chat.completion answering for `model`."""
+    text: list[str] = []
+    thinking: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in data.get("content") or ():
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            text.append(block.get("text") or "")
+        elif kind == "thinking":
+            thinking.append(block.get("thinking") or "")
+        elif kind == "tool_use":
+            calls.append(_tool_call(block))
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text else None}
+    if thinking:
+        message["reasoning_content"] = "".join(thinking)
+    if calls:
+        message["tool_calls"] = calls
+    answer = {
+        "id": "chatcmpl-" + str(data.get("id", "")),
+        "object": "chat.completion",
+        "created": int(time.time()) if created is None else created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(data.get("stop_reason"))}],
+    }
+    usage = chat_usage(data.get("usage"))
+    if usage is not None:
+        answer["usage"] = usage
+    return answer
+
+
+def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
+    arguments = orjson.dumps(block.get("input") or {}).decode()
+    return {"id": block.get("id"), "type": "function", "function": {"name": block.get("name"), "arguments": arguments}}
+
+
+def finish_reason(stop_reason: Any) -> str | None:
+    if stop_reason is None:
+        return None
+    return FINISH_REASONS.get(stop_reason, "stop")
+
+
+def chat_usage(usage: Any) -> dict[str, Any] | None:
+    """OpenAI's convention: prompt_tokens includes cache reads and writes."""
+    if not isinstance(usage, dict):
+        return None
+    cached = usage.get("cache_read_input_tokens") or 0
+    prompt = (usage.get("input_tokens") or 0) + cached + (usage.get("cache_creation_input_tokens") or 0)
+    completion = usage.get("output_tokens") or 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
+
+
+# --- stream ------------------------------------------------------------------------
+
+
+class MessagesToChatStream:
+    """Anthropic stream events in, chat.completion.chunk dicts out.
+
+    `close()` completes a stream that ended properly but left something
+    unsent (a finish chunk, the usage chunk). A stream that broke off before
+    Anthropic's `message_delta` gets nothing from `close()`: a finish_reason
+    would tell the client the answer is whole when it is not, and its usage
+    would be a guess. The relay reports the break in its own error event.
+    """
+
+    def __init__(self, *, model: str, completion_id: str, created: int, include_usage: bool) -> None:
+        self.model = model
+        self.completion_id = completion_id
+        self.created = created
+        self.include_usage = include_usage
+        self._usage: dict[str, Any] = {}
+        self._tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool call index
+        self._finish_sent = False
+        self._usage_sent = False
+        self._stopped = False
+
+    def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            return self._delta(event)
+        if kind == "content_block_start":
+            return self._block_start(event)
+        if kind == "message_start":
+            message = event.get("message") or {}
+            self._usage = dict(message.get("usage") or {})
+            return [self._chunk({"role": "assistant", "content": ""})]
+        if kind == "message_delta":
+            self._usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+            self._finish_sent = True
+            stop_reason = (event.get("delta") or {}).get("stop_reason")
+            return [self._chunk({}, finish_reason(stop_reason) or "stop")]
+        if kind == "message_stop":
+            self._stopped = True
+            return self._usage_chunk()
+        if kind == "error":
+            return [{"error": event.get("error") or {}}]
+        return []  # ping, content_block_stop and whatever Anthropic adds later
+
+    def close(self) -> list[dict[str, Any]]:
+        events = []
+        if self._stopped and not self._finish_sent:
+            self._finish_sent = True
+            events.append(self._chunk({}, "stop"))
+        return events + self._usage_chunk()
+
+    def _block_start(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        block = event.get("content_block") or {}
+        if block.get("type") == "tool_use":
+            k = self._tool_index[event.get("index", -1)] = len(self._tool_index)
+            function = {"name": block.get("name"), "arguments": ""}
+            return [self._chunk({"tool_calls": [{"index": k, "id": block.get("id"), "type": "function",
+                                                 "function": function}]})]  # fmt: skip
+        if block.get("type") == "text" and block.get("text"):
+            return [self._chunk({"content": block["text"]})]
+        return []
+
+    def _delta(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        delta = event.get("delta") or {}
+        kind = delta.get("type")
+        if kind == "text_delta":
+            return [self._chunk({"content": delta.get("text", "")})]
+        if kind == "thinking_delta":
+            return [self._chunk({"reasoning_content": delta.get("thinking", "")})]
+        if kind == "input_json_delta" and delta.get("partial_json"):
+            k = self._tool_index.get(event.get("index", -1))
+            if k is not None:
+                return [self._chunk({"tool_calls": [{"index": k, "function": {"arguments": delta["partial_json"]}}]})]
+        return []  # signature and citation deltas have no chat equivalent
+
+    def _usage_chunk(self) -> list[dict[str, Any]]:
+        if not self.include_usage or self._usage_sent or not self._finish_sent:
+            return []
+        self._usage_sent = True
+        chunk = self._base()
+        chunk["choices"] = []
+        chunk["usage"] = chat_usage(self._usage)
+        return [chunk]
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        chunk = self._base()
+        chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+        return chunk
+
+    def _base(self) -> dict[str, Any]:
+        return {"id": self.completion_id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model}  # fmt: skip
