@@ -517,9 +517,11 @@ class LruStore:
         pubsub = client.pubsub()
         try:
             await pubsub.subscribe(redis_key("cache", "invalidate"))
+            _raise_if_cancelled()
             pinged = False
             while True:
                 message = await pubsub.get_message(timeout=_IDLE_PING_SECONDS)
+                _raise_if_cancelled()
                 if message is None:
                     if pinged:  # a half-open connection never errors by itself
                         raise ConnectionError("Redis did not answer a ping")
@@ -585,6 +587,15 @@ def cache_store() -> LruStore:
     if _store is None:
         _store = build_store()
     return _store
+
+
+def _raise_if_cancelled() -> None:
+    """redis-py (8.1) can swallow a cancellation that lands while it connects or
+    subscribes, and the listener would then read on for up to _IDLE_PING_SECONDS:
+    a shutdown, or an event loop closing its tasks, waited that long or forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def invalidation_listener_start() -> None:

@@ -497,3 +497,19 @@ def test_starting_the_listener_twice_keeps_one_task(with_redis: None) -> None:
     first, second, without_redis = run(scenario)
     assert first is not None and first is second
     assert without_redis is None
+
+
+def test_the_listener_stops_at_once_whenever_its_loop_closes(with_redis: None) -> None:
+    """A cancellation that lands while redis-py connects or subscribes must still
+    end the listener: a closing loop (asyncio.run, Django's sync test client, a
+    shutdown) waits for it. Each step count lands the cancel at another point."""
+
+    async def request_then_close(steps: int) -> None:
+        store_for("redis").start_listener()
+        for _ in range(steps):
+            await asyncio.sleep(0)
+
+    for steps in range(25):
+        started = time.monotonic()
+        asyncio.run(request_then_close(steps))
+        assert time.monotonic() - started < 2.0, f"the loop waited for the listener (cancelled after {steps} steps)"
