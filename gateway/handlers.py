@@ -1,10 +1,16 @@
 """The two HTTP handlers behind gateway.asgi and the router between them."""
 
+import asyncio
+import contextlib
+import io
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.http.response import HttpResponseBase
+from django.urls import set_script_prefix
 
 from proxy.errors import ApiFormat, error_body
 
@@ -16,7 +22,20 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class ApiHandler(ASGIHandler):
-    """Django's ASGI handler with the API's own (short) middleware list."""
+    """Django's ASGI handler with the API's own (short) middleware list, minus
+    the parts of Django's request cycle that cost a thread per request.
+
+    Django wraps each request in a ThreadSensitiveContext, sends
+    `request_started` and `request_finished` (whose receivers are sync, so
+    each send is a thread hop), spools the body into a temporary file and
+    closes the response in a thread. Under a ThreadSensitiveContext the first
+    hop of a request even starts a thread of its own, joined at the end.
+    The receivers only tidy database connections, and the API does no
+    database work once warm: its cold loads run in asgiref's one shared
+    thread and give their connection back themselves
+    (accounts.snapshots._release_connection). So none of that is done here;
+    everything else (disconnect watch, cancellation, streaming) is Django's.
+    """
 
     def load_middleware(self, is_async: bool = False) -> None:
         full = settings.MIDDLEWARE
@@ -25,6 +44,61 @@ class ApiHandler(ASGIHandler):
             super().load_middleware(is_async=is_async)
         finally:
             settings.MIDDLEWARE = full
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            await self.send_response(error_response, send)
+            _close(error_response)
+            return
+
+        async def process_request() -> HttpResponseBase:
+            response = await self.run_get_response(request)
+            with contextlib.suppress(asyncio.CancelledError):  # the client went away while it was sent
+                await self.send_response(response, send)
+            return response
+
+        disconnect = asyncio.create_task(self.listen_for_disconnect(receive))
+        processing = asyncio.create_task(process_request())
+        await asyncio.wait((disconnect, processing), return_when=asyncio.FIRST_COMPLETED)
+        for task in (disconnect, processing):  # as Django: the watcher first, then the view
+            if task.done():
+                with contextlib.suppress(RequestAborted):
+                    task.result()
+            else:
+                task.cancel()  # the view sees the cancellation (a disconnected stream is recorded so)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if not processing.cancelled():
+            _close(processing.result())
+
+    async def read_body(self, receive: Receive) -> io.BytesIO:
+        """In memory: body_limit_guard has read and capped it already."""
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RequestAborted()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return io.BytesIO(b"".join(chunks))
+
+
+def _close(response: HttpResponseBase) -> None:
+    """HttpResponseBase.close() without its request_finished signal (see ApiHandler)."""
+    for closer in response._resource_closers:
+        with contextlib.suppress(Exception):
+            closer()
+    response._resource_closers.clear()
+    response.closed = True
 
 
 async def _send_json_error(send: Send, scope: Scope, status: int, code: str, message: str) -> None:
