@@ -115,8 +115,13 @@ class UsageMeter:
         """
         written = 0
         with self._write_lock:  # one writer at a time keeps batches in order
-            while self._queue:
-                batch = self.take(settings.BILLING_METER_BATCH_SIZE)
+            # What is queued now, not what arrives meanwhile: chasing the queue
+            # kept the writer storing two or three events at a time, one
+            # transaction each, for as long as traffic lasted.
+            due = len(self._queue)
+            while due > 0 and self._queue:
+                batch = self.take(min(due, settings.BILLING_METER_BATCH_SIZE))
+                due -= len(batch)
                 try:
                     usage_events_store(batch)
                 except Exception:
