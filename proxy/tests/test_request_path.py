@@ -4,6 +4,8 @@ These tests carry no `django_db` mark, so pytest-django makes any database
 access raise; the gateway runs in this process through its ASGI application.
 """
 
+import gc
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -62,6 +64,33 @@ async def test_a_warm_request_makes_no_database_query_and_queues_one_usage_event
     assert (event.key_id, event.status_code, event.stream, event.cost_nanos) == (key.key_id, 200, stream, 13_800)
     assert event.request_id == response.headers["x-request-id"]
     assert meter.inflight == 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_a_warm_request_leaves_nothing_for_the_garbage_collector(
+    warm_app: Any, key: IssuedKey, stream: bool
+) -> None:
+    """Objects in a reference cycle wait for the collector, whose pauses
+    stall every request in flight; a request's objects must be freed by
+    reference counting as soon as it ends."""
+    body = orjson.dumps({**CHAT, "stream": stream})
+    await asgi_call(warm_app, "POST", "/v1/chat/completions", headers=key.headers, body=body)  # settle caches
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in range(5):
+            response = await asgi_call(warm_app, "POST", "/v1/chat/completions", headers=key.headers, body=body)
+            assert response.status == 200, response.body
+        del response
+        gc.collect()
+        left = Counter(type(o).__qualname__ for o in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    meter.take(meter.pending)
+    assert left == {}, f"objects left in reference cycles by 5 requests: {left.most_common(12)}"
 
 
 async def test_models_and_errors_make_no_database_query_either(warm_app: Any, key: IssuedKey) -> None:
