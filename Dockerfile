@@ -33,4 +33,4 @@ EXPOSE 8000
 # Several processes on one port: uvicorn's supervisor forks the workers onto
 # one listening socket; the ASGI lifespan starts and drains each one's usage meter.
 CMD ["uvicorn", "gateway.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--workers", "4", \
-     "--lifespan", "on", "--timeout-graceful-shutdown", "20", "--no-server-header"]
+     "--lifespan", "on", "--timeout-graceful-shutdown", "20", "--no-server-header", "--no-access-log"]

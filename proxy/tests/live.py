@@ -1,4 +1,4 @@
-"""Running the real gateway under daphne, in a subprocess, on the test database."""
+"""Running the real gateway under daphne (or uvicorn), in a subprocess, on the test database."""
 
 import os
 import signal
@@ -12,6 +12,8 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
+
+from gateway.management.commands.serve import web_server_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,9 +36,10 @@ def test_database_url() -> str:
 
 @dataclass
 class LiveGateway:
-    """daphne serving gateway.asgi:application on a free port."""
+    """daphne (or uvicorn, the production server) serving gateway.asgi:application on a free port."""
 
     env: dict[str, str] = field(default_factory=dict)
+    server: str = "daphne"
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -47,7 +50,7 @@ class LiveGateway:
 
     def start(self) -> "LiveGateway":
         settings.VAR_DIR.mkdir(exist_ok=True)
-        self.log_path = settings.VAR_DIR / f"test-daphne-{self.port}.log"
+        self.log_path = settings.VAR_DIR / f"test-{self.server}-{self.port}.log"
         env = {
             **os.environ,
             "DATABASE_URL": test_database_url(),
@@ -63,7 +66,7 @@ class LiveGateway:
         }
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "gateway.asgi:application"],
+                web_server_command(self.server, "127.0.0.1", self.port),
                 cwd=ROOT,
                 env=env,
                 stdout=log,
@@ -76,14 +79,14 @@ class LiveGateway:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited at start:\n{self.log()}")
+                raise RuntimeError(f"{self.server} exited at start:\n{self.log()}")
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
                     if response.status == 200:
                         return
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError(f"daphne did not start in {timeout}s:\n{self.log()}")
+        raise RuntimeError(f"{self.server} did not start in {timeout}s:\n{self.log()}")
 
     def terminate(self, timeout: float = 30) -> int:
         """SIGTERM, as an orchestrator would; returns the exit code."""
