@@ -164,6 +164,8 @@ if CELERY_BROKER_URL == "filesystem://":
         "data_folder_out": _queue_dir,
         "processed_folder": str(VAR_DIR / "celery-processed"),
         "store_processed": False,
+        # Without it kombu writes its exchange tables to ./control, in the checkout.
+        "control_folder": str(VAR_DIR / "celery-control"),
     }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
