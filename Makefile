@@ -41,10 +41,15 @@ test: $(VENV)/.test-installed
 clean:
 	rm -rf $(VENV) var .pytest_cache
 
-# The benchmark: daphne against the fake upstream called directly (see bench/README.md).
+# The benchmark (see bench/README.md). `make bench`: the gateway against direct,
+# LiteLLM and Portkey on one core each (the README's table; the peers are installed
+# on first use). `make bench-scenarios`: json, stream and cache at several concurrencies.
 # .PHONY because the bench/ directory would otherwise make the target look up to date.
-.PHONY: bench
+.PHONY: bench bench-scenarios
 bench: $(VENV)/.base-installed
+	$(BIN)/python bench/compare.py $(BENCH_ARGS)
+
+bench-scenarios: $(VENV)/.base-installed
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # The long fuzz of /v1 from its OpenAPI schema (proxy/tests/test_fuzz.py): random

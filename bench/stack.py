@@ -84,18 +84,30 @@ class Keys:
     caching: str
 
 
-def database_create(env: dict[str, str], upstream_port: int) -> Keys:
-    """Migrate and configure a tenant, its keys, a provider, route and price."""
+# Every feature on: a budget to reserve against, rate limits to count, a cap
+# on requests in flight; all far above what a run sends, so none refuses.
+KEY_LIMITS = ("--budget", "1000000", "--budget-period", "month", "--rpm", "100000000", "--tpm", "10000000000",
+              "--max-parallel", "2000")  # fmt: skip
+
+
+def database_create(env: dict[str, str], upstream_port: int, *, slow_port: int | None = None) -> Keys:
+    """Migrate and configure a tenant, its keys, a provider, route and price
+    (and `bench-slow`, routed to a slow upstream's fake-slow streams)."""
     manage(env, "migrate", "--noinput", "-v", "0")
     manage(env, "tenant_create", "bench")
     keys = Keys(
-        forwarding=_key_create(env, "bench"),
-        caching=_key_create(env, "bench-cache", "--cache-ttl", str(CACHE_TTL_SECONDS)),
+        forwarding=_key_create(env, "bench", *KEY_LIMITS),
+        caching=_key_create(env, "bench-cache", *KEY_LIMITS, "--cache-ttl", str(CACHE_TTL_SECONDS)),
     )
     manage(env, "provider_create", "fake", "--kind", "openai",
            "--base-url", f"http://127.0.0.1:{upstream_port}/v1", "--api-key", "sk-fake")  # fmt: skip
     manage(env, "route_create", PUBLIC_MODEL, "--provider", "fake", "--upstream-model", UPSTREAM_MODEL)
     manage(env, "price_set", UPSTREAM_MODEL, "--input", "0.15", "--output", "0.60")
+    if slow_port is not None:
+        manage(env, "provider_create", "slow", "--kind", "openai",
+               "--base-url", f"http://127.0.0.1:{slow_port}/v1", "--api-key", "sk-fake")  # fmt: skip
+        manage(env, "route_create", "bench-slow", "--provider", "slow", "--upstream-model", "fake-slow")
+        manage(env, "price_set", "fake-slow", "--input", "0.15", "--output", "0.60")
     return keys
 
 
@@ -162,21 +174,37 @@ class Server:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def upstream_start(workdir: Path) -> Server:
+def upstream_start(workdir: Path, *, slow_delay: float | None = None, name: str = "fake upstream") -> Server:
     port = free_port()
-    argv = pinned(CLIENT_CPU, [sys.executable, "-m", "proxy.tests.fake_upstream", "--port", str(port)])
-    server = Server.start("fake upstream", argv, port, dict(os.environ), workdir / "upstream.log")
+    argv = [sys.executable, "-m", "proxy.tests.fake_upstream", "--port", str(port)]
+    if slow_delay is not None:
+        argv += ["--slow-delay", str(slow_delay)]
+    server = Server.start(name, pinned(CLIENT_CPU, argv), port, dict(os.environ), workdir / f"upstream-{port}.log")
     server.wait_listening()
     return server
 
 
-def gateway_start(workdir: Path, env: dict[str, str]) -> Server:
+def gateway_start(
+    workdir: Path, env: dict[str, str], *, server: str = "daphne", workers: int = 1, pinned_cpu: int | None = GATEWAY_CPU
+) -> Server:
+    """The gateway under daphne, uvicorn (uvloop, httptools) or granian, as
+    deployed: no access log. Pinned to one CPU unless pinned_cpu is None."""
     port = free_port()
-    argv = pinned(GATEWAY_CPU, [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port),
-                                "gateway.asgi:application"])  # fmt: skip
-    server = Server.start("gateway (daphne)", argv, port, env, workdir / "daphne.log")
-    server.wait_healthy()
-    return server
+    app = "gateway.asgi:application"
+    argv = {
+        "daphne": ["daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), app],
+        "uvicorn": ["uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+                    "--log-level", "warning", "--workers", str(workers)],
+        "granian": ["granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+                    "--workers", str(workers), "--no-ws", "--loop", "uvloop", "--log-level", "warning", app],
+    }[server]  # fmt: skip
+    command = [sys.executable, "-m", *argv]
+    if pinned_cpu is not None:
+        command = pinned(pinned_cpu, command)
+    suffix = f", {workers} processes" if workers > 1 else ""
+    started = Server.start(f"gateway ({server}{suffix})", command, port, env, workdir / f"{server}-{port}.log")
+    started.wait_healthy()
+    return started
 
 
 def usage_rows(database: Path) -> dict[str, int]:

@@ -26,8 +26,10 @@ SECRET_KEY = env("SECRET_KEY", default=INSECURE_DEFAULT)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
+# Not "daphne": as an app it only takes over `runserver`, and it imports
+# Twisted's reactor (34 MB) into every process, uvicorn's included. daphne
+# itself still serves gateway.asgi:application (manage.py serve --server daphne).
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

@@ -638,8 +638,10 @@ def _wants_tool_use(body: dict[str, Any]) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--slow-delay", type=float, default=FakeUpstream.slow_delay,
+                        help="Seconds between the chunks of a fake-slow stream.")  # fmt: skip
     args = parser.parse_args()
-    fake = FakeUpstream(port=args.port)
+    fake = FakeUpstream(port=args.port, slow_delay=args.slow_delay)
     fake._release = asyncio.Event()
     # The benchmark would otherwise keep every request in memory.
     fake.requests = _Discard()  # type: ignore[assignment]
