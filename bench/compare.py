@@ -22,10 +22,9 @@ import argparse
 import asyncio
 import contextlib
 import math
-import shutil
+import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,10 +33,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: `python bench/compare.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import orjson  # noqa: E402
-
 from bench import load, peers, report, stack  # noqa: E402
-from bench.run import git_describe, progress, section  # noqa: E402
+from bench.run import exit_on_sigterm, git_describe, progress, section  # noqa: E402
 
 # (scenario, concurrency): the table's columns come from these four.
 CELLS = (("json", 64), ("stream", 64), ("json", 1), ("stream", 1))
@@ -99,10 +96,9 @@ class System:
     phases: dict[tuple[str, int], list[load.Phase]] = field(default_factory=dict)
     cpu_seconds: dict[tuple[str, int], float] = field(default_factory=dict)
 
-    def target(self, stream: bool, *, expect_cache: str = "") -> load.Target:
-        base = load.target_build(self.name, self.url, self.model, stream=stream, expect_cache=expect_cache)
-        return load.Target(name=base.name, url=base.url, body=base.body, headers={**base.headers, **self.headers},
-                           stream=stream, expect_cache=expect_cache)  # fmt: skip
+    def target(self, stream: bool, *, expect_cache: str = "", model: str = "") -> load.Target:
+        return load.target_build(self.name, self.url, model or self.model, stream=stream, expect_cache=expect_cache,
+                                 headers=self.headers)  # fmt: skip
 
     def cpu(self) -> float:
         return self.server.cpu_seconds() + _children_cpu(self.server) if self.server else 0.0
@@ -119,10 +115,8 @@ def _children_cpu(server: stack.Server) -> float:
     """granian serves from a worker process it forks: count it too."""
     total = 0.0
     for pid in peers.process_children(server.process.pid):
-        with contextlib.suppress(OSError, ValueError):
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            total += (int(fields[11]) + int(fields[12])) / stack.os.sysconf("SC_CLK_TCK")
+        with contextlib.suppress(OSError):  # it ended meanwhile
+            total += stack.process_cpu_seconds(pid)
     return total
 
 
@@ -189,12 +183,11 @@ async def cache_measure(options: Options, forwarding: System, caching: System, b
             await asyncio.sleep(0.05)
     cell = ("cache", 64)
     async with load.session_open(64) as one, load.session_open(64) as other:
-        for system, session, target in ((forwarding, one, forwarding.target(False, expect_cache="bypass")),
-                                        (caching, other, hit)):  # fmt: skip
+        pairs = ((forwarding, one, forwarding.target(False, expect_cache="bypass")), (caching, other, hit))
+        for system, session, target in pairs:
             books.count(system, await load.phase_run(session, target, 64, options.warmup))
         for _ in range(options.rounds):
-            for system, session, target in ((forwarding, one, forwarding.target(False, expect_cache="bypass")),
-                                            (caching, other, hit)):  # fmt: skip
+            for system, session, target in pairs:
                 before = system.cpu()
                 phase = await load.phase_run(session, target, 64, options.duration)
                 system.cpu_seconds[cell] = system.cpu_seconds.get(cell, 0.0) + system.cpu() - before
@@ -206,9 +199,7 @@ async def cache_measure(options: Options, forwarding: System, caching: System, b
 async def memory_measure(gateway: System, books: Books) -> tuple[int, float, int]:
     """Open SLOW_STREAMS streams at once; the gateway's RSS (MB) while all are
     open, and how many completed."""
-    target = load.Target(name="slow", url=gateway.url, body=orjson.dumps(
-        {"model": "bench-slow", "stream": True, "messages": [{"role": "user", "content": "hello"}]}),
-        headers={**gateway.target(True).headers}, stream=True)  # fmt: skip
+    target = gateway.target(True, model="bench-slow")
     rss_before = _rss_mb(gateway.server)
     async with load.session_open(SLOW_STREAMS) as session:
         tasks = [asyncio.create_task(load.request_send(session, target)) for _ in range(SLOW_STREAMS)]
@@ -335,28 +326,17 @@ def targets_check(rows: list[Row]) -> list[str]:
 # --- main --------------------------------------------------------------------------
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     options = options_parse(argv)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     stack.pin_self()
-    workdir = Path(tempfile.mkdtemp(prefix="gateway-compare-"))
-    servers: list[stack.Server] = []
     try:
-        return _run(options, workdir, servers)
+        with stack.run_directory("gateway-compare-", keep=options.keep) as (workdir, servers):
+            return _run(options, workdir, servers)
     except KeyboardInterrupt:
+        progress("interrupted")
         return 130
-    finally:
-        for server in reversed(servers):
-            server.terminate()
-        if options.keep:
-            progress(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _run(options: Options, workdir: Path, servers: list[stack.Server]) -> int:
@@ -380,7 +360,7 @@ def _run(options: Options, workdir: Path, servers: list[stack.Server]) -> int:
     books = Books()
     with section("Gateway vs peers, one core each", options.markdown):
         print(f"{time.strftime('%Y-%m-%d %H:%M')}, {git_describe()}, Python {sys.version.split()[0]}, "
-              f"{stack.os.cpu_count()} CPUs; servers pinned to CPU {stack.GATEWAY_CPU}, fake upstream and load "
+              f"{os.cpu_count()} CPUs; servers pinned to CPU {stack.GATEWAY_CPU}, fake upstream and load "
               f"generator on CPU {stack.CLIENT_CPU}" if stack.PINNING else "no CPU pinning")  # fmt: skip
         print(f"{options.warmup:g} s warm-up per system and cell, then {options.rounds} rounds of "
               f"{options.duration:g} s phases, systems interleaved; key with budget, rate limit and metering")  # fmt: skip
@@ -397,7 +377,12 @@ def _run(options: Options, workdir: Path, servers: list[stack.Server]) -> int:
         reconciled = books_check(servers, systems, workdir, books)
     misses = targets_check(rows)
     with section("Targets", options.markdown):
-        print("\n".join(misses) if misses else "the uvicorn row is ahead of every peer on every column")
+        if misses:
+            print("\n".join(misses))
+        elif options.peers:
+            print("the uvicorn row is ahead of every peer on every column, and its p99/p50 is within 2.5")
+        else:
+            print("p99/p50 within 2.5 (no peers in this run)")
     errors = sum(r.errors for r in rows if r.name.startswith(OURS) or r.name == DIRECT)
     return 0 if reconciled and not errors else 1
 

@@ -39,12 +39,14 @@ class Target:
 
 
 def target_build(
-    name: str, url: str, model: str, *, stream: bool, api_key: str = "", expect_cache: str = ""
+    name: str, url: str, model: str, *, stream: bool, api_key: str = "", expect_cache: str = "",
+    headers: dict[str, str] | None = None,
 ) -> Target:
+    """`headers`: what the system needs besides Content-Type (a peer's routing, say)."""
     payload: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": "hello"}]}
     if stream:
         payload["stream"] = True
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **(headers or {})}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     # Serialised once: the client's own CPU is shared with the fake upstream.

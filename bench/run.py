@@ -17,11 +17,9 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -353,7 +351,7 @@ def section(title: str, markdown: bool) -> Iterator[None]:
 # --- main --------------------------------------------------------------------------
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+def exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     progress("terminated")
     raise SystemExit(128 + signum)  # unwinds through the finally that stops the servers
 
@@ -361,41 +359,36 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     options = options_parse(argv)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # in order with the progress lines
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     stack.pin_self()
-    workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
-    servers: list[stack.Server] = []
     try:
-        env = stack.gateway_env(workdir)
-        upstream = stack.upstream_start(workdir)
-        servers.append(upstream)
-        progress("setting up a fresh database ...")
-        keys = stack.database_create(env, upstream.port)
-        gateway = stack.gateway_start(workdir, env)
-        servers.append(gateway)
-        with section("Gateway benchmark", options.markdown):
-            header_print(options)
-        run = asyncio.run(benchmark(options, upstream, gateway, keys))
-        tables_print(run.comparisons, options.markdown)
-        with section("Books", options.markdown):
-            reconciled = books_check(gateway, workdir / "bench.sqlite3", run)
-        with section("Gateway log", options.markdown):
-            log_report(gateway)
-        clean = reconciled and not any(
-            c.direct.errors or c.gateway.errors or (c.cached and c.cached.errors) for c in run.comparisons
-        )
-        return 0 if clean else 1
+        with stack.run_directory("gateway-bench-", keep=options.keep) as (workdir, servers):
+            return _run(options, workdir, servers)
     except KeyboardInterrupt:
         progress("interrupted")
         return 130
-    finally:
-        for server in reversed(servers):
-            server.terminate()
-        if options.keep:
-            progress(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
+
+def _run(options: Options, workdir: Path, servers: list[stack.Server]) -> int:
+    env = stack.gateway_env(workdir)
+    upstream = stack.upstream_start(workdir)
+    servers.append(upstream)
+    progress("setting up a fresh database ...")
+    keys = stack.database_create(env, upstream.port)
+    gateway = stack.gateway_start(workdir, env)
+    servers.append(gateway)
+    with section("Gateway benchmark", options.markdown):
+        header_print(options)
+    run = asyncio.run(benchmark(options, upstream, gateway, keys))
+    tables_print(run.comparisons, options.markdown)
+    with section("Books", options.markdown):
+        reconciled = books_check(gateway, workdir / "bench.sqlite3", run)
+    with section("Gateway log", options.markdown):
+        log_report(gateway)
+    clean = reconciled and not any(
+        c.direct.errors or c.gateway.errors or (c.cached and c.cached.errors) for c in run.comparisons
+    )
+    return 0 if clean else 1
 
 if __name__ == "__main__":
     sys.exit(main())

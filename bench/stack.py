@@ -15,9 +15,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,11 +154,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time of the process, all threads included."""
-        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        # Fields after the command name, which may itself contain spaces or ')'.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.process.pid)
 
     def terminate(self) -> int | None:
         """SIGTERM and wait, as an orchestrator would; the exit code (None if it had to be killed)."""
@@ -172,6 +169,33 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process, all threads included."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # Fields after the command name, which may itself contain spaces or ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def run_directory(prefix: str, *, keep: bool) -> Iterator[tuple[Path, list[Server]]]:
+    """A scratch directory and the list of servers a run starts in it: on the
+    way out the servers are stopped (last started first) and the directory
+    removed, unless `keep`."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    servers: list[Server] = []
+    try:
+        yield workdir, servers
+    finally:
+        for server in reversed(servers):
+            server.terminate()
+        if keep:
+            print(f"kept {workdir}", file=sys.stderr, flush=True)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def upstream_start(workdir: Path, *, slow_delay: float | None = None, name: str = "fake upstream") -> Server:
