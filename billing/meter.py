@@ -3,8 +3,8 @@
 `push()` is a synchronous, non-blocking append, safe to call from a
 `finally` block that a second cancellation cannot interrupt. A writer task
 on the server's event loop drains the queue every BILLING_METER_FLUSH_SECONDS
-(or as soon as BILLING_METER_BATCH_SIZE events wait) with one `bulk_create`
-per batch, off the request path.
+(or as soon as BILLING_METER_BATCH_SIZE events wait), one insert per batch,
+on a thread of its own off the request path.
 
 Nothing is dropped: a failed write puts the batch back and is retried; at
 shutdown, whatever the database will not take is appended to a JSON Lines
@@ -23,11 +23,11 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
 import orjson
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from proxy.context import Usage, UsageEvent
@@ -50,6 +50,7 @@ class UsageMeter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._write_lock = threading.Lock()
         self._listeners: list[Callable[[UsageEvent], None]] = []
+        self._writer: ThreadPoolExecutor | None = None
 
     # --- request side -------------------------------------------------------
     def push(self, event: UsageEvent) -> None:
@@ -103,9 +104,26 @@ class UsageMeter:
                 await asyncio.sleep(settings.BILLING_METER_FLUSH_SECONDS)
 
     async def flush(self) -> int:
-        return await sync_to_async(self.flush_sync, thread_sensitive=False)()
+        """On the meter's one writer thread, which keeps its connection
+        between batches (see billing.ledger.usage_events_store)."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-writer")
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._flush_on_writer)
 
-    def flush_sync(self) -> int:
+    def _flush_on_writer(self) -> int:
+        return self.flush_sync(keep_connection=True)
+
+    def writer_stop(self) -> None:
+        """Close the writer thread's connection and end the thread (shutdown, tests)."""
+        if self._writer is None:
+            return
+        from django.db import connections
+
+        self._writer.submit(connections.close_all).result()
+        self._writer.shutdown()
+        self._writer = None
+
+    def flush_sync(self, *, keep_connection: bool = False) -> int:
         """Write everything queued; on failure the events stay queued.
 
         A batch that fails is retried one event at a time: if some events
@@ -123,7 +141,7 @@ class UsageMeter:
                 batch = self.take(min(due, settings.BILLING_METER_BATCH_SIZE))
                 due -= len(batch)
                 try:
-                    usage_events_store(batch)
+                    usage_events_store(batch, keep_connection=keep_connection)
                 except Exception:
                     stored, poison = _store_one_by_one(batch)
                     if not stored:  # nothing stores: the database is down, keep everything
@@ -154,6 +172,7 @@ class UsageMeter:
         except Exception:
             log.exception("usage flush failed at shutdown; spooling %d events to disk", self.pending)
             self.spool()
+        self.writer_stop()
 
     def spool(self) -> Path | None:
         """Append every queued event to a JSON Lines file for a later replay."""
@@ -194,12 +213,12 @@ def quarantine(events: list[UsageEvent]) -> None:
     log.error("%d usage events refused by the database set aside in %s", len(events), folder)
 
 
-def usage_events_store(events: Iterable[UsageEvent]) -> int:
+def usage_events_store(events: Iterable[UsageEvent], *, keep_connection: bool = False) -> int:
     """Write one batch to the books (billing.ledger, imported late: the
     request path imports this module, and the ORM belongs off it)."""
     from billing.ledger import usage_events_store as store
 
-    return store(events)
+    return store(events, keep_connection=keep_connection)
 
 
 def usage_event_from_json(line: bytes) -> UsageEvent:

@@ -64,7 +64,7 @@ def stored_ids() -> list[str]:
     return sorted(UsageRecord.objects.values_list("request_id", flat=True))
 
 
-def database_down(events: Any) -> None:
+def database_down(events: Any, **_: Any) -> None:
     raise OSError("database is down")
 
 
@@ -162,7 +162,7 @@ def test_a_failure_on_a_later_batch_keeps_only_the_unwritten_events_in_order(
     batches: list[list[str]] = []
     down = False
 
-    def down_after_the_first_batch(events: Any) -> None:
+    def down_after_the_first_batch(events: Any, **_: Any) -> None:
         nonlocal down
         if down:
             batches.append(["<failed>"])
@@ -178,7 +178,7 @@ def test_a_failure_on_a_later_batch_keeps_only_the_unwritten_events_in_order(
     assert batches == [["a", "b"], ["<failed>"], ["<failed>"], ["<failed>"]]
     assert meter.pending == 3
     down = False
-    monkeypatch.setattr(meter_module, "usage_events_store", lambda events: batches.append([e.request_id for e in events]))
+    monkeypatch.setattr(meter_module, "usage_events_store", lambda events, **_: batches.append([e.request_id for e in events]))
     assert meter.flush_sync() == 3
     assert batches[-2:] == [["c", "d"], ["e"]]
 
@@ -289,7 +289,7 @@ def test_replay_stores_files_in_batches_of_the_configured_size(
     sizes: list[int] = []
     real_store = meter_module.usage_events_store
 
-    def counting_store(events: list[UsageEvent]) -> None:
+    def counting_store(events: list[UsageEvent], **_: Any) -> None:
         sizes.append(len(events))
         real_store(events)
 
@@ -353,7 +353,7 @@ class NeverFinishes:
 
 def recording_store(monkeypatch: Any) -> list[str]:
     stored: list[str] = []
-    monkeypatch.setattr(meter_module, "usage_events_store", lambda events: stored.extend(e.request_id for e in events))
+    monkeypatch.setattr(meter_module, "usage_events_store", lambda events, **_: stored.extend(e.request_id for e in events))
     return stored
 
 
@@ -439,7 +439,7 @@ def test_an_event_the_database_refuses_is_set_aside_and_the_rest_still_flows(
 ) -> None:
     real_store = meter_module.usage_events_store
 
-    def refuse_poison(events: Any) -> int:
+    def refuse_poison(events: Any, **_: Any) -> int:
         if any(e.request_id == "poison" for e in events):
             raise RuntimeError("value too long")
         return real_store(events)
@@ -466,3 +466,31 @@ def test_strings_and_counts_are_fitted_to_their_columns(owner: tuple[Tenant, Api
     meter.flush_sync()
     record = UsageRecord.objects.get(request_id="long")
     assert (len(record.public_model), record.error_code, record.input_tokens) == (200, "e" * 50, 2**31 - 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_writer_stores_every_batch_through_one_connection_on_sqlite(owner: tuple[Tenant, ApiKey]) -> None:
+    """Closing SQLite's last connection checkpoints the WAL; the writer keeps
+    its own open instead of paying that on every batch."""
+    from django.db import connection
+    from django.db.backends.signals import connection_created
+
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL connections come from a pool and are given back after each batch")
+    opened: list[object] = []
+    connection_created.connect(lambda sender, connection, **_: opened.append(connection), weak=False, dispatch_uid="t")
+    meter = UsageMeter()
+    try:
+
+        async def three_batches() -> None:
+            for i in range(3):
+                meter.push(owned(owner, f"batch-{i}"))
+                assert await meter.flush() == 1
+
+        asyncio.run(three_batches())
+    finally:
+        connection_created.disconnect(dispatch_uid="t")
+        meter.writer_stop()
+
+    assert stored_ids() == ["batch-0", "batch-1", "batch-2"]
+    assert len(opened) == 1
