@@ -3,8 +3,9 @@
 HTTP is split in two Django handlers that share one URLconf:
 
 * `/v1/...`, `/healthz`, `/readyz` go to a handler built with
-  `settings.API_MIDDLEWARE` (empty by default), behind a body-size guard that
-  answers 413 in the API's own error format before Django spools the body;
+  `settings.API_MIDDLEWARE`, behind a body-size guard that answers 413 in
+  the API's own error format before Django spools the body, and a lane that
+  answers cache hits without Django (gateway.cache_lane);
 * everything else (admin, static) gets the full `settings.MIDDLEWARE`.
 
 WebSockets (only /ws/live/, the dashboard's live feed for staff) go through
@@ -28,7 +29,8 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from gateway import lifecycle  # noqa: E402
-from gateway.handlers import build_api_app, split_by_path  # noqa: E402
+from gateway.cache_lane import cache_lane  # noqa: E402
+from gateway.handlers import ApiHandler, body_limit_guard, split_by_path  # noqa: E402
 from gateway.livefeed import live_feed_install, websocket_urlpatterns  # noqa: E402
 
 if settings.GATEWAY_SERVE_STATIC:
@@ -38,7 +40,7 @@ if settings.GATEWAY_SERVE_STATIC:
 
 application = ProtocolTypeRouter(
     {
-        "http": split_by_path(api_app=build_api_app(), admin_app=admin_app),
+        "http": split_by_path(api_app=body_limit_guard(cache_lane(ApiHandler())), admin_app=admin_app),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         # uvicorn and granian send lifespan; daphne never does (see lifecycle).
         "lifespan": lifecycle.LifespanApp(),

@@ -188,10 +188,6 @@ def _provider_in_path(path: str) -> bool:
     return second > 1 and path.startswith("/v1/", second)
 
 
-def build_api_app() -> ASGIApp:
-    return body_limit_guard(ApiHandler())
-
-
 def split_by_path(*, api_app: ASGIApp, admin_app: ASGIApp) -> ASGIApp:
     prefixes = tuple(settings.API_PATH_PREFIXES)
 

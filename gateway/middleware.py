@@ -10,7 +10,7 @@ from gateway.logs import bind_request_id
 from gateway.metrics import observe_overhead, observe_upstream
 from proxy.errors import ApiFormat, error_body
 from proxy.requestid import request_id_for
-from proxy.timing import timing_start
+from proxy.timing import RequestTiming, timing_start
 
 
 def request_id_middleware(
@@ -34,17 +34,22 @@ def request_id_middleware(
                               message=f"{request.method} is not allowed here; use {allowed}.")  # fmt: skip
             response = HttpResponse(body, status=405, content_type="application/json")
             response["Allow"] = allowed
-        response["x-request-id"] = request_id
-        # Up to the response's headers: a stream's chunks pass through as they come.
-        overhead = timing.overhead()
-        response["x-gateway-overhead-ms"] = f"{overhead * 1000:.2f}"
-        observe_overhead(overhead)
-        if timing.upstream:
-            observe_upstream(timing.upstream)
+        for name, value in response_stamps(request_id, timing):
+            response[name] = value
         return response
 
     markcoroutinefunction(middleware)
     return middleware
+
+
+def response_stamps(request_id: str, timing: RequestTiming) -> tuple[tuple[str, str], tuple[str, str]]:
+    """The headers every API answer carries, and the overhead metrics, once
+    its headers are ready: a stream's chunks pass through as they come."""
+    overhead = timing.overhead()
+    observe_overhead(overhead)
+    if timing.upstream:
+        observe_upstream(timing.upstream)
+    return ("x-request-id", request_id), ("x-gateway-overhead-ms", f"{overhead * 1000:.2f}")
 
 
 request_id_middleware.async_capable = True  # type: ignore[attr-defined]

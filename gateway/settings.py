@@ -197,6 +197,9 @@ GATEWAY_CONFIG_POLL_SECONDS = env.float("GATEWAY_CONFIG_POLL_SECONDS", default=2
 # SECRET_KEY when unset; set it explicitly so SECRET_KEY can rotate.
 PROXY_SECRETS_KEY = env("PROXY_SECRETS_KEY", default="")
 PROXY_MAX_BODY_BYTES = env.int("PROXY_MAX_BODY_BYTES", default=32 * 1024 * 1024)
+# Cache hits to /v1/chat/completions and /v1/embeddings answered before
+# Django (gateway.cache_lane); off, they take the full path like the rest.
+PROXY_CACHE_LANE = env.bool("PROXY_CACHE_LANE", default=True)
 PROXY_CONNECT_TIMEOUT = env.float("PROXY_CONNECT_TIMEOUT", default=10.0)
 # Time to the response headers, and the longest silence between two chunks.
 PROXY_READ_TIMEOUT = env.float("PROXY_READ_TIMEOUT", default=300.0)

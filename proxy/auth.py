@@ -16,12 +16,15 @@ _MAX_KEY_LENGTH = 200
 
 
 def presented_key(request: HttpRequest) -> str:
+    return key_from_headers(request.headers.get("Authorization", ""), request.headers.get("x-api-key", ""))
+
+
+def key_from_headers(authorization: str, x_api_key: str) -> str:
     """The key from `Authorization: Bearer ...` or `x-api-key` (Anthropic style)."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return request.headers.get("x-api-key", "").strip()
+    return x_api_key.strip()
 
 
 class ApiKeyAuth(AuthBase):

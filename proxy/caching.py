@@ -43,17 +43,11 @@ class CacheLookup:
 async def cache_lookup(
     ctx: TenantContext, target: RouteTarget, body: dict[str, Any], *, endpoint: str, cache_control: str, forced: bool
 ) -> CacheLookup:
-    policy = cache_policy(
-        key_ttl_seconds=ctx.cache_ttl_seconds,
-        cache_control=cache_control,
-        forced=forced,
-        default_ttl=settings.CACHESTORE_DEFAULT_TTL_SECONDS,
-    )
+    policy = cache_lookup_policy(ctx, cache_control=cache_control, forced=forced)
     if policy is None:
         return CacheLookup("bypass")
     store = cache_store()
-    key = cache_key(tenant_id=ctx.tenant_id, endpoint=endpoint, provider=target.provider.name,
-                    upstream_model=target.upstream_model, body=body)  # fmt: skip
+    key = _key(ctx, target, body, endpoint)
     if not policy.lookup:  # no-cache: go upstream, refresh the entry
         flight = Flight(tenant_id=ctx.tenant_id, key=key, future=_detached_future(), store=store, write=policy.write)
         return CacheLookup("bypass", fill=CacheFill(ctx, target, endpoint, key, policy, flight))
@@ -68,6 +62,28 @@ async def cache_lookup(
     if led is None:  # the leader failed: go upstream, and store this answer
         led = Flight(tenant_id=ctx.tenant_id, key=key, future=_detached_future(), store=store)
     return CacheLookup("miss", fill=CacheFill(ctx, target, endpoint, key, policy, led))
+
+
+def cache_lookup_policy(ctx: TenantContext, *, cache_control: str, forced: bool = False) -> CachePolicy | None:
+    """What the cache may do for this key and Cache-Control (None: nothing)."""
+    return cache_policy(key_ttl_seconds=ctx.cache_ttl_seconds, cache_control=cache_control, forced=forced,
+                        default_ttl=settings.CACHESTORE_DEFAULT_TTL_SECONDS)  # fmt: skip
+
+
+async def cache_peek(
+    ctx: TenantContext, target: RouteTarget, body: dict[str, Any], *, endpoint: str, policy: CachePolicy
+) -> CachedEntry | None:
+    """The entry cache_lookup would serve as a hit, if one is stored now;
+    no singleflight, nothing filled (the cache lane's question)."""
+    if not policy.lookup:
+        return None
+    entry = await cache_store().get(ctx.tenant_id, _key(ctx, target, body, endpoint))
+    return entry if entry is not None and _acceptable(entry, policy) else None
+
+
+def _key(ctx: TenantContext, target: RouteTarget, body: dict[str, Any], endpoint: str) -> str:
+    return cache_key(tenant_id=ctx.tenant_id, endpoint=endpoint, provider=target.provider.name,
+                     upstream_model=target.upstream_model, body=body)  # fmt: skip
 
 
 def _acceptable(entry: CachedEntry, policy: CachePolicy) -> bool:
@@ -132,9 +148,19 @@ class CacheFill:
         self.flight.land(None)
 
 
-def cache_hit_response(
+@dataclass(slots=True)
+class HitAnswer:
+    """A hit's answer, already recorded: sent by Django (cache_hit_response)
+    or straight over ASGI by the cache lane (gateway.cache_lane)."""
+
+    headers: dict[str, str]  # Content-Type included
+    body: bytes = b""  # the JSON answer
+    events: list[bytes] | None = None  # or a stream's events
+
+
+def cache_hit_answer(
     ctx: TenantContext, target: RouteTarget, entry: CachedEntry, body: dict[str, Any], *, request_id: str, stream: bool
-) -> HttpResponseBase:
+) -> HitAnswer:
     """Serve a hit and record it: billed at zero, with the cost it saved."""
     started = time.perf_counter()
     if stream:
@@ -145,11 +171,10 @@ def cache_hit_response(
             if entry.events
             else events_from_completion(orjson.loads(entry.body), include_usage=wants_usage)
         )
-        response: HttpResponseBase = StreamingHttpResponse(_replay(events), content_type="text/event-stream")
-        response["Cache-Control"] = "no-cache"
+        answer = HitAnswer({"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}, events=events)
     else:
-        response = HttpResponse(entry.body, content_type=entry.content_type)
-    response["x-cache"] = "hit"
+        answer = HitAnswer({"Content-Type": entry.content_type}, body=entry.body)
+    answer.headers["x-cache"] = "hit"
     meter.push(
         UsageEvent(
             request_id=request_id, created_at=timezone.now(), tenant_id=ctx.tenant_id, key_id=ctx.key_id,
@@ -159,6 +184,20 @@ def cache_hit_response(
             cache_status="hit", saved_nanos=entry.cost_nanos, price_id=entry.price_id,
         )  # fmt: skip
     )
+    return answer
+
+
+def cache_hit_response(answer: HitAnswer) -> HttpResponseBase:
+    """A hit's answer as Django's response."""
+    headers = dict(answer.headers)
+    content_type = headers.pop("Content-Type")
+    response: HttpResponseBase
+    if answer.events is not None:
+        response = StreamingHttpResponse(_replay(answer.events), content_type=content_type)
+    else:
+        response = HttpResponse(answer.body, content_type=content_type)
+    for name, value in headers.items():
+        response[name] = value
     return response
 
 

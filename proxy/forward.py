@@ -22,7 +22,15 @@ from django.http.response import HttpResponseBase
 
 from gateway.metrics import set_breaker_state
 from proxy.breaker import breaker, target_key
-from proxy.caching import CacheFill, cache_hit_response, cache_lookup
+from proxy.caching import (
+    CacheFill,
+    HitAnswer,
+    cache_hit_answer,
+    cache_hit_response,
+    cache_lookup,
+    cache_lookup_policy,
+    cache_peek,
+)
 from proxy.catalog import current_catalog
 from proxy.context import ProviderConfig, RoutePlan, RouteTarget, TenantContext
 from proxy.dialects import ClientCall, Dialect
@@ -73,7 +81,8 @@ async def forward(
         else:
             cache = None
         if cache is not None and cache.entry is not None:
-            response = cache_hit_response(ctx, primary, cache.entry, call.body, request_id=request_id, stream=call.stream)
+            answer = cache_hit_answer(ctx, primary, cache.entry, call.body, request_id=request_id, stream=call.stream)
+            response = cache_hit_response(answer)
             rate_limit_release(admission)
         else:
             fill = cache.fill if cache is not None else None
@@ -91,6 +100,28 @@ async def forward(
     for name, value in (admission.headers if admission else {}).items():
         response[name] = value
     return response
+
+
+async def cache_hit_only(ctx: TenantContext, call: ClientCall, request_id: str, *, cache_control: str) -> HitAnswer | None:
+    """forward()'s answer when it would be a cache hit, else None, for the
+    cache lane (gateway.cache_lane). The same steps in an order that costs
+    nothing but the lookup when there is no hit: route, look up, then admit
+    under the rate limits (a refusal raises, as in forward())."""
+    policy = cache_lookup_policy(ctx, cache_control=cache_control)
+    if call.dialect not in _CACHEABLE or policy is None:
+        return None
+    primary = plan_for(await current_catalog(), ctx, call.body["model"]).deployments[0]
+    entry = await cache_peek(ctx, primary, call.body, endpoint=call.dialect.value, policy=policy)
+    if entry is None:
+        return None
+    admission = await rate_limit_admit(ctx, tokens=tokens_estimate(call.body, call.size))
+    try:
+        answer = cache_hit_answer(ctx, primary, entry, call.body, request_id=request_id, stream=call.stream)
+    finally:
+        rate_limit_release(admission)
+    if admission is not None:
+        answer.headers.update(admission.headers)
+    return answer
 
 
 def _count_tokens_estimated(call: ClientCall) -> HttpResponse:

@@ -10,6 +10,10 @@ _ATTRIBUTE = "gateway_request_id"
 def request_id_for(request: HttpRequest) -> str:
     request_id = getattr(request, _ATTRIBUTE, None)
     if request_id is None:
-        request_id = "req_" + uuid.uuid4().hex
+        request_id = new_request_id()
         setattr(request, _ATTRIBUTE, request_id)
     return request_id
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex

@@ -1,0 +1,111 @@
+"""Cache hits answered before Django.
+
+A hit is the cheapest answer a gateway gives, yet through Django and ninja
+it cost 60% of a forwarded request's CPU: the request and response objects,
+the URL resolver, the middleware and ninja's operation cost the same either
+way. This lane sits in front of the API handler and answers a hit to
+/v1/chat/completions or /v1/embeddings straight over ASGI, through the same
+steps as the full path (authenticate, parse, route, look up, admit under the
+rate limits, one usage record: proxy.forward.cache_hit_only) and with the
+same answer. Anything else, a miss, a refusal or a bad request, goes on to
+Django untouched, and the full path decides it again and answers it.
+"""
+
+import logging
+from collections.abc import Callable
+
+from django.conf import settings
+
+from gateway import lifecycle
+from gateway.handlers import ASGIApp, Message, Receive, Scope, Send
+from gateway.logs import bind_request_id
+from gateway.middleware import response_stamps
+from proxy import dialects
+from proxy.auth import authenticate, key_from_headers
+from proxy.caching import HitAnswer
+from proxy.errors import GatewayError
+from proxy.forward import cache_hit_only
+from proxy.requestid import new_request_id
+from proxy.timing import timing_start
+
+log = logging.getLogger(__name__)
+_CACHEABLE: dict[str, Callable[[bytes], dialects.ClientCall]] = {
+    "/v1/chat/completions": dialects.chat_call,
+    "/v1/embeddings": dialects.embeddings_call,
+}
+_HEADERS = {b"authorization": "authorization", b"x-api-key": "x-api-key", b"cache-control": "cache-control"}
+
+
+def cache_lane(app: ASGIApp) -> ASGIApp:
+    """`app` behind a lane that answers cache hits itself. The body has been
+    read whole already (gateway.handlers.body_limit_guard)."""
+
+    async def lane(scope: Scope, receive: Receive, send: Send) -> None:
+        parse = _CACHEABLE.get(scope["path"]) if scope["method"] == "POST" else None
+        if parse is None or not settings.PROXY_CACHE_LANE:
+            return await app(scope, receive, send)
+        message = await receive()
+        if message["type"] == "http.request" and await _hit_answered(scope, message.get("body", b""), parse, send):
+            return None
+        return await app(scope, _replaying(message, receive), send)
+
+    return lane
+
+
+async def _hit_answered(scope: Scope, body: bytes, parse: Callable[[bytes], dialects.ClientCall], send: Send) -> bool:
+    timing = timing_start()
+    headers = _request_headers(scope)
+    try:
+        lifecycle.ensure_background_tasks()
+        ctx = await authenticate(key_from_headers(headers.get("authorization", ""), headers.get("x-api-key", "")))
+        request_id = new_request_id()
+        answer = await cache_hit_only(ctx, parse(body), request_id, cache_control=headers.get("cache-control", ""))
+    except GatewayError:
+        return False  # refused: the full path refuses it again, in the API's own words
+    except Exception:
+        log.exception("the cache lane failed; the request goes the full path")
+        return False
+    if answer is None:
+        return False
+    bind_request_id(request_id)
+    await _send(answer, response_stamps(request_id, timing), send)
+    return True
+
+
+def _request_headers(scope: Scope) -> dict[str, str]:
+    """The headers the lane reads; repeated ones joined as Django joins them."""
+    found: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = _HEADERS.get(raw_name)
+        if name is not None:
+            value = raw_value.decode("latin-1")
+            found[name] = f"{found[name]},{value}" if name in found else value
+    return found
+
+
+async def _send(answer: HitAnswer, stamps: tuple[tuple[str, str], ...], send: Send) -> None:
+    headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers.items()]
+    headers += [(name.encode(), value.encode()) for name, value in stamps]
+    if answer.events is None:
+        headers.append((b"content-length", str(len(answer.body)).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if answer.events is None:
+        await send({"type": "http.response.body", "body": answer.body})
+        return
+    for event in answer.events:  # as a relayed stream arrives: one event per chunk
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _replaying(message: Message, receive: Receive) -> Receive:
+    """`receive` with `message`, already taken from it, given back first."""
+    taken = False
+
+    async def replay() -> Message:
+        nonlocal taken
+        if taken:
+            return await receive()
+        taken = True
+        return message
+
+    return replay
