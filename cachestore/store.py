@@ -28,13 +28,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.db import connection
 from django.dispatch import receiver
-from redis.exceptions import NoScriptError
 
 from cachestore.entry import CachedEntry, entry_dumps, entry_loads
 from gateway.redis import redis_client_for, redis_key
@@ -189,6 +187,8 @@ class _Lua:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     async def __call__(self, client: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        from redis.exceptions import NoScriptError  # redis is imported only where it is used (memory)
+
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
@@ -513,6 +513,8 @@ class LruStore:
     async def _listen(self) -> None:
         # A client of its own: a subscription holds its connection for good,
         # which must not take a slot of the pool that requests share.
+        import redis.asyncio as aioredis
+
         client = aioredis.Redis.from_url(self.redis_url)
         pubsub = client.pubsub()
         try:

@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 import environ
-from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -174,14 +173,6 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-CELERY_BEAT_SCHEDULE = {
-    "usage-spool-replay": {"task": "billing.tasks.usage_spool_replay_task", "schedule": crontab(minute="*")},
-    "usage-rollup": {"task": "billing.tasks.usage_rollup_task", "schedule": crontab(minute="*/5")},
-    "books-reconcile": {"task": "billing.tasks.books_reconcile_task", "schedule": crontab(minute=17)},
-    "usage-retention": {"task": "billing.tasks.usage_retention_task", "schedule": crontab(hour=3, minute=30)},
-    "prices-sync": {"task": "billing.tasks.prices_sync_task", "schedule": crontab(hour=2, minute=10)},
-    "cache-expire": {"task": "cachestore.tasks.cache_expire_task", "schedule": crontab(minute="*/10")},
-}
 
 # --- Gateway ----------------------------------------------------------------------
 # Virtual keys are stored as HMAC-SHA256(pepper, key). Changing the pepper
@@ -312,5 +303,3 @@ TRACE_DIR = Path(env("TRACE_DIR", default=str(VAR_DIR / "traces")))
 TRACE_MAX_BODY_BYTES = env.int("TRACE_MAX_BODY_BYTES", default=256 * 1024)
 TRACE_RETENTION_DAYS = env.int("TRACE_RETENTION_DAYS", default=7)
 TRACE_QUEUE_MAX = env.int("TRACE_QUEUE_MAX", default=1000)
-CELERY_BEAT_SCHEDULE["trace-retention"] = {"task": "proxy.tasks.trace_retention_task",
-                                           "schedule": crontab(hour=3, minute=45)}  # fmt: skip

@@ -30,12 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import redis
 from django.conf import settings
 
 from gateway.redis import redis_client, redis_key
 
 if TYPE_CHECKING:
+    import redis
+
     from proxy.context import RouteTarget
 
 log = logging.getLogger(__name__)
@@ -282,6 +283,8 @@ class RedisBreaker:
         return left if left > 0 else MIRROR_SECONDS if view.state == HALF_OPEN else 0.0
 
     async def _eval(self, script: str, keys: tuple[str, ...], *args: Any) -> Any:
+        import redis  # only with REDIS_URL (see gateway.redis)
+
         try:
             return await redis_client().eval(script, len(keys), *keys, *args)
         except (redis.RedisError, OSError) as exc:
@@ -289,7 +292,7 @@ class RedisBreaker:
             return None
 
 
-_sync_clients: dict[str, redis.Redis] = {}
+_sync_clients: dict[str, "redis.Redis"] = {}
 
 
 def shared_state(key: str) -> State:
@@ -297,6 +300,8 @@ def shared_state(key: str) -> State:
     Redis read with REDIS_URL; this process's breaker otherwise)."""
     if not settings.REDIS_URL:
         return breaker().state(key)
+    import redis
+
     client = _sync_clients.get(settings.REDIS_URL)
     if client is None:  # thread-safe (a connection pool); the admin's pages share it
         client = _sync_clients[settings.REDIS_URL] = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)

@@ -56,9 +56,9 @@ def test_web_runs_several_workers_with_shared_metrics_json_logs_and_a_health_che
 
 def test_exactly_one_beat_and_workers_without_the_connection_pool(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert services["beat"]["command"][:4] == ["celery", "-A", "gateway", "beat"]
+    assert services["beat"]["command"][:4] == ["celery", "-A", "gateway.celery", "beat"]
     assert "deploy" not in services["beat"]
-    assert services["worker"]["command"][:4] == ["celery", "-A", "gateway", "worker"]
+    assert services["worker"]["command"][:4] == ["celery", "-A", "gateway.celery", "worker"]
     assert services["worker"]["environment"]["DATABASE_POOL"] == "0"
 
 

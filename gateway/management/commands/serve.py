@@ -30,7 +30,7 @@ class Command(BaseCommand):
             # process of each, and beat must never run twice.
             children.append(
                 subprocess.Popen(
-                    [python, "-m", "celery", "-A", "gateway", "worker", "--beat", "--pool", "solo",
+                    [python, "-m", "celery", "-A", "gateway.celery", "worker", "--beat", "--pool", "solo",
                      "--loglevel", "INFO", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME],
                     env={**os.environ, "DATABASE_POOL": "0"},
                 )  # fmt: skip
