@@ -205,7 +205,10 @@ PROXY_ANTHROPIC_DEFAULT_MAX_TOKENS = env.int("PROXY_ANTHROPIC_DEFAULT_MAX_TOKENS
 # when BILLING_METER_BATCH_SIZE events wait. On SIGTERM the server waits up to
 # GATEWAY_SHUTDOWN_GRACE_SECONDS for in-flight streams, then flushes.
 BILLING_METER_FLUSH_SECONDS = env.float("BILLING_METER_FLUSH_SECONDS", default=1.0)
-BILLING_METER_BATCH_SIZE = env.int("BILLING_METER_BATCH_SIZE", default=500)
+# Small batches on purpose: the writer shares the process's one core (and
+# the GIL) with the event loop, and a 500-event batch (~24 ms of CPU) held
+# every request in flight back at once; the p99 at c=64 was twice the p50.
+BILLING_METER_BATCH_SIZE = env.int("BILLING_METER_BATCH_SIZE", default=100)
 # What a budget reserves for output when neither the request (max_tokens)
 # nor the model's price row (max_output_tokens) says.
 BILLING_DEFAULT_MAX_OUTPUT_TOKENS = env.int("BILLING_DEFAULT_MAX_OUTPUT_TOKENS", default=4096)
