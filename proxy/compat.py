@@ -24,7 +24,6 @@ from proxy.errors import ApiFormat, GatewayError
 from proxy.forward import forward
 from proxy.requestid import request_id_for
 from proxy.routing import may_use
-from proxy.translate.ollama import ollama_tags
 
 # What /api/version answers: an Ollama recent enough for every field served here.
 OLLAMA_VERSION = "0.12.0"
@@ -56,6 +55,8 @@ async def ollama_generate(request: HttpRequest) -> HttpResponseBase:
 
 async def ollama_tags_view(request: HttpRequest) -> HttpResponseBase:
     async def tags(ctx: TenantContext) -> HttpResponseBase:
+        from proxy.translate.ollama import ollama_tags  # loaded on use (proxy.exchange)
+
         catalog = await current_catalog()
         models = [(name, catalog.owner(name)) for name in catalog.listed_models() if may_use(catalog, ctx, name)]
         return JsonResponse(ollama_tags(models, modified_at=timezone.now().isoformat()))

