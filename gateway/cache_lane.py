@@ -17,7 +17,7 @@ from collections.abc import Callable
 from django.conf import settings
 
 from gateway import lifecycle
-from gateway.handlers import ASGIApp, Message, Receive, Scope, Send
+from gateway.handlers import ASGIApp, Receive, Scope, Send, replaying
 from gateway.logs import bind_request_id
 from gateway.middleware import response_stamps
 from proxy import dialects
@@ -47,7 +47,7 @@ def cache_lane(app: ASGIApp) -> ASGIApp:
         message = await receive()
         if message["type"] == "http.request" and await _hit_answered(scope, message.get("body", b""), parse, send):
             return None
-        return await app(scope, _replaying(message, receive), send)
+        return await app(scope, replaying(message, receive), send)
 
     return lane
 
@@ -96,16 +96,3 @@ async def _send(answer: HitAnswer, stamps: tuple[tuple[str, str], ...], send: Se
         await send({"type": "http.response.body", "body": event, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
 
-
-def _replaying(message: Message, receive: Receive) -> Receive:
-    """`receive` with `message`, already taken from it, given back first."""
-    taken = False
-
-    async def replay() -> Message:
-        nonlocal taken
-        if taken:
-            return await receive()
-        taken = True
-        return message
-
-    return replay

@@ -156,18 +156,26 @@ def body_limit_guard(app: ASGIApp) -> ASGIApp:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # later calls wait for http.disconnect
-            replayed = True
-            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-
-        return await app(scope, replay, send)
+        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        del chunks  # a stream can last minutes: hold its request body once, not twice
+        return await app(scope, replaying(whole, receive), send)
 
     return guarded
+
+
+def replaying(message: Message, receive: Receive) -> Receive:
+    """`receive` that gives `message` first (taken from it already, or the
+    whole body in one); later calls wait on `receive` for http.disconnect."""
+    taken = False
+
+    async def replay() -> Message:
+        nonlocal taken
+        if taken:
+            return await receive()
+        taken = True
+        return message
+
+    return replay
 
 
 def _content_length(scope: Scope) -> int | None:
