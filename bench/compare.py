@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import math
 import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: `python bench/compare.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import load, peers, report, stack  # noqa: E402
-from bench.run import exit_on_sigterm, git_describe, progress, section  # noqa: E402
+from bench.run import bench_main, git_describe, progress, section  # noqa: E402
 
 # (scenario, concurrency): the table's columns come from these four.
 CELLS = (("json", 64), ("stream", 64), ("json", 1), ("stream", 1))
@@ -328,15 +327,7 @@ def targets_check(rows: list[Row]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = options_parse(argv)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
-    stack.pin_self()
-    try:
-        with stack.run_directory("gateway-compare-", keep=options.keep) as (workdir, servers):
-            return _run(options, workdir, servers)
-    except KeyboardInterrupt:
-        progress("interrupted")
-        return 130
+    return bench_main("gateway-compare-", options.keep, lambda workdir, servers: _run(options, workdir, servers))
 
 
 def _run(options: Options, workdir: Path, servers: list[stack.Server]) -> int:

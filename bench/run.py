@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -358,12 +358,19 @@ def exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = options_parse(argv)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # in order with the progress lines
+    return bench_main("gateway-bench-", options.keep, lambda workdir, servers: _run(options, workdir, servers))
+
+
+def bench_main(prefix: str, keep: bool, run: Callable[[Path, list[stack.Server]], int]) -> int:
+    """A benchmark's shell: output in order with the progress lines, and every
+    server it started stopped on the way out, whether it ends, fails, or gets
+    SIGTERM or ^C."""
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     stack.pin_self()
     try:
-        with stack.run_directory("gateway-bench-", keep=options.keep) as (workdir, servers):
-            return _run(options, workdir, servers)
+        with stack.run_directory(prefix, keep=keep) as (workdir, servers):
+            return run(workdir, servers)
     except KeyboardInterrupt:
         progress("interrupted")
         return 130
