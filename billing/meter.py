@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import threading
@@ -108,10 +109,8 @@ class UsageMeter:
         between batches (see billing.ledger.usage_events_store)."""
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-writer")
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self._flush_on_writer)
-
-    def _flush_on_writer(self) -> int:
-        return self.flush_sync(keep_connection=True)
+        flush = functools.partial(self.flush_sync, keep_connection=True)
+        return await asyncio.get_running_loop().run_in_executor(self._writer, flush)
 
     def writer_stop(self) -> None:
         """Close the writer thread's connection and end the thread (shutdown, tests)."""

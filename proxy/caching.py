@@ -51,8 +51,8 @@ async def cache_lookup(
     if not policy.lookup:  # no-cache: go upstream, refresh the entry
         flight = Flight(tenant_id=ctx.tenant_id, key=key, future=_detached_future(), store=store, write=policy.write)
         return CacheLookup("bypass", fill=CacheFill(ctx, target, endpoint, key, policy, flight))
-    entry = await store.get(ctx.tenant_id, key)
-    if entry is not None and _acceptable(entry, policy):
+    entry = await _stored_hit(ctx, key, policy)
+    if entry is not None:
         return CacheLookup("hit", entry=entry)
     if not policy.write:
         return CacheLookup("miss")
@@ -75,9 +75,12 @@ async def cache_peek(
 ) -> CachedEntry | None:
     """The entry cache_lookup would serve as a hit, if one is stored now;
     no singleflight, nothing filled (the cache lane's question)."""
-    if not policy.lookup:
-        return None
-    entry = await cache_store().get(ctx.tenant_id, _key(ctx, target, body, endpoint))
+    return await _stored_hit(ctx, _key(ctx, target, body, endpoint), policy) if policy.lookup else None
+
+
+async def _stored_hit(ctx: TenantContext, key: str, policy: CachePolicy) -> CachedEntry | None:
+    """The stored entry under `key`, if the policy accepts it as a hit."""
+    entry = await cache_store().get(ctx.tenant_id, key)
     return entry if entry is not None and _acceptable(entry, policy) else None
 
 
