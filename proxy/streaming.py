@@ -124,9 +124,11 @@ async def translate_stream(
             out: list[dict[str, Any]] = []
             for event in splitter.feed(chunk):
                 data = event_data(event)
-                if data is None or data == b"[DONE]":
+                if data is None:
                     continue
-                observer.observe(data)
+                observer.observe(data)  # [DONE] included: it is what marks an OpenAI stream complete
+                if data == b"[DONE]":
+                    continue
                 try:
                     parsed = orjson.loads(data)
                 except orjson.JSONDecodeError:

@@ -370,3 +370,28 @@ def test_an_unknown_provider_in_the_path_is_a_clean_404(live_gateway: LiveGatewa
                           json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "model_not_found"
+
+
+# --- Every translated stream is booked as complete ----------------------------
+
+TRANSLATED_STREAMS = [
+    ("/v1/messages", {"model": "gpt-test", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/responses", {"model": "compat-test", "input": "hi"}),
+    ("/v1/completions", {"model": "claude-test", "prompt": "hi", "max_tokens": 30}),
+    ("/v1/chat/completions", {"model": "claude-test", "messages": [{"role": "user", "content": "hi"}]}),
+    ("/api/chat", {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}),
+    ("/api/generate", {"model": "gpt-test", "prompt": "hi"}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), TRANSLATED_STREAMS, ids=[p for p, _ in TRANSLATED_STREAMS])
+def test_a_complete_translated_stream_is_recorded_as_complete(
+    live_gateway: LiveGateway, key: IssuedKey, ledger: Ledger, path: str, body: dict[str, Any]
+) -> None:
+    streamed = {**body, "stream": True}
+    response = httpx.post(live_gateway.url + path, json=streamed, headers=key.headers, timeout=20)
+    assert response.status_code == 200
+    assert b"upstream_stream_incomplete" not in response.content
+    [record] = ledger.wait(key.key_id, 1)
+    assert (record.stream, record.status_code, record.error_code) == (True, 200, "")
+    assert record.output_tokens == WORDS
