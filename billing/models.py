@@ -1,5 +1,6 @@
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -8,8 +9,9 @@ from django.utils import timezone
 
 from billing.histograms import LATENCY_COLUMNS, TTFT_COLUMNS
 
-USD_PER_MTOK = {"max_digits": 18, "decimal_places": 9, "validators": [MinValueValidator(Decimal(0))]}
-OPTIONAL_USD_PER_MTOK = {**USD_PER_MTOK, "null": True, "blank": True}
+# Any: these are spread into DecimalField(**...), whose parameters differ in type.
+USD_PER_MTOK: dict[str, Any] = {"max_digits": 18, "decimal_places": 9, "validators": [MinValueValidator(Decimal(0))]}
+OPTIONAL_USD_PER_MTOK: dict[str, Any] = {**USD_PER_MTOK, "null": True, "blank": True}
 
 
 class PriceQuerySet(models.QuerySet["Price"]):
