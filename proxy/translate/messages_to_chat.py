@@ -179,7 +179,7 @@ def _user_parts(block: Json, notes: _Notes) -> list[Json]:
 
 
 def _image_part(block: Json, notes: _Notes) -> list[Json]:
-    source = block.get("source") if isinstance(block.get("source"), dict) else {}
+    source = _obj(block.get("source"))
     match source.get("type"):
         case "base64":
             url = f"data:{_str(source.get('media_type'))};base64,{_str(source.get('data'))}"
@@ -192,7 +192,7 @@ def _image_part(block: Json, notes: _Notes) -> list[Json]:
 
 
 def _document_parts(block: Json, notes: _Notes) -> list[Json]:
-    source = block.get("source") if isinstance(block.get("source"), dict) else {}
+    source = _obj(block.get("source"))
     title, context = _str(block.get("title")), _str(block.get("context"))
     if block.get("citations"):
         notes.add("dropped: citations")
@@ -381,7 +381,7 @@ def chat_response_to_message(data: Json, *, model: str) -> Json:
     """The Anthropic message for a non-streamed chat completion."""
     choices = data.get("choices") if isinstance(data, dict) else None
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    message = _obj(choice.get("message"))
     content: list[Json] = []
     if reasoning := _reasoning_text(message):
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
@@ -390,7 +390,7 @@ def chat_response_to_message(data: Json, *, model: str) -> Json:
     refusal = message.get("refusal")
     if isinstance(refusal, str) and refusal:
         content.append({"type": "text", "text": refusal})
-    calls = message.get("tool_calls") if isinstance(message.get("tool_calls"), list) else []
+    calls = _items(message.get("tool_calls"))
     content += [_tool_call_to_block(call) for call in calls if isinstance(call, dict)]
     stop_reason = "refusal" if refusal else _stop_reason(choice.get("finish_reason"), used_tools=bool(calls))
     chat_id = data.get("id") if isinstance(data, dict) else None
@@ -421,7 +421,7 @@ def _message_text(content: Any) -> str:
 
 
 def _tool_call_to_block(call: Json) -> Json:
-    function = call.get("function") if isinstance(call.get("function"), dict) else {}
+    function = _obj(call.get("function"))
     return {"type": "tool_use", "id": _tool_id(call.get("id")), "name": _str(function.get("name")),
             "input": _tool_input(function.get("arguments"))}  # fmt: skip
 
@@ -534,21 +534,21 @@ class ChatToMessagesStream:
         if self._started:
             return []
         self._started = True
-        message = {"id": self._message_id, "type": "message", "role": "assistant", "model": self._model,
+        message: Json = {"id": self._message_id, "type": "message", "role": "assistant", "model": self._model,
                    "content": [], "stop_reason": None, "stop_sequence": None,
                    "usage": {"input_tokens": self._input_estimate, "output_tokens": 1,
                              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}  # fmt: skip
         return [{"type": "message_start", "message": message}]
 
     def _choice(self, choice: Json) -> list[Json]:
-        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        delta = _obj(choice.get("delta"))
         events = self._text_delta("thinking", _reasoning_text(delta))
         events += self._text_delta("text", _message_text(delta.get("content")))
         if isinstance(delta.get("refusal"), str) and delta["refusal"]:
             self._refused = True
             events += self._text_delta("text", delta["refusal"])
         calls = delta.get("tool_calls")
-        for call in calls if isinstance(calls, list) else []:
+        for call in _items(calls):
             if isinstance(call, dict):
                 events += self._tool_call_delta(call)
         if isinstance(choice.get("finish_reason"), str):
@@ -570,7 +570,7 @@ class ChatToMessagesStream:
     def _tool_call_delta(self, call: Json) -> list[Json]:
         """The first piece of a call has its id and name; arguments come in pieces."""
         key, call_id = call.get("index"), call.get("id")
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function = _obj(call.get("function"))
         # Without an index (some compatible servers), a piece belongs to the open call.
         block = self._tools.get(key) if isinstance(key, int) else self._open
         events: list[Json] = []
@@ -645,12 +645,12 @@ def count_tokens_estimate(body: Json) -> int:
         return 0
     tally = _Tally()
     tally.content(body.get("system"))
-    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+    messages = _items(body.get("messages"))
     for message in messages:
         tally.extra += TOKENS_PER_MESSAGE
         if isinstance(message, dict):
             tally.content(message.get("content"))
-    tools = body.get("tools") if isinstance(body.get("tools"), list) else []
+    tools = _items(body.get("tools"))
     for tool in tools:
         tally.chars += len(_json(tool))
     return -(-tally.chars // CHARS_PER_TOKEN) + tally.extra
@@ -681,7 +681,7 @@ class _Tally:
             case "tool_result":
                 self.content(block.get("content"))
             case "document":
-                source = block.get("source") if isinstance(block.get("source"), dict) else {}
+                source = _obj(block.get("source"))
                 if source.get("type") in ("text", "content"):
                     self.content(source.get("data") if source.get("type") == "text" else source.get("content"))
                 else:
@@ -690,6 +690,15 @@ class _Tally:
 
 def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _obj(value: Any) -> Json:
+    """`value` if it is a JSON object, else an empty one: bodies come from clients and upstreams."""
+    return value if isinstance(value, dict) else {}
+
+
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _json(value: Any) -> str:
