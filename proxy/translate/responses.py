@@ -243,9 +243,10 @@ def _text_config(value: Any, out: dict[str, Any], notes: list[str]) -> None:
     if not isinstance(value, dict):
         raise TranslationError("text must be an object.", param="text")
     fmt = value.get("format")
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    spec = fmt if isinstance(fmt, dict) else {}
+    kind = spec.get("type")
     if kind == "json_schema":
-        schema = {key: fmt[key] for key in ("name", "description", "schema", "strict") if key in fmt}
+        schema = {key: spec[key] for key in ("name", "description", "schema", "strict") if key in spec}
         out["response_format"] = {"type": "json_schema", "json_schema": schema}
     elif kind == "json_object":
         out["response_format"] = {"type": "json_object"}
@@ -272,8 +273,7 @@ def chat_response_to_responses(
     reasoning = _reasoning_text(message)
     if reasoning:
         output.append(_reasoning_item(ids.make("rs", len(output)), reasoning))
-    text = message.get("content") if isinstance(message.get("content"), str) else ""
-    refusal = message.get("refusal") if isinstance(message.get("refusal"), str) else ""
+    text, refusal = _str(message.get("content")), _str(message.get("refusal"))
     calls = [call for call in message.get("tool_calls") or [] if isinstance(call, dict)]
     if text or refusal or not calls:
         parts = [_text_part(text)] if text or not refusal else []
@@ -358,8 +358,15 @@ def responses_usage(usage: Any) -> dict[str, Any] | None:
 
 
 def _details(usage: dict[str, Any], name: str) -> dict[str, Any]:
-    details = usage.get(name)
-    return details if isinstance(details, dict) else {}
+    return _obj(usage.get(name))
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _status(finish_reason: Any) -> tuple[str, dict[str, Any] | None]:
@@ -645,9 +652,10 @@ class ChatToResponsesStream:
 
     def _call_delta(self, call: dict[str, Any]) -> list[dict[str, Any]]:
         events = []
-        chat_index = call.get("index") if isinstance(call.get("index"), int) else len(self._calls)
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
-        name = function.get("name") if isinstance(function.get("name"), str) else ""
+        index_given = call.get("index")
+        chat_index = index_given if isinstance(index_given, int) else len(self._calls)
+        function = _obj(call.get("function"))
+        name = _str(function.get("name"))
         if chat_index not in self._calls:
             events += self._close_reasoning() + self._close_message()
             self._had_message_or_call = True
