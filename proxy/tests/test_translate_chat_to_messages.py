@@ -342,12 +342,12 @@ def test_created_defaults_to_now() -> None:
 
 # --- stream --------------------------------------------------------------------------------------
 
-START = {"type": "message_start", "message": {
+START: dict[str, Any] = {"type": "message_start", "message": {
     "id": "msg_01", "type": "message", "role": "assistant", "model": "claude-up", "content": [], "stop_reason": None,
     "stop_sequence": None, "usage": {"input_tokens": 25, "cache_read_input_tokens": 100,
                                      "cache_creation_input_tokens": 0, "output_tokens": 1}}}  # fmt: skip
-PING = {"type": "ping"}
-STOP = {"type": "message_stop"}
+PING: dict[str, Any] = {"type": "ping"}
+STOP: dict[str, Any] = {"type": "message_stop"}
 
 
 def block_start(index: int, block: dict[str, Any]) -> dict[str, Any]:
@@ -385,7 +385,7 @@ def run(events: list[dict[str, Any]], *, include_usage: bool = True) -> list[dic
     return out + stream.close()
 
 
-TEXT_EVENTS = [
+TEXT_EVENTS: list[dict[str, Any]] = [
     START, PING, block_start(0, {"type": "text", "text": ""}), block_delta(0, type="text_delta", text="Hel"),
     block_delta(0, type="text_delta", text="lo"), block_stop(0), message_delta("end_turn", 2), STOP,
 ]  # fmt: skip

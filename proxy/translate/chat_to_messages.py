@@ -90,7 +90,7 @@ def _turn(message: dict[str, Any], i: int, notes: list[str]) -> tuple[str, list[
         blocks = _content_blocks(message.get("content"), f"messages[{i}].content")
         return "assistant", blocks + _tool_uses(message.get("tool_calls"), i)
     if role == "tool":
-        result = {"type": "tool_result", "tool_use_id": str(message.get("tool_call_id") or "")}
+        result: dict[str, Any] = {"type": "tool_result", "tool_use_id": str(message.get("tool_call_id") or "")}
         content = message.get("content")
         result["content"] = content if isinstance(content, str) else _text_blocks(content, f"messages[{i}].content")
         return "user", [result]

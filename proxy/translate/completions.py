@@ -112,8 +112,9 @@ class ChatToCompletionsStream:
         for position, choice in enumerate(event.get("choices") or []):
             if not isinstance(choice, dict):
                 continue
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
-            text = delta.get("content") if isinstance(delta.get("content"), str) else ""
+            delta = choice.get("delta")
+            content = delta.get("content") if isinstance(delta, dict) else None
+            text = content if isinstance(content, str) else ""
             if text or choice.get("finish_reason"):  # the role-only first chunk says nothing
                 choices.append(_choice(choice, position, text))
         out = [self._chunk(choices)] if choices else []
