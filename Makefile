@@ -32,7 +32,7 @@ print(f"PROXY_SECRETS_KEY={Fernet.generate_key().decode()}")' > $@
 
 run: $(VENV)/.base-installed .env
 	$(BIN)/python manage.py migrate --noinput -v 0
-	$(BIN)/python manage.py gateway_bootstrap
+	$(BIN)/python manage.py gateway_bootstrap --host $(HOST) --port $(PORT)
 	exec $(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.test-installed

@@ -1,6 +1,9 @@
 """The first start of `make run`: providers from the environment, a demo key once."""
 
+import shutil
+import subprocess
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -12,9 +15,9 @@ from proxy.models import Provider, Route
 pytestmark = pytest.mark.django_db
 
 
-def bootstrap() -> str:
+def bootstrap(*args: str) -> str:
     out = StringIO()
-    call_command("gateway_bootstrap", stdout=out)
+    call_command("gateway_bootstrap", *args, stdout=out)
     return out.getvalue()
 
 
@@ -39,3 +42,19 @@ def test_a_second_start_changes_nothing_and_shows_no_key(monkeypatch: pytest.Mon
     second = bootstrap()
     assert "sk-gw-" not in second and "key_create demo" in second
     assert ApiKey.objects.filter(tenant__slug="demo").count() == 1
+
+
+def test_the_demo_hint_names_the_port_the_gateway_is_started_on() -> None:
+    out = bootstrap("--host", "0.0.0.0", "--port", "9000")
+    assert "OPENAI_BASE_URL=http://127.0.0.1:9000/v1 " in out
+    assert ":8000" not in out
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_run_on_another_port_gives_bootstrap_the_same_host_and_port_as_serve() -> None:
+    plan = subprocess.run(
+        ["make", "-n", "run", "PORT=9000", "HOST=0.0.0.0"],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    [line] = [line for line in plan.splitlines() if "gateway_bootstrap" in line]
+    assert line.endswith("gateway_bootstrap --host 0.0.0.0 --port 9000")

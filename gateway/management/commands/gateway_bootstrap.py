@@ -1,7 +1,7 @@
 import os
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from accounts.models import Tenant
 from accounts.services import api_key_issue, tenant_create
@@ -17,7 +17,13 @@ class Command(BaseCommand):
         "the environment (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...), and a demo tenant whose key is printed once."
     )
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
+        # The address `serve` will listen on (the same defaults), only to print
+        # the base URL clients should use.
+        parser.add_argument("--host", default=os.environ.get("GATEWAY_HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8000")))
+
+    def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
         # Presets without a fixed base URL (Azure, self-hosted) need provider_create.
         found = [p for p in PRESETS if p.base_url and p.api_key_env and os.environ.get(p.api_key_env)]
         for preset in found:
@@ -43,5 +49,15 @@ class Command(BaseCommand):
         self.stdout.write("")
         self.stdout.write(f"Created tenant '{DEMO_SLUG}' and its key (shown only this once):")
         self.stdout.write(f"    {plaintext}")
-        self.stdout.write("Try: OPENAI_BASE_URL=http://127.0.0.1:8000/v1 OPENAI_API_KEY=<key> with the openai SDK.")
+        self.stdout.write(f"Try: OPENAI_BASE_URL={client_base_url(host, port)} OPENAI_API_KEY=<key> with the openai SDK.")
         self.stdout.write("")
+
+
+def client_base_url(host: str, port: int) -> str:
+    """The URL a client on this machine uses: a wildcard address is not one
+    to connect to, and an IPv6 address needs brackets."""
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}/v1"
