@@ -56,7 +56,7 @@ class Command(BaseCommand):
 def client_base_url(host: str, port: int) -> str:
     """The URL a client on this machine uses: a wildcard address is not one
     to connect to, and an IPv6 address needs brackets."""
-    if host in ("", "0.0.0.0", "::"):  # noqa: S104
+    if host in ("", "0.0.0.0", "::"):
         host = "127.0.0.1"
     elif ":" in host and not host.startswith("["):
         host = f"[{host}]"
