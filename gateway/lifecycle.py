@@ -52,8 +52,8 @@ async def shutdown() -> None:
     from billing.guard import RedisSpendGuard, spend_guard
     from billing.meter import meter
     from cachestore.flight import writes_settled
-    from proxy.ratelimit import RedisRateLimiter, rate_limiter
     from cachestore.store import cache_store
+    from proxy.ratelimit import RedisRateLimiter, rate_limiter
     from proxy.upstream import upstream_sessions_close
 
     log.info("shutting down: %d requests in flight, %d usage events queued", meter.inflight, meter.pending)
@@ -82,7 +82,9 @@ def install_daphne_shutdown_trigger() -> None:
         _stop_accepting(reactor)
         return defer.Deferred.fromFuture(asyncio.ensure_future(shutdown()))
 
-    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)  # type: ignore[attr-defined]
+    # zope.interface methods are declared without self: without the mypy-zope
+    # plugin, mypy binds "before" to self and reads the arguments one place off.
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)  # type: ignore[arg-type]
 
 
 def _stop_accepting(reactor: Any) -> None:

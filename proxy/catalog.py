@@ -5,6 +5,7 @@ at once (four queries) and kept until the configuration changes (see
 accounts.snapshots)."""
 
 import asyncio
+import datetime as dt
 import logging
 import weakref
 
@@ -179,7 +180,7 @@ def _seconds(value: float | None, default: float) -> float:
 
 
 def _current_prices(
-    now: "timezone.datetime", provider_names: dict[int, str]
+    now: dt.datetime, provider_names: dict[int, str]
 ) -> tuple[dict[tuple[str, str], PriceSnapshot], float]:
     """The price in force now for each (provider, model), and when the next
     scheduled price takes effect (the catalog reloads itself then)."""

@@ -13,7 +13,8 @@ class Provider(models.Model):
     """An upstream API: where to send requests and with which credential."""
 
     # One per preset (proxy.presets): the protocol and its defaults.
-    Kind = models.TextChoices("Kind", [(p.name.upper().replace("-", "_"), (p.name, p.label)) for p in PRESETS])
+    # django-stubs types only the str constructor of TextChoices, not the enum functional API.
+    Kind = models.TextChoices("Kind", [(p.name.upper().replace("-", "_"), (p.name, p.label)) for p in PRESETS])  # type: ignore[call-overload]
 
     name = models.SlugField(max_length=64, unique=True)
     kind = models.CharField(max_length=32, choices=Kind.choices, default=Kind.OPENAI)

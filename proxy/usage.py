@@ -57,7 +57,8 @@ def _text_chars(content: Any) -> int:
 
 def output_limit(body: dict[str, Any], target: RouteTarget) -> int:
     """The most output tokens this request can produce (for every one of its `n` choices)."""
-    choices = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 1 else 1
+    n = body.get("n")
+    choices = n if isinstance(n, int) and n > 1 else 1
     for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         if isinstance(body.get(name), int):
             return int(body[name]) * choices
