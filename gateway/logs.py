@@ -30,7 +30,8 @@ REDACTED = "[redacted]"
 _SECRET_PATTERNS = (
     # (real tokens are long: a display prefix such as "sk-gw-AbCdEf" stays readable)
     (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{16,}"), r"\1 " + REDACTED),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{20,}"), "sk-" + REDACTED),
+    # no \b: a key glued to the word before it ("tokensk-...") is a key too
+    (re.compile(r"sk-[A-Za-z0-9_-]{20,}"), "sk-" + REDACTED),
     (re.compile(r"(?i)(\b(?:authorization|x-api-key|api[_-]?key|password|secret|token)[\"']?\s*[:=]\s*[\"']?)"
                 r"[^\s\"',}]+"), r"\1" + REDACTED),
 )  # fmt: skip

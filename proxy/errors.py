@@ -22,6 +22,7 @@ _TYPE_BY_STATUS = {
     502: "api_error",
     503: "overloaded_error",
     504: "api_error",
+    529: "overloaded_error",  # Anthropic's "overloaded"
 }
 
 

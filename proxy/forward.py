@@ -46,7 +46,9 @@ from proxy.upstream import upstream_failure, upstream_session
 from proxy.usage import UsageRecorder, reserve_worst_case
 
 log = logging.getLogger(__name__)
-_SECRET_LIKE = re.compile(r"\b(sk|pk|rk|key)-[A-Za-z0-9_\-*.]{6,}")
+# A key after a word boundary, or a long one glued to the word before it
+# ("tokensk-..."): the length keeps words such as "task-runner" readable.
+_SECRET_LIKE = re.compile(r"\b(sk|pk|rk|key)-[A-Za-z0-9_\-*.]{6,}|(sk|pk|rk)-[A-Za-z0-9_\-]{20,}")
 _MAX_UPSTREAM_MESSAGE = 2000
 # Upstream headers worth passing on; hop-by-hop and encoding headers never are.
 _FORWARDED_HEADERS = ("retry-after", "openai-processing-ms", "x-ratelimit-remaining-requests", "request-id")
@@ -390,6 +392,8 @@ async def _upstream_error(
     if status in (401, 403):
         status, code = 502, "upstream_auth_failed"
         message = f"The provider '{provider.name}' rejected the gateway's credential."
+    elif status == 529 and fmt is not ApiFormat.ANTHROPIC:
+        status = 503  # Anthropic's own "overloaded": other APIs' clients know 503
     error = GatewayError(status, code, message, param=param)
     out = HttpResponse(error.body(fmt), status=status, content_type="application/json")
     _copy_headers(response, out)
@@ -409,7 +413,9 @@ def _upstream_error_details(raw: bytes, provider: ProviderConfig) -> tuple[str, 
     else:
         message = str(error) if isinstance(error, str) else raw.decode("utf-8", "replace")
         code, param = None, None
-    message = _redact(message.strip()[:_MAX_UPSTREAM_MESSAGE], provider) or "The provider returned an error."
+    # Redact, then cut: cut first, a key straddling the cut would lose the
+    # tail the patterns need and leak its first half.
+    message = _redact(message.strip(), provider)[:_MAX_UPSTREAM_MESSAGE] or "The provider returned an error."
     return f"Upstream error from '{provider.name}': {message}", code or "upstream_error", param
 
 
