@@ -7,11 +7,16 @@ from django.http import HttpRequest
 
 from proxy.breaker import deployment_key, shared_state
 from proxy.models import Deployment, ModelAlias, Provider, Route
+from proxy.presets import base_url_normalize
 from proxy.services import alias_check, fallbacks_check, provider_connection_test
 
 
 class ProviderForm(forms.ModelForm):
-    base_url = forms.URLField(max_length=500, assume_scheme="https", help_text="For example https://api.openai.com/v1")
+    base_url = forms.URLField(
+        max_length=500, assume_scheme="https",
+        help_text="The bare host (https://api.anthropic.com) or the versioned URL (https://api.openai.com/v1); "
+        "stored as the gateway uses it, with the kind's version path.",
+    )  # fmt: skip
     api_key = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),
@@ -24,14 +29,28 @@ class ProviderForm(forms.ModelForm):
         fields = ["name", "kind", "base_url", "api_key_env", "connect_timeout", "first_byte_timeout", "idle_timeout",
                   "is_active"]  # fmt: skip
 
+    def clean(self) -> dict[str, Any]:
+        """The base URL in the form the adapters use (the same as the commands store)."""
+        cleaned = super().clean()
+        if cleaned.get("base_url") and cleaned.get("kind"):
+            try:
+                cleaned["base_url"] = base_url_normalize(cleaned["kind"], cleaned["base_url"])
+            except ValueError as exc:
+                self.add_error("base_url", str(exc))
+        return cleaned
+
 
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
     form = ProviderForm
-    list_display = ["name", "kind", "base_url", "credential", "timeouts", "is_active"]
+    list_display = ["name", "kind", "effective_url", "credential", "timeouts", "is_active"]
     list_filter = ["kind", "is_active"]
     search_fields = ["name", "base_url"]
     actions = ["test_connection"]
+
+    @admin.display(description="Base URL (as used)", ordering="base_url")
+    def effective_url(self, obj: Provider) -> str:
+        return obj.base_url
 
     @admin.display(description="Credential")
     def credential(self, obj: Provider) -> str:
@@ -50,6 +69,8 @@ class ProviderAdmin(admin.ModelAdmin):
         elif form.cleaned_data.get("api_key"):
             obj.set_api_key(form.cleaned_data["api_key"])
         super().save_model(request, obj, form, change)
+        if "base_url" in form.changed_data:
+            self.message_user(request, f"{obj.name}: requests go to {obj.base_url}", messages.INFO)
 
     @admin.action(description="Test connection (GET /models)")
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from proxy.models import Deployment, ModelAlias, Provider, Route, is_alias_pattern
+from proxy.presets import base_url_normalize
 
 TIMEOUT_FIELDS = ("connect_timeout", "first_byte_timeout", "idle_timeout")
+_URL_MAX = Provider._meta.get_field("base_url").max_length or 500
 
 
 @transaction.atomic
@@ -26,15 +28,20 @@ def provider_upsert(
     """Create or update a provider; returns (provider, changed).
 
     A stored key and an environment variable are exclusive: setting one
-    clears the other, so the credential used is never ambiguous. `timeouts`
+    clears the other, so the credential used is never ambiguous. The base
+    URL is stored in the form the adapters use (proxy.presets.base_url_normalize:
+    https://api.anthropic.com becomes .../v1). `timeouts`
     sets the named ones of connect_timeout, first_byte_timeout and
     idle_timeout (seconds; None: the setting's default) and keeps the others.
     """
     if kind not in Provider.Kind.values:
         raise ValueError(f"unknown provider kind {kind!r}; expected one of {', '.join(Provider.Kind.values)}")
+    base_url = base_url_normalize(kind, base_url)
+    if len(base_url) > _URL_MAX:
+        raise ValueError(f"base URL is longer than {_URL_MAX} characters")
     provider = Provider.objects.filter(name=name).first() or Provider(name=name)
     before = (provider.kind, provider.base_url, provider.api_key_env, provider.api_key_encrypted, _timeouts(provider))
-    provider.kind, provider.base_url = kind, base_url.rstrip("/")
+    provider.kind, provider.base_url = kind, base_url
     for field, seconds in (timeouts or {}).items():
         if field not in TIMEOUT_FIELDS:
             raise ValueError(f"unknown timeout {field!r}; expected one of {', '.join(TIMEOUT_FIELDS)}")
@@ -226,7 +233,7 @@ def provider_connection_test(provider: Provider, *, timeout: float = 10.0) -> Co
         request.add_header("Authorization", f"Bearer {api_key}")
     started = time.monotonic()
     try:
-        with urllib.request.urlopen(request, timeout=provider.connect_timeout or timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=provider.connect_timeout or timeout) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code

@@ -122,3 +122,41 @@ def test_a_request_shape_no_translator_expected_is_the_clients_400_not_a_500() -
     with pytest.raises(GatewayError) as caught:
         exchange_for(call, target("anthropic"))
     assert (caught.value.status, caught.value.code) == (400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    ("kind", "given", "stored"),
+    [
+        ("anthropic", "https://api.anthropic.com", "https://api.anthropic.com/v1"),  # ANTHROPIC_BASE_URL's form
+        ("anthropic", "https://api.anthropic.com/v1/", "https://api.anthropic.com/v1"),
+        ("openai", "https://api.openai.com", "https://api.openai.com/v1"),
+        ("openai", "https://api.openai.com/v1", "https://api.openai.com/v1"),
+        ("ollama", "http://gpu-box:11434", "http://gpu-box:11434/v1"),  # OLLAMA_HOST's form
+        ("openai-compatible", "http://vllm:8000", "http://vllm:8000/v1"),
+        ("azure", "https://res.openai.azure.com", "https://res.openai.azure.com/openai"),
+        ("openrouter", "https://openrouter.ai/api/v1", "https://openrouter.ai/api/v1"),  # any other path is kept
+    ],
+)
+@pytest.mark.django_db
+def test_provider_create_accepts_the_bare_host_and_the_versioned_url(kind: str, given: str, stored: str) -> None:
+    out = io.StringIO()
+    call_command("provider_create", "p", "--kind", kind, "--base-url", given, "--api-key", "sk-x", stdout=out)
+    assert Provider.objects.get(name="p").base_url == stored
+    assert out.getvalue().strip().endswith(f"at {stored}")  # the effective URL is shown
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://host/v1", "https://", "http://host:99999/v1", "https://a b/v1"])
+@pytest.mark.django_db
+def test_provider_create_refuses_a_base_url_that_is_not_an_http_url(url: str) -> None:
+    with pytest.raises(CommandError, match="not an http"):
+        call_command("provider_create", "p", "--base-url", url, "--api-key", "sk-x", stdout=io.StringIO())
+    assert not Provider.objects.filter(name="p").exists()
+
+
+def test_an_anthropic_provider_on_the_bare_host_sends_messages_to_v1_messages() -> None:
+    from proxy.presets import base_url_normalize
+
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    call = messages_call(orjson.dumps(body), {})
+    url = base_url_normalize("anthropic", "https://api.anthropic.com")
+    assert exchange_for(call, target("anthropic", url)).request.url == "https://api.anthropic.com/v1/messages"

@@ -14,7 +14,8 @@ class Command(BaseCommand):
         parser.add_argument("name")
         parser.add_argument("--kind", default="openai", choices=Provider.Kind.values,
                             help="The provider's preset: its protocol, default base URL and credential variable.")
-        parser.add_argument("--base-url", help="Default: the kind's (required for azure and openai-compatible).")
+        parser.add_argument("--base-url", help="Default: the kind's (required for azure and openai-compatible). "
+                            "The bare host (https://api.anthropic.com) or the versioned URL (.../v1).")  # fmt: skip
         credential = parser.add_mutually_exclusive_group()
         credential.add_argument("--api-key", help="Stored encrypted. Prefer --api-key-env in shared shells.")
         credential.add_argument("--api-key-env", help="Read the credential from this environment variable.")
@@ -39,4 +40,4 @@ class Command(BaseCommand):
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"{'saved' if changed else 'unchanged'} provider {provider.name}")
+        self.stdout.write(f"{'saved' if changed else 'unchanged'} provider {provider.name} ({provider.kind}) at {provider.base_url}")
