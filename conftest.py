@@ -81,10 +81,12 @@ def gateway_config(django_db_setup: None, django_db_blocker: Any, fake_upstream:
         fake, _ = provider_upsert(name="fake", kind="openai", base_url=fake_upstream.url, api_key=UPSTREAM_SECRET)
         route_upsert(model="gpt-test", provider=fake, upstream_model="gpt-up")
         route_upsert(model="fake/*", provider=fake)
-        price_set(model="gpt-up", input_usd=Decimal("0.15"), output_usd=Decimal("0.60"),
-                  cached_input_usd=Decimal("0.075"))  # fmt: skip
-        price_set(model="fake-cached", input_usd=Decimal("2.50"), output_usd=Decimal("10"),
-                  cached_input_usd=Decimal("1.25"))  # fmt: skip
+        price_set(
+            model="gpt-up", input_usd=Decimal("0.15"), output_usd=Decimal("0.60"), cached_input_usd=Decimal("0.075")
+        )
+        price_set(
+            model="fake-cached", input_usd=Decimal("2.50"), output_usd=Decimal("10"), cached_input_usd=Decimal("1.25")
+        )
         price_set(model="fake-slow", input_usd=Decimal("1"), output_usd=Decimal("2"))
         # Budget tests: input is free, so a request's worst case (max_tokens=20
         # at $1/M = 20_000 nanos) is exactly what it costs.
@@ -94,17 +96,24 @@ def gateway_config(django_db_setup: None, django_db_blocker: Any, fake_upstream:
         route_upsert(model="dead-model", provider=dead)
         # The same fake as an Anthropic upstream, and as an OpenAI-compatible
         # server without the Responses API or legacy completions.
-        anthropic, _ = provider_upsert(name="fake-anthropic", kind="anthropic", base_url=fake_upstream.url,
-                                       api_key=UPSTREAM_SECRET)  # fmt: skip
+        anthropic, _ = provider_upsert(
+            name="fake-anthropic", kind="anthropic", base_url=fake_upstream.url, api_key=UPSTREAM_SECRET
+        )
         route_upsert(model="claude-test", provider=anthropic, upstream_model="claude-up")
         route_upsert(model="claude-cached", provider=anthropic, upstream_model="claude-fake-cached")
         route_upsert(model="claude-error-*", provider=anthropic, upstream_model="claude-error-")
         price_set(model="claude-up", input_usd=Decimal("3"), output_usd=Decimal("15"))
-        price_set(model="claude-fake-cached", input_usd=Decimal("3"), output_usd=Decimal("15"),
-                  cached_input_usd=Decimal("0.30"), cache_write_5m_usd_per_mtok=Decimal("3.75"),
-                  cache_write_1h_usd_per_mtok=Decimal("6"))  # fmt: skip
-        compat, _ = provider_upsert(name="fake-compat", kind="openai-compatible", base_url=fake_upstream.url,
-                                    api_key=UPSTREAM_SECRET)  # fmt: skip
+        price_set(
+            model="claude-fake-cached",
+            input_usd=Decimal("3"),
+            output_usd=Decimal("15"),
+            cached_input_usd=Decimal("0.30"),
+            cache_write_5m_usd_per_mtok=Decimal("3.75"),
+            cache_write_1h_usd_per_mtok=Decimal("6"),
+        )
+        compat, _ = provider_upsert(
+            name="fake-compat", kind="openai-compatible", base_url=fake_upstream.url, api_key=UPSTREAM_SECRET
+        )
         route_upsert(model="compat-test", provider=compat, upstream_model="gpt-up")
 
 

@@ -53,7 +53,8 @@ def tenants_with_money(tenants: QuerySet[Tenant], now: dt.datetime) -> QuerySet[
     return tenants.annotate(
         live_keys=Coalesce(Subquery(keys.values("tenant").annotate(n=Count("pk")).values("n")), 0),
         balance_nanos=Coalesce(
-            Subquery(credit.values("tenant").annotate(t=Sum("amount_nanos")).values("t")), 0,
+            Subquery(credit.values("tenant").annotate(t=Sum("amount_nanos")).values("t")),
+            0,
             output_field=BigIntegerField(),
         ),
     ).prefetch_related(Prefetch("budgets", budgets_with_current_spend(budgets, now), to_attr="budgets_now"))
@@ -61,8 +62,16 @@ def tenants_with_money(tenants: QuerySet[Tenant], now: dt.datetime) -> QuerySet[
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "is_active", "is_prepaid", "keys", "budgets_this_period", "prepaid_balance",
-                    "created_at"]  # fmt: skip
+    list_display = [
+        "slug",
+        "name",
+        "is_active",
+        "is_prepaid",
+        "keys",
+        "budgets_this_period",
+        "prepaid_balance",
+        "created_at",
+    ]
     list_filter = ["is_active", "is_prepaid"]
     search_fields = ["slug", "name"]
     readonly_fields = ["money"]
@@ -81,9 +90,10 @@ class TenantAdmin(admin.ModelAdmin):
         if not budgets:
             return "-"
         return format_html_join(
-            ", ", "{} of {} per {}",
+            ", ",
+            "{} of {} per {}",
             ((usd_cents(b.spent_now_nanos), usd_cents(budget_limit_nanos(b)), b.period) for b in budgets),
-        )  # fmt: skip
+        )
 
     @admin.display(description="prepaid balance", ordering="balance_nanos")
     def prepaid_balance(self, obj: Tenant) -> str:
@@ -94,12 +104,19 @@ class TenantAdmin(admin.ModelAdmin):
     def money(self, obj: Tenant) -> str:
         if obj.pk is None:
             return "-"
-        return format_html_join(" · ", "{}", ((link,) for link in (
-            _link("admin:billing_budget_add", "Add a budget", tenant=obj.pk),
-            _link("admin:billing_creditentry_add", "Add credit", tenant=obj.pk),
-            _link("admin:billing_creditentry_changelist", "Credit entries", q=obj.slug),
-            _link("admin:billing_usagerecord_changelist", "Usage", q=obj.slug),
-        )))  # fmt: skip
+        return format_html_join(
+            " · ",
+            "{}",
+            (
+                (link,)
+                for link in (
+                    _link("admin:billing_budget_add", "Add a budget", tenant=obj.pk),
+                    _link("admin:billing_creditentry_add", "Add credit", tenant=obj.pk),
+                    _link("admin:billing_creditentry_changelist", "Credit entries", q=obj.slug),
+                    _link("admin:billing_usagerecord_changelist", "Usage", q=obj.slug),
+                )
+            ),
+        )
 
 
 class ApiKeyAddForm(forms.ModelForm):
@@ -114,10 +131,12 @@ def keys_with_last_use(keys: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
     at the first subquery that answers."""
     record = UsageRecord.objects.filter(api_key=OuterRef("pk")).order_by("-created_at").values("created_at")[:1]
     rollup = (
-        UsageRollup.objects.filter(tenant=OuterRef("tenant"), granularity=UsageRollup.Granularity.HOUR,
-                                   api_key=OuterRef("pk"))
-        .order_by("-bucket_start").values("bucket_start")[:1]
-    )  # fmt: skip
+        UsageRollup.objects.filter(
+            tenant=OuterRef("tenant"), granularity=UsageRollup.Granularity.HOUR, api_key=OuterRef("pk")
+        )
+        .order_by("-bucket_start")
+        .values("bucket_start")[:1]
+    )
     return keys.annotate(last_used_at=Coalesce(Subquery(record), Subquery(rollup)))
 
 
@@ -129,13 +148,20 @@ def api_key_rotate(*, api_key: ApiKey) -> tuple[str, ApiKey]:
     with the key that made it, so the books still reconcile.
     """
     plaintext, new_key = api_key_issue(
-        tenant=api_key.tenant, name=api_key.name, allowed_models=api_key.allowed_models,
-        expires_at=api_key.expires_at, tags=api_key.tags or (),
+        tenant=api_key.tenant,
+        name=api_key.name,
+        allowed_models=api_key.allowed_models,
+        expires_at=api_key.expires_at,
+        tags=api_key.tags or (),
         **{name: getattr(api_key, name) for name in KEY_SETTINGS},
-    )  # fmt: skip
+    )
     for budget in Budget.objects.filter(api_key=api_key, is_active=True):
-        budget_set(limit_usd=budget.limit_usd, period=budget.period, api_key=new_key,
-                   soft_limit_percent=budget.soft_limit_percent)  # fmt: skip
+        budget_set(
+            limit_usd=budget.limit_usd,
+            period=budget.period,
+            api_key=new_key,
+            soft_limit_percent=budget.soft_limit_percent,
+        )
     api_key_revoke(api_key=api_key)
     return plaintext, new_key
 
@@ -148,8 +174,18 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ["prefix", "name", "tenant__slug"]
     # The tenant is fixed once issued: usage, budgets and rollups hang on it.
     readonly_fields = ["tenant", "prefix", "last_used", "created_at", "revoked_at"]
-    fields = ["tenant", "name", "prefix", "allowed_models", "tags", "expires_at", *KEY_SETTINGS, "last_used",
-              "revoked_at", "created_at"]  # fmt: skip
+    fields = [
+        "tenant",
+        "name",
+        "prefix",
+        "allowed_models",
+        "tags",
+        "expires_at",
+        *KEY_SETTINGS,
+        "last_used",
+        "revoked_at",
+        "created_at",
+    ]
     actions = ["revoke", "rotate"]
     inlines = [KeyBudgetInline]
 
@@ -204,9 +240,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
             plaintext, new_key = api_key_rotate(api_key=api_key)
             # Messages are shown once and then forgotten: the plaintext is never shown again.
             messages.warning(
-                request, f"Key {api_key.prefix}… revoked; its replacement {new_key.prefix}… "
+                request,
+                f"Key {api_key.prefix}… revoked; its replacement {new_key.prefix}… "
                 f"(shown once, copy it now): {plaintext}",
-            )  # fmt: skip
+            )
         if len(live) < len(queryset):
             messages.info(request, "Keys revoked earlier were left as they are.")
 
@@ -250,15 +287,22 @@ class StaffTokenAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {queryset.count()} token(s).")
 
 
-
-
 @admin.register(RequestTrace)
 class RequestTraceAdmin(ReadOnlyAdmin):
     """Read-only: traces are evidence of what was sent and answered.
     Deleting is left to retention (TRACE_RETENTION_DAYS)."""
 
-    list_display = ["started_at", "request_id", "key_prefix", "model", "endpoint", "status", "stream", "latency_ms",
-                    "truncated"]  # fmt: skip
+    list_display = [
+        "started_at",
+        "request_id",
+        "key_prefix",
+        "model",
+        "endpoint",
+        "status",
+        "stream",
+        "latency_ms",
+        "truncated",
+    ]
     list_filter = ["status", "stream", "endpoint"]
     search_fields = ["request_id", "key_prefix", "model"]
     date_hierarchy = "started_at"

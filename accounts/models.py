@@ -25,9 +25,12 @@ class Tenant(models.Model):
     tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens per minute. Empty: no limit.")
     max_parallel = models.PositiveIntegerField(null=True, blank=True, help_text="Requests in flight at once.")
     trace_sample_rate = models.DecimalField(
-        max_digits=5, decimal_places=4, default=Decimal(0), validators=_RATE_BOUNDS,
+        max_digits=5,
+        decimal_places=4,
+        default=Decimal(0),
+        validators=_RATE_BOUNDS,
         help_text="Share of requests (0 to 1) whose bodies are captured for debugging (proxy.tracing). 0: off.",
-    )  # fmt: skip
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -67,9 +70,13 @@ class ApiKey(models.Model):
     tpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens per minute. Empty: no limit.")
     max_parallel = models.PositiveIntegerField(null=True, blank=True, help_text="Requests in flight at once.")
     trace_sample_rate = models.DecimalField(
-        max_digits=5, decimal_places=4, null=True, blank=True, validators=_RATE_BOUNDS,
+        max_digits=5,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=_RATE_BOUNDS,
         help_text="Share of this key's requests (0 to 1) captured for debugging; 0 turns it off. Empty: the tenant's.",
-    )  # fmt: skip
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -12,7 +12,6 @@ from django.db.models.signals import post_delete, post_save
 from accounts import snapshots
 from accounts.models import ApiKey, ConfigVersion, Tenant
 
-
 _batching = threading.local()
 
 

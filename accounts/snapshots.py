@@ -92,7 +92,8 @@ def context_from_key(key: ApiKey) -> TenantContext:
         allowed_models=tuple(key.allowed_models) if key.allowed_models else None,
         expires_at=key.expires_at,
         tags=tuple(key.tags or ()),
-        cache_ttl_seconds=(key.cache_ttl_seconds if key.cache_ttl_seconds is not None else tenant.cache_ttl_seconds) or 0,
+        cache_ttl_seconds=(key.cache_ttl_seconds if key.cache_ttl_seconds is not None else tenant.cache_ttl_seconds)
+        or 0,
         key_limits=RateLimits(key.rpm_limit, key.tpm_limit, key.max_parallel),
         tenant_limits=RateLimits(tenant.rpm_limit, tenant.tpm_limit, tenant.max_parallel),
         trace_sample_rate=trace_sample_rate(key.trace_sample_rate, tenant.trace_sample_rate),

@@ -31,11 +31,34 @@ MODELS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet", "llama-3")
 PROVIDERS = ("openai", "anthropic", "local")
 STATUSES = (200,) * 95 + (429, 429, 500, 502, 401)
 COLUMNS = (
-    "request_id", "created_at", "tenant_id", "api_key_id", "endpoint", "public_model", "upstream_model", "provider",
-    "status_code", "error_code", "stream", "client_disconnected", "usage_estimated", "cache_hit", "cache_status",
-    "input_tokens", "cached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "output_tokens",
-    "reasoning_tokens", "cost_nanos", "saved_nanos", "prepaid", "latency_ms", "ttft_ms", "rolled_up",
-)  # fmt: skip
+    "request_id",
+    "created_at",
+    "tenant_id",
+    "api_key_id",
+    "endpoint",
+    "public_model",
+    "upstream_model",
+    "provider",
+    "status_code",
+    "error_code",
+    "stream",
+    "client_disconnected",
+    "usage_estimated",
+    "cache_hit",
+    "cache_status",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_nanos",
+    "saved_nanos",
+    "prepaid",
+    "latency_ms",
+    "ttft_ms",
+    "rolled_up",
+)
 
 
 def admin_database(url: str, sql: str) -> None:
@@ -80,21 +103,46 @@ def load(rows: int) -> None:
     span = (now - start).total_seconds()
     t0 = time.perf_counter()
     connection.ensure_connection()  # COPY goes through the psycopg connection itself
-    with connection.connection.cursor() as raw, raw.copy(
-        f"COPY billing_usagerecord ({', '.join(COLUMNS)}) FROM STDIN"
-    ) as copy:
+    with (
+        connection.connection.cursor() as raw,
+        raw.copy(f"COPY billing_usagerecord ({', '.join(COLUMNS)}) FROM STDIN") as copy,
+    ):
         for i in range(rows):
             tenant_id, key_id = random.choice(keys)
             status = random.choice(STATUSES)
             created = start + dt.timedelta(seconds=span * i / rows)
             tokens_in, tokens_out = random.randint(10, 4000), random.randint(0, 800) if status == 200 else 0
-            copy.write_row((
-                f"req_{uuid.uuid4().hex}", created, tenant_id, key_id, "chat.completions",
-                random.choice(MODELS), "upstream", random.choice(PROVIDERS), status, "" if status == 200 else "upstream",
-                i % 3 == 0, False, False, i % 10 == 0, "", tokens_in, 0, 0, 0, tokens_out, 0,
-                tokens_in * 150 + tokens_out * 600, 0, False, random.randint(80, 9000), None,
-                created < now - dt.timedelta(minutes=10),
-            ))  # fmt: skip
+            copy.write_row(
+                (
+                    f"req_{uuid.uuid4().hex}",
+                    created,
+                    tenant_id,
+                    key_id,
+                    "chat.completions",
+                    random.choice(MODELS),
+                    "upstream",
+                    random.choice(PROVIDERS),
+                    status,
+                    "" if status == 200 else "upstream",
+                    i % 3 == 0,
+                    False,
+                    False,
+                    i % 10 == 0,
+                    "",
+                    tokens_in,
+                    0,
+                    0,
+                    0,
+                    tokens_out,
+                    0,
+                    tokens_in * 150 + tokens_out * 600,
+                    0,
+                    False,
+                    random.randint(80, 9000),
+                    None,
+                    created < now - dt.timedelta(minutes=10),
+                )
+            )
     print(f"loaded {rows:,} usage records with COPY in {time.perf_counter() - t0:.1f}s", flush=True)
     t0 = time.perf_counter()
     with connection.cursor() as cursor:
@@ -109,8 +157,16 @@ def rollup_sql(granularity: str) -> str:
     (what billing.rollups computes batch by batch, at load speed)."""
     from billing.histograms import LATENCY_COLUMNS, TTFT_COLUMNS, bucket_range
 
-    sums = ["input_tokens", "cached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "output_tokens",
-            "reasoning_tokens", "cost_nanos", "saved_nanos"]  # fmt: skip
+    sums = [
+        "input_tokens",
+        "cached_input_tokens",
+        "cache_write_5m_tokens",
+        "cache_write_1h_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "cost_nanos",
+        "saved_nanos",
+    ]
     buckets = []
     for columns, field in ((LATENCY_COLUMNS, "latency_ms"), (TTFT_COLUMNS, "ttft_ms")):
         for index, column in enumerate(columns):
@@ -118,9 +174,14 @@ def rollup_sql(granularity: str) -> str:
             upper = f" AND {field} < {high}" if high is not None else ""
             buckets.append((column, f"COUNT(*) FILTER (WHERE {field} >= {low}{upper})"))
     names = ["requests", "errors", "cache_hits", *sums, "prepaid_cost_nanos", *(c for c, _ in buckets)]
-    values = ["COUNT(*)", "COUNT(*) FILTER (WHERE status_code >= 400)", "COUNT(*) FILTER (WHERE cache_hit)",
-              *(f"SUM({name})" for name in sums), "COALESCE(SUM(cost_nanos) FILTER (WHERE prepaid), 0)",
-              *(v for _, v in buckets)]  # fmt: skip
+    values = [
+        "COUNT(*)",
+        "COUNT(*) FILTER (WHERE status_code >= 400)",
+        "COUNT(*) FILTER (WHERE cache_hit)",
+        *(f"SUM({name})" for name in sums),
+        "COALESCE(SUM(cost_nanos) FILTER (WHERE prepaid), 0)",
+        *(v for _, v in buckets),
+    ]
     return (
         "INSERT INTO billing_usagerollup (granularity, bucket_start, tenant_id, api_key_id, public_model, provider, "
         f"{', '.join(names)}) SELECT '{granularity}', date_trunc('{granularity}', created_at AT TIME ZONE 'UTC') "

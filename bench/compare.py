@@ -32,8 +32,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: `python bench/compare.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import load, peers, report, stack  # noqa: E402
-from bench.run import bench_main, git_describe, progress, section  # noqa: E402
+from bench import load, peers, report, stack
+from bench.run import bench_main, git_describe, progress, section
 
 # (scenario, concurrency): the table's columns come from these four.
 CELLS = (("json", 64), ("stream", 64), ("json", 1), ("stream", 1))
@@ -96,8 +96,9 @@ class System:
     cpu_seconds: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def target(self, stream: bool, *, expect_cache: str = "", model: str = "") -> load.Target:
-        return load.target_build(self.name, self.url, model or self.model, stream=stream, expect_cache=expect_cache,
-                                 headers=self.headers)  # fmt: skip
+        return load.target_build(
+            self.name, self.url, model or self.model, stream=stream, expect_cache=expect_cache, headers=self.headers
+        )
 
     def cpu(self) -> float:
         return self.server.cpu_seconds() + _children_cpu(self.server) if self.server else 0.0
@@ -120,8 +121,14 @@ def _children_cpu(server: stack.Server) -> float:
 
 
 def gateway_system(name: str, server: stack.Server, key: str) -> System:
-    return System(name=name, url=f"{server.url}/v1/chat/completions", model=stack.PUBLIC_MODEL,
-                  headers={"Authorization": f"Bearer {key}"}, server=server, counts_in_books=True)  # fmt: skip
+    return System(
+        name=name,
+        url=f"{server.url}/v1/chat/completions",
+        model=stack.PUBLIC_MODEL,
+        headers={"Authorization": f"Bearer {key}"},
+        server=server,
+        counts_in_books=True,
+    )
 
 
 def peer_system(peer: peers.Peer) -> System:
@@ -159,8 +166,12 @@ async def table_measure(options: Options, systems: list[System], books: Books) -
                 rates = []
                 for system in systems:
                     before = system.cpu()
-                    phase = await load.phase_run(sessions[system.name, concurrency],
-                                                 system.target(scenario == "stream"), concurrency, options.duration)  # fmt: skip
+                    phase = await load.phase_run(
+                        sessions[system.name, concurrency],
+                        system.target(scenario == "stream"),
+                        concurrency,
+                        options.duration,
+                    )
                     system.cpu_seconds[cell] = system.cpu_seconds.get(cell, 0.0) + system.cpu() - before
                     system.phases.setdefault(cell, []).append(phase)
                     books.count(system, phase)
@@ -262,25 +273,47 @@ def rows_build(systems: list[System]) -> list[Row]:
     for s in systems:
         mine1, mine_stream1 = s.stats(("json", 1)), s.stats(("stream", 1))
         errors = sum(sum(s.stats(cell).errors.values()) for cell in CELLS)
-        rows.append(Row(
-            name=s.name,
-            json_rps=s.stats(("json", 64)).rps,
-            stream_rps=s.stats(("stream", 64)).rps,
-            added_p50=None if s is direct else mine1.p50 - json1.p50,
-            added_ttfb=None if s is direct or mine_stream1.ttfb_p50 is None or stream1.ttfb_p50 is None
-            else mine_stream1.ttfb_p50 - stream1.ttfb_p50,
-            tail=s.stats(("json", 64)).tail_ratio,
-            cpu_ms=s.cpu_ms_per_request(("json", 64)),
-            errors=errors,
-        ))  # fmt: skip
+        rows.append(
+            Row(
+                name=s.name,
+                json_rps=s.stats(("json", 64)).rps,
+                stream_rps=s.stats(("stream", 64)).rps,
+                added_p50=None if s is direct else mine1.p50 - json1.p50,
+                added_ttfb=None
+                if s is direct or mine_stream1.ttfb_p50 is None or stream1.ttfb_p50 is None
+                else mine_stream1.ttfb_p50 - stream1.ttfb_p50,
+                tail=s.stats(("json", 64)).tail_ratio,
+                cpu_ms=s.cpu_ms_per_request(("json", 64)),
+                errors=errors,
+            )
+        )
     return rows
 
 
 def table_print(rows: list[Row], markdown: bool) -> None:
-    headers = ["system (one core)", "JSON req/s c=64", "streams/s c=64", "added p50 c=1 (JSON)",
-               "added TTFB c=1 (stream)", "p99/p50 c=64", "CPU ms/req", "errors"]  # fmt: skip
-    body = [[r.name, f"{r.json_rps:.0f}", f"{r.stream_rps:.0f}", _ms(r.added_p50, True), _ms(r.added_ttfb, True),
-             f"{r.tail:.1f}", f"{r.cpu_ms:.2f}" if r.cpu_ms is not None else "-", str(r.errors)] for r in rows]  # fmt: skip
+    headers = [
+        "system (one core)",
+        "JSON req/s c=64",
+        "streams/s c=64",
+        "added p50 c=1 (JSON)",
+        "added TTFB c=1 (stream)",
+        "p99/p50 c=64",
+        "CPU ms/req",
+        "errors",
+    ]
+    body = [
+        [
+            r.name,
+            f"{r.json_rps:.0f}",
+            f"{r.stream_rps:.0f}",
+            _ms(r.added_p50, True),
+            _ms(r.added_ttfb, True),
+            f"{r.tail:.1f}",
+            f"{r.cpu_ms:.2f}" if r.cpu_ms is not None else "-",
+            str(r.errors),
+        ]
+        for r in rows
+    ]
     print(report.table_render(headers, body, markdown=markdown))
 
 
@@ -290,9 +323,11 @@ def ratios_print(rows: list[Row]) -> None:
     others = [r for r in rows if not r.name.startswith(OURS)]
     for mine in ours:
         for other in others:
-            parts = [f"JSON req/s x{_ratio(mine.json_rps, other.json_rps)}",
-                     f"streams/s x{_ratio(mine.stream_rps, other.stream_rps)}",
-                     f"p99/p50 x{_ratio(mine.tail, other.tail)}"]  # fmt: skip
+            parts = [
+                f"JSON req/s x{_ratio(mine.json_rps, other.json_rps)}",
+                f"streams/s x{_ratio(mine.stream_rps, other.stream_rps)}",
+                f"p99/p50 x{_ratio(mine.tail, other.tail)}",
+            ]
             if other.added_p50 is not None:
                 parts.append(f"added p50 x{_ratio(mine.added_p50, other.added_p50)}")
                 parts.append(f"added TTFB x{_ratio(mine.added_ttfb, other.added_ttfb)}")
@@ -312,10 +347,13 @@ def targets_check(rows: list[Row]) -> list[str]:
     for peer in (r for r in rows if not r.name.startswith(OURS) and r.name != DIRECT):
         if ours is None:
             break
-        checks = [("JSON req/s", ours.json_rps > peer.json_rps), ("streams/s", ours.stream_rps > peer.stream_rps),
-                  ("added p50", (ours.added_p50 or 0) < (peer.added_p50 or 0)),
-                  ("added TTFB", (ours.added_ttfb or 0) < (peer.added_ttfb or 0)),
-                  ("p99/p50", ours.tail < peer.tail)]  # fmt: skip
+        checks = [
+            ("JSON req/s", ours.json_rps > peer.json_rps),
+            ("streams/s", ours.stream_rps > peer.stream_rps),
+            ("added p50", (ours.added_p50 or 0) < (peer.added_p50 or 0)),
+            ("added TTFB", (ours.added_ttfb or 0) < (peer.added_ttfb or 0)),
+            ("p99/p50", ours.tail < peer.tail),
+        ]
         misses += [f"{name} not ahead of {peer.name}" for name, ahead in checks if not ahead]
     if ours is not None and not ours.tail <= 2.5:
         misses.append(f"p99/p50 {ours.tail:.1f} above 2.5")
@@ -350,11 +388,17 @@ def _run(options: Options, workdir: Path, servers: list[stack.Server]) -> int:
             systems.append(peer_system(peer))
     books = Books()
     with section("Gateway vs peers, one core each", options.markdown):
-        print(f"{time.strftime('%Y-%m-%d %H:%M')}, {git_describe()}, Python {sys.version.split()[0]}, "
-              f"{os.cpu_count()} CPUs; servers pinned to CPU {stack.GATEWAY_CPU}, fake upstream and load "
-              f"generator on CPU {stack.CLIENT_CPU}" if stack.PINNING else "no CPU pinning")  # fmt: skip
-        print(f"{options.warmup:g} s warm-up per system and cell, then {options.rounds} rounds of "
-              f"{options.duration:g} s phases, systems interleaved; key with budget, rate limit and metering")  # fmt: skip
+        print(
+            f"{time.strftime('%Y-%m-%d %H:%M')}, {git_describe()}, Python {sys.version.split()[0]}, "
+            f"{os.cpu_count()} CPUs; servers pinned to CPU {stack.GATEWAY_CPU}, fake upstream and load "
+            f"generator on CPU {stack.CLIENT_CPU}"
+            if stack.PINNING
+            else "no CPU pinning"
+        )
+        print(
+            f"{options.warmup:g} s warm-up per system and cell, then {options.rounds} rounds of "
+            f"{options.duration:g} s phases, systems interleaved; key with budget, rate limit and metering"
+        )
     asyncio.run(table_measure(options, systems, books))
     rows = rows_build(systems)
     print()
@@ -378,13 +422,22 @@ def _run(options: Options, workdir: Path, servers: list[stack.Server]) -> int:
     return 0 if reconciled and not errors else 1
 
 
-def extras_run(options: Options, workdir: Path, env: dict[str, str], keys: stack.Keys, uvicorn: System,
-               servers: list[stack.Server], books: Books) -> None:  # fmt: skip
+def extras_run(
+    options: Options,
+    workdir: Path,
+    env: dict[str, str],
+    keys: stack.Keys,
+    uvicorn: System,
+    servers: list[stack.Server],
+    books: Books,
+) -> None:
     caching = gateway_system(f"{OURS} (uvicorn, cache hit)", uvicorn.server, keys.caching)  # type: ignore[arg-type]
     forwarded_ms, hit_ms = asyncio.run(cache_measure(options, uvicorn, caching, books))
     with section("A cache hit vs a forwarded request (uvicorn, JSON c=64)", options.markdown):
-        print(f"gateway CPU per request: forwarded {forwarded_ms:.3f} ms, cache hit {hit_ms:.3f} ms: "
-              f"a hit costs {100 * hit_ms / forwarded_ms:.0f}% of a forwarded request")  # fmt: skip
+        print(
+            f"gateway CPU per request: forwarded {forwarded_ms:.3f} ms, cache hit {hit_ms:.3f} ms: "
+            f"a hit costs {100 * hit_ms / forwarded_ms:.0f}% of a forwarded request"
+        )
     done, peak, opened = asyncio.run(memory_measure(uvicorn, books))
     with section(f"Memory with {SLOW_STREAMS} slow streams open (uvicorn)", options.markdown):
         print(f"RSS {peak:.0f} MB with {opened} streams of 10 s open at once; {done} completed with [DONE]")
@@ -406,9 +459,11 @@ def books_check(servers: list[stack.Server], systems: list[System], workdir: Pat
             server.terminate()
     rows = stack.usage_rows(workdir / "bench.sqlite3")
     ok = rows["rows"] == books.answered_2xx and rows["cache hits"] == books.cache_hits
-    print(f"our gateways answered {books.answered_2xx} requests 2xx ({books.cache_hits} from the cache); "
-          f"usage rows: {rows['rows']} ({rows['cache hits']} cache hits): "
-          f"{'reconciled' if ok else 'NOT reconciled'}")  # fmt: skip
+    print(
+        f"our gateways answered {books.answered_2xx} requests 2xx ({books.cache_hits} from the cache); "
+        f"usage rows: {rows['rows']} ({rows['cache hits']} cache hits): "
+        f"{'reconciled' if ok else 'NOT reconciled'}"
+    )
     return ok
 
 

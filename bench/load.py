@@ -39,7 +39,13 @@ class Target:
 
 
 def target_build(
-    name: str, url: str, model: str, *, stream: bool, api_key: str = "", expect_cache: str = "",
+    name: str,
+    url: str,
+    model: str,
+    *,
+    stream: bool,
+    api_key: str = "",
+    expect_cache: str = "",
     headers: dict[str, str] | None = None,
 ) -> Target:
     """`headers`: what the system needs besides Content-Type (a peer's routing, say)."""
@@ -50,8 +56,9 @@ def target_build(
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     # Serialised once: the client's own CPU is shared with the fake upstream.
-    return Target(name=name, url=url, body=orjson.dumps(payload), headers=headers, stream=stream,
-                  expect_cache=expect_cache)  # fmt: skip
+    return Target(
+        name=name, url=url, body=orjson.dumps(payload), headers=headers, stream=stream, expect_cache=expect_cache
+    )
 
 
 @dataclass(frozen=True)

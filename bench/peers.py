@@ -150,11 +150,17 @@ def litellm_start(workdir: Path, upstream: stack.Server) -> Peer:
     config.write_text(_litellm_config(upstream))
     port = stack.free_port()
     env = _peer_env(LITELLM_MODE="PRODUCTION", LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
-    argv = stack.pinned(stack.GATEWAY_CPU, [str(command), "--config", str(config), "--host", "127.0.0.1",
-                                            "--port", str(port), "--num_workers", "1"])  # fmt: skip
+    argv = stack.pinned(
+        stack.GATEWAY_CPU,
+        [str(command), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+    )
     server = stack.Server.start(f"LiteLLM {LITELLM_VERSION}", argv, port, env, workdir / "litellm.log")
-    peer = Peer(name=server.name, server=server, model=stack.PUBLIC_MODEL,
-                headers={"Authorization": f"Bearer {LITELLM_MASTER_KEY}"})  # fmt: skip
+    peer = Peer(
+        name=server.name,
+        server=server,
+        model=stack.PUBLIC_MODEL,
+        headers={"Authorization": f"Bearer {LITELLM_MASTER_KEY}"},
+    )
     _wait_ready(peer, LITELLM_READY_TIMEOUT_SECONDS)
     _serves_alone_check(peer)
     return peer
@@ -219,8 +225,9 @@ def _installed_mark(prefix: Path, spec: str) -> None:
 
 def _install_run(command: list[str], cwd: Path | None = None) -> None:
     try:
-        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_SECONDS,
-                                check=False)  # fmt: skip
+        result = subprocess.run(
+            command, cwd=cwd, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_SECONDS, check=False
+        )
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"{' '.join(command)} took over {INSTALL_TIMEOUT_SECONDS:.0f}s") from exc
     if result.returncode != 0:
@@ -277,8 +284,9 @@ def _wait_ready(peer: Peer, timeout: float) -> None:
 
 def _answers_chat(peer: Peer) -> bool:
     body = json.dumps({"model": peer.model, "messages": [{"role": "user", "content": "hello"}]}).encode()
-    request = urllib.request.Request(peer.url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json", **peer.headers})  # fmt: skip
+    request = urllib.request.Request(
+        peer.url, data=body, method="POST", headers={"Content-Type": "application/json", **peer.headers}
+    )
     try:
         with urllib.request.urlopen(request, timeout=READY_REQUEST_TIMEOUT_SECONDS) as response:
             response.read()

@@ -114,8 +114,16 @@ def scenario_table(comparisons: Sequence[Comparison], *, markdown: bool) -> str:
 
 def _gateway_row(name: str, stats: Stats, direct: Stats, cpu_per_request: float, *, stream: bool) -> list[str]:
     """A row through the gateway, with what it adds to the direct row."""
-    row = ["", name, f"{stats.rps:.0f}", _ms(stats.p50), _ms(stats.p99), f"{stats.tail_ratio:.1f}",
-           _ms(stats.p50 - direct.p50, signed=True), _ms(stats.p99 - direct.p99, signed=True)]  # fmt: skip
+    row = [
+        "",
+        name,
+        f"{stats.rps:.0f}",
+        _ms(stats.p50),
+        _ms(stats.p99),
+        f"{stats.tail_ratio:.1f}",
+        _ms(stats.p50 - direct.p50, signed=True),
+        _ms(stats.p99 - direct.p99, signed=True),
+    ]
     if stream:
         added = stats.ttfb_p50 - direct.ttfb_p50 if stats.ttfb_p50 is not None and direct.ttfb_p50 is not None else None
         row += [_ms(stats.ttfb_p50), _ms(added, signed=True)]
@@ -128,20 +136,21 @@ def cache_cost_lines(comparisons: Sequence[Comparison]) -> list[str]:
     cached = [c for c in comparisons if c.cached is not None]
     if not cached:
         return []
-    lines = [
-        f"c={c.concurrency}: " + _cache_cost(c.cached_cpu_per_request, c.cpu_per_request) for c in cached
-    ]
+    lines = [f"c={c.concurrency}: " + _cache_cost(c.cached_cpu_per_request, c.cpu_per_request) for c in cached]
     forwarded = _per_request(sum(c.gateway_cpu_seconds for c in cached), sum(c.gateway.requests for c in cached))
-    hit = _per_request(sum(c.cached_cpu_seconds for c in cached),
-                       sum(c.cached.requests for c in cached if c.cached is not None))  # fmt: skip
+    hit = _per_request(
+        sum(c.cached_cpu_seconds for c in cached), sum(c.cached.requests for c in cached if c.cached is not None)
+    )
     lines.append("all levels: " + _cache_cost(hit, forwarded))
     return lines
 
 
 def _cache_cost(hit: float, forwarded: float) -> str:
     share = hit / forwarded * 100 if forwarded else float("nan")
-    return (f"a cache hit costs {share:.0f}% of a forwarded request's gateway CPU "
-            f"({hit * 1000:.2f} vs {forwarded * 1000:.2f} ms/req)")  # fmt: skip
+    return (
+        f"a cache hit costs {share:.0f}% of a forwarded request's gateway CPU "
+        f"({hit * 1000:.2f} vs {forwarded * 1000:.2f} ms/req)"
+    )
 
 
 def table_render(headers: list[str], rows: list[list[str]], *, markdown: bool) -> str:
@@ -154,8 +163,10 @@ def table_render(headers: list[str], rows: list[list[str]], *, markdown: bool) -
         return "\n".join(lines)
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
     lines = [
-        "  ".join(cell.ljust(width) if is_left else cell.rjust(width)
-                  for cell, width, is_left in zip(row, widths, left, strict=True))  # fmt: skip
+        "  ".join(
+            cell.ljust(width) if is_left else cell.rjust(width)
+            for cell, width, is_left in zip(row, widths, left, strict=True)
+        )
         for row in [headers, *rows]
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))

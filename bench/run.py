@@ -29,7 +29,7 @@ from types import FrameType
 if __package__ in (None, ""):  # run as a script: `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import load, report, stack  # noqa: E402
+from bench import load, report, stack
 
 SCENARIOS = ("json", "stream", "cache")
 SCENARIO_TITLES = {
@@ -157,10 +157,12 @@ def targets_build(scenario: str, upstream: stack.Server, gateway: stack.Server, 
     return Targets(
         scenario=scenario,
         direct=direct,
-        through=load.target_build("forwarded", url, stack.PUBLIC_MODEL, stream=False, api_key=keys.forwarding,
-                                  expect_cache="bypass"),  # fmt: skip
-        cached=load.target_build("cache hit", url, stack.PUBLIC_MODEL, stream=False, api_key=keys.caching,
-                                 expect_cache="hit"),  # fmt: skip
+        through=load.target_build(
+            "forwarded", url, stack.PUBLIC_MODEL, stream=False, api_key=keys.forwarding, expect_cache="bypass"
+        ),
+        cached=load.target_build(
+            "cache hit", url, stack.PUBLIC_MODEL, stream=False, api_key=keys.caching, expect_cache="hit"
+        ),
     )
 
 
@@ -178,8 +180,10 @@ async def cache_warm(target: load.Target, run: Run) -> None:
         sample, waited = first, 0
         while sample.cache != "hit":
             if time.monotonic() > deadline:
-                raise RuntimeError(f"no cache hit {CACHE_READY_TIMEOUT_SECONDS:.0f} s after the first request "
-                                   f"(last: HTTP {sample.status}, x-cache {sample.cache or 'absent'})")  # fmt: skip
+                raise RuntimeError(
+                    f"no cache hit {CACHE_READY_TIMEOUT_SECONDS:.0f} s after the first request "
+                    f"(last: HTTP {sample.status}, x-cache {sample.cache or 'absent'})"
+                )
             await asyncio.sleep(CACHE_READY_POLL_SECONDS)
             sample, waited = await load.request_send(session, target), waited + 1
             run.count(load.Phase(target=target.name, concurrency=1, samples=[sample]))
@@ -211,8 +215,10 @@ async def interleaved_run(
                 run.count(phase)
             gateway_alive_check(gateway)
             rates = ", ".join(f"{m.target.name} {phase_rate(m.phases[-1])}" for m in measured)
-            progress(f"{targets.scenario} c={concurrency} round {round_no}/{options.rounds}: "
-                     f"direct {phase_rate(direct_phases[-1])}, {rates}")  # fmt: skip
+            progress(
+                f"{targets.scenario} c={concurrency} round {round_no}/{options.rounds}: "
+                f"direct {phase_rate(direct_phases[-1])}, {rates}"
+            )
     through, *cached = measured
     return report.Comparison(
         scenario=targets.scenario,
@@ -246,8 +252,10 @@ def books_check(gateway: stack.Server, database: Path, run: Run) -> bool:
     """Every 2xx must have left one usage record, before and after a SIGTERM;
     every answer from the cache, one flagged as a cache hit."""
     time.sleep(BOOKS_SETTLE_SECONDS)
-    print(f"gateway requests answered 2xx (warm-ups included): {run.answered_2xx}, "
-          f"of which from the cache: {run.cache_hits}")  # fmt: skip
+    print(
+        f"gateway requests answered 2xx (warm-ups included): {run.answered_2xx}, "
+        f"of which from the cache: {run.cache_hits}"
+    )
     settled = _books_line(f"usage rows {BOOKS_SETTLE_SECONDS:.0f} s after the load", database, run)
     started = time.monotonic()
     code = gateway.terminate()
@@ -265,8 +273,10 @@ def _books_line(label: str, database: Path, run: Run) -> bool:
     rows = stack.usage_rows(database)
     mismatches = [
         f"{found - expected:+d} {name}"
-        for name, found, expected in (("rows", rows["rows"], run.answered_2xx),
-                                      ("cache hits", rows["cache hits"], run.cache_hits))  # fmt: skip
+        for name, found, expected in (
+            ("rows", rows["rows"], run.answered_2xx),
+            ("cache hits", rows["cache hits"], run.cache_hits),
+        )
         if found != expected
     ]
     verdict = f"NOT reconciled ({', '.join(mismatches)})" if mismatches else "reconciled"
@@ -305,8 +315,10 @@ def header_print(options: Options) -> None:
     print(f"{dt.datetime.now():%Y-%m-%d %H:%M}, {git_describe()}, Python {sys.version.split()[0]}")
     print(pinning)
     cache_phase = f", cache hit {options.duration:g} s in the cache scenario" if "cache" in options.scenarios else ""
-    print(f"per scenario and concurrency: {options.warmup:g} s warm-up per target, then {options.rounds} x "
-          f"(direct {options.duration:g} s, gateway {options.duration:g} s{cache_phase}), interleaved")  # fmt: skip
+    print(
+        f"per scenario and concurrency: {options.warmup:g} s warm-up per target, then {options.rounds} x "
+        f"(direct {options.duration:g} s, gateway {options.duration:g} s{cache_phase}), interleaved"
+    )
     print("latencies over successful requests; + columns: gateway minus direct; CPU: daphne's user+system time")
 
 
@@ -396,6 +408,7 @@ def _run(options: Options, workdir: Path, servers: list[stack.Server]) -> int:
         c.direct.errors or c.gateway.errors or (c.cached and c.cached.errors) for c in run.comparisons
     )
     return 0 if clean else 1
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -87,8 +87,18 @@ class Keys:
 
 # Every feature on: a budget to reserve against, rate limits to count, a cap
 # on requests in flight; all far above what a run sends, so none refuses.
-KEY_LIMITS = ("--budget", "1000000", "--budget-period", "month", "--rpm", "100000000", "--tpm", "10000000000",
-              "--max-parallel", "2000")  # fmt: skip
+KEY_LIMITS = (
+    "--budget",
+    "1000000",
+    "--budget-period",
+    "month",
+    "--rpm",
+    "100000000",
+    "--tpm",
+    "10000000000",
+    "--max-parallel",
+    "2000",
+)
 
 
 def database_create(env: dict[str, str], upstream_port: int, *, slow_port: int | None = None) -> Keys:
@@ -100,13 +110,31 @@ def database_create(env: dict[str, str], upstream_port: int, *, slow_port: int |
         forwarding=_key_create(env, "bench", *KEY_LIMITS),
         caching=_key_create(env, "bench-cache", *KEY_LIMITS, "--cache-ttl", str(CACHE_TTL_SECONDS)),
     )
-    manage(env, "provider_create", "fake", "--kind", "openai",
-           "--base-url", f"http://127.0.0.1:{upstream_port}/v1", "--api-key", "sk-fake")  # fmt: skip
+    manage(
+        env,
+        "provider_create",
+        "fake",
+        "--kind",
+        "openai",
+        "--base-url",
+        f"http://127.0.0.1:{upstream_port}/v1",
+        "--api-key",
+        "sk-fake",
+    )
     manage(env, "route_create", PUBLIC_MODEL, "--provider", "fake", "--upstream-model", UPSTREAM_MODEL)
     manage(env, "price_set", UPSTREAM_MODEL, "--input", "0.15", "--output", "0.60")
     if slow_port is not None:
-        manage(env, "provider_create", "slow", "--kind", "openai",
-               "--base-url", f"http://127.0.0.1:{slow_port}/v1", "--api-key", "sk-fake")  # fmt: skip
+        manage(
+            env,
+            "provider_create",
+            "slow",
+            "--kind",
+            "openai",
+            "--base-url",
+            f"http://127.0.0.1:{slow_port}/v1",
+            "--api-key",
+            "sk-fake",
+        )
         manage(env, "route_create", "bench-slow", "--provider", "slow", "--upstream-model", "fake-slow")
         manage(env, "price_set", "fake-slow", "--input", "0.15", "--output", "0.60")
     return keys
@@ -209,7 +237,12 @@ def upstream_start(workdir: Path, *, slow_delay: float | None = None, name: str 
 
 
 def gateway_start(
-    workdir: Path, env: dict[str, str], *, server: str = "daphne", workers: int = 1, pinned_cpu: int | None = GATEWAY_CPU
+    workdir: Path,
+    env: dict[str, str],
+    *,
+    server: str = "daphne",
+    workers: int = 1,
+    pinned_cpu: int | None = GATEWAY_CPU,
 ) -> Server:
     """The gateway under daphne, uvicorn (uvloop, httptools) or granian, as
     deployed: no access log. Pinned to one CPU unless pinned_cpu is None."""
@@ -217,11 +250,37 @@ def gateway_start(
     app = "gateway.asgi:application"
     argv = {
         "daphne": ["daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port), app],
-        "uvicorn": ["uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-                    "--log-level", "warning", "--workers", str(workers)],
-        "granian": ["granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
-                    "--workers", str(workers), "--no-ws", "--loop", "uvloop", "--log-level", "warning", app],
-    }[server]  # fmt: skip
+        "uvicorn": [
+            "uvicorn",
+            app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--workers",
+            str(workers),
+        ],
+        "granian": [
+            "granian",
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--no-ws",
+            "--loop",
+            "uvloop",
+            "--log-level",
+            "warning",
+            app,
+        ],
+    }[server]
     command = [sys.executable, "-m", *argv]
     if pinned_cpu is not None:
         command = pinned(pinned_cpu, command)
@@ -240,8 +299,14 @@ def usage_rows(database: Path) -> dict[str, int]:
             "count(*) FILTER (WHERE client_disconnected), count(*) FILTER (WHERE cache_hit) "
             "FROM billing_usagerecord"
         ).fetchone()
-    return {"rows": total, "2xx": ok, "streams": streams, "estimated": estimated, "disconnected": disconnected,
-            "cache hits": hits}  # fmt: skip
+    return {
+        "rows": total,
+        "2xx": ok,
+        "streams": streams,
+        "estimated": estimated,
+        "disconnected": disconnected,
+        "cache hits": hits,
+    }
 
 
 def _connects(port: int) -> bool:
@@ -258,4 +323,3 @@ def _answers_200(url: str) -> bool:
             return bool(response.status == 200)
     except OSError:  # URLError included
         return False
-

@@ -37,10 +37,17 @@ from django.utils.html import format_html
 
 from accounts.keys import KEY_PREFIX
 from accounts.models import Tenant
-from billing.models import (
-    Budget, BudgetSpend, CreditEntry, Price, PriceSyncRun, ReconciliationReport, UsageRecord, UsageRollup,
-)  # fmt: skip
 from billing.dashboard import budgets_with_current_spend
+from billing.models import (
+    Budget,
+    BudgetSpend,
+    CreditEntry,
+    Price,
+    PriceSyncRun,
+    ReconciliationReport,
+    UsageRecord,
+    UsageRollup,
+)
 from billing.pricing import usd_string
 from billing.services import budget_set, credit_add, credit_balance_nanos
 from proxy.models import Provider
@@ -344,9 +351,16 @@ _SOURCE_BADGE_STYLE = {
 @admin.register(Price)
 class PriceAdmin(admin.ModelAdmin):
     list_display = [
-        "model", "provider", "input_usd_per_mtok", "cached_input_usd_per_mtok", "output_usd_per_mtok",
-        "effective_from", "in_force", "source_badge", "history",
-    ]  # fmt: skip
+        "model",
+        "provider",
+        "input_usd_per_mtok",
+        "cached_input_usd_per_mtok",
+        "output_usd_per_mtok",
+        "effective_from",
+        "in_force",
+        "source_badge",
+        "history",
+    ]
     list_filter = ["source", "provider", "effective_from"]
     list_select_related = ["provider"]
     search_fields = ["model"]
@@ -366,16 +380,36 @@ class PriceAdmin(admin.ModelAdmin):
                 "fields": ["model", "provider", "effective_from", "source", "created_at", "history"],
             },
         ),
-        ("Rates, USD per million tokens", {"fields": [
-            "input_usd_per_mtok", "cached_input_usd_per_mtok", "cache_write_5m_usd_per_mtok",
-            "cache_write_1h_usd_per_mtok", "output_usd_per_mtok", "reasoning_usd_per_mtok", "request_fee_usd",
-            "max_output_tokens",
-        ]}),
-        ("Long context", {"classes": ["collapse"], "fields": [
-            "long_context_threshold", "long_input_usd_per_mtok", "long_cached_input_usd_per_mtok",
-            "long_cache_write_5m_usd_per_mtok", "long_cache_write_1h_usd_per_mtok", "long_output_usd_per_mtok",
-        ]}),
-    ]  # fmt: skip
+        (
+            "Rates, USD per million tokens",
+            {
+                "fields": [
+                    "input_usd_per_mtok",
+                    "cached_input_usd_per_mtok",
+                    "cache_write_5m_usd_per_mtok",
+                    "cache_write_1h_usd_per_mtok",
+                    "output_usd_per_mtok",
+                    "reasoning_usd_per_mtok",
+                    "request_fee_usd",
+                    "max_output_tokens",
+                ]
+            },
+        ),
+        (
+            "Long context",
+            {
+                "classes": ["collapse"],
+                "fields": [
+                    "long_context_threshold",
+                    "long_input_usd_per_mtok",
+                    "long_cached_input_usd_per_mtok",
+                    "long_cache_write_5m_usd_per_mtok",
+                    "long_cache_write_1h_usd_per_mtok",
+                    "long_output_usd_per_mtok",
+                ],
+            },
+        ),
+    ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Price]:
         # Both from the (model, effective_from) index, per row of the page.
@@ -383,12 +417,17 @@ class PriceAdmin(admin.ModelAdmin):
         rows = same_model.values("model").annotate(n=Count("pk")).values("n")
         # Coalesce: "any provider" is NULL, and NULL never equals NULL.
         newer_in_force = same_model.alias(owner=Coalesce("provider_id", 0)).filter(
-            owner=Coalesce(OuterRef("provider_id"), 0), effective_from__gt=OuterRef("effective_from"),
+            owner=Coalesce(OuterRef("provider_id"), 0),
+            effective_from__gt=OuterRef("effective_from"),
             effective_from__lte=timezone.now(),
-        )  # fmt: skip
-        return super().get_queryset(request).annotate(
-            history_rows=Subquery(rows, output_field=IntegerField()),
-            superseded=Exists(newer_in_force),
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                history_rows=Subquery(rows, output_field=IntegerField()),
+                superseded=Exists(newer_in_force),
+            )
         )
 
     @admin.display(description="in force", boolean=True)
@@ -400,8 +439,9 @@ class PriceAdmin(admin.ModelAdmin):
     def source_badge(self, obj: Price) -> str:
         return format_html(
             '<span style="{};padding:1px 6px;border-radius:8px;font-size:11px;white-space:nowrap">{}</span>',
-            _SOURCE_BADGE_STYLE.get(obj.source, ""), obj.get_source_display(),
-        )  # fmt: skip
+            _SOURCE_BADGE_STYLE.get(obj.source, ""),
+            obj.get_source_display(),
+        )
 
     @admin.display(description="history")
     def history(self, obj: Price) -> str:
@@ -431,12 +471,34 @@ TOKEN_AND_MONEY_COLUMNS = (
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ExactSearchMixin, CsvExportAdmin, ReadOnlyAdmin):
     list_display = [
-        "created_at", "request_id", "tenant", "key", "public_model", "provider", "status_code", "input_tokens",
-        "cached_input_tokens", "output_tokens", "reasoning_tokens", "cost", "latency_ms", "stream", "cache_hit",
-        "usage_estimated", "rolled_up",
-    ]  # fmt: skip
-    list_filter = [StatusFilter, ProviderFilter, "stream", "cache_hit", "usage_estimated", "client_disconnected",
-                   "prepaid", "rolled_up"]  # fmt: skip
+        "created_at",
+        "request_id",
+        "tenant",
+        "key",
+        "public_model",
+        "provider",
+        "status_code",
+        "input_tokens",
+        "cached_input_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "cost",
+        "latency_ms",
+        "stream",
+        "cache_hit",
+        "usage_estimated",
+        "rolled_up",
+    ]
+    list_filter = [
+        StatusFilter,
+        ProviderFilter,
+        "stream",
+        "cache_hit",
+        "usage_estimated",
+        "client_disconnected",
+        "prepaid",
+        "rolled_up",
+    ]
     list_select_related = ["tenant", "api_key"]
     date_hierarchy = "created_at"
     show_full_result_count = False  # COUNT(*) over the whole ledger is slow
@@ -476,9 +538,20 @@ class UsageRecordAdmin(ExactSearchMixin, CsvExportAdmin, ReadOnlyAdmin):
 @admin.register(UsageRollup)
 class UsageRollupAdmin(ExactSearchMixin, CsvExportAdmin, ReadOnlyAdmin):
     list_display = [
-        "bucket_start", "granularity", "tenant", "key", "public_model", "provider", "requests", "errors",
-        "input_tokens", "cached_input_tokens", "output_tokens", "cost", "saved",
-    ]  # fmt: skip
+        "bucket_start",
+        "granularity",
+        "tenant",
+        "key",
+        "public_model",
+        "provider",
+        "requests",
+        "errors",
+        "input_tokens",
+        "cached_input_tokens",
+        "output_tokens",
+        "cost",
+        "saved",
+    ]
     list_filter = ["granularity", ProviderFilter]
     list_select_related = ["tenant", "api_key"]
     date_hierarchy = "bucket_start"
@@ -573,9 +646,12 @@ class BudgetAdmin(admin.ModelAdmin):
         # The service counts what the owner already spent this period.
         existed = Budget.objects.filter(tenant=obj.tenant, api_key=obj.api_key, period=obj.period).exists()
         budget = budget_set(
-            limit_usd=obj.limit_usd, period=obj.period, tenant=obj.tenant, api_key=obj.api_key,
+            limit_usd=obj.limit_usd,
+            period=obj.period,
+            tenant=obj.tenant,
+            api_key=obj.api_key,
             soft_limit_percent=obj.soft_limit_percent,
-        )  # fmt: skip
+        )
         if not obj.is_active:
             budget.is_active = False
             budget.save(update_fields=["is_active", "updated_at"])
@@ -674,9 +750,12 @@ class CreditEntryAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[CreditEntry]:
         balance = (
-            CreditEntry.objects.filter(tenant=OuterRef("tenant")).order_by().values("tenant")
-            .annotate(total=Sum("amount_nanos")).values("total")
-        )  # fmt: skip
+            CreditEntry.objects.filter(tenant=OuterRef("tenant"))
+            .order_by()
+            .values("tenant")
+            .annotate(total=Sum("amount_nanos"))
+            .values("total")
+        )
         return super().get_queryset(request).annotate(balance_nanos=Subquery(balance))
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -697,9 +776,7 @@ class CreditEntryAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: CreditEntry, form: Any, change: bool) -> None:
         # Through the service: it checks the amount and tells every process
         # about the new balance.
-        entry = credit_add(
-            tenant=obj.tenant, amount_usd=form.cleaned_data["amount_usd"], kind=obj.kind, note=obj.note
-        )
+        entry = credit_add(tenant=obj.tenant, amount_usd=form.cleaned_data["amount_usd"], kind=obj.kind, note=obj.note)
         obj.pk, obj.amount_nanos, obj.created_at = entry.pk, entry.amount_nanos, entry.created_at
         obj._state.adding = False
         balance = usd_string(credit_balance_nanos(obj.tenant))

@@ -79,29 +79,61 @@ def fallback_tables(data: dict[str, Any]) -> dict[str, Table]:
     return {
         "spend_by_tenant": _stacked_table("spend_by_tenant", "Spend per day by tenant (USD)", data["spend_by_tenant"]),
         "spend_by_model": _stacked_table("spend_by_model", "Spend per day by model (USD)", data["spend_by_model"]),
-        "requests": Table("requests", "Requests and errors", ["bucket", "requests", "errors", "error rate"], [
-            [w, str(r), str(e), _percent(rate)]
-            for w, r, e, rate in zip(when, traffic["requests"], traffic["errors"], traffic["error_rate"], strict=True)
-        ]),
-        "latency": Table("latency", "Latency and time to first token (ms)",
-                         ["bucket", "p50", "p95", "TTFT p50", "TTFT p95"], [
-            [w, *(_number(v) for v in values)]
-            for w, *values in zip(when, traffic["latency_p50_ms"], traffic["latency_p95_ms"], traffic["ttft_p50_ms"],
-                                  traffic["ttft_p95_ms"], strict=True)
-        ]),
-        "cache": Table("cache", "Response cache", ["bucket", "hits", "hit rate", "saved (USD)"], [
-            [w, str(h), _percent(rate), usd_string(saved)]
-            for w, h, rate, saved in zip(when, traffic["cache_hits"], traffic["cache_hit_rate"],
-                                         traffic["saved_nanos"], strict=True)
-        ]),
-        "budgets": Table("budgets", "Budgets this period (USD)",
-                         ["owner", "period", "spent", "limit", "projected", "used"], [
-            [b["owner"], b["period"], usd_string(b["spent_nanos"]), usd_string(b["limit_nanos"]),
-             usd_string(b["projected_nanos"]) if b["projected_nanos"] is not None else "-",
-             f"{b['used_per_mille'] / 10:.1f}%"]
-            for b in data["budgets"]
-        ]),
-    }  # fmt: skip
+        "requests": Table(
+            "requests",
+            "Requests and errors",
+            ["bucket", "requests", "errors", "error rate"],
+            [
+                [w, str(r), str(e), _percent(rate)]
+                for w, r, e, rate in zip(
+                    when, traffic["requests"], traffic["errors"], traffic["error_rate"], strict=True
+                )
+            ],
+        ),
+        "latency": Table(
+            "latency",
+            "Latency and time to first token (ms)",
+            ["bucket", "p50", "p95", "TTFT p50", "TTFT p95"],
+            [
+                [w, *(_number(v) for v in values)]
+                for w, *values in zip(
+                    when,
+                    traffic["latency_p50_ms"],
+                    traffic["latency_p95_ms"],
+                    traffic["ttft_p50_ms"],
+                    traffic["ttft_p95_ms"],
+                    strict=True,
+                )
+            ],
+        ),
+        "cache": Table(
+            "cache",
+            "Response cache",
+            ["bucket", "hits", "hit rate", "saved (USD)"],
+            [
+                [w, str(h), _percent(rate), usd_string(saved)]
+                for w, h, rate, saved in zip(
+                    when, traffic["cache_hits"], traffic["cache_hit_rate"], traffic["saved_nanos"], strict=True
+                )
+            ],
+        ),
+        "budgets": Table(
+            "budgets",
+            "Budgets this period (USD)",
+            ["owner", "period", "spent", "limit", "projected", "used"],
+            [
+                [
+                    b["owner"],
+                    b["period"],
+                    usd_string(b["spent_nanos"]),
+                    usd_string(b["limit_nanos"]),
+                    usd_string(b["projected_nanos"]) if b["projected_nanos"] is not None else "-",
+                    f"{b['used_per_mille'] / 10:.1f}%",
+                ]
+                for b in data["budgets"]
+            ],
+        ),
+    }
 
 
 def _stacked_table(chart: str, caption: str, stacked: dict[str, Any]) -> Table:

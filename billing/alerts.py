@@ -12,8 +12,8 @@ index bounds it to a few minutes of traffic.
 """
 
 import datetime as dt
-from urllib.parse import urlencode
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db.models import Count, Q

@@ -32,8 +32,19 @@ _GROUPINGS: dict[str, tuple[str, ...]] = {
     "model": ("public_model",),
     "key": ("api_key_id", "api_key__prefix", "api_key__name"),
 }
-_COUNTS = ("requests", "errors", "cache_hits", "input_tokens", "cached_input_tokens", "cache_write_5m_tokens",
-           "cache_write_1h_tokens", "output_tokens", "reasoning_tokens", "cost_nanos", "saved_nanos")  # fmt: skip
+_COUNTS = (
+    "requests",
+    "errors",
+    "cache_hits",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_nanos",
+    "saved_nanos",
+)
 
 
 @router.get("/usage", summary="Usage and cost of this key's tenant, per day, model or key")
@@ -131,4 +142,3 @@ def _amounts(sums: dict[str, Any]) -> dict[str, Any]:
         "cost_usd": usd_string(n["cost_nanos"]),
         "saved_usd": usd_string(n["saved_nanos"]),
     }
-

@@ -104,14 +104,26 @@ def traffic(window: Window) -> dict[str, Any]:
     by_bucket = {row["bucket_start"]: row for row in rows}
     buckets = window.buckets()
     points = [_traffic_point(by_bucket.get(b)) for b in buckets]
-    return {"granularity": window.granularity, "labels": _labels(buckets),
-            **{name: [point[name] for point in points] for name in _TRAFFIC_POINT}}  # fmt: skip
+    return {
+        "granularity": window.granularity,
+        "labels": _labels(buckets),
+        **{name: [point[name] for point in points] for name in _TRAFFIC_POINT},
+    }
 
 
 _TRAFFIC_POINT = (
-    "requests", "errors", "error_rate", "latency_p50_ms", "latency_p95_ms", "ttft_p50_ms", "ttft_p95_ms",
-    "cache_hits", "cache_hit_rate", "saved_nanos", "cost_nanos",
-)  # fmt: skip
+    "requests",
+    "errors",
+    "error_rate",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "ttft_p50_ms",
+    "ttft_p95_ms",
+    "cache_hits",
+    "cache_hit_rate",
+    "saved_nanos",
+    "cost_nanos",
+)
 
 
 def _traffic_point(row: dict[str, Any] | None) -> dict[str, Any]:

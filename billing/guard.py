@@ -23,8 +23,8 @@ from typing import Any
 from django.conf import settings
 
 from billing.periods import period_end, period_start
-from gateway.redis import redis_client_for, redis_key
 from billing.pricing import nanos_to_usd
+from gateway.redis import redis_client_for, redis_key
 from proxy.context import TenantContext
 from proxy.errors import GatewayError
 
@@ -217,7 +217,6 @@ class RedisSpendGuard:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
 
-
 _guard: LocalSpendGuard | RedisSpendGuard | None = None
 
 
@@ -226,4 +225,3 @@ def spend_guard() -> LocalSpendGuard | RedisSpendGuard:
     if _guard is None:
         _guard = RedisSpendGuard(settings.REDIS_URL) if settings.REDIS_URL else LocalSpendGuard()
     return _guard
-

@@ -45,7 +45,9 @@ def usage_events_store(events: Iterable[UsageEvent], *, keep_connection: bool = 
 
 
 def _store(events: list[UsageEvent]) -> int:
-    known = set(UsageRecord.objects.filter(request_id__in=[e.request_id for e in events]).values_list("request_id", flat=True))
+    known = set(
+        UsageRecord.objects.filter(request_id__in=[e.request_id for e in events]).values_list("request_id", flat=True)
+    )
     new: dict[str, UsageEvent] = {}
     for event in events:
         if event.request_id not in known:
@@ -53,7 +55,9 @@ def _store(events: list[UsageEvent]) -> int:
     if not new:
         return 0
     fresh = list(new.values())
-    prepaid = set(Tenant.objects.filter(pk__in={e.tenant_id for e in fresh}, is_prepaid=True).values_list("pk", flat=True))
+    prepaid = set(
+        Tenant.objects.filter(pk__in={e.tenant_id for e in fresh}, is_prepaid=True).values_list("pk", flat=True)
+    )
     _records_insert([_record(e, e.tenant_id in prepaid) for e in fresh])
     _add_budget_spend(fresh)
     _charge_credit([e for e in fresh if e.tenant_id in prepaid])
@@ -109,19 +113,35 @@ def _record(e: UsageEvent, prepaid: bool) -> dict[str, Any]:
     """A usage row's values by field attname, each of its column's type; the
     rest take their defaults."""
     u = e.usage
-    return dict(  # noqa: C408 (keyword form reads as the row)
-        request_id=e.request_id, created_at=e.created_at, tenant_id=e.tenant_id, api_key_id=e.key_id,
-        endpoint=_text(e.endpoint, "endpoint"), public_model=_text(e.public_model, "public_model"),
-        upstream_model=_text(e.upstream_model, "upstream_model"), provider=_text(e.provider, "provider"),
-        price_id=e.price_id, status_code=e.status_code, error_code=_text(e.error_code, "error_code"), stream=e.stream,
-        client_disconnected=e.client_disconnected, usage_estimated=e.usage_estimated, cache_hit=e.cache_hit,
+    return dict(
+        request_id=e.request_id,
+        created_at=e.created_at,
+        tenant_id=e.tenant_id,
+        api_key_id=e.key_id,
+        endpoint=_text(e.endpoint, "endpoint"),
+        public_model=_text(e.public_model, "public_model"),
+        upstream_model=_text(e.upstream_model, "upstream_model"),
+        provider=_text(e.provider, "provider"),
+        price_id=e.price_id,
+        status_code=e.status_code,
+        error_code=_text(e.error_code, "error_code"),
+        stream=e.stream,
+        client_disconnected=e.client_disconnected,
+        usage_estimated=e.usage_estimated,
+        cache_hit=e.cache_hit,
         cache_status=e.cache_status,
-        input_tokens=_token_count(u.input_tokens), cached_input_tokens=_token_count(u.cached_input_tokens),
+        input_tokens=_token_count(u.input_tokens),
+        cached_input_tokens=_token_count(u.cached_input_tokens),
         cache_write_5m_tokens=_token_count(u.cache_write_5m_tokens),
         cache_write_1h_tokens=_token_count(u.cache_write_1h_tokens),
-        output_tokens=_token_count(u.output_tokens), reasoning_tokens=_token_count(u.reasoning_tokens),
-        cost_nanos=e.cost_nanos, saved_nanos=e.saved_nanos, prepaid=prepaid, latency_ms=e.latency_ms, ttft_ms=e.ttft_ms,
-    )  # fmt: skip
+        output_tokens=_token_count(u.output_tokens),
+        reasoning_tokens=_token_count(u.reasoning_tokens),
+        cost_nanos=e.cost_nanos,
+        saved_nanos=e.saved_nanos,
+        prepaid=prepaid,
+        latency_ms=e.latency_ms,
+        ttft_ms=e.ttft_ms,
+    )
 
 
 def _add_budget_spend(events: list[UsageEvent]) -> None:
@@ -168,8 +188,12 @@ def _alert_if_soft_limit_crossed(budget: Budget, spend: BudgetSpend) -> None:
         BudgetSpend.objects.filter(pk=spend.pk, soft_alerted_at__isnull=True).update(soft_alerted_at=timezone.now())
         log.warning(
             "budget %s passed its soft limit (%s%%): spent %s of %s nanos this %s",
-            budget.pk, budget.soft_limit_percent, spend.spent_nanos, limit, budget.period,
-        )  # fmt: skip
+            budget.pk,
+            budget.soft_limit_percent,
+            spend.spent_nanos,
+            limit,
+            budget.period,
+        )
 
 
 def _charge_credit(events: list[UsageEvent]) -> None:

@@ -149,8 +149,12 @@ class Budget(models.Model):
     refused when one would be exceeded; crossing `soft_limit_percent`
     raises an alert."""
 
-    tenant = models.ForeignKey("accounts.Tenant", null=True, blank=True, on_delete=models.CASCADE, related_name="budgets")
-    api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True, on_delete=models.CASCADE, related_name="budgets")
+    tenant = models.ForeignKey(
+        "accounts.Tenant", null=True, blank=True, on_delete=models.CASCADE, related_name="budgets"
+    )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", null=True, blank=True, on_delete=models.CASCADE, related_name="budgets"
+    )
     period = models.CharField(max_length=8, choices=Period.choices)
     limit_usd = models.DecimalField(max_digits=18, decimal_places=9, validators=[MinValueValidator(Decimal(0))])
     soft_limit_percent = models.PositiveSmallIntegerField(

@@ -26,8 +26,15 @@ from billing.periods import period_end
 
 log = logging.getLogger(__name__)
 HOUR, DAY = UsageRollup.Granularity.HOUR, UsageRollup.Granularity.DAY
-_SUMMED = ("requests", "errors", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens",
-           "cost_nanos")  # fmt: skip
+_SUMMED = (
+    "requests",
+    "errors",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_nanos",
+)
 
 
 def usage_cost_nanos(owner: Q, rollup_owner: Q, start: dt.datetime, end: dt.datetime | None) -> int:
@@ -47,8 +54,15 @@ def _budget_differences() -> tuple[int, list[dict[str, Any]]]:
         expected = usage_cost_nanos(owner, owner, spend.period_start, period_end(budget.period, spend.period_start))
         checked += 1
         if expected != spend.spent_nanos:
-            differences.append({"check": "budget spend", "budget": budget.pk, "period_start": spend.period_start.isoformat(),
-                                "counter": spend.spent_nanos, "usage": expected})  # fmt: skip
+            differences.append(
+                {
+                    "check": "budget spend",
+                    "budget": budget.pk,
+                    "period_start": spend.period_start.isoformat(),
+                    "counter": spend.spent_nanos,
+                    "usage": expected,
+                }
+            )
     return checked, differences
 
 
@@ -61,17 +75,23 @@ def _rollup_differences(kept_since: dt.datetime) -> tuple[int, list[dict[str, An
         for row in UsageRollup.objects.filter(granularity=HOUR, bucket_start__gte=kept_since).values(*group, *_SUMMED)
     }
     pending_hours = set(
-        UsageRecord.objects.filter(rolled_up=False).annotate(h=TruncHour("created_at", tzinfo=dt.UTC)).values_list("h", flat=True)
+        UsageRecord.objects.filter(rolled_up=False)
+        .annotate(h=TruncHour("created_at", tzinfo=dt.UTC))
+        .values_list("h", flat=True)
     )
     raw = (
         UsageRecord.objects.filter(created_at__gte=kept_since)
         .annotate(bucket_start=TruncHour("created_at", tzinfo=dt.UTC))
         .values(*group)
         .annotate(
-            requests=Count("id"), errors=Count("id", filter=Q(status_code__gte=400)), input_tokens=Sum("input_tokens"),
-            cached_input_tokens=Sum("cached_input_tokens"), output_tokens=Sum("output_tokens"),
-            reasoning_tokens=Sum("reasoning_tokens"), cost_nanos=Sum("cost_nanos"),
-        )  # fmt: skip
+            requests=Count("id"),
+            errors=Count("id", filter=Q(status_code__gte=400)),
+            input_tokens=Sum("input_tokens"),
+            cached_input_tokens=Sum("cached_input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            reasoning_tokens=Sum("reasoning_tokens"),
+            cost_nanos=Sum("cost_nanos"),
+        )
     )
     for row in raw:
         key = tuple(row[g] for g in group)
@@ -81,42 +101,70 @@ def _rollup_differences(kept_since: dt.datetime) -> tuple[int, list[dict[str, An
         have = rolled.get(key, {})
         for field in _SUMMED:
             if (row[field] or 0) != have.get(field, 0):
-                differences.append({"check": "hourly rollup", "bucket": key[0].isoformat(), "key": key[1],
-                                    "model": key[2], "field": field, "records": row[field] or 0,
-                                    "rollup": have.get(field, 0)})  # fmt: skip
+                differences.append(
+                    {
+                        "check": "hourly rollup",
+                        "bucket": key[0].isoformat(),
+                        "key": key[1],
+                        "model": key[2],
+                        "field": field,
+                        "records": row[field] or 0,
+                        "rollup": have.get(field, 0),
+                    }
+                )
     return checked, differences
 
 
 def _day_differences() -> tuple[int, list[dict[str, Any]]]:
     hours: dict[tuple[Any, ...], int] = defaultdict(int)
-    for row in UsageRollup.objects.filter(granularity=HOUR).values("bucket_start", "api_key_id", "public_model",
-                                                                   "provider", "cost_nanos"):  # fmt: skip
+    for row in UsageRollup.objects.filter(granularity=HOUR).values(
+        "bucket_start", "api_key_id", "public_model", "provider", "cost_nanos"
+    ):
         day = row["bucket_start"].replace(hour=0)
         hours[(day, row["api_key_id"], row["public_model"], row["provider"])] += row["cost_nanos"]
     differences, checked = [], 0
-    for row in UsageRollup.objects.filter(granularity=DAY).values("bucket_start", "api_key_id", "public_model",
-                                                                  "provider", "cost_nanos"):  # fmt: skip
+    for row in UsageRollup.objects.filter(granularity=DAY).values(
+        "bucket_start", "api_key_id", "public_model", "provider", "cost_nanos"
+    ):
         key = (row["bucket_start"], row["api_key_id"], row["public_model"], row["provider"])
         checked += 1
         if hours.get(key, 0) != row["cost_nanos"]:
-            differences.append({"check": "daily rollup", "day": key[0].isoformat(), "key": key[1], "model": key[2],
-                                "days": row["cost_nanos"], "hours": hours.get(key, 0)})  # fmt: skip
+            differences.append(
+                {
+                    "check": "daily rollup",
+                    "day": key[0].isoformat(),
+                    "key": key[1],
+                    "model": key[2],
+                    "days": row["cost_nanos"],
+                    "hours": hours.get(key, 0),
+                }
+            )
     return checked, differences
 
 
 def _credit_differences() -> tuple[int, list[dict[str, Any]]]:
     differences, checked = [], 0
-    charged = CreditEntry.objects.filter(kind=CreditEntry.Kind.USAGE).values("tenant_id").annotate(t=Sum("amount_nanos"))
+    charged = (
+        CreditEntry.objects.filter(kind=CreditEntry.Kind.USAGE).values("tenant_id").annotate(t=Sum("amount_nanos"))
+    )
     ledger = {row["tenant_id"]: -row["t"] for row in charged}
     rolled = UsageRollup.objects.filter(granularity=DAY).values("tenant_id").annotate(t=Sum("prepaid_cost_nanos"))
     usage: dict[int, int] = defaultdict(int, {row["tenant_id"]: row["t"] or 0 for row in rolled})
-    for row in UsageRecord.objects.filter(prepaid=True, rolled_up=False).values("tenant_id").annotate(t=Sum("cost_nanos")):
+    for row in (
+        UsageRecord.objects.filter(prepaid=True, rolled_up=False).values("tenant_id").annotate(t=Sum("cost_nanos"))
+    ):
         usage[row["tenant_id"]] += row["t"] or 0
     for tenant_id in set(ledger) | {t for t, v in usage.items() if v}:
         checked += 1
         if ledger.get(tenant_id, 0) != usage.get(tenant_id, 0):
-            differences.append({"check": "prepaid ledger", "tenant": tenant_id, "ledger": ledger.get(tenant_id, 0),
-                                "usage": usage.get(tenant_id, 0)})  # fmt: skip
+            differences.append(
+                {
+                    "check": "prepaid ledger",
+                    "tenant": tenant_id,
+                    "ledger": ledger.get(tenant_id, 0),
+                    "usage": usage.get(tenant_id, 0),
+                }
+            )
     return checked, differences
 
 

@@ -25,17 +25,28 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from billing.histograms import (
-    EMPTY, LATENCY_COLUMNS, TTFT_COLUMNS, bucket_range, histogram_add, histogram_of,
-)  # fmt: skip
+    EMPTY,
+    LATENCY_COLUMNS,
+    TTFT_COLUMNS,
+    bucket_range,
+    histogram_add,
+    histogram_of,
+)
 from billing.models import UsageRecord, UsageRollup
 
 HOUR, DAY = UsageRollup.Granularity.HOUR, UsageRollup.Granularity.DAY
 _STEP = {HOUR: dt.timedelta(hours=1), DAY: dt.timedelta(days=1)}
 _GROUP = ("tenant_id", "api_key_id", "public_model", "provider")
 _TOKEN_AND_MONEY_FIELDS = (
-    "input_tokens", "cached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
-    "output_tokens", "reasoning_tokens", "cost_nanos", "saved_nanos",
-)  # fmt: skip
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_nanos",
+    "saved_nanos",
+)
 # Keeps `pk IN (...)` lists under every backend's limit on query parameters.
 _IDS_PER_QUERY = 500
 # Any fixed number: the PostgreSQL advisory lock that lets one rollup run at a time.
@@ -152,11 +163,16 @@ def _rollup_batch(batch_size: int, due_before: dt.datetime) -> int:
         UsageRecord.objects.filter(rolled_up=False, created_at__lte=due_before)
         .order_by("created_at")  # the partial index on unrolled records serves this
         .values(
-            "pk", "created_at", "status_code", "cache_hit", "prepaid", "latency_ms", "ttft_ms", *_GROUP,
+            "pk",
+            "created_at",
+            "status_code",
+            "cache_hit",
+            "prepaid",
+            "latency_ms",
+            "ttft_ms",
+            *_GROUP,
             *_TOKEN_AND_MONEY_FIELDS,
-        )[
-            :batch_size
-        ]
+        )[:batch_size]
     )
     if not batch:
         return 0

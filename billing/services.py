@@ -12,8 +12,8 @@ from accounts.models import ApiKey, Tenant
 from accounts.signals import config_version_bump
 from billing.models import Budget, BudgetSpend, CreditEntry, Period, Price
 from billing.periods import period_end, period_start
-from billing.reconcile import usage_cost_nanos
 from billing.pricing import usd_to_nanos
+from billing.reconcile import usage_cost_nanos
 from proxy.models import Provider
 
 # The optional rates (USD per million tokens) a price can carry, by the short
@@ -30,11 +30,18 @@ PRICE_RATE_OPTIONS = {
 }
 # The optional fields a price row can carry.
 OPTIONAL_PRICE_FIELDS = (
-    "cache_write_5m_usd_per_mtok", "cache_write_1h_usd_per_mtok", "reasoning_usd_per_mtok",
-    "long_context_threshold", "long_input_usd_per_mtok", "long_cached_input_usd_per_mtok",
-    "long_cache_write_5m_usd_per_mtok", "long_cache_write_1h_usd_per_mtok", "long_output_usd_per_mtok",
-    "request_fee_usd", "max_output_tokens",
-)  # fmt: skip
+    "cache_write_5m_usd_per_mtok",
+    "cache_write_1h_usd_per_mtok",
+    "reasoning_usd_per_mtok",
+    "long_context_threshold",
+    "long_input_usd_per_mtok",
+    "long_cached_input_usd_per_mtok",
+    "long_cache_write_5m_usd_per_mtok",
+    "long_cache_write_1h_usd_per_mtok",
+    "long_output_usd_per_mtok",
+    "request_fee_usd",
+    "max_output_tokens",
+)
 
 
 @transaction.atomic
@@ -72,7 +79,12 @@ def price_set(
                 raise ValueError(f"{name}: prices cannot be negative")
             usd_to_nanos(value)  # refuses sub-nano precision before anything is stored
     when = effective_from or timezone.now()
-    current = Price.objects.filter(model=model, provider=provider).effective_at(when).order_by("-effective_from", "-id").first()
+    current = (
+        Price.objects.filter(model=model, provider=provider)
+        .effective_at(when)
+        .order_by("-effective_from", "-id")
+        .first()
+    )
     if current is not None and all(getattr(current, name) == value for name, value in fields.items()):
         return current, False
     price = Price.objects.create(model=model, provider=provider, effective_from=when, source=source, **fields)
@@ -81,9 +93,13 @@ def price_set(
 
 @transaction.atomic
 def budget_set(
-    *, limit_usd: Decimal, period: str, tenant: Tenant | None = None, api_key: ApiKey | None = None,
+    *,
+    limit_usd: Decimal,
+    period: str,
+    tenant: Tenant | None = None,
+    api_key: ApiKey | None = None,
     soft_limit_percent: int = 80,
-) -> Budget:  # fmt: skip
+) -> Budget:
     """Create or change the budget of this period on a tenant or a key.
 
     A new budget counts what its owner already spent this period (a "$10 a
@@ -113,7 +129,9 @@ def budget_set(
 
 
 @transaction.atomic
-def credit_add(*, tenant: Tenant, amount_usd: Decimal, kind: str = CreditEntry.Kind.TOPUP, note: str = "") -> CreditEntry:
+def credit_add(
+    *, tenant: Tenant, amount_usd: Decimal, kind: str = CreditEntry.Kind.TOPUP, note: str = ""
+) -> CreditEntry:
     """Add a top-up, refund or adjustment to a tenant's prepaid ledger.
 
     Usage entries are the meter's alone. Every process sees the new

@@ -141,7 +141,7 @@ def source_read(source: str) -> str:
     scheme = urlsplit(source).scheme.lower()
     try:
         if scheme in ("http", "https"):
-            with urllib.request.urlopen(source, timeout=FETCH_TIMEOUT_SECONDS) as response:  # noqa: S310 (http only)
+            with urllib.request.urlopen(source, timeout=FETCH_TIMEOUT_SECONDS) as response:
                 data = response.read(MAX_FILE_BYTES + 1)
         elif scheme == "file":
             data = _file_read(Path(url2pathname(urlsplit(source).path)))

@@ -45,12 +45,19 @@ def entry_dumps(entry: CachedEntry) -> bytes:
     """Bytes for a backend: a one-byte marker, then JSON (zlib when large)."""
     data = orjson.dumps(
         {
-            "tenant_id": entry.tenant_id, "key": entry.key, "endpoint": entry.endpoint, "model": entry.model,
-            "body": entry.body.decode(), "usage": entry.usage, "cost_nanos": entry.cost_nanos,
-            "created_at": entry.created_at, "expires_at": entry.expires_at, "price_id": entry.price_id,
+            "tenant_id": entry.tenant_id,
+            "key": entry.key,
+            "endpoint": entry.endpoint,
+            "model": entry.model,
+            "body": entry.body.decode(),
+            "usage": entry.usage,
+            "cost_nanos": entry.cost_nanos,
+            "created_at": entry.created_at,
+            "expires_at": entry.expires_at,
+            "price_id": entry.price_id,
             "content_type": entry.content_type,
             "events": None if entry.events is None else [e.decode() for e in entry.events],
-        }  # fmt: skip
+        }
     )
     if len(data) > COMPRESS_ABOVE_BYTES:
         return _ZLIB + zlib.compress(data, 6)

@@ -14,8 +14,17 @@ import orjson
 # Fields that change who asked, how the answer travels or how it is billed,
 # but not what it says.
 IGNORED_FIELDS = frozenset(
-    {"model", "user", "stream", "stream_options", "metadata", "store", "service_tier", "safety_identifier",
-     "prompt_cache_key"}  # fmt: skip
+    {
+        "model",
+        "user",
+        "stream",
+        "stream_options",
+        "metadata",
+        "store",
+        "service_tier",
+        "safety_identifier",
+        "prompt_cache_key",
+    }
 )
 
 
@@ -25,7 +34,12 @@ def normalized_body(body: dict[str, Any]) -> dict[str, Any]:
 
 def cache_key(*, tenant_id: int, endpoint: str, provider: str, upstream_model: str, body: dict[str, Any]) -> str:
     material = orjson.dumps(
-        {"tenant": tenant_id, "endpoint": endpoint, "model": f"{provider}/{upstream_model}", "body": normalized_body(body)},
+        {
+            "tenant": tenant_id,
+            "endpoint": endpoint,
+            "model": f"{provider}/{upstream_model}",
+            "body": normalized_body(body),
+        },
         option=orjson.OPT_SORT_KEYS,
     )
     return hashlib.sha256(material).hexdigest()

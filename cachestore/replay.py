@@ -62,8 +62,9 @@ def _merge(state: dict[str, Any], choice: dict[str, Any]) -> None:
     if delta.get("refusal"):
         state["refusal"] = state.get("refusal", "") + delta["refusal"]
     for call in delta.get("tool_calls") or ():
-        slot = state["tool_calls"].setdefault(call.get("index", 0), {"id": None, "type": "function",
-                                                                      "function": {"name": "", "arguments": ""}})  # fmt: skip
+        slot = state["tool_calls"].setdefault(
+            call.get("index", 0), {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+        )
         slot["id"] = call.get("id") or slot["id"]
         function = call.get("function") or {}
         slot["function"]["name"] += function.get("name") or ""
@@ -84,8 +85,12 @@ def _message(index: int, state: dict[str, Any]) -> dict[str, Any]:
 def events_from_completion(completion: dict[str, Any], *, include_usage: bool) -> list[bytes]:
     """A valid stream for a JSON answer: per choice its role and content, its
     tool calls and its finish reason; then usage if asked; then [DONE]."""
-    head = {"id": completion.get("id", ""), "object": "chat.completion.chunk",
-            "created": completion.get("created", 0), "model": completion.get("model", "")}  # fmt: skip
+    head = {
+        "id": completion.get("id", ""),
+        "object": "chat.completion.chunk",
+        "created": completion.get("created", 0),
+        "model": completion.get("model", ""),
+    }
     events = []
     for choice in completion.get("choices") or ():
         index, message = choice.get("index", 0), choice.get("message") or {}
@@ -95,8 +100,12 @@ def events_from_completion(completion: dict[str, Any], *, include_usage: bool) -
         events.append(_sse({**head, "choices": [{"index": index, "delta": delta, "finish_reason": None}]}))
         calls = [{**call, "index": i} for i, call in enumerate(message.get("tool_calls") or ())]
         if calls:
-            events.append(_sse({**head, "choices": [{"index": index, "delta": {"tool_calls": calls}, "finish_reason": None}]}))
-        events.append(_sse({**head, "choices": [{"index": index, "delta": {}, "finish_reason": choice.get("finish_reason")}]}))
+            events.append(
+                _sse({**head, "choices": [{"index": index, "delta": {"tool_calls": calls}, "finish_reason": None}]})
+            )
+        events.append(
+            _sse({**head, "choices": [{"index": index, "delta": {}, "finish_reason": choice.get("finish_reason")}]})
+        )
     if include_usage and completion.get("usage"):
         events.append(_sse({**head, "choices": [], "usage": completion["usage"]}))
     events.append(DONE)

@@ -137,9 +137,15 @@ class DatabaseStore:
 
         payload = entry_dumps(entry)  # here, in the worker thread: compressing is CPU the event loop keeps
         record = CacheEntryRecord(
-            tenant_id=entry.tenant_id, key=entry.key, endpoint=entry.endpoint, model=entry.model, payload=payload,
-            size_bytes=len(payload), created_at=_when(entry.created_at), expires_at=_when(entry.expires_at),
-        )  # fmt: skip
+            tenant_id=entry.tenant_id,
+            key=entry.key,
+            endpoint=entry.endpoint,
+            model=entry.model,
+            payload=payload,
+            size_bytes=len(payload),
+            created_at=_when(entry.created_at),
+            expires_at=_when(entry.expires_at),
+        )
         # One statement (INSERT ... ON CONFLICT DO UPDATE): two processes
         # storing the same answer at once cannot collide.
         CacheEntryRecord.objects.bulk_create(
@@ -288,8 +294,11 @@ class RedisStore:
             await pipe.execute()
             return
         payload = entry_dumps(entry)
-        await _SET(self._client(), [value, index, sizes],
-                   [payload, ttl_ms, entry.key, entry.expires_at, len(payload), now, _PRUNE_ON_SET])  # fmt: skip
+        await _SET(
+            self._client(),
+            [value, index, sizes],
+            [payload, ttl_ms, entry.key, entry.expires_at, len(payload), now, _PRUNE_ON_SET],
+        )
 
     async def purge(self, tenant_id: int | None) -> int:
         if tenant_id is None:

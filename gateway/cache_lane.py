@@ -95,4 +95,3 @@ async def _send(answer: HitAnswer, stamps: tuple[tuple[str, str], ...], send: Se
     for event in answer.events:  # as a relayed stream arrives: one event per chunk
         await send({"type": "http.response.body", "body": event, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
-

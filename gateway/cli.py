@@ -48,10 +48,21 @@ def names(text: str | None) -> list[str]:
 
 def add_budget_arguments(parser: ArgumentParser) -> None:
     """`--budget USD --budget-period PERIOD`, repeatable in pairs."""
-    parser.add_argument("--budget", type=usd, action="append", default=[], metavar="USD",
-                        help="A spending limit; repeat with --budget-period for several (10 a day, 200 a month).")
-    parser.add_argument("--budget-period", action="append", default=[], choices=["day", "week", "month", "total"],
-                        help="The period of the --budget at the same position.")  # fmt: skip
+    parser.add_argument(
+        "--budget",
+        type=usd,
+        action="append",
+        default=[],
+        metavar="USD",
+        help="A spending limit; repeat with --budget-period for several (10 a day, 200 a month).",
+    )
+    parser.add_argument(
+        "--budget-period",
+        action="append",
+        default=[],
+        choices=["day", "week", "month", "total"],
+        help="The period of the --budget at the same position.",
+    )
 
 
 def budgets(options: dict[str, object]) -> list[tuple[Decimal, str]]:

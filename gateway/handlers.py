@@ -83,7 +83,7 @@ class ApiHandler(ASGIHandler):
             # this frame held the task: without this, every request left a
             # reference cycle (tasks, request, response) for the collector,
             # whose pauses were the gateway's slowest requests.
-            disconnect = processing = None  # noqa: F841
+            disconnect = processing = None
 
     async def read_body(self, receive: Receive) -> io.BytesIO:
         """In memory: body_limit_guard has read and capped it already."""

@@ -32,19 +32,40 @@ _SECRET_PATTERNS = (
     (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{16,}"), r"\1 " + REDACTED),
     # no \b: a key glued to the word before it ("tokensk-...") is a key too
     (re.compile(r"sk-[A-Za-z0-9_-]{20,}"), "sk-" + REDACTED),
-    (re.compile(r"(?i)(\b(?:authorization|x-api-key|api[_-]?key|password|secret|token)[\"']?\s*[:=]\s*[\"']?)"
-                r"[^\s\"',}]+"), r"\1" + REDACTED),
-)  # fmt: skip
+    (
+        re.compile(
+            r"(?i)(\b(?:authorization|x-api-key|api[_-]?key|password|secret|token)[\"']?\s*[:=]\s*[\"']?)"
+            r"[^\s\"',}]+"
+        ),
+        r"\1" + REDACTED,
+    ),
+)
 SECRET_FIELD_NAMES = frozenset(
-    {"api_key", "apikey", "key", "plaintext", "token", "secret", "password", "authorization", "digest",
-     "api_key_encrypted", "credential", "x-api-key", "x_api_key", "cookie"}
-)  # fmt: skip
+    {
+        "api_key",
+        "apikey",
+        "key",
+        "plaintext",
+        "token",
+        "secret",
+        "password",
+        "authorization",
+        "digest",
+        "api_key_encrypted",
+        "credential",
+        "x-api-key",
+        "x_api_key",
+        "cookie",
+    }
+)
 
 # Attributes every LogRecord has; anything else came in through `extra`.
 # uvicorn adds `color_message`, the message with terminal colours: noise in JSON.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "color_message"
-}  # fmt: skip
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 def redact(text: str) -> str:
@@ -139,8 +160,10 @@ def json_logging(logging_config: dict[str, Any]) -> dict[str, Any]:
     config = {**logging_config}
     config["formatters"] = {**config.get("formatters", {}), "json": {"()": "gateway.logs.JsonFormatter"}}
     config["handlers"] = {name: {**handler} for name, handler in config.get("handlers", {}).items()}
-    config["handlers"]["console"] = {**config["handlers"].get("console", {"class": "logging.StreamHandler"}),
-                                     "formatter": "json"}  # fmt: skip
+    config["handlers"]["console"] = {
+        **config["handlers"].get("console", {"class": "logging.StreamHandler"}),
+        "formatter": "json",
+    }
     loggers = {**config.get("loggers", {})}
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         loggers[name] = {"handlers": ["console"], "propagate": False, "level": "INFO"}

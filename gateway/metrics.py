@@ -25,8 +25,7 @@ import threading
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from billing.meter import meter
@@ -86,34 +85,67 @@ class GatewayMetrics:
         self.deployment = LabelCap(MAX_DEPLOYMENTS)
         self.breaker_state_name = LabelCap(MAX_BREAKER_STATES)
         r = registry
-        self.requests = Counter("gateway_requests", "Requests that reached an upstream or the cache.",
-                                ["model", "tenant", "status_class", "endpoint"], registry=r)  # fmt: skip
+        self.requests = Counter(
+            "gateway_requests",
+            "Requests that reached an upstream or the cache.",
+            ["model", "tenant", "status_class", "endpoint"],
+            registry=r,
+        )
         self.tokens = Counter("gateway_tokens", "Tokens by disjoint bucket.", ["model", "tenant", "bucket"], registry=r)
-        self.cost = Counter("gateway_cost_usd", "Cost in USD (the ledger is exact; this is for graphs).",
-                            ["model", "tenant"], registry=r)  # fmt: skip
-        self.latency = Histogram("gateway_request_duration_seconds", "Total request time, upstream included.",
-                                 ["model"], buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.ttft = Histogram("gateway_time_to_first_token_seconds", "Time to the first streamed token.",
-                              ["model"], buckets=TTFT_BUCKETS, registry=r)  # fmt: skip
-        self.cache = Counter("gateway_cache_lookups", "Response cache lookups by result (hit, miss, bypass).",
-                             ["result"], registry=r)  # fmt: skip
-        self.upstream_errors = Counter("gateway_upstream_errors", "Requests that reached an upstream and failed.",
-                                       ["model", "code"], registry=r)  # fmt: skip
-        self.refusals = Counter("gateway_refusals", "Requests refused before any upstream, by error code.",
-                                ["code"], registry=r)  # fmt: skip
-        self.overhead = Histogram("gateway_overhead_seconds", "Time the gateway adds to a request.",
-                                  buckets=OVERHEAD_BUCKETS, registry=r)  # fmt: skip
-        self.upstream = Histogram("gateway_upstream_seconds", "Time spent waiting on the upstream.",
-                                  buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.cost = Counter(
+            "gateway_cost_usd",
+            "Cost in USD (the ledger is exact; this is for graphs).",
+            ["model", "tenant"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "gateway_request_duration_seconds",
+            "Total request time, upstream included.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "gateway_time_to_first_token_seconds",
+            "Time to the first streamed token.",
+            ["model"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.cache = Counter(
+            "gateway_cache_lookups", "Response cache lookups by result (hit, miss, bypass).", ["result"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors", "Requests that reached an upstream and failed.", ["model", "code"], registry=r
+        )
+        self.refusals = Counter(
+            "gateway_refusals", "Requests refused before any upstream, by error code.", ["code"], registry=r
+        )
+        self.overhead = Histogram(
+            "gateway_overhead_seconds", "Time the gateway adds to a request.", buckets=OVERHEAD_BUCKETS, registry=r
+        )
+        self.upstream = Histogram(
+            "gateway_upstream_seconds", "Time spent waiting on the upstream.", buckets=LATENCY_BUCKETS, registry=r
+        )
         # Read from the meter at scrape time (and on every event, which is
         # what other processes' values are in multiprocess mode).
-        self.queue_depth = Gauge("gateway_usage_queue_depth", "Usage events waiting to be written.",
-                                 registry=r, multiprocess_mode="livesum")  # fmt: skip
-        self.in_flight = Gauge("gateway_requests_in_flight", "Requests whose usage is not known yet.",
-                               registry=r, multiprocess_mode="livesum")  # fmt: skip
+        self.queue_depth = Gauge(
+            "gateway_usage_queue_depth", "Usage events waiting to be written.", registry=r, multiprocess_mode="livesum"
+        )
+        self.in_flight = Gauge(
+            "gateway_requests_in_flight",
+            "Requests whose usage is not known yet.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         # Each process has its own breakers: "livemax" reads as "open in some process".
-        self.breaker = Gauge("gateway_breaker_state", "1 for the state a deployment's circuit breaker is in.",
-                             ["deployment", "state"], registry=r, multiprocess_mode="livemax")  # fmt: skip
+        self.breaker = Gauge(
+            "gateway_breaker_state",
+            "1 for the state a deployment's circuit breaker is in.",
+            ["deployment", "state"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self._breaker_states: dict[str, set[str]] = {}
 
     def record_usage_event(self, event: UsageEvent) -> None:
@@ -122,8 +154,14 @@ class GatewayMetrics:
         status_class = f"{event.status_code // 100}xx"
         self.requests.labels(model, tenant, status_class, self.endpoint(event.endpoint)).inc()
         usage = event.usage
-        counts = (usage.input_tokens, usage.cached_input_tokens, usage.cache_write_5m_tokens,
-                  usage.cache_write_1h_tokens, usage.output_tokens, usage.reasoning_tokens)  # fmt: skip
+        counts = (
+            usage.input_tokens,
+            usage.cached_input_tokens,
+            usage.cache_write_5m_tokens,
+            usage.cache_write_1h_tokens,
+            usage.output_tokens,
+            usage.reasoning_tokens,
+        )
         for bucket, count in zip(TOKEN_BUCKETS, counts, strict=True):
             if count:
                 self.tokens.labels(model, tenant, bucket).inc(count)

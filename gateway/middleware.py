@@ -30,8 +30,12 @@ def request_id_middleware(
         response = await get_response(request)
         if response.status_code == 405 and isinstance(response, HttpResponseNotAllowed):
             allowed = response["Allow"]
-            body = error_body(ApiFormat.for_path(request.path), status=405, code="method_not_allowed",
-                              message=f"{request.method} is not allowed here; use {allowed}.")  # fmt: skip
+            body = error_body(
+                ApiFormat.for_path(request.path),
+                status=405,
+                code="method_not_allowed",
+                message=f"{request.method} is not allowed here; use {allowed}.",
+            )
             response = HttpResponse(body, status=405, content_type="application/json")
             response["Allow"] = allowed
         for name, value in response_stamps(request_id, timing):

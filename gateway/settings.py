@@ -56,7 +56,16 @@ MIDDLEWARE = [
 ]
 API_MIDDLEWARE = ["gateway.middleware.request_id_middleware"]
 # Paths served by the lean API handler.
-API_PATH_PREFIXES = ("/v1/", "/cache/", "/healthz", "/readyz", "/api/chat", "/api/generate", "/api/tags", "/api/version")
+API_PATH_PREFIXES = (
+    "/v1/",
+    "/cache/",
+    "/healthz",
+    "/readyz",
+    "/api/chat",
+    "/api/generate",
+    "/api/tags",
+    "/api/version",
+)
 
 ROOT_URLCONF = "gateway.urls"
 ASGI_APPLICATION = "gateway.asgi.application"

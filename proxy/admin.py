@@ -13,10 +13,11 @@ from proxy.services import alias_check, fallbacks_check, provider_connection_tes
 
 class ProviderForm(forms.ModelForm):
     base_url = forms.URLField(
-        max_length=500, assume_scheme="https",
+        max_length=500,
+        assume_scheme="https",
         help_text="The bare host (https://api.anthropic.com) or the versioned URL (https://api.openai.com/v1); "
         "stored as the gateway uses it, with the kind's version path.",
-    )  # fmt: skip
+    )
     api_key = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),
@@ -26,8 +27,16 @@ class ProviderForm(forms.ModelForm):
 
     class Meta:
         model = Provider
-        fields = ["name", "kind", "base_url", "api_key_env", "connect_timeout", "first_byte_timeout", "idle_timeout",
-                  "is_active"]  # fmt: skip
+        fields = [
+            "name",
+            "kind",
+            "base_url",
+            "api_key_env",
+            "connect_timeout",
+            "first_byte_timeout",
+            "idle_timeout",
+            "is_active",
+        ]
 
     def clean(self) -> dict[str, Any]:
         """The base URL in the form the adapters use (the same as the commands store)."""
@@ -158,7 +167,6 @@ class DeploymentAdmin(admin.ModelAdmin):
     list_filter = ["provider", "is_active"]
     list_select_related = ["route", "provider"]
     search_fields = ["route__model", "upstream_model"]
-
 
 
 class ModelAliasForm(forms.ModelForm):

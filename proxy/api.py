@@ -98,9 +98,10 @@ async def cached_chat_completions(request: HttpRequest) -> HttpResponseBase:
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     return await answer_in_envelope(
-        request, ApiFormat.OPENAI,
+        request,
+        ApiFormat.OPENAI,
         lambda ctx: forward(call=dialects.chat_call(request.body), **_forward_args(request), force_cache=True),
-    )  # fmt: skip
+    )
 
 
 async def answer_in_envelope(

@@ -69,8 +69,9 @@ def config_apply(doc: dict[str, Any]) -> Counter[str]:
         counts["provider " + ("saved" if changed else "unchanged")] += 1
     for item in _entries(doc, "routes", ("model",)):
         try:
-            _, changed = route_set(model=item["model"], deployments=_deployments(item),
-                                   fallbacks=_names(item, "fallbacks"))  # fmt: skip
+            _, changed = route_set(
+                model=item["model"], deployments=_deployments(item), fallbacks=_names(item, "fallbacks")
+            )
         except ValueError as exc:
             raise ApplyError(str(exc)) from None
         counts["route " + ("saved" if changed else "unchanged")] += 1
@@ -100,8 +101,12 @@ def _apply_aliases(items: list[dict[str, Any]]) -> Counter[str]:
         if unknown:
             raise ApplyError(f"alias {pattern}: unknown fields {', '.join(sorted(unknown))}")
         try:
-            _, changed = alias_upsert(pattern=pattern, target=str(item["to"]), priority=item.get("priority", 0),
-                                      note=str(item.get("note") or ""))  # fmt: skip
+            _, changed = alias_upsert(
+                pattern=pattern,
+                target=str(item["to"]),
+                priority=item.get("priority", 0),
+                note=str(item.get("note") or ""),
+            )
         except ValueError as exc:
             raise ApplyError(str(exc)) from None
         counts["alias " + ("saved" if changed else "unchanged")] += 1
@@ -161,8 +166,17 @@ def _seconds(item: dict[str, Any], field: str) -> float | None:
     return float(value)
 
 
-_PRICE_KEYS = {"model", "provider", "input", "output", "cached_input", "long_context_threshold", "request_fee",
-               "max_output_tokens", *PRICE_RATE_OPTIONS}  # fmt: skip
+_PRICE_KEYS = {
+    "model",
+    "provider",
+    "input",
+    "output",
+    "cached_input",
+    "long_context_threshold",
+    "request_fee",
+    "max_output_tokens",
+    *PRICE_RATE_OPTIONS,
+}
 
 
 def _apply_price(item: dict[str, Any]) -> bool:

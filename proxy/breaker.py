@@ -208,7 +208,11 @@ class RedisBreaker:
 
     def _keys(self, key: str) -> tuple[str, str, str]:
         tag = "{" + key + "}"  # one hash slot, should the Redis be a cluster
-        return (redis_key("breaker", tag, "fails"), redis_key("breaker", tag, "open"), redis_key("breaker", tag, "probe"))
+        return (
+            redis_key("breaker", tag, "fails"),
+            redis_key("breaker", tag, "open"),
+            redis_key("breaker", tag, "probe"),
+        )
 
     async def allow(self, key: str) -> bool:
         now = self.clock()

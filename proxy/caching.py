@@ -66,8 +66,12 @@ async def cache_lookup(
 
 def cache_lookup_policy(ctx: TenantContext, *, cache_control: str, forced: bool = False) -> CachePolicy | None:
     """What the cache may do for this key and Cache-Control (None: nothing)."""
-    return cache_policy(key_ttl_seconds=ctx.cache_ttl_seconds, cache_control=cache_control, forced=forced,
-                        default_ttl=settings.CACHESTORE_DEFAULT_TTL_SECONDS)  # fmt: skip
+    return cache_policy(
+        key_ttl_seconds=ctx.cache_ttl_seconds,
+        cache_control=cache_control,
+        forced=forced,
+        default_ttl=settings.CACHESTORE_DEFAULT_TTL_SECONDS,
+    )
 
 
 async def cache_peek(
@@ -85,8 +89,13 @@ async def _stored_hit(ctx: TenantContext, key: str, policy: CachePolicy) -> Cach
 
 
 def _key(ctx: TenantContext, target: RouteTarget, body: dict[str, Any], endpoint: str) -> str:
-    return cache_key(tenant_id=ctx.tenant_id, endpoint=endpoint, provider=target.provider.name,
-                     upstream_model=target.upstream_model, body=body)  # fmt: skip
+    return cache_key(
+        tenant_id=ctx.tenant_id,
+        endpoint=endpoint,
+        provider=target.provider.name,
+        upstream_model=target.upstream_model,
+        body=body,
+    )
 
 
 def _acceptable(entry: CachedEntry, policy: CachePolicy) -> bool:
@@ -140,11 +149,18 @@ class CacheFill:
         now = time.time()
         self.flight.land(
             CachedEntry(
-                tenant_id=self.ctx.tenant_id, key=self.key, endpoint=self.endpoint, model=self.target.public_model,
-                body=body, usage=usage.usage, cost_nanos=usage.cost_nanos, created_at=now,
-                expires_at=now + self.policy.ttl_seconds, events=tuple(self.events) if self.events else None,
+                tenant_id=self.ctx.tenant_id,
+                key=self.key,
+                endpoint=self.endpoint,
+                model=self.target.public_model,
+                body=body,
+                usage=usage.usage,
+                cost_nanos=usage.cost_nanos,
+                created_at=now,
+                expires_at=now + self.policy.ttl_seconds,
+                events=tuple(self.events) if self.events else None,
                 price_id=usage.price_id,
-            )  # fmt: skip
+            )
         )
 
     def fail(self) -> None:
@@ -180,12 +196,24 @@ def cache_hit_answer(
     answer.headers["x-cache"] = "hit"
     meter.push(
         UsageEvent(
-            request_id=request_id, created_at=timezone.now(), tenant_id=ctx.tenant_id, key_id=ctx.key_id,
-            endpoint=entry.endpoint, public_model=target.public_model, upstream_model=target.upstream_model,
-            provider=target.provider.name, status_code=200, usage=Usage(), cost_nanos=0,
-            latency_ms=int((time.perf_counter() - started) * 1000), stream=stream, cache_hit=True,
-            cache_status="hit", saved_nanos=entry.cost_nanos, price_id=entry.price_id,
-        )  # fmt: skip
+            request_id=request_id,
+            created_at=timezone.now(),
+            tenant_id=ctx.tenant_id,
+            key_id=ctx.key_id,
+            endpoint=entry.endpoint,
+            public_model=target.public_model,
+            upstream_model=target.upstream_model,
+            provider=target.provider.name,
+            status_code=200,
+            usage=Usage(),
+            cost_nanos=0,
+            latency_ms=int((time.perf_counter() - started) * 1000),
+            stream=stream,
+            cache_hit=True,
+            cache_status="hit",
+            saved_nanos=entry.cost_nanos,
+            price_id=entry.price_id,
+        )
     )
     return answer
 

@@ -84,8 +84,15 @@ def _build() -> Catalog:
         upstream = row.upstream_model if route.is_wildcard else row.upstream_model or route.model
         price = None if route.is_wildcard else pricing.price_for(provider.name, upstream, route.model)
         deployments.setdefault(route.model, []).append(
-            RouteTarget(public_model=route.model, provider=provider, upstream_model=upstream, price=price,
-                        deployment_id=row.pk, weight=row.weight, priority=row.priority)  # fmt: skip
+            RouteTarget(
+                public_model=route.model,
+                provider=provider,
+                upstream_model=upstream,
+                price=price,
+                deployment_id=row.pk,
+                weight=row.weight,
+                priority=row.priority,
+            )
         )
     chains = _FallbackChains(direct_fallbacks)
     routes: dict[str, RoutePlan] = {}
@@ -100,8 +107,15 @@ def _build() -> Catalog:
     aliases, patterns = _aliases(routes)
     # Read at each load, so a changed setting takes effect with the next one.
     prefix = {cfg.name: cfg for cfg in providers.values()} if settings.PROXY_PROVIDER_PREFIX_ROUTING else {}
-    return Catalog(routes=routes, wildcards=tuple(wildcards), prices=prices, valid_until=valid_until,
-                   aliases=aliases, alias_patterns=patterns, prefix_providers=prefix)  # fmt: skip
+    return Catalog(
+        routes=routes,
+        wildcards=tuple(wildcards),
+        prices=prices,
+        valid_until=valid_until,
+        aliases=aliases,
+        alias_patterns=patterns,
+        prefix_providers=prefix,
+    )
 
 
 def _aliases(routes: dict[str, RoutePlan]) -> tuple[dict[str, str], tuple[AliasPattern, ...]]:

@@ -91,7 +91,11 @@ class PriceSnapshot:
     price_id: int | None = None
 
     def rates_for(self, prompt_tokens: int) -> Rates:
-        if self.long is not None and self.long_context_threshold is not None and prompt_tokens > self.long_context_threshold:
+        if (
+            self.long is not None
+            and self.long_context_threshold is not None
+            and prompt_tokens > self.long_context_threshold
+        ):
             return self.long
         return self.base
 

@@ -135,7 +135,9 @@ def embeddings_call(raw: bytes) -> ClientCall:
     body = _json_object_with_model(raw, "embeddings request")
     text = body.get("input")
     if not (isinstance(text, str) and text) and not (isinstance(text, list) and text and _embeddable(text)):
-        raise invalid_request("'input' is required: a string, or a non-empty array of strings or tokens.", param="input")
+        raise invalid_request(
+            "'input' is required: a string, or a non-empty array of strings or tokens.", param="input"
+        )
     return ClientCall(Dialect.EMBEDDINGS, body, len(raw), False, output_tokens=0)
 
 
@@ -160,8 +162,9 @@ def completions_call(raw: bytes) -> ClientCall:
         raise invalid_request("'prompt' is required: a string or an array.", param="prompt")
     limit = _positive_int(body, "max_tokens")
     # The legacy API's default is 16 tokens; n and best_of multiply it.
-    choices = max((v for v in (body.get("n"), body.get("best_of")) if isinstance(v, int) and not isinstance(v, bool)),
-                  default=1)  # fmt: skip
+    choices = max(
+        (v for v in (body.get("n"), body.get("best_of")) if isinstance(v, int) and not isinstance(v, bool)), default=1
+    )
     return ClientCall(Dialect.COMPLETIONS, body, len(raw), _stream_flag(body), (limit or 16) * max(choices, 1))
 
 

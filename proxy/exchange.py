@@ -27,6 +27,7 @@ from proxy.presets import ANTHROPIC, AZURE, preset_for
 from proxy.providers.anthropic import AnthropicAdapter
 from proxy.providers.base import StreamObserver, UpstreamRequest
 from proxy.providers.openai import AzureOpenAIAdapter, OpenAIAdapter
+
 # The translators (proxy.translate's modules) are imported where a request
 # needs one: a process whose clients and upstreams speak the same API never
 # loads them (0.7 MB of a server process's memory at start-up, measured).
@@ -121,8 +122,9 @@ def exchange_for(call: ClientCall, target: RouteTarget) -> Exchange:
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         # A shape no translator expected: the client's request, not a 500
         # (logged, since it may also be a gap in a translator).
-        log.warning("a %s request could not be translated for %s", call.dialect.value, target.provider.kind,
-                    exc_info=True)  # fmt: skip
+        log.warning(
+            "a %s request could not be translated for %s", call.dialect.value, target.provider.kind, exc_info=True
+        )
         raise invalid_request(f"The request cannot be translated for this model's provider: {exc!r}"[:300]) from None
 
 
@@ -155,8 +157,9 @@ def _native(call: ClientCall, target: RouteTarget) -> Exchange:
 def _translated(call: ClientCall, target: RouteTarget) -> Exchange:
     provider, model = target.provider, target.upstream_model
     if call.dialect in (Dialect.EMBEDDINGS, Dialect.COUNT_TOKENS):  # count_tokens is answered before routing
-        raise GatewayError(400, "unsupported_endpoint",
-                           f"The provider of '{target.public_model}' does not offer {call.dialect.value}.")  # fmt: skip
+        raise GatewayError(
+            400, "unsupported_endpoint", f"The provider of '{target.public_model}' does not offer {call.dialect.value}."
+        )
     from proxy.translate import chat_to_messages
 
     names = _Names.new(target)
@@ -176,14 +179,19 @@ def _translated(call: ClientCall, target: RouteTarget) -> Exchange:
             return chat_to_messages.message_response_to_chat(data, model=names.public_model)
 
         if call.stream:
-            translators.append(chat_to_messages.MessagesToChatStream(
-                model=names.public_model, completion_id=names.completion_id, created=names.created,
-                include_usage=call.dialect is not Dialect.CHAT or _wants_usage(call.body),
-            ))  # fmt: skip
+            translators.append(
+                chat_to_messages.MessagesToChatStream(
+                    model=names.public_model,
+                    completion_id=names.completion_id,
+                    created=names.created,
+                    include_usage=call.dialect is not Dialect.CHAT or _wants_usage(call.body),
+                )
+            )
     else:
         adapter = _openai_adapter(provider.kind)
-        request, observer = adapter.chat_request(provider, model, hub.body, call.stream,
-                                                 keep_usage_chunk=call.dialect is not Dialect.CHAT)  # fmt: skip
+        request, observer = adapter.chat_request(
+            provider, model, hub.body, call.stream, keep_usage_chunk=call.dialect is not Dialect.CHAT
+        )
         usage_from_json = adapter.usage_from_response
 
         def upstream_to_hub(data: dict[str, Any]) -> dict[str, Any]:
@@ -195,8 +203,15 @@ def _translated(call: ClientCall, target: RouteTarget) -> Exchange:
     def answer_json(data: dict[str, Any]) -> dict[str, Any]:
         return from_hub_json(upstream_to_hub(data))
 
-    return Exchange(request, observer, usage_from_json, answer_json, translators if call.stream else None,
-                    _SHAPES[call.dialect], notes)  # fmt: skip
+    return Exchange(
+        request,
+        observer,
+        usage_from_json,
+        answer_json,
+        translators if call.stream else None,
+        _SHAPES[call.dialect],
+        notes,
+    )
 
 
 def _wants_usage(body: dict[str, Any]) -> bool:
@@ -233,8 +248,11 @@ def _client_side(call: ClientCall, names: _Names) -> tuple[ToHub, FromHubJson, C
     started = time.perf_counter_ns()
     match call.dialect:
         case Dialect.CHAT:
-            return (lambda body, upstream_model: Translated({**body, "model": upstream_model}),
-                    lambda data: {**data, "model": model}, None)  # fmt: skip
+            return (
+                lambda body, upstream_model: Translated({**body, "model": upstream_model}),
+                lambda data: {**data, "model": model},
+                None,
+            )
         case Dialect.MESSAGES:
             from proxy.translate import messages_to_chat
 
@@ -279,8 +297,9 @@ def _client_side(call: ClientCall, names: _Names) -> tuple[ToHub, FromHubJson, C
             from_json = ollama.chat_response_to_ollama_generate if generate else ollama.chat_response_to_ollama_chat
             return (
                 to_hub,
-                lambda data: from_json(data, model=model, created_at=names.created_at,
-                                       duration_ns=time.perf_counter_ns() - started),  # fmt: skip
+                lambda data: from_json(
+                    data, model=model, created_at=names.created_at, duration_ns=time.perf_counter_ns() - started
+                ),
                 lambda: ollama.ChatToOllamaStream(model=model, generate=generate, created_at=names.created_at),
             )
     raise AssertionError(f"no translation for {call.dialect}")

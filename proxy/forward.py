@@ -77,8 +77,9 @@ async def forward(
     fill = None
     try:
         if call.dialect in _CACHEABLE:
-            cache = await cache_lookup(ctx, primary, call.body, endpoint=call.dialect.value,
-                                       cache_control=cache_control, forced=force_cache)  # fmt: skip
+            cache = await cache_lookup(
+                ctx, primary, call.body, endpoint=call.dialect.value, cache_control=cache_control, forced=force_cache
+            )
         else:
             cache = None
         if cache is not None and cache.entry is not None:
@@ -103,7 +104,9 @@ async def forward(
     return response
 
 
-async def cache_hit_only(ctx: TenantContext, call: ClientCall, request_id: str, *, cache_control: str) -> HitAnswer | None:
+async def cache_hit_only(
+    ctx: TenantContext, call: ClientCall, request_id: str, *, cache_control: str
+) -> HitAnswer | None:
     """forward()'s answer when it would be a cache hit, else None, for the
     cache lane (gateway.cache_lane). The same steps in an order that costs
     nothing but the lookup when there is no hit: route, look up, then admit
@@ -229,13 +232,21 @@ class _Attempts:
         call, ctx = self.call, self.ctx
         exchange = exchange_for(call, target)
         fmt = call.dialect.error_format
-        reservation = await reserve_worst_case(ctx, target, call.body, prompt_bytes=call.size,
-                                               output_tokens=call.output_tokens)  # fmt: skip
+        reservation = await reserve_worst_case(
+            ctx, target, call.body, prompt_bytes=call.size, output_tokens=call.output_tokens
+        )
         recorder = UsageRecorder(
-            ctx=ctx, target=target, endpoint=call.dialect.value, request_id=self.request_id, body=call.body,
-            observer=exchange.observer, reservation=reservation, fill=self.fill, admission=self.admission,
+            ctx=ctx,
+            target=target,
+            endpoint=call.dialect.value,
+            request_id=self.request_id,
+            body=call.body,
+            observer=exchange.observer,
+            reservation=reservation,
+            fill=self.fill,
+            admission=self.admission,
             trace=self.trace,
-        )  # fmt: skip
+        )
         key = target_key(target)
         upstream = exchange.request
         sent = time.perf_counter()
@@ -243,7 +254,7 @@ class _Attempts:
             response = await upstream_session().post(
                 upstream.url, data=upstream.body, headers=upstream.headers, timeout=_timeouts(target.provider)
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             upstream_waited(sent)
             error = upstream_failure(exc, target.provider.name)
             if key is not None:
@@ -262,8 +273,14 @@ class _Attempts:
             await _breaker_report(circuit, key, failed=failed)
         if response.status >= 400:
             error_response, code = await _upstream_error(response, recorder, target.provider, fmt)
-            return _Failure(recorder, response.status, code, policy.should_retry(response.status, None),
-                            response=error_response, retry_after=response.headers.get("Retry-After"))  # fmt: skip
+            return _Failure(
+                recorder,
+                response.status,
+                code,
+                policy.should_retry(response.status, None),
+                response=error_response,
+                retry_after=response.headers.get("Retry-After"),
+            )
         if exchange.observer is not None and response.content_type == "text/event-stream":
             upstream_waited(sent)
             out: HttpResponseBase = RelayResponse(response, recorder, fmt, exchange)
@@ -321,7 +338,7 @@ async def _pass_through(
     try:
         data = await response.read()
         upstream_waited(sent)  # from the request sent to the whole answer read
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         error = upstream_failure(exc, recorder.target.provider.name)
         recorder.finish(status=error.status, error_code=error.code)
         raise error from None
@@ -344,12 +361,18 @@ async def _pass_through(
         out = HttpResponse(data, status=response.status, content_type=content_type)
     else:
         answer = _translated_answer(parsed, exchange, recorder)
-        recorder.finish(status=response.status, usage=usage, body=answer if answer else None,
-                        error_code="" if answer else "upstream_bad_response")  # fmt: skip
+        recorder.finish(
+            status=response.status,
+            usage=usage,
+            body=answer if answer else None,
+            error_code="" if answer else "upstream_bad_response",
+        )
         if not answer:
-            error = GatewayError(502, "upstream_bad_response",
-                                 f"The provider '{recorder.target.provider.name}' sent an answer that is not "
-                                 "the JSON its API defines.")  # fmt: skip
+            error = GatewayError(
+                502,
+                "upstream_bad_response",
+                f"The provider '{recorder.target.provider.name}' sent an answer that is not the JSON its API defines.",
+            )
             return HttpResponse(error.body(fmt), status=502, content_type="application/json")
         out = HttpResponse(answer, status=response.status, content_type="application/json")
     _copy_headers(response, out)
@@ -380,7 +403,7 @@ async def _upstream_error(
     """
     try:
         raw = await response.read()
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         raw = b""
     except BaseException:  # the client left while the error body was read
         recorder.finish(status=response.status, error_code="client_disconnected", client_disconnected=True)
@@ -430,4 +453,3 @@ def _copy_headers(source: aiohttp.ClientResponse, target: HttpResponseBase) -> N
         value = source.headers.get(name)
         if value is not None:
             target[name] = value
-

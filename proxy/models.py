@@ -120,7 +120,9 @@ class Deployment(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.route.model} → {self.provider.name}" + (f" ({self.upstream_model})" if self.upstream_model else "")
+        return f"{self.route.model} → {self.provider.name}" + (
+            f" ({self.upstream_model})" if self.upstream_model else ""
+        )
 
 
 def is_alias_pattern(pattern: str) -> bool:

@@ -32,19 +32,46 @@ class Preset:
 
 
 PRESETS = (
-    Preset("openai", "OpenAI", OPENAI, "https://api.openai.com/v1", "OPENAI_API_KEY", ("gpt-", "o1", "o3", "o4-"),
-           responses=True, completions=True),  # fmt: skip
-    Preset("anthropic", "Anthropic", ANTHROPIC, "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY", ("claude-",),
-           version="/v1"),  # fmt: skip
+    Preset(
+        "openai",
+        "OpenAI",
+        OPENAI,
+        "https://api.openai.com/v1",
+        "OPENAI_API_KEY",
+        ("gpt-", "o1", "o3", "o4-"),
+        responses=True,
+        completions=True,
+    ),
+    Preset(
+        "anthropic",
+        "Anthropic",
+        ANTHROPIC,
+        "https://api.anthropic.com/v1",
+        "ANTHROPIC_API_KEY",
+        ("claude-",),
+        version="/v1",
+    ),
     # base URL: https://<resource>.openai.azure.com/openai, optionally ?api-version=...
     Preset("azure", "Azure OpenAI", AZURE, "", "AZURE_OPENAI_API_KEY", completions=True, root_path="/openai"),
     Preset("openrouter", "OpenRouter", OPENAI, "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", completions=True),
     Preset("deepseek", "DeepSeek", OPENAI, "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY", ("deepseek-",)),
-    Preset("qwen", "Qwen (DashScope compatible mode)", OPENAI, "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
-           "DASHSCOPE_API_KEY", ("qwen",)),  # fmt: skip
+    Preset(
+        "qwen",
+        "Qwen (DashScope compatible mode)",
+        OPENAI,
+        "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
+        "DASHSCOPE_API_KEY",
+        ("qwen",),
+    ),
     Preset("glm", "GLM (BigModel)", OPENAI, "https://open.bigmodel.cn/api/paas/v4", "ZHIPUAI_API_KEY", ("glm-",)),
-    Preset("gemini", "Gemini (OpenAI-compatible endpoint)", OPENAI,
-           "https://generativelanguage.googleapis.com/v1beta/openai", "GEMINI_API_KEY", ("gemini-",)),  # fmt: skip
+    Preset(
+        "gemini",
+        "Gemini (OpenAI-compatible endpoint)",
+        OPENAI,
+        "https://generativelanguage.googleapis.com/v1beta/openai",
+        "GEMINI_API_KEY",
+        ("gemini-",),
+    ),
     Preset("ollama", "Ollama", OPENAI, "http://127.0.0.1:11434/v1", "", completions=True),  # OLLAMA_HOST + /v1
     Preset("perplexity", "Perplexity", OPENAI, "https://api.perplexity.ai", "PERPLEXITY_API_KEY"),
     Preset("mistral", "Mistral", OPENAI, "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),

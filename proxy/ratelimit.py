@@ -93,8 +93,10 @@ def _refusal(counter: Counter, used: int, now: float) -> GatewayError:
         message = f"This API {owner} already has {used} requests in flight, its limit."
     else:
         per_minute = "requests" if counter.kind == "requests" else "tokens"
-        message = (f"Rate limit of {counter.limit} {per_minute} per minute reached for this {owner}"
-                   f" ({used} used; this request needs {counter.amount}). Try again in {retry_after}s.")  # fmt: skip
+        message = (
+            f"Rate limit of {counter.limit} {per_minute} per minute reached for this {owner}"
+            f" ({used} used; this request needs {counter.amount}). Try again in {retry_after}s."
+        )
     headers = {"Retry-After": str(retry_after)}
     if counter.kind != "parallel":
         headers[f"x-ratelimit-limit-{counter.kind}"] = str(counter.limit)

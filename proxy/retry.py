@@ -46,7 +46,9 @@ class RetryPolicy:
             return isinstance(exc, (TimeoutError, asyncio.TimeoutError, aiohttp.ClientConnectionError, ConnectionError))
         return status is not None and status in self.retry_on_status
 
-    def backoff_delay(self, attempt: int, retry_after: str | None = None, rng: random.Random | None = None) -> float | None:
+    def backoff_delay(
+        self, attempt: int, retry_after: str | None = None, rng: random.Random | None = None
+    ) -> float | None:
         """Seconds to wait after the `attempt`-th attempt (1 for the first)
         failed; None when the provider's Retry-After asks for more than the
         maximum (do not wait: try another deployment or give up)."""
@@ -81,7 +83,7 @@ def _seconds_until_date(value: str, now: float) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:  # HTTP dates are GMT; a naive one is read as such
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return when.timestamp() - now
 
 

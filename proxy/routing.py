@@ -140,8 +140,9 @@ class Catalog:
         provider = self.prefix_providers.get(name) if rest else None
         if provider is None:
             return None
-        target = RouteTarget(public_model=model, provider=provider, upstream_model=rest,
-                             price=self.price_for(name, rest, model))  # fmt: skip
+        target = RouteTarget(
+            public_model=model, provider=provider, upstream_model=rest, price=self.price_for(name, rest, model)
+        )
         return Resolution(RoutePlan(public_model=model, deployments=(target,)))
 
     def listed_models(self) -> list[str]:

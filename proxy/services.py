@@ -148,8 +148,13 @@ def _deployment_put(route: Route, spec: DeploymentSpec) -> bool:
         raise ValueError(f"route {route.model}: weight must be at least 1")
     deployment = route.deployments.filter(provider=spec.provider, upstream_model=spec.upstream_model).first()
     if deployment is None:
-        Deployment.objects.create(route=route, provider=spec.provider, upstream_model=spec.upstream_model,
-                                  weight=spec.weight, priority=spec.priority)  # fmt: skip
+        Deployment.objects.create(
+            route=route,
+            provider=spec.provider,
+            upstream_model=spec.upstream_model,
+            weight=spec.weight,
+            priority=spec.priority,
+        )
         return True
     if (deployment.weight, deployment.priority, deployment.is_active) == (spec.weight, spec.priority, True):
         return False

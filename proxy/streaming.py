@@ -150,7 +150,9 @@ async def translate_stream(
     except Exception:  # an upstream event no translator expected: end the stream in the client's terms
         log.warning("a stream from %s could not be translated", recorder.target.provider.name, exc_info=True)
         error_code = "upstream_bad_response"
-        error = GatewayError(502, error_code, f"The stream from '{recorder.target.provider.name}' could not be translated.")
+        error = GatewayError(
+            502, error_code, f"The stream from '{recorder.target.provider.name}' could not be translated."
+        )
         yield _traced(recorder, stream_error_event(fmt, error))
     finally:
         stream_ended(response, recorder, completed, error_code)
@@ -181,7 +183,9 @@ def stream_ended(response: aiohttp.ClientResponse, recorder: UsageRecorder, comp
     )
 
 
-def _encoded(events: list[dict[str, Any]], exchange: "Exchange", recorder: UsageRecorder, *, end: bool = False) -> bytes:
+def _encoded(
+    events: list[dict[str, Any]], exchange: "Exchange", recorder: UsageRecorder, *, end: bool = False
+) -> bytes:
     """The client's bytes for these events; each also kept, one by one, for
     the cache entry a successful stream becomes."""
     encoded = [exchange.shape.encode(e) for e in events]

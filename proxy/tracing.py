@@ -53,8 +53,23 @@ class TraceCapture:
     """What one traced request sent and got back; filled on the request
     path (appends of references only), rendered by the writer."""
 
-    __slots__ = ("ctx", "request_id", "endpoint", "request_body", "started_at", "started", "max_bytes",
-                 "body", "events", "size", "truncated", "attempts", "event", "latency_ms", "finished_at")  # fmt: skip
+    __slots__ = (
+        "ctx",
+        "request_id",
+        "endpoint",
+        "request_body",
+        "started_at",
+        "started",
+        "max_bytes",
+        "body",
+        "events",
+        "size",
+        "truncated",
+        "attempts",
+        "event",
+        "latency_ms",
+        "finished_at",
+    )
 
     def __init__(self, ctx: TenantContext, request_id: str, endpoint: str, request_body: dict[str, Any]) -> None:
         self.ctx = ctx
@@ -94,8 +109,14 @@ class TraceCapture:
         attempt (`<request id>~<n>`) is noted; the one the client saw ends
         the trace and hands it to the writer."""
         if event.request_id != self.request_id:
-            self.attempts.append({"request_id": event.request_id, "provider": event.provider,
-                                  "status": event.status_code, "error_code": event.error_code})  # fmt: skip
+            self.attempts.append(
+                {
+                    "request_id": event.request_id,
+                    "provider": event.provider,
+                    "status": event.status_code,
+                    "error_code": event.error_code,
+                }
+            )
             return
         if body is not None and self.body is None:
             self.set_body(body)

@@ -8,9 +8,7 @@ from django.conf import settings
 
 from proxy.errors import GatewayError
 
-_sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession]" = (
-    weakref.WeakKeyDictionary()
-)
+_sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession]" = weakref.WeakKeyDictionary()
 
 
 def upstream_session() -> aiohttp.ClientSession:
@@ -39,5 +37,7 @@ async def upstream_sessions_close() -> None:
 def upstream_failure(exc: BaseException, provider: str) -> GatewayError:
     """Map a transport failure to the client's error (no URLs or secrets)."""
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return GatewayError(504, "upstream_timeout", f"The provider '{provider}' did not answer in time.", retryable=True)
+        return GatewayError(
+            504, "upstream_timeout", f"The provider '{provider}' did not answer in time.", retryable=True
+        )
     return GatewayError(502, "upstream_unreachable", f"The provider '{provider}' could not be reached.", retryable=True)

@@ -92,7 +92,12 @@ def media_parts(body: dict[str, Any]) -> int:
 
 
 async def reserve_worst_case(
-    ctx: TenantContext, target: RouteTarget, body: dict[str, Any], *, prompt_bytes: int, output_tokens: int | None = None
+    ctx: TenantContext,
+    target: RouteTarget,
+    body: dict[str, Any],
+    *,
+    prompt_bytes: int,
+    output_tokens: int | None = None,
 ) -> Reservation | None:
     """Reserve the request's worst-case cost against every budget and the
     prepaid credit that cover it; raises budget_exceeded or

@@ -79,9 +79,7 @@ def test_an_unknown_key_is_looked_up_again_once_the_negative_cache_expires(
         assert lookup("sk-gw-no-such-key") is None
 
 
-def test_a_remembered_unknown_key_does_not_hide_a_different_key(
-    tenant: Tenant, django_assert_num_queries: Any
-) -> None:
+def test_a_remembered_unknown_key_does_not_hide_a_different_key(tenant: Tenant, django_assert_num_queries: Any) -> None:
     plaintext, api_key = api_key_issue(tenant=tenant)
     assert lookup("sk-gw-no-such-key") is None
 

@@ -23,11 +23,33 @@ from billing.rollups import usage_rollup
 from proxy.tests.live import LiveGateway
 
 USAGE_HEADER = [
-    "created_at", "request_id", "tenant", "key_prefix", "key_name", "endpoint", "model", "upstream_model",
-    "provider", "status_code", "error_code", "stream", "cache_hit", "usage_estimated", "client_disconnected",
-    "input_tokens", "cached_input_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "output_tokens",
-    "reasoning_tokens", "cost_usd", "saved_usd", "prepaid", "latency_ms", "ttft_ms",
-]  # fmt: skip
+    "created_at",
+    "request_id",
+    "tenant",
+    "key_prefix",
+    "key_name",
+    "endpoint",
+    "model",
+    "upstream_model",
+    "provider",
+    "status_code",
+    "error_code",
+    "stream",
+    "cache_hit",
+    "usage_estimated",
+    "client_disconnected",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "saved_usd",
+    "prepaid",
+    "latency_ms",
+    "ttft_ms",
+]
 AT = dt.datetime(2025, 3, 4, 10, 30, tzinfo=dt.UTC)
 
 
@@ -37,11 +59,21 @@ def new_key(slug: str) -> ApiKey:
 
 def unsaved(api_key: ApiKey, **fields: Any) -> UsageRecord:
     values: dict[str, Any] = {
-        "request_id": f"req_{uuid.uuid4().hex}", "created_at": AT, "tenant_id": api_key.tenant_id,
-        "api_key": api_key, "endpoint": "chat.completions", "public_model": "gpt-test", "upstream_model": "gpt-up",
-        "provider": "fake", "status_code": 200, "input_tokens": 12, "output_tokens": 20, "cost_nanos": 13_800,
-        "latency_ms": 40, **fields,
-    }  # fmt: skip
+        "request_id": f"req_{uuid.uuid4().hex}",
+        "created_at": AT,
+        "tenant_id": api_key.tenant_id,
+        "api_key": api_key,
+        "endpoint": "chat.completions",
+        "public_model": "gpt-test",
+        "upstream_model": "gpt-up",
+        "provider": "fake",
+        "status_code": 200,
+        "input_tokens": 12,
+        "output_tokens": 20,
+        "cost_nanos": 13_800,
+        "latency_ms": 40,
+        **fields,
+    }
     return UsageRecord(**values)
 
 
@@ -71,26 +103,56 @@ EXPORT_USAGE = "admin:billing_usagerecord_export_csv"
 def test_the_usage_export_has_a_header_and_the_exact_values_of_each_record(admin_client: Client) -> None:
     key = new_key("acme")
     ok = record(key, cached_input_tokens=3, reasoning_tokens=5, ttft_ms=9)
-    failed = record(key, created_at=AT + dt.timedelta(minutes=1), status_code=502, error_code="upstream_unreachable",
-                    input_tokens=0, output_tokens=0, cost_nanos=0, stream=True)  # fmt: skip
+    failed = record(
+        key,
+        created_at=AT + dt.timedelta(minutes=1),
+        status_code=502,
+        error_code="upstream_unreachable",
+        input_tokens=0,
+        output_tokens=0,
+        cost_nanos=0,
+        stream=True,
+    )
 
     rows = csv_rows(admin_client.get(reverse(EXPORT_USAGE)))
 
     assert rows[0] == USAGE_HEADER
     assert len(rows) == 3
     assert row_of(rows, ok.request_id) == {
-        "created_at": "2025-03-04T10:30:00+00:00", "request_id": ok.request_id, "tenant": "acme",
-        "key_prefix": key.prefix, "key_name": "backend", "endpoint": "chat.completions", "model": "gpt-test",
-        "upstream_model": "gpt-up", "provider": "fake", "status_code": "200", "error_code": "", "stream": "False",
-        "cache_hit": "False", "usage_estimated": "False", "client_disconnected": "False", "input_tokens": "12",
-        "cached_input_tokens": "3", "cache_write_5m_tokens": "0", "cache_write_1h_tokens": "0", "output_tokens": "20",
-        "reasoning_tokens": "5", "cost_usd": "0.000013800", "saved_usd": "0.000000000", "prepaid": "False",
-        "latency_ms": "40", "ttft_ms": "9",
-    }  # fmt: skip
+        "created_at": "2025-03-04T10:30:00+00:00",
+        "request_id": ok.request_id,
+        "tenant": "acme",
+        "key_prefix": key.prefix,
+        "key_name": "backend",
+        "endpoint": "chat.completions",
+        "model": "gpt-test",
+        "upstream_model": "gpt-up",
+        "provider": "fake",
+        "status_code": "200",
+        "error_code": "",
+        "stream": "False",
+        "cache_hit": "False",
+        "usage_estimated": "False",
+        "client_disconnected": "False",
+        "input_tokens": "12",
+        "cached_input_tokens": "3",
+        "cache_write_5m_tokens": "0",
+        "cache_write_1h_tokens": "0",
+        "output_tokens": "20",
+        "reasoning_tokens": "5",
+        "cost_usd": "0.000013800",
+        "saved_usd": "0.000000000",
+        "prepaid": "False",
+        "latency_ms": "40",
+        "ttft_ms": "9",
+    }
     failed_row = row_of(rows, failed.request_id)
     assert (failed_row["status_code"], failed_row["error_code"], failed_row["cost_usd"], failed_row["ttft_ms"]) == (
-        "502", "upstream_unreachable", "0.000000000", "",
-    )  # fmt: skip
+        "502",
+        "upstream_unreachable",
+        "0.000000000",
+        "",
+    )
     assert rows[1][1] == failed.request_id  # newest first, as the list shows them
 
 
@@ -127,11 +189,11 @@ def test_the_export_action_exports_the_ticked_records(admin_client: Client) -> N
 
 @pytest.mark.django_db
 def test_text_a_spreadsheet_would_run_as_a_formula_is_exported_inert(admin_client: Client) -> None:
-    hostile = record(new_key("acme"), public_model="=HYPERLINK(\"http://x\")", error_code="@SUM(1)")
+    hostile = record(new_key("acme"), public_model='=HYPERLINK("http://x")', error_code="@SUM(1)")
 
     row = row_of(csv_rows(admin_client.get(reverse(EXPORT_USAGE))), hostile.request_id)
 
-    assert (row["model"], row["error_code"]) == ("'=HYPERLINK(\"http://x\")", "'@SUM(1)")
+    assert (row["model"], row["error_code"]) == ('\'=HYPERLINK("http://x")', "'@SUM(1)")
 
 
 @pytest.mark.django_db
@@ -146,16 +208,42 @@ def test_the_rollup_export_has_the_exact_sums(admin_client: Client) -> None:
     header = rows[0]
     assert len(rows) == 2
     day = dict(zip(header, rows[1], strict=True))
-    assert {k: day[k] for k in ("granularity", "bucket_start", "tenant", "key_prefix", "model", "requests",
-                                "input_tokens", "output_tokens", "cost_usd", "saved_usd", "prepaid_cost_usd")} == {
-        "granularity": "day", "bucket_start": "2025-03-04T00:00:00+00:00", "tenant": "acme", "key_prefix": key.prefix,
-        "model": "gpt-test", "requests": "2", "input_tokens": "24", "output_tokens": "40", "cost_usd": "0.000027600",
-        "saved_usd": "0.000000007", "prepaid_cost_usd": "0.000013800",
-    }  # fmt: skip
+    assert {
+        k: day[k]
+        for k in (
+            "granularity",
+            "bucket_start",
+            "tenant",
+            "key_prefix",
+            "model",
+            "requests",
+            "input_tokens",
+            "output_tokens",
+            "cost_usd",
+            "saved_usd",
+            "prepaid_cost_usd",
+        )
+    } == {
+        "granularity": "day",
+        "bucket_start": "2025-03-04T00:00:00+00:00",
+        "tenant": "acme",
+        "key_prefix": key.prefix,
+        "model": "gpt-test",
+        "requests": "2",
+        "input_tokens": "24",
+        "output_tokens": "40",
+        "cost_usd": "0.000027600",
+        "saved_usd": "0.000000007",
+        "prepaid_cost_usd": "0.000013800",
+    }
 
 
-BUDGET_INLINE = {"spends-TOTAL_FORMS": "0", "spends-INITIAL_FORMS": "0", "spends-MIN_NUM_FORMS": "0",
-                 "spends-MAX_NUM_FORMS": "1000"}  # fmt: skip
+BUDGET_INLINE = {
+    "spends-TOTAL_FORMS": "0",
+    "spends-INITIAL_FORMS": "0",
+    "spends-MIN_NUM_FORMS": "0",
+    "spends-MAX_NUM_FORMS": "1000",
+}
 
 
 @pytest.mark.django_db
@@ -168,9 +256,16 @@ def test_a_budget_added_in_the_admin_starts_with_what_the_tenant_already_spent_t
 
     response = admin_client.post(
         reverse("admin:billing_budget_add"),
-        {"tenant": key.tenant_id, "api_key": "", "period": "day", "limit_usd": "1", "soft_limit_percent": "80",
-         "is_active": "on", **BUDGET_INLINE},
-    )  # fmt: skip
+        {
+            "tenant": key.tenant_id,
+            "api_key": "",
+            "period": "day",
+            "limit_usd": "1",
+            "soft_limit_percent": "80",
+            "is_active": "on",
+            **BUDGET_INLINE,
+        },
+    )
 
     assert response.status_code == 302
     budget = Budget.objects.get(tenant_id=key.tenant_id)
@@ -218,10 +313,14 @@ def test_a_top_up_in_the_admin_goes_through_the_credit_service_and_shows_the_bal
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("kind", "amount", "error"),
-    [("topup", "-5", "must be a positive amount"), ("refund", "0", "must be a positive amount"),
-     ("usage", "5", "Select a valid choice"), ("topup", "0.0000000001", "no more than 9 decimal places")],
+    [
+        ("topup", "-5", "must be a positive amount"),
+        ("refund", "0", "must be a positive amount"),
+        ("usage", "5", "Select a valid choice"),
+        ("topup", "0.0000000001", "no more than 9 decimal places"),
+    ],
     ids=["negative-top-up", "zero-refund", "usage", "finer-than-a-nano"],
-)  # fmt: skip
+)
 def test_a_credit_entry_the_ledger_would_refuse_is_refused_by_the_form(
     admin_client: Client, kind: str, amount: str, error: str
 ) -> None:
@@ -272,8 +371,9 @@ def test_the_export_streams_past_one_chunk_under_daphne(live_gateway: LiveGatewa
     with django_db_blocker.unblock():
         key = new_key(slug)
         UsageRecord.objects.bulk_create(
-            unsaved(key, request_id=f"req_{slug}_{i:05d}", created_at=AT + dt.timedelta(seconds=i),
-                    cost_nanos=13_800 + i)
+            unsaved(
+                key, request_id=f"req_{slug}_{i:05d}", created_at=AT + dt.timedelta(seconds=i), cost_nanos=13_800 + i
+            )
             for i in range(2_500)
         )
         User.objects.create_superuser(username=slug, password="pw-" + slug)
@@ -282,8 +382,9 @@ def test_the_export_streams_past_one_chunk_under_daphne(live_gateway: LiveGatewa
     login_url = live_gateway.url + "/admin/login/"
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', opener.open(login_url).read().decode())
     assert token is not None
-    form = urllib.parse.urlencode({"username": slug, "password": "pw-" + slug, "csrfmiddlewaretoken": token.group(1),
-                                   "next": "/admin/"}).encode()  # fmt: skip
+    form = urllib.parse.urlencode(
+        {"username": slug, "password": "pw-" + slug, "csrfmiddlewaretoken": token.group(1), "next": "/admin/"}
+    ).encode()
     opener.open(urllib.request.Request(login_url, data=form, headers={"Referer": login_url}))
 
     with opener.open(f"{live_gateway.url}/admin/billing/usagerecord/export.csv?q={slug}", timeout=30) as response:

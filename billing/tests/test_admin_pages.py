@@ -30,10 +30,17 @@ KEY_IN_PAGE = re.compile(r"sk-gw-[A-Za-z0-9_\-]{20,}")
 
 def record(api_key: ApiKey, at: dt.datetime, **fields: Any) -> UsageRecord:
     values: dict[str, Any] = {
-        "request_id": f"req_{uuid.uuid4().hex}", "created_at": at, "tenant_id": api_key.tenant_id,
-        "api_key": api_key, "endpoint": "chat.completions", "public_model": "gpt-test", "upstream_model": "gpt-up",
-        "provider": "fake", "status_code": 200, **fields,
-    }  # fmt: skip
+        "request_id": f"req_{uuid.uuid4().hex}",
+        "created_at": at,
+        "tenant_id": api_key.tenant_id,
+        "api_key": api_key,
+        "endpoint": "chat.completions",
+        "public_model": "gpt-test",
+        "upstream_model": "gpt-up",
+        "provider": "fake",
+        "status_code": 200,
+        **fields,
+    }
     return UsageRecord.objects.create(**values)
 
 
@@ -103,10 +110,17 @@ def test_rotating_a_key_shows_the_new_plaintext_once_keeps_its_settings_and_revo
     old.refresh_from_db()
     assert old.is_revoked and not new.is_revoked
     assert (new.tenant_id, new.name, new.allowed_models, new.tags, new.rpm_limit) == (
-        tenant.pk, "backend", ["openai/*"], ["team-a"], 60
+        tenant.pk,
+        "backend",
+        ["openai/*"],
+        ["team-a"],
+        60,
     )
     assert list(Budget.objects.filter(api_key=new).values_list("period", "limit_usd")) == [("day", Decimal("5"))]
-    for page in (admin_client.get("/admin/accounts/apikey/"), admin_client.get(f"/admin/accounts/apikey/{new.pk}/change/")):
+    for page in (
+        admin_client.get("/admin/accounts/apikey/"),
+        admin_client.get(f"/admin/accounts/apikey/{new.pk}/change/"),
+    ):
         assert plaintext not in page.content.decode()
 
 
@@ -114,7 +128,9 @@ def test_a_revoked_key_is_not_rotated(admin_client: Client) -> None:
     _, old = api_key_issue(tenant=tenant_create(slug="acme"))
     old.revoked_at = timezone.now()
     old.save()
-    response = admin_client.post("/admin/accounts/apikey/", {"action": "rotate", "_selected_action": [old.pk]}, follow=True)
+    response = admin_client.post(
+        "/admin/accounts/apikey/", {"action": "rotate", "_selected_action": [old.pk]}, follow=True
+    )
     assert KEY_IN_PAGE.findall(response.content.decode()) == []
     assert ApiKey.objects.count() == 1
 
@@ -145,11 +161,15 @@ def test_the_price_list_marks_hand_set_and_synced_rows_and_the_row_in_force(admi
     a_week_ago = timezone.now() - dt.timedelta(days=7)
     old, _ = price_set(model="m1", input_usd=Decimal("1"), output_usd=Decimal("2"), effective_from=a_week_ago)
     new, _ = price_set(model="m1", input_usd=Decimal("1.5"), output_usd=Decimal("2"), source=Price.Source.SYNC)
-    later, _ = price_set(model="m1", input_usd=Decimal("9"), output_usd=Decimal("9"),
-                         effective_from=timezone.now() + dt.timedelta(days=1))  # fmt: skip
+    later, _ = price_set(
+        model="m1",
+        input_usd=Decimal("9"),
+        output_usd=Decimal("9"),
+        effective_from=timezone.now() + dt.timedelta(days=1),
+    )
 
     page = admin_client.get("/admin/billing/price/?model=m1").content.decode()
-    rows = {pk: page[page.index(f"/admin/billing/price/{pk}/change/"):][:2000] for pk in (old.pk, new.pk, later.pk)}
+    rows = {pk: page[page.index(f"/admin/billing/price/{pk}/change/") :][:2000] for pk in (old.pk, new.pk, later.pk)}
 
     assert "Set by hand</span>" in rows[old.pk] and "Price sync</span>" in rows[new.pk]
     assert [('alt="True"' in rows[pk].split("</tr>")[0]) for pk in (old.pk, new.pk, later.pk)] == [False, True, False]
@@ -208,7 +228,10 @@ def test_budget_spend_this_period_on_the_budget_list_is_the_current_periods(admi
     BudgetSpend.objects.filter(budget=budget).update(spent_nanos=7)
     yesterday = period_start("day", timezone.now()) - dt.timedelta(days=1)
     BudgetSpend.objects.create(budget=budget, period_start=yesterday, spent_nanos=99)
-    assert "<td class=\"field-spent_this_period\">0.000000007</td>" in admin_client.get("/admin/billing/budget/").content.decode()
+    assert (
+        '<td class="field-spent_this_period">0.000000007</td>'
+        in admin_client.get("/admin/billing/budget/").content.decode()
+    )
 
 
 def test_the_date_links_span_the_first_to_the_last_record_without_a_distinct_scan(admin_client: Client) -> None:

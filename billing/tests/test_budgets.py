@@ -42,9 +42,20 @@ def test_december_ends_in_january() -> None:
     assert period_end("month", dt.datetime(2026, 12, 1, tzinfo=UTC)) == dt.datetime(2027, 1, 1, tzinfo=UTC)
 
 
-def caller(*budgets: BudgetRule, spent: dict[Any, int] | None = None, prepaid: bool = False, credit: int = 0) -> TenantContext:
-    return TenantContext(tenant_id=1, tenant_slug="t", tenant_active=True, key_id=2, key_prefix="sk-gw-x",
-                         budgets=budgets, budget_spent=spent or {}, prepaid=prepaid, credit_in_nanos=credit)  # fmt: skip
+def caller(
+    *budgets: BudgetRule, spent: dict[Any, int] | None = None, prepaid: bool = False, credit: int = 0
+) -> TenantContext:
+    return TenantContext(
+        tenant_id=1,
+        tenant_slug="t",
+        tenant_active=True,
+        key_id=2,
+        key_prefix="sk-gw-x",
+        budgets=budgets,
+        budget_spent=spent or {},
+        prepaid=prepaid,
+        credit_in_nanos=credit,
+    )
 
 
 def test_the_guard_refuses_what_would_exceed_a_cap_and_counts_reservations_in_flight() -> None:
@@ -134,10 +145,21 @@ def owner() -> Any:
 
 def event(owner: Any, request_id: str, cost: int, when: dt.datetime | None = None) -> UsageEvent:
     tenant, key = owner
-    return UsageEvent(request_id=request_id, created_at=when or dt.datetime.now(UTC), tenant_id=tenant.pk,
-                      key_id=key.pk, endpoint="chat.completions", public_model="m", upstream_model="m",
-                      provider="p", status_code=200, usage=Usage(output_tokens=1), cost_nanos=cost,
-                      latency_ms=1, stream=False)  # fmt: skip
+    return UsageEvent(
+        request_id=request_id,
+        created_at=when or dt.datetime.now(UTC),
+        tenant_id=tenant.pk,
+        key_id=key.pk,
+        endpoint="chat.completions",
+        public_model="m",
+        upstream_model="m",
+        provider="p",
+        status_code=200,
+        usage=Usage(output_tokens=1),
+        cost_nanos=cost,
+        latency_ms=1,
+        stream=False,
+    )
 
 
 @pytest.mark.django_db
@@ -190,7 +212,9 @@ def test_a_prepaid_tenants_usage_is_charged_to_its_credit_ledger(owner: Any) -> 
     credit_add(tenant=tenant, amount_usd=Decimal("0.000010"))  # 10_000 nanos
     usage_events_store([event(owner, "p1", 1_500), event(owner, "p2", 2_500)])
     assert credit_balance_nanos(tenant) == 6_000
-    assert list(CreditEntry.objects.filter(tenant=tenant, kind="usage").values_list("amount_nanos", flat=True)) == [-4_000]
+    assert list(CreditEntry.objects.filter(tenant=tenant, kind="usage").values_list("amount_nanos", flat=True)) == [
+        -4_000
+    ]
 
 
 @pytest.mark.django_db
@@ -220,14 +244,17 @@ def test_commands_set_several_budgets_and_prepaid_credit() -> None:
     from billing.models import Budget
 
     command("tenant_create", "acme", "--prepaid", "--budget", "200", "--budget-period", "month")
-    command("key_create", "acme", "--budget", "10", "--budget-period", "day", "--budget", "50", "--budget-period", "week")
+    command(
+        "key_create", "acme", "--budget", "10", "--budget-period", "day", "--budget", "50", "--budget-period", "week"
+    )
     tenant = Tenant.objects.get(slug="acme")
     key = ApiKey.objects.get(tenant=tenant)
     assert tenant.is_prepaid
     assert set(Budget.objects.values_list("tenant_id", "api_key_id", "period", "limit_usd")) == {
-        (tenant.pk, None, "month", Decimal("200")), (None, key.pk, "day", Decimal("10")),
+        (tenant.pk, None, "month", Decimal("200")),
+        (None, key.pk, "day", Decimal("10")),
         (None, key.pk, "week", Decimal("50")),
-    }  # fmt: skip
+    }
     assert "balance $25" in command("credit_add", "acme", "25")
     assert credit_balance_nanos(tenant) == 25 * 10**9
 
@@ -245,14 +272,46 @@ def test_a_budget_without_its_period_is_refused() -> None:
 def test_price_set_takes_every_bucket_and_tier() -> None:
     from billing.models import Price
 
-    command("price_set", "claude-x", "--input", "3", "--output", "15", "--cached-input", "0.30",
-            "--cache-write-5m", "3.75", "--cache-write-1h", "6", "--long-context-threshold", "200000",
-            "--long-input", "6", "--long-output", "22.50", "--request-fee", "0.001", "--max-output-tokens", "64000")  # fmt: skip
+    command(
+        "price_set",
+        "claude-x",
+        "--input",
+        "3",
+        "--output",
+        "15",
+        "--cached-input",
+        "0.30",
+        "--cache-write-5m",
+        "3.75",
+        "--cache-write-1h",
+        "6",
+        "--long-context-threshold",
+        "200000",
+        "--long-input",
+        "6",
+        "--long-output",
+        "22.50",
+        "--request-fee",
+        "0.001",
+        "--max-output-tokens",
+        "64000",
+    )
     row = Price.objects.get(model="claude-x")
-    assert (row.cache_write_1h_usd_per_mtok, row.long_context_threshold, row.long_output_usd_per_mtok,
-            row.request_fee_usd, row.max_output_tokens, row.source) == (
-        Decimal("6"), 200_000, Decimal("22.50"), Decimal("0.001"), 64_000, "manual",
-    )  # fmt: skip
+    assert (
+        row.cache_write_1h_usd_per_mtok,
+        row.long_context_threshold,
+        row.long_output_usd_per_mtok,
+        row.request_fee_usd,
+        row.max_output_tokens,
+        row.source,
+    ) == (
+        Decimal("6"),
+        200_000,
+        Decimal("22.50"),
+        Decimal("0.001"),
+        64_000,
+        "manual",
+    )
 
 
 def test_the_worst_case_counts_every_choice_and_each_media_part(settings: Any) -> None:

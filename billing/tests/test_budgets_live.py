@@ -30,9 +30,10 @@ BUDGET_REQUEST = {"model": "budget-model", "max_tokens": 20, "messages": [{"role
 
 def post(gateway: LiveGateway, key: IssuedKey, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
-        gateway.url + "/v1/chat/completions", data=json.dumps(body).encode(),
+        gateway.url + "/v1/chat/completions",
+        data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json", **key.headers},
-    )  # fmt: skip
+    )
     try:
         with urllib.request.urlopen(request, timeout=20) as response:
             raw = response.read()

@@ -92,8 +92,12 @@ def test_a_new_price_adds_a_row_and_keeps_the_old_one_untouched() -> None:
         (Decimal("0.2"), Decimal("0.6"), None),
     ]
     old.refresh_from_db()
-    assert (old.input_usd_per_mtok, old.output_usd_per_mtok, old.cached_input_usd_per_mtok,
-            old.effective_from) == old_values  # fmt: skip
+    assert (
+        old.input_usd_per_mtok,
+        old.output_usd_per_mtok,
+        old.cached_input_usd_per_mtok,
+        old.effective_from,
+    ) == old_values
     newest = Price.objects.filter(model=MODEL).effective_at(timezone.now()).order_by("-effective_from").first()
     assert newest is not None and newest.input_usd_per_mtok == Decimal("0.2")
     assert newest.effective_from >= old.effective_from

@@ -75,10 +75,18 @@ def new_key(slug: str) -> ApiKey:
 
 def record(api_key: ApiKey, at: dt.datetime, **fields: Any) -> UsageRecord:
     values: dict[str, Any] = {
-        "request_id": f"req_{uuid.uuid4().hex}", "created_at": at, "tenant_id": api_key.tenant_id,
-        "api_key": api_key, "endpoint": "chat.completions", "public_model": "gpt-test", "upstream_model": "gpt-up",
-        "provider": "fake", "status_code": 200, "latency_ms": 120, **fields,
-    }  # fmt: skip
+        "request_id": f"req_{uuid.uuid4().hex}",
+        "created_at": at,
+        "tenant_id": api_key.tenant_id,
+        "api_key": api_key,
+        "endpoint": "chat.completions",
+        "public_model": "gpt-test",
+        "upstream_model": "gpt-up",
+        "provider": "fake",
+        "status_code": 200,
+        "latency_ms": 120,
+        **fields,
+    }
     return UsageRecord.objects.create(**values)
 
 
@@ -115,8 +123,16 @@ def two_tenants_usage() -> tuple[ApiKey, ApiKey]:
     record(acme, YESTERDAY.replace(hour=9), cost_nanos=3_000, latency_ms=150)
     record(acme, TODAY.replace(hour=10), cost_nanos=1_000, latency_ms=150, public_model="other")
     record(acme, TODAY.replace(hour=10, minute=5), status_code=429, latency_ms=30)
-    record(beta, TODAY.replace(hour=11), cost_nanos=500, cache_hit=True, saved_nanos=700, latency_ms=10,
-           ttft_ms=5, stream=True)  # fmt: skip
+    record(
+        beta,
+        TODAY.replace(hour=11),
+        cost_nanos=500,
+        cache_hit=True,
+        saved_nanos=700,
+        latency_ms=10,
+        ttft_ms=5,
+        stream=True,
+    )
     usage_rollup()
     return acme, beta
 
@@ -130,8 +146,9 @@ def test_spend_is_stacked_per_day_by_tenant_and_by_model(two_tenants_usage: Any)
         "series": [{"name": "acme", "values": [3_000, 1_000]}, {"name": "beta", "values": [0, 500]}],
     }
     assert spend["by_model"]["series"] == [
-        {"name": "gpt-test", "values": [3_000, 500]}, {"name": "other", "values": [0, 1_000]},
-    ]  # fmt: skip
+        {"name": "gpt-test", "values": [3_000, 500]},
+        {"name": "other", "values": [0, 1_000]},
+    ]
 
 
 @pytest.mark.django_db
@@ -185,10 +202,12 @@ def test_the_burn_down_lists_budgets_by_use_with_their_projection() -> None:
 
     rows = dashboard.budget_burndown(TODAY.replace(hour=6))
 
-    assert [(r["owner"], r["spent_nanos"], r["limit_nanos"], r["projected_nanos"], r["used_per_mille"]) for r in rows] == [
+    assert [
+        (r["owner"], r["spent_nanos"], r["limit_nanos"], r["projected_nanos"], r["used_per_mille"]) for r in rows
+    ] == [
         ("tenant acme", 5_000, 10_000, 20_000, 500),
         (f"key {beta.prefix} (beta key)", 0, 1_000_000_000, None, 0),
-    ]  # fmt: skip
+    ]
 
 
 # --- Alerts -----------------------------------------------------------------------------------
@@ -208,10 +227,13 @@ def test_a_deployment_failing_past_the_threshold_raises_an_alert(settings: Any) 
         record(key, NOW - dt.timedelta(minutes=1), status_code=status, upstream_model="rare")
 
     assert alerts_current(NOW) == [
-        Alert(kind="error_rate", title="fake / gpt-up: 40% of requests failed",
-              detail="2 of 5 requests in the last 15 minutes answered 401, 404, 429 or 5xx.",
-              url="/admin/billing/usagerecord/?provider=fake"),
-    ]  # fmt: skip
+        Alert(
+            kind="error_rate",
+            title="fake / gpt-up: 40% of requests failed",
+            detail="2 of 5 requests in the last 15 minutes answered 401, 404, 429 or 5xx.",
+            url="/admin/billing/usagerecord/?provider=fake",
+        ),
+    ]
 
 
 @pytest.mark.django_db
@@ -223,10 +245,13 @@ def test_a_budget_past_its_soft_limit_raises_an_alert() -> None:
     BudgetSpend.objects.filter(budget=calm).update(period_start=TODAY, spent_nanos=7_999)
 
     assert alerts_current(TODAY.replace(hour=6)) == [
-        Alert(kind="budget", title="Budget of tenant acme is past its 80% soft limit",
-              detail="0.000008000 of 0.000010000 USD spent this day.",
-              url=f"/admin/billing/budget/{warned.pk}/change/"),
-    ]  # fmt: skip
+        Alert(
+            kind="budget",
+            title="Budget of tenant acme is past its 80% soft limit",
+            detail="0.000008000 of 0.000010000 USD spent this day.",
+            url=f"/admin/billing/budget/{warned.pk}/change/",
+        ),
+    ]
 
 
 @pytest.mark.django_db
@@ -237,13 +262,19 @@ def test_only_the_latest_reconciliation_and_price_sync_count() -> None:
     failed = PriceSyncRun.objects.create(started_at=NOW, source="x", ok=False, error="HTTP 503 from the pricing file")
 
     assert alerts_current(NOW) == [
-        Alert(kind="reconciliation", title="The books disagree: 2 differences",
-              detail="Reconciliation of 2025-03-05 12:30 UTC.",
-              url=f"/admin/billing/reconciliationreport/{bad.pk}/change/"),
-        Alert(kind="price_sync", title="The last price sync failed",
-              detail="2025-03-05 12:30 UTC: HTTP 503 from the pricing file",
-              url=f"/admin/billing/pricesyncrun/{failed.pk}/change/"),
-    ]  # fmt: skip
+        Alert(
+            kind="reconciliation",
+            title="The books disagree: 2 differences",
+            detail="Reconciliation of 2025-03-05 12:30 UTC.",
+            url=f"/admin/billing/reconciliationreport/{bad.pk}/change/",
+        ),
+        Alert(
+            kind="price_sync",
+            title="The last price sync failed",
+            detail="2025-03-05 12:30 UTC: HTTP 503 from the pricing file",
+            url=f"/admin/billing/pricesyncrun/{failed.pk}/change/",
+        ),
+    ]
     ReconciliationReport.objects.create(created_at=NOW + dt.timedelta(hours=1), ok=True)
     PriceSyncRun.objects.create(started_at=NOW + dt.timedelta(hours=1), source="x", ok=True)
     assert alerts_current(NOW) == []
@@ -300,9 +331,16 @@ def test_the_dashboard_can_show_one_tenant_alone() -> None:
     for slug, cost in (("shown", 7), ("hidden", 1000)):
         tenant = tenant_create(slug=slug, name=slug)
         _, key = api_key_issue(tenant=tenant, name="k")
-        UsageRollup.objects.create(granularity=UsageRollup.Granularity.DAY, tenant=tenant, api_key=key,
-                                   bucket_start=now.replace(hour=0, minute=0, second=0, microsecond=0),
-                                   public_model="m", provider="p", requests=1, cost_nanos=cost)  # fmt: skip
+        UsageRollup.objects.create(
+            granularity=UsageRollup.Granularity.DAY,
+            tenant=tenant,
+            api_key=key,
+            bucket_start=now.replace(hour=0, minute=0, second=0, microsecond=0),
+            public_model="m",
+            provider="p",
+            requests=1,
+            cost_nanos=cost,
+        )
         totals[slug] = tenant.pk
     data = dashboard_data(7, now, tenant_id=totals["shown"])
     assert [series["name"] for series in data["spend_by_tenant"]["series"]] == ["shown"]

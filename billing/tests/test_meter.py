@@ -82,8 +82,19 @@ def test_a_flush_writes_one_record_per_event_with_every_field(owner: tuple[Tenan
     tenant, api_key = owner
     meter = UsageMeter()
     meter.push(owned(owner, "req-1"))
-    meter.push(owned(owner, "req-2", status_code=200, error_code="", stream=False, ttft_ms=None,
-                     usage_estimated=False, client_disconnected=False, cost_nanos=0))  # fmt: skip
+    meter.push(
+        owned(
+            owner,
+            "req-2",
+            status_code=200,
+            error_code="",
+            stream=False,
+            ttft_ms=None,
+            usage_estimated=False,
+            client_disconnected=False,
+            cost_nanos=0,
+        )
+    )
 
     assert meter.flush_sync() == 2
 
@@ -91,20 +102,30 @@ def test_a_flush_writes_one_record_per_event_with_every_field(owner: tuple[Tenan
     first = UsageRecord.objects.get(request_id="req-1")
     assert (first.created_at, first.tenant_id, first.api_key_id) == (CREATED_AT, tenant.pk, api_key.pk)
     assert (first.endpoint, first.public_model, first.upstream_model, first.provider) == (
-        "chat.completions", "gpt-test", "gpt-up", "fake"
-    )  # fmt: skip
+        "chat.completions",
+        "gpt-test",
+        "gpt-up",
+        "fake",
+    )
     assert (first.status_code, first.error_code, first.stream) == (499, "client_disconnected", True)
     assert (first.client_disconnected, first.usage_estimated) == (True, True)
     assert (first.input_tokens, first.cached_input_tokens, first.output_tokens, first.reasoning_tokens) == (
-        11, 22, 33, 44
-    )  # fmt: skip
+        11,
+        22,
+        33,
+        44,
+    )
     assert (first.cost_nanos, first.latency_ms, first.ttft_ms) == (12_345, 321, 87)
     assert first.cost_usd == Decimal("0.000012345")  # 12_345 nanos
 
     second = UsageRecord.objects.get(request_id="req-2")
     assert (second.status_code, second.error_code, second.stream, second.ttft_ms, second.cost_nanos) == (
-        200, "", False, None, 0
-    )  # fmt: skip
+        200,
+        "",
+        False,
+        None,
+        0,
+    )
     assert (second.usage_estimated, second.client_disconnected) == (False, False)
 
 
@@ -152,9 +173,7 @@ def test_when_the_store_fails_the_events_stay_queued_in_order(monkeypatch: Any) 
     assert [e.request_id for e in meter.take(10)] == ["a", "b", "c"]
 
 
-def test_a_failure_on_a_later_batch_keeps_only_the_unwritten_events_in_order(
-    monkeypatch: Any, settings: Any
-) -> None:
+def test_a_failure_on_a_later_batch_keeps_only_the_unwritten_events_in_order(monkeypatch: Any, settings: Any) -> None:
     settings.BILLING_METER_BATCH_SIZE = 2
     meter = UsageMeter()
     for request_id in ("a", "b", "c", "d", "e"):
@@ -178,7 +197,9 @@ def test_a_failure_on_a_later_batch_keeps_only_the_unwritten_events_in_order(
     assert batches == [["a", "b"], ["<failed>"], ["<failed>"], ["<failed>"]]
     assert meter.pending == 3
     down = False
-    monkeypatch.setattr(meter_module, "usage_events_store", lambda events, **_: batches.append([e.request_id for e in events]))
+    monkeypatch.setattr(
+        meter_module, "usage_events_store", lambda events, **_: batches.append([e.request_id for e in events])
+    )
     assert meter.flush_sync() == 3
     assert batches[-2:] == [["c", "d"], ["e"]]
 
@@ -220,9 +241,13 @@ def test_spool_writes_every_queued_event_as_one_json_line(spool_dir: Path) -> No
     assert len(lines) == 2
     assert orjson.loads(lines[0])["request_id"] == "req-1"
     assert orjson.loads(lines[0])["usage"] == {
-        "input_tokens": 11, "cached_input_tokens": 22, "cache_write_5m_tokens": 0, "cache_write_1h_tokens": 0,
-        "output_tokens": 33, "reasoning_tokens": 44,
-    }  # fmt: skip
+        "input_tokens": 11,
+        "cached_input_tokens": 22,
+        "cache_write_5m_tokens": 0,
+        "cache_write_1h_tokens": 0,
+        "output_tokens": 33,
+        "reasoning_tokens": 44,
+    }
     # Every field survives the round trip, the datetime to the microsecond.
     assert [usage_event_from_json(line) for line in lines] == [first, second]
 
@@ -237,9 +262,7 @@ def test_replaying_a_folder_that_does_not_exist_stores_nothing(spool_dir: Path) 
 
 
 @pytest.mark.django_db
-def test_replay_stores_the_spooled_events_and_deletes_the_file(
-    owner: tuple[Tenant, ApiKey], spool_dir: Path
-) -> None:
+def test_replay_stores_the_spooled_events_and_deletes_the_file(owner: tuple[Tenant, ApiKey], spool_dir: Path) -> None:
     meter = UsageMeter()
     events = [owned(owner, f"req-{i}") for i in range(3)]
     for e in events:
@@ -253,8 +276,11 @@ def test_replay_stores_the_spooled_events_and_deletes_the_file(
     assert list(spool_dir.iterdir()) == []
     record = UsageRecord.objects.get(request_id="req-1")
     assert (record.created_at, record.cost_nanos, record.ttft_ms, record.reasoning_tokens) == (
-        CREATED_AT, 12_345, 87, 44
-    )  # fmt: skip
+        CREATED_AT,
+        12_345,
+        87,
+        44,
+    )
 
     # Nothing left: a second replay stores nothing new.
     assert usage_spool_replay() == 0
@@ -353,7 +379,9 @@ class NeverFinishes:
 
 def recording_store(monkeypatch: Any) -> list[str]:
     stored: list[str] = []
-    monkeypatch.setattr(meter_module, "usage_events_store", lambda events, **_: stored.extend(e.request_id for e in events))
+    monkeypatch.setattr(
+        meter_module, "usage_events_store", lambda events, **_: stored.extend(e.request_id for e in events)
+    )
     return stored
 
 
@@ -411,8 +439,9 @@ def test_drain_spools_what_the_database_will_not_take(monkeypatch: Any, spool_di
     [path] = spool_dir.iterdir()
     assert [usage_event_from_json(line).request_id for line in path.read_bytes().splitlines()] == ["req-1", "req-2"]
     assert [dataclasses.asdict(usage_event_from_json(line)) for line in path.read_bytes().splitlines()] == [
-        dataclasses.asdict(event("req-1")), dataclasses.asdict(event("req-2"))
-    ]  # fmt: skip
+        dataclasses.asdict(event("req-1")),
+        dataclasses.asdict(event("req-2")),
+    ]
 
 
 @pytest.mark.django_db
@@ -459,8 +488,7 @@ def test_an_event_the_database_refuses_is_set_aside_and_the_rest_still_flows(
 @pytest.mark.django_db
 def test_strings_and_counts_are_fitted_to_their_columns(owner: tuple[Tenant, ApiKey]) -> None:
     tenant, key = owner
-    long = owned(owner, "long", public_model="m" * 300, error_code="e\x00" * 50,
-                 usage=Usage(input_tokens=2**40))  # fmt: skip
+    long = owned(owner, "long", public_model="m" * 300, error_code="e\x00" * 50, usage=Usage(input_tokens=2**40))
     meter = UsageMeter()
     meter.push(long)
     meter.flush_sync()

@@ -17,12 +17,22 @@ from proxy.providers.anthropic import usage_from_anthropic
 from proxy.providers.openai import OpenAIAdapter, OpenAIStreamObserver, usage_from_openai
 
 PRICE_FIELDS = {
-    "input_usd_per_mtok": None, "output_usd_per_mtok": None, "cached_input_usd_per_mtok": None,
-    "cache_write_5m_usd_per_mtok": None, "cache_write_1h_usd_per_mtok": None, "reasoning_usd_per_mtok": None,
-    "long_context_threshold": None, "long_input_usd_per_mtok": None, "long_cached_input_usd_per_mtok": None,
-    "long_cache_write_5m_usd_per_mtok": None, "long_cache_write_1h_usd_per_mtok": None,
-    "long_output_usd_per_mtok": None, "request_fee_usd": Decimal(0), "max_output_tokens": None, "pk": 7,
-}  # fmt: skip
+    "input_usd_per_mtok": None,
+    "output_usd_per_mtok": None,
+    "cached_input_usd_per_mtok": None,
+    "cache_write_5m_usd_per_mtok": None,
+    "cache_write_1h_usd_per_mtok": None,
+    "reasoning_usd_per_mtok": None,
+    "long_context_threshold": None,
+    "long_input_usd_per_mtok": None,
+    "long_cached_input_usd_per_mtok": None,
+    "long_cache_write_5m_usd_per_mtok": None,
+    "long_cache_write_1h_usd_per_mtok": None,
+    "long_output_usd_per_mtok": None,
+    "request_fee_usd": Decimal(0),
+    "max_output_tokens": None,
+    "pk": 7,
+}
 
 
 def price(**rates: Any) -> PriceSnapshot:
@@ -33,30 +43,51 @@ def price(**rates: Any) -> PriceSnapshot:
 
 GPT_4O = price(input_usd_per_mtok="2.50", cached_input_usd_per_mtok="1.25", output_usd_per_mtok="10")
 SONNET = price(
-    input_usd_per_mtok="3", cached_input_usd_per_mtok="0.30", cache_write_5m_usd_per_mtok="3.75",
-    cache_write_1h_usd_per_mtok="6", output_usd_per_mtok="15",
-    long_context_threshold=200_000, long_input_usd_per_mtok="6", long_cached_input_usd_per_mtok="0.60",
-    long_cache_write_5m_usd_per_mtok="7.50", long_cache_write_1h_usd_per_mtok="12", long_output_usd_per_mtok="22.50",
-)  # fmt: skip
+    input_usd_per_mtok="3",
+    cached_input_usd_per_mtok="0.30",
+    cache_write_5m_usd_per_mtok="3.75",
+    cache_write_1h_usd_per_mtok="6",
+    output_usd_per_mtok="15",
+    long_context_threshold=200_000,
+    long_input_usd_per_mtok="6",
+    long_cached_input_usd_per_mtok="0.60",
+    long_cache_write_5m_usd_per_mtok="7.50",
+    long_cache_write_1h_usd_per_mtok="12",
+    long_output_usd_per_mtok="22.50",
+)
 
 
 def test_openai_counts_cached_tokens_inside_prompt_tokens_and_they_are_billed_once() -> None:
-    usage = usage_from_openai({
-        "prompt_tokens": 1000, "completion_tokens": 500,
-        "prompt_tokens_details": {"cached_tokens": 400}, "completion_tokens_details": {"reasoning_tokens": 200},
-    })  # fmt: skip
+    usage = usage_from_openai(
+        {
+            "prompt_tokens": 1000,
+            "completion_tokens": 500,
+            "prompt_tokens_details": {"cached_tokens": 400},
+            "completion_tokens_details": {"reasoning_tokens": 200},
+        }
+    )
     assert usage == Usage(input_tokens=600, cached_input_tokens=400, output_tokens=300, reasoning_tokens=200)
     # 600 x $2.50/M = 1_500_000; 400 x $1.25/M = 500_000; (300 + 200) x $10/M = 5_000_000
     assert cost_nanos(usage, GPT_4O) == 7_000_000
 
 
 def test_anthropic_counts_cache_reads_and_writes_outside_input_tokens() -> None:
-    usage = usage_from_anthropic({
-        "input_tokens": 100, "cache_read_input_tokens": 2000, "cache_creation_input_tokens": 1500,
-        "cache_creation": {"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 500}, "output_tokens": 300,
-    })  # fmt: skip
-    assert usage == Usage(input_tokens=100, cached_input_tokens=2000, cache_write_5m_tokens=1000,
-                          cache_write_1h_tokens=500, output_tokens=300)  # fmt: skip
+    usage = usage_from_anthropic(
+        {
+            "input_tokens": 100,
+            "cache_read_input_tokens": 2000,
+            "cache_creation_input_tokens": 1500,
+            "cache_creation": {"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 500},
+            "output_tokens": 300,
+        }
+    )
+    assert usage == Usage(
+        input_tokens=100,
+        cached_input_tokens=2000,
+        cache_write_5m_tokens=1000,
+        cache_write_1h_tokens=500,
+        output_tokens=300,
+    )
     assert usage.prompt_tokens == 3600
     # 100 x $3 = 300_000; 2000 x $0.30 = 600_000; 1000 x $3.75 = 3_750_000; 500 x $6 = 3_000_000;
     # 300 x $15 = 4_500_000 -> 12_150_000 nanos
@@ -104,12 +135,19 @@ def test_a_model_without_a_price_costs_nothing() -> None:
 
 def test_empty_rates_fall_back_to_the_rate_they_refine() -> None:
     plain = price(input_usd_per_mtok="2", output_usd_per_mtok="8")
-    assert plain.base == Rates(input=2_000_000_000, cached_input=2_000_000_000, cache_write_5m=2_000_000_000,
-                               cache_write_1h=2_000_000_000, output=8_000_000_000, reasoning=8_000_000_000)  # fmt: skip
+    assert plain.base == Rates(
+        input=2_000_000_000,
+        cached_input=2_000_000_000,
+        cache_write_5m=2_000_000_000,
+        cache_write_1h=2_000_000_000,
+        output=8_000_000_000,
+        reasoning=8_000_000_000,
+    )
     write_5m_only = price(input_usd_per_mtok="2", output_usd_per_mtok="8", cache_write_5m_usd_per_mtok="2.5")
     assert write_5m_only.base.cache_write_1h == 2_500_000_000
-    partial_long = price(input_usd_per_mtok="2", output_usd_per_mtok="8", long_context_threshold=10,
-                         long_input_usd_per_mtok="4")  # fmt: skip
+    partial_long = price(
+        input_usd_per_mtok="2", output_usd_per_mtok="8", long_context_threshold=10, long_input_usd_per_mtok="4"
+    )
     assert partial_long.long is not None
     assert (partial_long.long.input, partial_long.long.output) == (4_000_000_000, 8_000_000_000)
 
@@ -159,8 +197,9 @@ def test_the_worst_case_uses_the_dearest_prompt_and_output_rates_of_its_tier() -
 
 
 def test_the_worst_case_is_never_below_the_real_cost_of_the_same_counts() -> None:
-    usage = Usage(input_tokens=10, cached_input_tokens=20, cache_write_5m_tokens=30, cache_write_1h_tokens=40,
-                  output_tokens=50)  # fmt: skip
+    usage = Usage(
+        input_tokens=10, cached_input_tokens=20, cache_write_5m_tokens=30, cache_write_1h_tokens=40, output_tokens=50
+    )
     worst = worst_case_cost_nanos(SONNET, prompt_tokens=usage.prompt_tokens, output_tokens=usage.output_tokens)
     assert worst >= cost_nanos(usage, SONNET)
 

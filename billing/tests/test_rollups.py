@@ -21,9 +21,20 @@ HOUR_10 = dt.datetime(2025, 3, 4, 10, tzinfo=UTC)
 HOUR_11 = dt.datetime(2025, 3, 4, 11, tzinfo=UTC)
 DAY_1 = dt.datetime(2025, 3, 4, tzinfo=UTC)
 DAY_2 = dt.datetime(2025, 3, 5, tzinfo=UTC)
-SUMMED = ("requests", "errors", "cache_hits", "input_tokens", "cached_input_tokens", "cache_write_5m_tokens",
-          "cache_write_1h_tokens", "output_tokens", "reasoning_tokens", "cost_nanos", "saved_nanos",
-          "prepaid_cost_nanos")  # fmt: skip
+SUMMED = (
+    "requests",
+    "errors",
+    "cache_hits",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_nanos",
+    "saved_nanos",
+    "prepaid_cost_nanos",
+)
 
 
 def new_key(slug: str) -> ApiKey:
@@ -68,8 +79,17 @@ def snapshot() -> list[tuple[Any, ...]]:
 @pytest.fixture
 def two_days_of_usage(key: ApiKey) -> None:
     """Five records over two hours of one day and one hour of the next."""
-    record(key, HOUR_10 + dt.timedelta(minutes=5), input_tokens=100, cached_input_tokens=10, cache_write_5m_tokens=5,
-           cache_write_1h_tokens=1, output_tokens=50, reasoning_tokens=7, cost_nanos=1000)  # fmt: skip
+    record(
+        key,
+        HOUR_10 + dt.timedelta(minutes=5),
+        input_tokens=100,
+        cached_input_tokens=10,
+        cache_write_5m_tokens=5,
+        cache_write_1h_tokens=1,
+        output_tokens=50,
+        reasoning_tokens=7,
+        cost_nanos=1000,
+    )
     record(key, HOUR_10 + dt.timedelta(minutes=55), status_code=429, input_tokens=3)
     record(key, HOUR_10 + dt.timedelta(minutes=20), public_model="other", input_tokens=9, cost_nanos=90)
     record(key, HOUR_11 + dt.timedelta(minutes=30), cache_hit=True, input_tokens=20, output_tokens=4, saved_nanos=300)
@@ -77,20 +97,40 @@ def two_days_of_usage(key: ApiKey) -> None:
 
 
 HOURLY = {
-    (HOUR_10, "gpt-test"): sums(requests=2, errors=1, input_tokens=103, cached_input_tokens=10, cache_write_5m_tokens=5,
-                                cache_write_1h_tokens=1, output_tokens=50, reasoning_tokens=7, cost_nanos=1000),
+    (HOUR_10, "gpt-test"): sums(
+        requests=2,
+        errors=1,
+        input_tokens=103,
+        cached_input_tokens=10,
+        cache_write_5m_tokens=5,
+        cache_write_1h_tokens=1,
+        output_tokens=50,
+        reasoning_tokens=7,
+        cost_nanos=1000,
+    ),
     (HOUR_10, "other"): sums(requests=1, input_tokens=9, cost_nanos=90),
     (HOUR_11, "gpt-test"): sums(requests=1, cache_hits=1, input_tokens=20, output_tokens=4, saved_nanos=300),
-    (DAY_2 + dt.timedelta(hours=9), "gpt-test"): sums(requests=1, input_tokens=1, output_tokens=2, cost_nanos=7,
-                                                      prepaid_cost_nanos=7),
-}  # fmt: skip
+    (DAY_2 + dt.timedelta(hours=9), "gpt-test"): sums(
+        requests=1, input_tokens=1, output_tokens=2, cost_nanos=7, prepaid_cost_nanos=7
+    ),
+}
 DAILY = {
-    (DAY_1, "gpt-test"): sums(requests=3, errors=1, cache_hits=1, input_tokens=123, cached_input_tokens=10,
-                              cache_write_5m_tokens=5, cache_write_1h_tokens=1, output_tokens=54, reasoning_tokens=7,
-                              cost_nanos=1000, saved_nanos=300),
+    (DAY_1, "gpt-test"): sums(
+        requests=3,
+        errors=1,
+        cache_hits=1,
+        input_tokens=123,
+        cached_input_tokens=10,
+        cache_write_5m_tokens=5,
+        cache_write_1h_tokens=1,
+        output_tokens=54,
+        reasoning_tokens=7,
+        cost_nanos=1000,
+        saved_nanos=300,
+    ),
     (DAY_1, "other"): sums(requests=1, input_tokens=9, cost_nanos=90),
     (DAY_2, "gpt-test"): sums(requests=1, input_tokens=1, output_tokens=2, cost_nanos=7, prepaid_cost_nanos=7),
-}  # fmt: skip
+}
 
 
 @pytest.mark.usefixtures("two_days_of_usage")
@@ -121,8 +161,12 @@ def test_a_record_committed_late_into_a_rolled_hour_is_counted_once_by_the_next_
 
     hour_10 = HOURLY[(HOUR_10, "gpt-test")]
     assert rollups("hour")[(HOUR_10, "gpt-test")] == {
-        **hour_10, "requests": 3, "input_tokens": 1103, "output_tokens": 51, "cost_nanos": 1500,
-    }  # fmt: skip
+        **hour_10,
+        "requests": 3,
+        "input_tokens": 1103,
+        "output_tokens": 51,
+        "cost_nanos": 1500,
+    }
     assert rollups("hour")[(HOUR_11, "gpt-test")] == HOURLY[(HOUR_11, "gpt-test")]
     assert rollups("day")[(DAY_1, "gpt-test")]["cost_nanos"] == 1500
     assert rollups("day")[(DAY_1, "gpt-test")]["requests"] == 4
@@ -186,13 +230,22 @@ def test_a_late_record_in_an_hour_whose_raw_records_were_pruned_is_added_to_its_
     usage_rollup()
     assert usage_retention(days=90) == 2
 
-    record(key, hour + dt.timedelta(minutes=3), status_code=429, cache_hit=True, prepaid=True, input_tokens=40,
-           cost_nanos=400, saved_nanos=9)  # fmt: skip
+    record(
+        key,
+        hour + dt.timedelta(minutes=3),
+        status_code=429,
+        cache_hit=True,
+        prepaid=True,
+        input_tokens=40,
+        cost_nanos=400,
+        saved_nanos=9,
+    )
     assert usage_rollup() == 1
 
     # Rebuilding the hour from what is left would say 1 request and 400 nanos.
-    expected = sums(requests=3, errors=1, cache_hits=1, input_tokens=70, cost_nanos=700, saved_nanos=9,
-                    prepaid_cost_nanos=400)  # fmt: skip
+    expected = sums(
+        requests=3, errors=1, cache_hits=1, input_tokens=70, cost_nanos=700, saved_nanos=9, prepaid_cost_nanos=400
+    )
     assert rollups("hour")[(hour, "gpt-test")] == expected
     assert rollups("day")[(hour.replace(hour=0), "gpt-test")] == expected
 
@@ -207,11 +260,17 @@ def test_a_damaged_bucket_is_rebuilt_from_its_records_when_usage_next_lands_in_i
     usage_rollup()
 
     assert rollups("hour")[(HOUR_10, "gpt-test")] == {
-        **HOURLY[(HOUR_10, "gpt-test")], "requests": 3, "input_tokens": 104, "cost_nanos": 1005,
-    }  # fmt: skip
+        **HOURLY[(HOUR_10, "gpt-test")],
+        "requests": 3,
+        "input_tokens": 104,
+        "cost_nanos": 1005,
+    }
     assert rollups("day")[(DAY_1, "gpt-test")] == {
-        **DAILY[(DAY_1, "gpt-test")], "requests": 4, "input_tokens": 124, "cost_nanos": 1005,
-    }  # fmt: skip
+        **DAILY[(DAY_1, "gpt-test")],
+        "requests": 4,
+        "input_tokens": 124,
+        "cost_nanos": 1005,
+    }
 
 
 def test_the_retention_task_keeps_the_configured_number_of_days(key: ApiKey, settings: Any) -> None:

@@ -27,11 +27,22 @@ SAMPLE = FIXTURES / "litellm_sample.json"
 MALFORMED = FIXTURES / "litellm_malformed.json"
 
 SYNCED = {
-    "gpt-4o", "gpt-4o-mini", "o3-mini", "o1-pro", "gpt-3.5-turbo-instruct", "azure/gpt-4o",
-    "claude-sonnet-4-5", "claude-opus-4-1", "claude-3-5-haiku-20241022", "openrouter/anthropic/claude-3.5-sonnet",
-    "gemini/gemini-2.5-pro", "gemini/gemini-1.5-pro", "text-embedding-3-small",
-    "together_ai/meta-llama/Llama-3.3-70B-Instruct-Turbo", "ollama/llama3",
-}  # fmt: skip
+    "gpt-4o",
+    "gpt-4o-mini",
+    "o3-mini",
+    "o1-pro",
+    "gpt-3.5-turbo-instruct",
+    "azure/gpt-4o",
+    "claude-sonnet-4-5",
+    "claude-opus-4-1",
+    "claude-3-5-haiku-20241022",
+    "openrouter/anthropic/claude-3.5-sonnet",
+    "gemini/gemini-2.5-pro",
+    "gemini/gemini-1.5-pro",
+    "text-embedding-3-small",
+    "together_ai/meta-llama/Llama-3.3-70B-Instruct-Turbo",
+    "ollama/llama3",
+}
 SKIPPED = {
     "dall-e-3": "mode image_generation is not token-priced",
     "whisper-1": "mode audio_transcription is not token-priced",
@@ -80,8 +91,10 @@ def test_openai_per_token_prices_become_exact_usd_per_million() -> None:
     assert gpt_4o.cache_write_5m_usd_per_mtok is None and gpt_4o.long_context_threshold is None
     mini = current("gpt-4o-mini")
     assert (mini.input_usd_per_mtok, mini.output_usd_per_mtok, mini.cached_input_usd_per_mtok) == (
-        Decimal("0.15"), Decimal("0.6"), Decimal("0.075"),
-    )  # fmt: skip
+        Decimal("0.15"),
+        Decimal("0.6"),
+        Decimal("0.075"),
+    )
     assert type(mini.input_usd_per_mtok) is Decimal
 
 
@@ -176,10 +189,13 @@ def test_a_rate_finer_than_a_nanodollar_per_million_is_rounded_half_up(tmp_path:
 
 @pytest.mark.django_db
 def test_ten_thousand_dollars_per_million_is_the_most_a_rate_may_be(tmp_path: Path) -> None:
-    path = write_prices(tmp_path, {
-        "dearest": {"input_cost_per_token": Decimal("0.01"), "output_cost_per_token": Decimal("0.01")},
-        "too-dear": {"input_cost_per_token": Decimal("0.01"), "output_cost_per_token": Decimal("0.010000001")},
-    })  # fmt: skip
+    path = write_prices(
+        tmp_path,
+        {
+            "dearest": {"input_cost_per_token": Decimal("0.01"), "output_cost_per_token": Decimal("0.01")},
+            "too-dear": {"input_cost_per_token": Decimal("0.01"), "output_cost_per_token": Decimal("0.010000001")},
+        },
+    )
 
     result = prices_sync(str(path))
 
@@ -217,19 +233,25 @@ def test_sample_spec_is_documentation_not_a_model() -> None:
 @pytest.mark.django_db
 def test_other_malformed_entries_are_skipped_with_a_reason_and_the_rest_applied(tmp_path: Path) -> None:
     good = {"input_cost_per_token": Decimal("1e-06"), "output_cost_per_token": Decimal("2e-06")}
-    path = write_prices(tmp_path, {
-        "good": good,
-        "not-an-object": [1, 2],
-        "null-input": {**good, "input_cost_per_token": None},
-        "boolean-price": {**good, "output_cost_per_token": True},
-        "string-max-output": {**good, "max_output_tokens": "8192"},
-        "list-mode": {**good, "mode": ["chat"]},
-        "zero-max-output": {**good, "max_output_tokens": 0},
-        "two-thresholds": {**good, "input_cost_per_token_above_128k_tokens": Decimal("2e-06"),
-                           "input_cost_per_token_above_256k_tokens": Decimal("3e-06")},
-        "bad-long-rate": {**good, "output_cost_per_token_above_200k_tokens": "lots"},
-        "x" * 201: good,
-    })  # fmt: skip
+    path = write_prices(
+        tmp_path,
+        {
+            "good": good,
+            "not-an-object": [1, 2],
+            "null-input": {**good, "input_cost_per_token": None},
+            "boolean-price": {**good, "output_cost_per_token": True},
+            "string-max-output": {**good, "max_output_tokens": "8192"},
+            "list-mode": {**good, "mode": ["chat"]},
+            "zero-max-output": {**good, "max_output_tokens": 0},
+            "two-thresholds": {
+                **good,
+                "input_cost_per_token_above_128k_tokens": Decimal("2e-06"),
+                "input_cost_per_token_above_256k_tokens": Decimal("3e-06"),
+            },
+            "bad-long-rate": {**good, "output_cost_per_token_above_200k_tokens": "lots"},
+            "x" * 201: good,
+        },
+    )
 
     result = prices_sync(str(path))
 
@@ -250,8 +272,10 @@ def test_other_malformed_entries_are_skipped_with_a_reason_and_the_rest_applied(
 @pytest.mark.django_db
 def test_nan_and_infinity_are_not_prices(tmp_path: Path) -> None:
     path = tmp_path / "prices.json"
-    path.write_text('{"nan": {"input_cost_per_token": NaN, "output_cost_per_token": 1e-06},'
-                    ' "inf": {"input_cost_per_token": 1e-06, "output_cost_per_token": Infinity}}')  # fmt: skip
+    path.write_text(
+        '{"nan": {"input_cost_per_token": NaN, "output_cost_per_token": 1e-06},'
+        ' "inf": {"input_cost_per_token": 1e-06, "output_cost_per_token": Infinity}}'
+    )
 
     result = prices_sync(str(path))
 
@@ -312,8 +336,15 @@ def test_a_changed_price_adds_a_new_row_and_keeps_the_old_one(tmp_path: Path) ->
 
 @pytest.mark.django_db
 def test_a_rate_dropped_from_the_file_is_a_change() -> None:
-    price_set(model="gpt-4o", input_usd=Decimal("2.5"), output_usd=Decimal("10"), cached_input_usd=Decimal("1.25"),
-              max_output_tokens=16384, reasoning_usd_per_mtok=Decimal("10"), source=Price.Source.SYNC)  # fmt: skip
+    price_set(
+        model="gpt-4o",
+        input_usd=Decimal("2.5"),
+        output_usd=Decimal("10"),
+        cached_input_usd=Decimal("1.25"),
+        max_output_tokens=16384,
+        reasoning_usd_per_mtok=Decimal("10"),
+        source=Price.Source.SYNC,
+    )
 
     result = prices_sync(str(SAMPLE))
 

@@ -18,9 +18,18 @@ pytestmark = pytest.mark.usefixtures("live_gateway")
 # answers 12 prompt and 20 completion tokens: 12 x 150 + 20 x 600 = 13_800 nanos.
 REQUEST_COST_NANOS = 13_800
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
-ZERO = {"requests": 0, "errors": 0, "cache_hits": 0, "input_tokens": 0, "cached_input_tokens": 0,
-        "cache_write_tokens": 0, "output_tokens": 0, "reasoning_tokens": 0, "cost_usd": "0.000000000",
-        "saved_usd": "0.000000000"}  # fmt: skip
+ZERO = {
+    "requests": 0,
+    "errors": 0,
+    "cache_hits": 0,
+    "input_tokens": 0,
+    "cached_input_tokens": 0,
+    "cache_write_tokens": 0,
+    "output_tokens": 0,
+    "reasoning_tokens": 0,
+    "cost_usd": "0.000000000",
+    "saved_usd": "0.000000000",
+}
 
 
 def call(gateway: LiveGateway, path: str, headers: dict[str, str], body: Any = None) -> tuple[int, dict[str, Any]]:
@@ -82,11 +91,23 @@ def test_usage_by_model_adds_up_the_tenants_requests_to_the_nano_dollar(
     assert body["group_by"] == "model"
     assert body["data"] == [
         {"model": "fake/fake-error-500", **ZERO, "requests": 1, "errors": 1},
-        {"model": "gpt-test", **ZERO, "requests": 4, "input_tokens": 48, "output_tokens": 80,
-         "cost_usd": "0.000055200"},
-    ]  # fmt: skip
-    assert body["total"] == {**ZERO, "requests": 5, "errors": 1, "input_tokens": 48, "output_tokens": 80,
-                             "cost_usd": "0.000055200"}  # fmt: skip
+        {
+            "model": "gpt-test",
+            **ZERO,
+            "requests": 4,
+            "input_tokens": 48,
+            "output_tokens": 80,
+            "cost_usd": "0.000055200",
+        },
+    ]
+    assert body["total"] == {
+        **ZERO,
+        "requests": 5,
+        "errors": 1,
+        "input_tokens": 48,
+        "output_tokens": 80,
+        "cost_usd": "0.000055200",
+    }
 
 
 def test_usage_by_key_names_keys_by_prefix_and_name_and_never_by_digest(
@@ -99,11 +120,24 @@ def test_usage_by_key_names_keys_by_prefix_and_name_and_never_by_digest(
     assert status == 200
     by_prefix = {row["key"]["prefix"]: row for row in body["data"]}
     assert by_prefix == {
-        traffic.first_prefix: {"key": {"prefix": traffic.first_prefix, "name": "test"}, **ZERO, "requests": 4,
-                               "errors": 1, "input_tokens": 36, "output_tokens": 60, "cost_usd": "0.000041400"},
-        traffic.second_prefix: {"key": {"prefix": traffic.second_prefix, "name": "batch jobs"}, **ZERO,
-                                "requests": 1, "input_tokens": 12, "output_tokens": 20, "cost_usd": "0.000013800"},
-    }  # fmt: skip
+        traffic.first_prefix: {
+            "key": {"prefix": traffic.first_prefix, "name": "test"},
+            **ZERO,
+            "requests": 4,
+            "errors": 1,
+            "input_tokens": 36,
+            "output_tokens": 60,
+            "cost_usd": "0.000041400",
+        },
+        traffic.second_prefix: {
+            "key": {"prefix": traffic.second_prefix, "name": "batch jobs"},
+            **ZERO,
+            "requests": 1,
+            "input_tokens": 12,
+            "output_tokens": 20,
+            "cost_usd": "0.000013800",
+        },
+    }
     with django_db_blocker.unblock():
         keys = ApiKey.objects.filter(pk__in=[traffic.first.key_id, traffic.second.key_id])
         digests = list(keys.values_list("digest", flat=True))
@@ -118,8 +152,15 @@ def test_usage_by_day_covers_the_last_30_days_by_default(live_gateway: LiveGatew
     assert body["start"] < traffic.days[0] <= traffic.days[-1] < body["end"]
     assert [row["day"] for row in body["data"]] == traffic.days
     if len(traffic.days) == 1:  # the requests did not straddle midnight UTC
-        assert body["data"][0] == {"day": traffic.days[0], **ZERO, "requests": 5, "errors": 1, "input_tokens": 48,
-                                   "output_tokens": 80, "cost_usd": "0.000055200"}  # fmt: skip
+        assert body["data"][0] == {
+            "day": traffic.days[0],
+            **ZERO,
+            "requests": 5,
+            "errors": 1,
+            "input_tokens": 48,
+            "output_tokens": 80,
+            "cost_usd": "0.000055200",
+        }
     assert body["total"]["cost_usd"] == "0.000055200"
 
 
@@ -151,10 +192,14 @@ def test_another_tenants_key_sees_none_of_this_usage(
 
 @pytest.mark.parametrize(
     ("query", "param"),
-    [("?group_by=tenant", "group_by"), ("?start=yesterday", "start"), ("?end=2025-02-30", "end"),
-     ("?start=2025-03-05&end=2025-03-04", "end")],
+    [
+        ("?group_by=tenant", "group_by"),
+        ("?start=yesterday", "start"),
+        ("?end=2025-02-30", "end"),
+        ("?start=2025-03-05&end=2025-03-04", "end"),
+    ],
     ids=["group_by", "start", "end", "end-before-start"],
-)  # fmt: skip
+)
 def test_a_bad_parameter_is_a_400_in_the_openai_envelope(
     live_gateway: LiveGateway, issue_key: Callable[..., IssuedKey], query: str, param: str
 ) -> None:
@@ -162,8 +207,10 @@ def test_a_bad_parameter_is_a_400_in_the_openai_envelope(
     assert status == 400
     assert set(body) == {"error"}
     assert (body["error"]["code"], body["error"]["type"], body["error"]["param"]) == (
-        "invalid_request", "invalid_request_error", param,
-    )  # fmt: skip
+        "invalid_request",
+        "invalid_request_error",
+        param,
+    )
     assert body["error"]["message"]
 
 

@@ -28,12 +28,21 @@ def cached_key(issue_key: Callable[..., IssuedKey]) -> IssuedKey:
 
 
 def chat(
-    gateway: LiveGateway, key: IssuedKey, marker: str, *, path: str = "/v1/chat/completions", stream: bool = False,
-    model: str = "gpt-test", headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+    gateway: LiveGateway,
+    key: IssuedKey,
+    marker: str,
+    *,
+    path: str = "/v1/chat/completions",
+    stream: bool = False,
+    model: str = "gpt-test",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": marker}]}
-    request = urllib.request.Request(gateway.url + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json", **key.headers, **(headers or {})})  # fmt: skip
+    request = urllib.request.Request(
+        gateway.url + path,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **key.headers, **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
@@ -103,8 +112,14 @@ def test_a_json_answer_is_replayed_as_a_valid_stream_the_sdk_reads(
     client = openai.OpenAI(base_url=live_gateway.url + "/v1", api_key=cached_key.plaintext, max_retries=0)
     messages = [{"role": "user", "content": marker}]
     answer = client.chat.completions.create(model="gpt-test", messages=messages)  # type: ignore[arg-type]
-    chunks = list(client.chat.completions.create(model="gpt-test", messages=messages, stream=True,  # type: ignore[arg-type]
-                                                  stream_options={"include_usage": True}))  # fmt: skip
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-test",
+            messages=messages,
+            stream=True,  # type: ignore[arg-type]
+            stream_options={"include_usage": True},
+        )
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == answer.choices[0].message.content
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == len(DEFAULT_WORDS)
     assert upstream_calls(fake_upstream, marker) == 1
@@ -137,7 +152,10 @@ def test_errors_are_never_stored(
     live_gateway: LiveGateway, cached_key: IssuedKey, fake_upstream: FakeUpstream, model: str
 ) -> None:
     marker = unique_marker()
-    first, second = chat(live_gateway, cached_key, marker, model=model), chat(live_gateway, cached_key, marker, model=model)
+    first, second = (
+        chat(live_gateway, cached_key, marker, model=model),
+        chat(live_gateway, cached_key, marker, model=model),
+    )
     assert first[0] >= 500 and second[0] >= 500
     if model.startswith("fake/"):
         assert upstream_calls(fake_upstream, marker) == 2

@@ -47,7 +47,7 @@ def cache_rows(tenant_id: int, *, expired: int, fresh: int) -> list[int]:
                 size_bytes=3,
                 created_at=now - dt.timedelta(hours=2),
                 expires_at=expires_at,
-            )  # fmt: skip
+            )
         )
     return [row.pk for row in CacheEntryRecord.objects.bulk_create(rows)]
 
@@ -73,11 +73,20 @@ def test_expiry_deletes_only_expired_rows_in_batches_and_returns_the_count() -> 
 
 def usage(api_key: ApiKey, status: str, *, saved: int = 0, when: dt.datetime | None = None) -> UsageRecord:
     return UsageRecord.objects.create(
-        request_id=f"req_{uuid.uuid4().hex}", created_at=when or timezone.now(), tenant_id=api_key.tenant_id,
-        api_key=api_key, endpoint="chat.completions", public_model="gpt-test", upstream_model="gpt-up",
-        provider="fake", status_code=200, cache_hit=status == "hit", cache_status=status, saved_nanos=saved,
+        request_id=f"req_{uuid.uuid4().hex}",
+        created_at=when or timezone.now(),
+        tenant_id=api_key.tenant_id,
+        api_key=api_key,
+        endpoint="chat.completions",
+        public_model="gpt-test",
+        upstream_model="gpt-up",
+        provider="fake",
+        status_code=200,
+        cache_hit=status == "hit",
+        cache_status=status,
+        saved_nanos=saved,
         cost_nanos=0 if status == "hit" else 13_800,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.django_db
@@ -119,10 +128,16 @@ def call(gateway: LiveGateway, method: str, path: str, key: IssuedKey | None) ->
 def entry(key: IssuedKey, name: str) -> CachedEntry:
     now = time.time()
     return CachedEntry(
-        tenant_id=key.tenant_id, key=uuid.uuid5(uuid.NAMESPACE_URL, f"{key.tenant_id}/{name}").hex * 2,
-        endpoint="chat.completions", model="gpt-test", body=b'{"id":"chatcmpl-' + name.encode() + b'"}',
-        usage=Usage(input_tokens=12, output_tokens=20), cost_nanos=13_800, created_at=now, expires_at=now + 120,
-    )  # fmt: skip
+        tenant_id=key.tenant_id,
+        key=uuid.uuid5(uuid.NAMESPACE_URL, f"{key.tenant_id}/{name}").hex * 2,
+        endpoint="chat.completions",
+        model="gpt-test",
+        body=b'{"id":"chatcmpl-' + name.encode() + b'"}',
+        usage=Usage(input_tokens=12, output_tokens=20),
+        cost_nanos=13_800,
+        created_at=now,
+        expires_at=now + 120,
+    )
 
 
 @pytest.fixture
@@ -153,9 +168,11 @@ def record_usage(django_db_blocker: Any, key: IssuedKey, status: str, saved: int
 
 
 def test_a_key_sees_only_its_own_tenants_cache_stats(
-    live_gateway: LiveGateway, issue_key: Callable[..., IssuedKey], gateway_store: Callable[..., None],
+    live_gateway: LiveGateway,
+    issue_key: Callable[..., IssuedKey],
+    gateway_store: Callable[..., None],
     django_db_blocker: Any,
-) -> None:  # fmt: skip
+) -> None:
     mine, theirs = issue_key(), issue_key()
     held = [entry(mine, "one"), entry(mine, "two")]
     gateway_store(*held, entry(theirs, "one"))
@@ -168,9 +185,13 @@ def test_a_key_sees_only_its_own_tenants_cache_stats(
 
     assert status == 200
     assert body == {
-        "object": "cache.stats", "entries": 2, "size_bytes": sum(len(entry_dumps(e)) for e in held),
-        "hits": 1, "misses": 1, "saved_usd": "0.000013800",
-    }  # fmt: skip
+        "object": "cache.stats",
+        "entries": 2,
+        "size_bytes": sum(len(entry_dumps(e)) for e in held),
+        "hits": 1,
+        "misses": 1,
+        "saved_usd": "0.000013800",
+    }
     assert (other["entries"], other["hits"], other["misses"], other["saved_usd"]) == (1, 1, 0, "0.000000005")
 
 

@@ -14,8 +14,13 @@ BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperat
 
 
 def key(tenant_id: int = 1, body: dict | None = None, upstream_model: str = "up") -> str:
-    return cache_key(tenant_id=tenant_id, endpoint="chat.completions", provider="p", upstream_model=upstream_model,
-                     body=body if body is not None else BODY)  # fmt: skip
+    return cache_key(
+        tenant_id=tenant_id,
+        endpoint="chat.completions",
+        provider="p",
+        upstream_model=upstream_model,
+        body=body if body is not None else BODY,
+    )
 
 
 def test_key_order_whitespace_and_answer_neutral_fields_do_not_change_the_key() -> None:
@@ -77,8 +82,18 @@ def test_a_json_answer_becomes_a_valid_stream_with_the_same_content() -> None:
 
 def test_tool_calls_survive_both_ways() -> None:
     call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x"}'}}
-    completion = {"id": "c", "created": 1, "model": "m", "choices": [{"index": 0, "finish_reason": "tool_calls",
-                  "message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}  # fmt: skip
+    completion = {
+        "id": "c",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls",
+                "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+            }
+        ],
+    }
     back = completion_from_events(events_from_completion(completion, include_usage=False))
     assert back["choices"][0]["message"]["tool_calls"] == [call]
     assert back["choices"][0]["finish_reason"] == "tool_calls"
@@ -91,9 +106,19 @@ def test_replaying_a_recorded_stream_drops_the_usage_chunk_unless_asked() -> Non
 
 
 def test_an_entry_survives_the_trip_through_bytes_and_large_ones_are_compressed() -> None:
-    entry = CachedEntry(tenant_id=1, key="k", endpoint="chat.completions", model="m", body=b'{"a": 1}',
-                        usage=Usage(input_tokens=3, output_tokens=4), cost_nanos=99, created_at=1.5,
-                        expires_at=2.5, events=(b"data: 1\n\n",), price_id=7)  # fmt: skip
+    entry = CachedEntry(
+        tenant_id=1,
+        key="k",
+        endpoint="chat.completions",
+        model="m",
+        body=b'{"a": 1}',
+        usage=Usage(input_tokens=3, output_tokens=4),
+        cost_nanos=99,
+        created_at=1.5,
+        expires_at=2.5,
+        events=(b"data: 1\n\n",),
+        price_id=7,
+    )
     assert entry_loads(entry_dumps(entry)) == entry
     big = CachedEntry(**{**entry.__dict__, "body": b'"' + b"x" * 5000 + b'"'})
     raw = entry_dumps(big)

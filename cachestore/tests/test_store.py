@@ -94,11 +94,17 @@ def make_entry(
     now = time.time()
     answer = b'{"id":"chatcmpl-1","choices":[{"message":{"content":"' + name.encode() + b'"}}]}'
     fields: dict[str, Any] = {
-        "tenant_id": tenant_id, "key": key_for(name), "endpoint": "chat.completions", "model": "gpt-test",
+        "tenant_id": tenant_id,
+        "key": key_for(name),
+        "endpoint": "chat.completions",
+        "model": "gpt-test",
         "body": answer if body is None else body,
-        "usage": Usage(input_tokens=12, output_tokens=20, cached_input_tokens=3), "cost_nanos": 13_800,
-        "created_at": now, "expires_at": now + ttl, "price_id": 7,
-    }  # fmt: skip
+        "usage": Usage(input_tokens=12, output_tokens=20, cached_input_tokens=3),
+        "cost_nanos": 13_800,
+        "created_at": now,
+        "expires_at": now + ttl,
+        "price_id": 7,
+    }
     return CachedEntry(**{**fields, **changes})
 
 

@@ -38,8 +38,13 @@ def budgets_set(request: HttpRequest, payload: BudgetIn) -> Budget:
     with audited_write(request) as write:
         tenant = tenant_get(payload.tenant_id) if payload.tenant_id is not None else None
         api_key = key_get(payload.key_id) if payload.key_id is not None else None
-        budget = budget_set(tenant=tenant, api_key=api_key, period=payload.period, limit_usd=payload.limit_usd,
-                            soft_limit_percent=payload.soft_limit_percent)  # fmt: skip
+        budget = budget_set(
+            tenant=tenant,
+            api_key=api_key,
+            period=payload.period,
+            limit_usd=payload.limit_usd,
+            soft_limit_percent=payload.soft_limit_percent,
+        )
         write.record("budget.set", budget, payload.dict())
     budget.refresh_from_db()  # amounts as stored, with their nine decimals
     return budget

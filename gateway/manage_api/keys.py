@@ -15,8 +15,16 @@ from gateway.manage_api.writes import Audited, audited_write
 
 router = Router(tags=["Keys"])
 # What a rotated key inherits from the key it replaces.
-KEY_SETTINGS = ("name", "allowed_models", "tags", "expires_at", "cache_ttl_seconds", "rpm_limit", "tpm_limit",
-                "max_parallel")  # fmt: skip
+KEY_SETTINGS = (
+    "name",
+    "allowed_models",
+    "tags",
+    "expires_at",
+    "cache_ttl_seconds",
+    "rpm_limit",
+    "tpm_limit",
+    "max_parallel",
+)
 
 
 def key_get(key_id: int) -> ApiKey:
@@ -80,6 +88,7 @@ def keys_rotate(request: HttpRequest, key_id: int) -> Status[KeyCreatedOut]:
 
 def _copy_budgets(old: ApiKey, new: ApiKey, write: Audited) -> None:
     for budget in Budget.objects.filter(api_key=old, is_active=True):
-        copy = budget_set(api_key=new, period=budget.period, limit_usd=budget.limit_usd,
-                          soft_limit_percent=budget.soft_limit_percent)  # fmt: skip
+        copy = budget_set(
+            api_key=new, period=budget.period, limit_usd=budget.limit_usd, soft_limit_percent=budget.soft_limit_percent
+        )
         write.record("budget.set", copy, {"key_id": new.pk, "period": copy.period, "limit_usd": copy.limit_usd})

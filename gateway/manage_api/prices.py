@@ -23,8 +23,10 @@ router = Router(tags=["Prices"])
 @paginate
 def prices_list(request: HttpRequest, model: str | None = None):  # type: ignore[no-untyped-def]
     """The price in force now for each model (and provider)."""
-    rows = Price.objects.effective_at(timezone.now()).select_related("provider").order_by(
-        "model", "provider_id", "-effective_from", "-id"
+    rows = (
+        Price.objects.effective_at(timezone.now())
+        .select_related("provider")
+        .order_by("model", "provider_id", "-effective_from", "-id")
     )
     if model is not None:
         rows = rows.filter(model=model)

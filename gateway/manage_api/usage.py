@@ -21,13 +21,24 @@ from gateway.manage_api.schemas import UsagePage
 
 router = Router(tags=["Usage"])
 MAX_PAGE = 1000
-_SUMMED = ("requests", "errors", "cache_hits", "input_tokens", "cached_input_tokens", "cache_write_5m_tokens",
-           "cache_write_1h_tokens", "output_tokens", "reasoning_tokens", "cost_nanos", "saved_nanos")  # fmt: skip
+_SUMMED = (
+    "requests",
+    "errors",
+    "cache_hits",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_nanos",
+    "saved_nanos",
+)
 _GROUPINGS = {"day": "bucket_start", "model": "public_model", "tenant": "tenant_id", "key": "api_key_id"}
 
 
 @router.get("/usage", response=UsagePage)
-def usage_list(  # noqa: PLR0913 (filters)
+def usage_list(
     request: HttpRequest,
     tenant_id: int | None = None,
     key_id: int | None = None,
@@ -75,8 +86,13 @@ def usage_summary(
     sums = rows.order_by().values(column).annotate(**{name: Sum(name) for name in _SUMMED}).order_by(column)
     data = [{group_by: _label(group_by, row[column]), **_amounts(row)} for row in sums]
     total = {name: sum(row[name] or 0 for row in sums) for name in _SUMMED}
-    return {"start": first_day.isoformat(), "end": end_day.isoformat(), "group_by": group_by, "data": data,
-            "total": _amounts(total)}  # fmt: skip
+    return {
+        "start": first_day.isoformat(),
+        "end": end_day.isoformat(),
+        "group_by": group_by,
+        "data": data,
+        "total": _amounts(total),
+    }
 
 
 def _filtered(rows: QuerySet[Any], tenant_id: int | None, key_id: int | None, model: str | None) -> QuerySet[Any]:

@@ -40,8 +40,14 @@ def test_the_revoke_action_revokes_keys(admin_client: Any) -> None:
 def test_a_provider_credential_set_in_admin_is_encrypted_and_never_shown_back(admin_client: Any) -> None:
     admin_client.post(
         "/admin/proxy/provider/add/",
-        {"name": "adm-prov", "kind": "openai", "base_url": "https://adm.test/v1", "api_key": "sk-admin-secret-1",
-         "api_key_env": "", "is_active": "on"},  # fmt: skip
+        {
+            "name": "adm-prov",
+            "kind": "openai",
+            "base_url": "https://adm.test/v1",
+            "api_key": "sk-admin-secret-1",
+            "api_key_env": "",
+            "is_active": "on",
+        },
     )
     provider = Provider.objects.get(name="adm-prov")
     assert secret_decrypt(provider.api_key_encrypted) == "sk-admin-secret-1"

@@ -28,8 +28,9 @@ def test_the_first_start_creates_routes_for_providers_in_the_environment_and_pri
     monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-real-deepseek")
     first = bootstrap()
     assert set(Provider.objects.values_list("name", "api_key_env")) >= {
-        ("openai", "OPENAI_API_KEY"), ("deepseek", "DEEPSEEK_API_KEY"),
-    }  # fmt: skip
+        ("openai", "OPENAI_API_KEY"),
+        ("deepseek", "DEEPSEEK_API_KEY"),
+    }
     assert {"openai/*", "gpt-*", "deepseek/*"} <= set(Route.objects.values_list("model", flat=True))
     [printed] = [line.strip() for line in first.splitlines() if line.strip().startswith("sk-gw-")]
     assert ApiKey.objects.filter(digest=key_digest(printed), tenant__slug="demo").exists()
@@ -54,7 +55,11 @@ def test_the_demo_hint_names_the_port_the_gateway_is_started_on() -> None:
 def test_make_run_on_another_port_gives_bootstrap_the_same_host_and_port_as_serve() -> None:
     plan = subprocess.run(
         ["make", "-n", "run", "PORT=9000", "HOST=0.0.0.0"],
-        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, check=True, timeout=30,
-    ).stdout  # fmt: skip
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
     [line] = [line for line in plan.splitlines() if "gateway_bootstrap" in line]
     assert line.endswith("gateway_bootstrap --host 0.0.0.0 --port 9000")

@@ -21,9 +21,15 @@ from proxy.tests.live import LiveGateway
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 KEY_IN_PAGE = re.compile(r"sk-gw-[A-Za-z0-9_\-]{20,}")
 TIMEOUT_MS = 15_000
 
@@ -61,9 +67,13 @@ def browser(monkeypatch: Any) -> Iterator[Any]:
 
 
 def test_staff_add_a_key_see_it_once_and_watch_its_first_request_everywhere(
-    live_gateway: LiveGateway, ledger: Ledger, staff_login: tuple[str, str], browser: Any,
-    django_db_blocker: Any, artifacts: Path,
-) -> None:  # fmt: skip
+    live_gateway: LiveGateway,
+    ledger: Ledger,
+    staff_login: tuple[str, str],
+    browser: Any,
+    django_db_blocker: Any,
+    artifacts: Path,
+) -> None:
     base, slug = live_gateway.url, f"browser-{uuid.uuid4().hex[:8]}"
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(TIMEOUT_MS)

@@ -24,8 +24,15 @@ from proxy.upstream import upstream_sessions_close
 
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "the lane"}]}
 # What differs between any two answers, hits or not.
-PER_REQUEST = {"x-request-id", "x-gateway-overhead-ms", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
-               "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", "content-length"}  # fmt: skip
+PER_REQUEST = {
+    "x-request-id",
+    "x-gateway-overhead-ms",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "content-length",
+}
 
 
 @pytest.fixture
@@ -67,8 +74,9 @@ def django_handled(monkeypatch: Any) -> list[str]:
     return seen
 
 
-async def post(app: Any, key: IssuedKey, body: dict[str, Any], path: str = "/v1/chat/completions",
-               **headers: str) -> AsgiResponse:  # fmt: skip
+async def post(
+    app: Any, key: IssuedKey, body: dict[str, Any], path: str = "/v1/chat/completions", **headers: str
+) -> AsgiResponse:
     return await asgi_call(app, "POST", path, headers={**key.headers, **headers}, body=orjson.dumps(body))
 
 

@@ -47,7 +47,11 @@ def test_the_database_and_redis_have_healthchecks_the_others_wait_for(compose: d
 def test_web_runs_several_workers_with_shared_metrics_json_logs_and_a_health_check(compose: dict[str, Any]) -> None:
     web = compose["services"]["web"]
     env = web["environment"]
-    assert (env["LOG_FORMAT"], env["PROMETHEUS_MULTIPROC_DIR"], env["UVICORN_WORKERS"]) == ("json", "/tmp/prometheus", "${WEB_WORKERS:-4}")
+    assert (env["LOG_FORMAT"], env["PROMETHEUS_MULTIPROC_DIR"], env["UVICORN_WORKERS"]) == (
+        "json",
+        "/tmp/prometheus",
+        "${WEB_WORKERS:-4}",
+    )
     assert web["tmpfs"] == ["/tmp/prometheus:uid=10001,gid=10001"]  # empty at every start: no stale values
     assert "/healthz" in web["healthcheck"]["test"][-1]
     assert web["env_file"] == ".env"
@@ -68,7 +72,9 @@ def test_the_image_is_slim_runs_as_a_user_and_copies_no_local_secrets() -> None:
     assert "RUN pip install -r requirements/base.txt" in lines
     assert "USER gateway" in lines
     assert any("collectstatic --noinput" in line for line in lines)
-    assert not any(line.startswith("COPY . ") or ".env" in line.split("#")[0] for line in lines if line.startswith("COPY"))
+    assert not any(
+        line.startswith("COPY . ") or ".env" in line.split("#")[0] for line in lines if line.startswith("COPY")
+    )
 
 
 @pytest.mark.skipif(_compose_command() is None, reason="neither `docker compose` nor `docker-compose` is installed")
@@ -78,6 +84,12 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("".join(f"{name}={value}\n" for name, value in SECRETS.items()))
     command = _compose_command()
     assert command is not None
-    done = subprocess.run([*command, "-f", "compose.yaml", "config", "-q"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60, env={**os.environ, **SECRETS})  # fmt: skip
+    done = subprocess.run(
+        [*command, "-f", "compose.yaml", "config", "-q"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **SECRETS},
+    )
     assert done.returncode == 0, done.stderr

@@ -24,20 +24,42 @@ AT = dt.datetime(2025, 3, 4, 10, 30, 15, tzinfo=dt.UTC)
 
 def usage_event(key_id: int = 1, tenant_id: int = 1, **fields: Any) -> UsageEvent:
     values: dict[str, Any] = {
-        "request_id": "req_1", "created_at": AT, "tenant_id": tenant_id, "key_id": key_id,
-        "endpoint": "chat.completions", "public_model": "gpt-test", "upstream_model": "gpt-up", "provider": "fake",
-        "status_code": 200, "usage": Usage(input_tokens=10, cached_input_tokens=2, output_tokens=5, reasoning_tokens=1),
-        "cost_nanos": 13_800, "latency_ms": 420, "stream": True, "ttft_ms": 80, **fields,
-    }  # fmt: skip
+        "request_id": "req_1",
+        "created_at": AT,
+        "tenant_id": tenant_id,
+        "key_id": key_id,
+        "endpoint": "chat.completions",
+        "public_model": "gpt-test",
+        "upstream_model": "gpt-up",
+        "provider": "fake",
+        "status_code": 200,
+        "usage": Usage(input_tokens=10, cached_input_tokens=2, output_tokens=5, reasoning_tokens=1),
+        "cost_nanos": 13_800,
+        "latency_ms": 420,
+        "stream": True,
+        "ttft_ms": 80,
+        **fields,
+    }
     return UsageEvent(**values)
 
 
 def test_an_event_is_sent_small_with_its_cost_as_an_exact_usd_string() -> None:
     assert event_payload(usage_event()) == {
-        "time": "2025-03-04T10:30:15+00:00", "request_id": "req_1", "tenant_id": 1, "key_id": 1, "model": "gpt-test",
-        "provider": "fake", "status": 200, "input_tokens": 12, "output_tokens": 6, "cost_usd": "0.000013800",
-        "latency_ms": 420, "ttft_ms": 80, "cache_hit": False, "stream": True,
-    }  # fmt: skip
+        "time": "2025-03-04T10:30:15+00:00",
+        "request_id": "req_1",
+        "tenant_id": 1,
+        "key_id": 1,
+        "model": "gpt-test",
+        "provider": "fake",
+        "status": 200,
+        "input_tokens": 12,
+        "output_tokens": 6,
+        "cost_usd": "0.000013800",
+        "latency_ms": 420,
+        "ttft_ms": 80,
+        "cache_hit": False,
+        "stream": True,
+    }
 
 
 async def connect(user: Any) -> WebsocketCommunicator:
@@ -64,8 +86,10 @@ async def test_staff_see_events_pushed_from_a_worker_thread_with_tenant_and_key_
     connected, _ = await communicator.connect()
     assert connected
 
-    pushers = [threading.Thread(target=publisher, args=(usage_event(key.pk, tenant.pk, request_id=f"req_{i}"),))
-               for i in range(3)]  # fmt: skip
+    pushers = [
+        threading.Thread(target=publisher, args=(usage_event(key.pk, tenant.pk, request_id=f"req_{i}"),))
+        for i in range(3)
+    ]
     for thread in pushers:
         thread.start()
     for thread in pushers:

@@ -77,14 +77,24 @@ def test_an_exception_is_one_field_and_secrets_are_redacted(lines: io.StringIO) 
 
 
 def test_redaction_keeps_display_prefixes_and_ordinary_words() -> None:
-    assert redact("key sk-gw-AbCdEf revoked; bearer tokens are checked") == "key sk-gw-AbCdEf revoked; bearer tokens are checked"
-    assert redact('{"x-api-key": "abc123", "password": "hunter2"}') == '{"x-api-key": "[redacted]", "password": "[redacted]"}'
+    assert (
+        redact("key sk-gw-AbCdEf revoked; bearer tokens are checked")
+        == "key sk-gw-AbCdEf revoked; bearer tokens are checked"
+    )
+    assert (
+        redact('{"x-api-key": "abc123", "password": "hunter2"}')
+        == '{"x-api-key": "[redacted]", "password": "[redacted]"}'
+    )
 
 
 def test_json_logging_sends_the_console_and_the_servers_loggers_through_the_json_formatter() -> None:
-    base = {"version": 1, "formatters": {"plain": {"format": "%(message)s"}},
-            "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-            "root": {"handlers": ["console"], "level": "INFO"}, "loggers": {"django.request": {"level": "ERROR"}}}  # fmt: skip
+    base = {
+        "version": 1,
+        "formatters": {"plain": {"format": "%(message)s"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+        "root": {"handlers": ["console"], "level": "INFO"},
+        "loggers": {"django.request": {"level": "ERROR"}},
+    }
     config = json_logging(base)
     assert config["handlers"]["console"] == {"class": "logging.StreamHandler", "formatter": "json"}
     assert config["formatters"]["json"] == {"()": "gateway.logs.JsonFormatter"}
@@ -119,7 +129,14 @@ async def test_an_api_request_logs_with_its_request_id(rf: Any) -> None:
 def test_log_format_json_configures_json_lines_at_startup() -> None:
     script = "import django, logging; django.setup(); logging.getLogger('boot').warning('ready')"
     env = {"LOG_FORMAT": "json", "DJANGO_SETTINGS_MODULE": "gateway.settings", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True, timeout=60,
-                          cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     line = orjson.loads(done.stderr.strip().splitlines()[-1])
     assert (line["level"], line["logger"], line["message"]) == ("WARNING", "boot", "ready")

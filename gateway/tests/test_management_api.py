@@ -69,7 +69,9 @@ def test_a_virtual_key_a_revoked_token_or_a_former_staff_token_is_refused(client
     assert client.get("/api/tenants", HTTP_AUTHORIZATION=f"Bearer {other}").status_code == 401
 
 
-def test_a_session_write_needs_the_csrf_token_and_a_token_write_does_not(admin_user: Any, bearer: dict[str, str]) -> None:
+def test_a_session_write_needs_the_csrf_token_and_a_token_write_does_not(
+    admin_user: Any, bearer: dict[str, str]
+) -> None:
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(admin_user)
     refused = post(browser, "/api/tenants", {"slug": "no-csrf"})
@@ -93,14 +95,18 @@ def test_tenants_are_created_listed_updated_and_deactivated(admin_client: Client
     assert created.status_code == 201
     tenant_id = body(created)["id"]
     assert [t["slug"] for t in body(admin_client.get("/api/tenants"))["items"]] == ["acme"]
-    patched = admin_client.patch(f"/api/tenants/{tenant_id}", orjson.dumps({"rpm_limit": None, "name": "Acme Co"}),
-                                 content_type=JSON)  # fmt: skip
+    patched = admin_client.patch(
+        f"/api/tenants/{tenant_id}", orjson.dumps({"rpm_limit": None, "name": "Acme Co"}), content_type=JSON
+    )
     assert (body(patched)["name"], body(patched)["rpm_limit"]) == ("Acme Co", None)
     assert body(post(admin_client, f"/api/tenants/{tenant_id}/deactivate"))["is_active"] is False
     assert Tenant.objects.get(pk=tenant_id).is_active is False
     actions = list(AuditEntry.objects.order_by("id").values_list("action", "object_id", "actor"))
     assert actions == [(a, str(tenant_id), "admin") for a in ("tenant.create", "tenant.update", "tenant.deactivate")]
-    assert AuditEntry.objects.get(action="tenant.update").changes == {"name": ["Acme", "Acme Co"], "rpm_limit": [60, None]}
+    assert AuditEntry.objects.get(action="tenant.update").changes == {
+        "name": ["Acme", "Acme Co"],
+        "rpm_limit": [60, None],
+    }
 
 
 def test_a_duplicate_slug_is_a_409_and_a_bad_body_a_400(admin_client: Client) -> None:
@@ -138,8 +144,12 @@ def test_revoking_a_key_stops_listing_it_as_live(admin_client: Client) -> None:
 def test_rotating_a_key_issues_one_with_the_same_settings_and_budgets_and_revokes_the_old(admin_client: Client) -> None:
     tenant = tenant_create(slug="acme")
     old_plaintext, old = api_key_issue(tenant=tenant, name="ci", allowed_models=["gpt-*"], tags=["t"], rpm_limit=5)
-    assert admin_client.put("/api/budgets", orjson.dumps({"key_id": old.pk, "period": "day", "limit_usd": "2.5"}),
-                            content_type=JSON).status_code == 200  # fmt: skip
+    assert (
+        admin_client.put(
+            "/api/budgets", orjson.dumps({"key_id": old.pk, "period": "day", "limit_usd": "2.5"}), content_type=JSON
+        ).status_code
+        == 200
+    )
     rotated = post(admin_client, f"/api/keys/{old.pk}/rotate")
     assert rotated.status_code == 201
     new = ApiKey.objects.get(pk=body(rotated)["id"])
@@ -155,8 +165,9 @@ def test_rotating_a_key_issues_one_with_the_same_settings_and_budgets_and_revoke
 # --- budgets ------------------------------------------------------------------------------
 def test_budgets_are_set_listed_and_deleted(admin_client: Client) -> None:
     tenant = tenant_create(slug="acme")
-    put = admin_client.put("/api/budgets", orjson.dumps({"tenant_id": tenant.pk, "period": "month", "limit_usd": "200"}),
-                           content_type=JSON)  # fmt: skip
+    put = admin_client.put(
+        "/api/budgets", orjson.dumps({"tenant_id": tenant.pk, "period": "month", "limit_usd": "200"}), content_type=JSON
+    )
     assert (put.status_code, body(put)["limit_usd"], body(put)["period"]) == (200, "200.000000000", "month")
     budget_id = body(put)["id"]
     assert [b["id"] for b in body(admin_client.get(f"/api/budgets?tenant_id={tenant.pk}"))["items"]] == [budget_id]
@@ -164,21 +175,25 @@ def test_budgets_are_set_listed_and_deleted(admin_client: Client) -> None:
     assert body(admin_client.get(f"/api/budgets?tenant_id={tenant.pk}"))["items"] == []
     both = admin_client.put("/api/budgets", orjson.dumps({"period": "day", "limit_usd": "1"}), content_type=JSON)
     assert (both.status_code, body(both)["error"]["code"]) == (400, "invalid_request")
-    bad_period = admin_client.put("/api/budgets", orjson.dumps({"tenant_id": tenant.pk, "period": "year", "limit_usd": "1"}),
-                                  content_type=JSON)  # fmt: skip
+    bad_period = admin_client.put(
+        "/api/budgets", orjson.dumps({"tenant_id": tenant.pk, "period": "year", "limit_usd": "1"}), content_type=JSON
+    )
     assert (bad_period.status_code, body(bad_period)["error"]["code"]) == (400, "invalid_request")
 
 
 # --- providers, routes, prices --------------------------------------------------------------
 def test_a_provider_credential_is_write_only_and_never_audited(admin_client: Client) -> None:
     secret = "sk-provider-secret-abcdefghijklmnop"
-    created = post(admin_client, "/api/providers", {"name": "vllm", "base_url": "http://10.0.0.5:8000/v1/", "api_key": secret})
+    created = post(
+        admin_client, "/api/providers", {"name": "vllm", "base_url": "http://10.0.0.5:8000/v1/", "api_key": secret}
+    )
     assert created.status_code == 201
     assert body(created)["has_stored_key"] is True and "api_key" not in body(created)
     provider = Provider.objects.get(name="vllm")
     assert (provider.base_url, secret_decrypt(provider.api_key_encrypted)) == ("http://10.0.0.5:8000/v1", secret)
-    updated = admin_client.patch(f"/api/providers/{provider.pk}", orjson.dumps({"api_key_env": "VLLM_TOKEN"}),
-                                 content_type=JSON)  # fmt: skip
+    updated = admin_client.patch(
+        f"/api/providers/{provider.pk}", orjson.dumps({"api_key_env": "VLLM_TOKEN"}), content_type=JSON
+    )
     assert (body(updated)["api_key_env"], body(updated)["has_stored_key"]) == ("VLLM_TOKEN", False)
     listing = admin_client.get("/api/providers").content
     audit_rows = orjson.dumps(list(AuditEntry.objects.values()), default=str)
@@ -189,7 +204,9 @@ def test_a_provider_credential_is_write_only_and_never_audited(admin_client: Cli
 
 def test_routes_are_created_and_listed(admin_client: Client) -> None:
     post(admin_client, "/api/providers", {"name": "openai", "base_url": "https://api.openai.com/v1"})
-    created = post(admin_client, "/api/routes", {"model": "fast", "provider": "openai", "upstream_model": "gpt-4o-mini"})
+    created = post(
+        admin_client, "/api/routes", {"model": "fast", "provider": "openai", "upstream_model": "gpt-4o-mini"}
+    )
     assert created.status_code == 201
     listed = body(admin_client.get("/api/routes"))["items"]
     assert [(r["model"], [(d["provider"], d["upstream_model"]) for d in r["deployments"]]) for r in listed] == [
@@ -200,13 +217,37 @@ def test_routes_are_created_and_listed(admin_client: Client) -> None:
 
 
 def test_prices_are_set_listed_and_kept_as_history(admin_client: Client) -> None:
-    first = post(admin_client, "/api/prices", {"model": "gpt-x", "input_usd_per_mtok": "0.15", "output_usd_per_mtok": "0.6",
-                                               "effective_from": "2026-01-01T00:00:00Z"})  # fmt: skip
+    first = post(
+        admin_client,
+        "/api/prices",
+        {
+            "model": "gpt-x",
+            "input_usd_per_mtok": "0.15",
+            "output_usd_per_mtok": "0.6",
+            "effective_from": "2026-01-01T00:00:00Z",
+        },
+    )
     assert (first.status_code, body(first)["changed"]) == (201, True)
-    post(admin_client, "/api/prices", {"model": "gpt-x", "input_usd_per_mtok": "0.10", "output_usd_per_mtok": "0.4",
-                                       "effective_from": "2026-02-01T00:00:00Z"})  # fmt: skip
-    same = post(admin_client, "/api/prices", {"model": "gpt-x", "input_usd_per_mtok": "0.10", "output_usd_per_mtok": "0.4",
-                                              "effective_from": "2026-03-01T00:00:00Z"})  # fmt: skip
+    post(
+        admin_client,
+        "/api/prices",
+        {
+            "model": "gpt-x",
+            "input_usd_per_mtok": "0.10",
+            "output_usd_per_mtok": "0.4",
+            "effective_from": "2026-02-01T00:00:00Z",
+        },
+    )
+    same = post(
+        admin_client,
+        "/api/prices",
+        {
+            "model": "gpt-x",
+            "input_usd_per_mtok": "0.10",
+            "output_usd_per_mtok": "0.4",
+            "effective_from": "2026-03-01T00:00:00Z",
+        },
+    )
     assert body(same)["changed"] is False
     current = body(admin_client.get("/api/prices?model=gpt-x"))["items"]
     assert [(p["input_usd_per_mtok"], p["output_usd_per_mtok"]) for p in current] == [("0.100000000", "0.400000000")]
@@ -218,10 +259,20 @@ def test_prices_are_set_listed_and_kept_as_history(admin_client: Client) -> None
 # --- usage --------------------------------------------------------------------------------------
 def _usage(key: ApiKey, n: int, model: str = "gpt-test", cost_nanos: int = 1000) -> UsageRecord:
     return UsageRecord.objects.create(
-        request_id=f"req_{key.pk}_{n}_{model}", created_at=dt.datetime(2026, 1, 1 + n, tzinfo=dt.UTC), tenant=key.tenant,
-        api_key=key, endpoint="chat.completions", public_model=model, upstream_model=model, provider="fake",
-        status_code=200, input_tokens=10, output_tokens=5, cost_nanos=cost_nanos, latency_ms=100,
-    )  # fmt: skip
+        request_id=f"req_{key.pk}_{n}_{model}",
+        created_at=dt.datetime(2026, 1, 1 + n, tzinfo=dt.UTC),
+        tenant=key.tenant,
+        api_key=key,
+        endpoint="chat.completions",
+        public_model=model,
+        upstream_model=model,
+        provider="fake",
+        status_code=200,
+        input_tokens=10,
+        output_tokens=5,
+        cost_nanos=cost_nanos,
+        latency_ms=100,
+    )
 
 
 def test_usage_is_listed_with_filters_and_cursor_pages(admin_client: Client) -> None:
@@ -231,7 +282,9 @@ def test_usage_is_listed_with_filters_and_cursor_pages(admin_client: Client) -> 
     first = body(admin_client.get(f"/api/usage?tenant_id={key.tenant_id}&model=gpt-test&limit=2"))
     assert [r["request_id"] for r in first["items"]] == [rows[2].request_id, rows[1].request_id]
     assert first["items"][0]["cost_usd"] == "0.000001000"
-    second = body(admin_client.get(f"/api/usage?tenant_id={key.tenant_id}&model=gpt-test&limit=2&cursor={first['next_cursor']}"))
+    second = body(
+        admin_client.get(f"/api/usage?tenant_id={key.tenant_id}&model=gpt-test&limit=2&cursor={first['next_cursor']}")
+    )
     assert ([r["request_id"] for r in second["items"]], second["next_cursor"]) == ([rows[0].request_id], None)
     dated = body(admin_client.get(f"/api/usage?key_id={key.pk}&start=2026-01-02T00:00:00Z&end=2026-01-04T00:00:00Z"))
     assert [r["request_id"] for r in dated["items"]] == [rows[2].request_id, rows[1].request_id]
@@ -241,22 +294,40 @@ def test_the_usage_summary_sums_the_daily_rollups_by_model(admin_client: Client)
     _, key = api_key_issue(tenant=tenant_create(slug="acme"))
     for model, cost in (("a", 1_000), ("a", 2_000), ("b", 5)):
         day = dt.datetime(2026, 1, 1 + UsageRollup.objects.count(), tzinfo=dt.UTC)
-        UsageRollup.objects.create(granularity="day", bucket_start=day, tenant=key.tenant, api_key=key, public_model=model,
-                                   provider="fake", requests=1, input_tokens=10, cost_nanos=cost)  # fmt: skip
-    summary = body(admin_client.get(f"/api/usage/summary?group_by=model&tenant_id={key.tenant_id}&start=2026-01-01&end=2026-01-31"))
+        UsageRollup.objects.create(
+            granularity="day",
+            bucket_start=day,
+            tenant=key.tenant,
+            api_key=key,
+            public_model=model,
+            provider="fake",
+            requests=1,
+            input_tokens=10,
+            cost_nanos=cost,
+        )
+    summary = body(
+        admin_client.get(f"/api/usage/summary?group_by=model&tenant_id={key.tenant_id}&start=2026-01-01&end=2026-01-31")
+    )
     assert [(row["model"], row["requests"], row["cost_usd"]) for row in summary["data"]] == [
-        ("a", 2, "0.000003000"), ("b", 1, "0.000000005")
-    ]  # fmt: skip
+        ("a", 2, "0.000003000"),
+        ("b", 1, "0.000000005"),
+    ]
     assert summary["total"]["cost_usd"] == "0.000003005"
 
 
 # --- audit and tokens -------------------------------------------------------------------------------
-def test_a_write_by_token_is_audited_with_the_token_user_and_request_id(bearer: dict[str, str], staff_token: str) -> None:
+def test_a_write_by_token_is_audited_with_the_token_user_and_request_id(
+    bearer: dict[str, str], staff_token: str
+) -> None:
     client = Client()
     created = post(client, "/api/tenants", {"slug": "acme"}, **bearer)
     entry = AuditEntry.objects.get()
     token = StaffToken.objects.get()
-    assert (entry.action, entry.object_type, entry.object_id) == ("tenant.create", "accounts.tenant", str(body(created)["id"]))
+    assert (entry.action, entry.object_type, entry.object_id) == (
+        "tenant.create",
+        "accounts.tenant",
+        str(body(created)["id"]),
+    )
     assert (entry.user_id, entry.actor) == (token.user_id, f"admin (token {token.prefix}…)")
     assert entry.request_id.startswith("req_")
     assert staff_token not in orjson.dumps(entry.changes).decode()
@@ -278,7 +349,11 @@ def test_staff_token_create_prints_a_working_token_once(admin_user: Any, django_
     call_command("staff_token_create", "admin", "--name", "terraform", stdout=out)
     plaintext = out.getvalue().splitlines()[-1]
     token = staff_token_lookup(plaintext)
-    assert token is not None and (token.user, token.name, token.digest) == (admin_user, "terraform", key_digest(plaintext))
+    assert token is not None and (token.user, token.name, token.digest) == (
+        admin_user,
+        "terraform",
+        key_digest(plaintext),
+    )
     django_user_model.objects.create_user("plain", password="pw-not-used-123")
     with pytest.raises(Exception, match="only active staff"):
         call_command("staff_token_create", "plain", stdout=StringIO())

@@ -21,11 +21,21 @@ BASE_DIR = Path(__file__).resolve().parents[2]
 
 def usage_event(**fields: Any) -> UsageEvent:
     values: dict[str, Any] = {
-        "request_id": "req_1", "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC), "tenant_id": 7, "key_id": 70,
-        "endpoint": "chat.completions", "public_model": "gpt-test", "upstream_model": "gpt-up", "provider": "fake",
-        "status_code": 200, "usage": Usage(input_tokens=100, cached_input_tokens=20, output_tokens=30),
-        "cost_nanos": 1_500_000, "latency_ms": 1200, "stream": True, "ttft_ms": 300,
-    }  # fmt: skip
+        "request_id": "req_1",
+        "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        "tenant_id": 7,
+        "key_id": 70,
+        "endpoint": "chat.completions",
+        "public_model": "gpt-test",
+        "upstream_model": "gpt-up",
+        "provider": "fake",
+        "status_code": 200,
+        "usage": Usage(input_tokens=100, cached_input_tokens=20, output_tokens=30),
+        "cost_nanos": 1_500_000,
+        "latency_ms": 1200,
+        "stream": True,
+        "ttft_ms": 300,
+    }
     values.update(fields)
     return UsageEvent(**values)
 
@@ -85,8 +95,10 @@ def test_cache_lookups_are_counted_by_result(fresh: GatewayMetrics) -> None:
     for status in ("hit", "hit", "miss", "bypass", ""):
         fresh.record_usage_event(usage_event(cache_status=status, cache_hit=status == "hit"))
     assert samples(fresh.exposition(), "gateway_cache_lookups_total") == {
-        (("result", "hit"),): 2.0, (("result", "miss"),): 1.0, (("result", "bypass"),): 1.0
-    }  # fmt: skip
+        (("result", "hit"),): 2.0,
+        (("result", "miss"),): 1.0,
+        (("result", "bypass"),): 1.0,
+    }
 
 
 def test_models_and_tenants_beyond_the_caps_are_counted_as_other(fresh: GatewayMetrics) -> None:
@@ -94,8 +106,11 @@ def test_models_and_tenants_beyond_the_caps_are_counted_as_other(fresh: GatewayM
         fresh.record_usage_event(usage_event(public_model=f"m{n}", tenant_id=n, usage=Usage()))
     requests = samples(fresh.exposition(), "gateway_requests_total")
     assert {(dict(k)["model"], dict(k)["tenant"]): v for k, v in requests.items()} == {
-        ("m0", "0"): 1.0, ("m1", "1"): 1.0, ("m2", OTHER): 1.0, (OTHER, OTHER): 2.0
-    }  # fmt: skip
+        ("m0", "0"): 1.0,
+        ("m1", "1"): 1.0,
+        ("m2", OTHER): 1.0,
+        (OTHER, OTHER): 2.0,
+    }
 
 
 def test_a_label_cap_keeps_the_first_values_and_folds_the_rest() -> None:
@@ -145,8 +160,14 @@ def test_metrics_are_served_and_count_refusals_and_events(client: Any, settings:
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
-    assert samples(response.content, "gateway_requests_total")[labels] == samples(before, "gateway_requests_total").get(labels, 0) + 1
-    assert samples(response.content, "gateway_refusals_total")[refused] == samples(before, "gateway_refusals_total").get(refused, 0) + 1
+    assert (
+        samples(response.content, "gateway_requests_total")[labels]
+        == samples(before, "gateway_requests_total").get(labels, 0) + 1
+    )
+    assert (
+        samples(response.content, "gateway_refusals_total")[refused]
+        == samples(before, "gateway_refusals_total").get(refused, 0) + 1
+    )
 
 
 def test_with_a_metrics_token_the_endpoint_needs_it(client: Any, settings: Any) -> None:
@@ -171,9 +192,16 @@ def test_in_multiprocess_mode_each_process_answers_for_all(tmp_path: Path) -> No
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "gateway.settings"}
     script = _RECORD_ONE_EVENT.format(tests=str(Path(__file__).parent))
     outputs = [
-        subprocess.run([sys.executable, "-c", script], env=env, cwd=BASE_DIR, capture_output=True, text=True,
-                       check=True, timeout=60).stdout
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env=env,
+            cwd=BASE_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
         for _ in range(2)
-    ]  # fmt: skip
+    ]
     labels = (("endpoint", "chat.completions"), ("model", "mp-model"), ("status_class", "2xx"), ("tenant", "7"))
     assert [samples(text, "gateway_requests_total")[labels] for text in outputs] == [1.0, 2.0]

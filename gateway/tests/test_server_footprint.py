@@ -19,8 +19,15 @@ print(" ".join(sorted(sys.modules)))
 
 def loaded_modules(**env: str) -> set[str]:
     environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "gateway.settings", **env}
-    probe = subprocess.run([sys.executable, "-c", PROBE], cwd=settings.BASE_DIR, env=environment,
-                           capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=settings.BASE_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return set(probe.stdout.split())
 
 

@@ -147,9 +147,7 @@ class AnthropicAdapter:
         return usage_from_anthropic(data.get("usage")) if isinstance(data, dict) else None
 
     @staticmethod
-    def _headers(
-        provider: ProviderConfig, client_headers: Mapping[str, str] | None, *, stream: bool
-    ) -> dict[str, str]:
+    def _headers(provider: ProviderConfig, client_headers: Mapping[str, str] | None, *, stream: bool) -> dict[str, str]:
         # The client's version and beta flags decide the shape of the answer it
         # gets back, so they travel on; everything else of the client's stays.
         sent = {k.lower(): v for k, v in (client_headers or {}).items()}

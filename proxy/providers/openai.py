@@ -125,8 +125,12 @@ class ResponsesStreamObserver:
         if not isinstance(event, dict):
             return True
         kind = event.get("type")
-        if kind in ("response.output_text.delta", "response.function_call_arguments.delta",
-                    "response.reasoning_summary_text.delta", "response.refusal.delta"):  # fmt: skip
+        if kind in (
+            "response.output_text.delta",
+            "response.function_call_arguments.delta",
+            "response.reasoning_summary_text.delta",
+            "response.refusal.delta",
+        ):
             delta = event.get("delta")
             self.output_chars += len(delta) if isinstance(delta, str) else 0
         elif kind in ("response.completed", "response.incomplete", "response.failed"):
@@ -164,7 +168,9 @@ class OpenAIAdapter:
         request = self._request(provider, upstream_model, "responses", {**body, "model": upstream_model}, stream)
         return request, ResponsesStreamObserver() if stream else None
 
-    def embeddings_request(self, provider: ProviderConfig, upstream_model: str, body: dict[str, Any]) -> UpstreamRequest:
+    def embeddings_request(
+        self, provider: ProviderConfig, upstream_model: str, body: dict[str, Any]
+    ) -> UpstreamRequest:
         return self._request(provider, upstream_model, "embeddings", {**body, "model": upstream_model}, False)
 
     def usage_from_response(self, data: Any) -> Usage | None:

@@ -25,7 +25,9 @@ CLAUDE_CODE_VERSION = "2.1.329"
 # not download 360 MB again; CLAUDE_CODE_PREFIX overrides it.
 INSTALL_PREFIX = Path(
     os.environ.get("CLAUDE_CODE_PREFIX")
-    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llm-gateway" / f"claude-code-{CLAUDE_CODE_VERSION}"
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    / "llm-gateway"
+    / f"claude-code-{CLAUDE_CODE_VERSION}"
 )
 LOCAL_BINARY = INSTALL_PREFIX / "node_modules" / ".bin" / "claude"
 INSTALL_TIMEOUT_SECONDS = 300
@@ -53,8 +55,15 @@ def cli_install(timeout: float = INSTALL_TIMEOUT_SECONDS) -> Path | None:
     if npm is None:
         return None
     INSTALL_PREFIX.mkdir(parents=True, exist_ok=True)
-    command = [npm, "install", "--no-audit", "--no-fund", "--prefix", str(INSTALL_PREFIX),
-               f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"]  # fmt: skip
+    command = [
+        npm,
+        "install",
+        "--no-audit",
+        "--no-fund",
+        "--prefix",
+        str(INSTALL_PREFIX),
+        f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}",
+    ]
     try:
         subprocess.run(command, capture_output=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired):

@@ -196,8 +196,14 @@ class FakeUpstream:
         events += [self.chunk(model, {"content": (" " if i else "") + w}) for i, w in enumerate(self.words)]
         events.append(self.chunk(model, {}, finish="stop"))
         if include_usage:
-            usage = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": CREATED,
-                     "model": model, "choices": [], "usage": self.usage(model)}  # fmt: skip
+            usage = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": CREATED,
+                "model": model,
+                "choices": [],
+                "usage": self.usage(model),
+            }
             events.append(b"data: " + orjson.dumps(usage) + b"\n\n")
         events.append(b"data: [DONE]\n\n")
         return events
@@ -214,8 +220,9 @@ class FakeUpstream:
     def tool_call_completion(self, model: str, tool: str) -> dict[str, Any]:
         answer = self.completion(model)
         call = {"id": "call_fake", "type": "function", "function": {"name": tool, "arguments": TOOL_ARGUMENTS}}
-        answer["choices"][0].update(message={"role": "assistant", "content": None, "tool_calls": [call]},
-                                    finish_reason="tool_calls")  # fmt: skip
+        answer["choices"][0].update(
+            message={"role": "assistant", "content": None, "tool_calls": [call]}, finish_reason="tool_calls"
+        )
         return answer
 
     def tool_call_events(self, model: str, tool: str, include_usage: bool) -> list[bytes]:
@@ -227,8 +234,14 @@ class FakeUpstream:
             events.append(self.chunk(model, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
         events.append(self.chunk(model, {}, finish="tool_calls"))
         if include_usage:
-            usage = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": CREATED,
-                     "model": model, "choices": [], "usage": self.usage(model)}  # fmt: skip
+            usage = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": CREATED,
+                "model": model,
+                "choices": [],
+                "usage": self.usage(model),
+            }
             events.append(b"data: " + orjson.dumps(usage) + b"\n\n")
         return events + [b"data: [DONE]\n\n"]
 
@@ -240,8 +253,14 @@ class FakeUpstream:
             return fault
         if model.startswith("fake-error-"):
             status = int(model.rsplit("-", 1)[1])
-            error = {"error": {"message": f"fake failure {status} for key sk-upstreamsecret123",
-                               "type": "server_error", "param": None, "code": f"fake_{status}"}}  # fmt: skip
+            error = {
+                "error": {
+                    "message": f"fake failure {status} for key sk-upstreamsecret123",
+                    "type": "server_error",
+                    "param": None,
+                    "code": f"fake_{status}",
+                }
+            }
             headers = {"Retry-After": "7"} if status in (429, 503) else {}
             return web.json_response(error, status=status, headers=headers)
         if model == "fake-plain-error":
@@ -299,8 +318,14 @@ class FakeUpstream:
         status, failures = int(match["status"]), int(match["failures"])
         if seen >= failures:
             return None
-        error = {"error": {"message": f"fake flaky failure {status} ({seen + 1} of {failures})",
-                           "type": "server_error", "param": None, "code": f"fake_{status}"}}  # fmt: skip
+        error = {
+            "error": {
+                "message": f"fake flaky failure {status} ({seen + 1} of {failures})",
+                "type": "server_error",
+                "param": None,
+                "code": f"fake_{status}",
+            }
+        }
         return web.json_response(error, status=status, headers={"Retry-After": match["after"] or "0"})
 
     def _chat_events(self, model: str, body: dict[str, Any]) -> list[bytes]:
@@ -344,8 +369,14 @@ class FakeUpstream:
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = [{"object": "embedding", "index": i, "embedding": [0.25, -0.5, float(i)]} for i in range(len(inputs))]
         tokens = EMBEDDING_TOKENS_PER_INPUT * len(inputs)
-        return web.json_response({"object": "list", "data": data, "model": body["model"],
-                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})  # fmt: skip
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     # --- shared by the endpoints added after chat -------------------------------
     async def _record(self, request: web.Request) -> dict[str, Any]:
@@ -358,8 +389,14 @@ class FakeUpstream:
         if not model.startswith("fake-error-"):
             return None
         status = int(model.rsplit("-", 1)[1])
-        error = {"error": {"message": f"fake failure {status}", "type": "server_error", "param": None,
-                           "code": f"fake_{status}"}}  # fmt: skip
+        error = {
+            "error": {
+                "message": f"fake failure {status}",
+                "type": "server_error",
+                "param": None,
+                "code": f"fake_{status}",
+            }
+        }
         return web.json_response(error, status=status)
 
     async def _stream(self, request: web.Request, events: list[bytes], delay: float = 0) -> web.StreamResponse:
@@ -382,8 +419,13 @@ class FakeUpstream:
 
     # --- legacy completions -------------------------------------------------------
     def text_completion(self, model: str, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
-        body: dict[str, Any] = {"id": "cmpl-fake", "object": "text_completion", "created": CREATED, "model": model,
-                                "choices": choices}  # fmt: skip
+        body: dict[str, Any] = {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "created": CREATED,
+            "model": model,
+            "choices": choices,
+        }
         if usage is not None:
             body["usage"] = usage
         return orjson.dumps(body)
@@ -396,19 +438,25 @@ class FakeUpstream:
         prompts = body.get("prompt")
         count = len(prompts) if isinstance(prompts, list) and all(isinstance(p, str) for p in prompts) else 1
         n = len(self.words)
-        usage = {"prompt_tokens": PROMPT_TOKENS * count, "completion_tokens": n * count,
-                 "total_tokens": (PROMPT_TOKENS + n) * count}  # fmt: skip
+        usage = {
+            "prompt_tokens": PROMPT_TOKENS * count,
+            "completion_tokens": n * count,
+            "total_tokens": (PROMPT_TOKENS + n) * count,
+        }
         if not body.get("stream"):
-            choices = [{"text": " ".join(self.words), "index": i, "logprobs": None, "finish_reason": "stop"}
-                       for i in range(count)]  # fmt: skip
+            choices = [
+                {"text": " ".join(self.words), "index": i, "logprobs": None, "finish_reason": "stop"}
+                for i in range(count)
+            ]
             return web.Response(body=self.text_completion(model, choices, usage), content_type="application/json")
         events = []
         for i in range(count):
             for j, word in enumerate(self.words):
                 choice = {"text": (" " if j else "") + word, "index": i, "logprobs": None, "finish_reason": None}
                 events.append(self.text_completion(model, [choice]))
-            events.append(self.text_completion(model, [{"text": "", "index": i, "logprobs": None,
-                                                        "finish_reason": "stop"}]))  # fmt: skip
+            events.append(
+                self.text_completion(model, [{"text": "", "index": i, "logprobs": None, "finish_reason": "stop"}])
+            )
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append(self.text_completion(model, [], usage))
         return await self._stream(request, [b"data: " + e + b"\n\n" for e in events] + [b"data: [DONE]\n\n"])
@@ -427,16 +475,31 @@ class FakeUpstream:
 
     def response(self, model: str, *, completed: bool) -> dict[str, Any]:
         output_text = {"type": "output_text", "text": " ".join(self.words), "annotations": []}
-        message = {"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant",
-                   "content": [output_text]}  # fmt: skip
+        message = {
+            "type": "message",
+            "id": "msg_fake",
+            "status": "completed",
+            "role": "assistant",
+            "content": [output_text],
+        }
         return {
-            "id": "resp_fake", "object": "response", "created_at": CREATED, "model": model,
-            "status": "completed" if completed else "in_progress", "error": None, "incomplete_details": None,
-            "instructions": None, "metadata": {}, "parallel_tool_calls": True, "temperature": 1.0,
-            "tool_choice": "auto", "tools": [], "top_p": 1.0,
+            "id": "resp_fake",
+            "object": "response",
+            "created_at": CREATED,
+            "model": model,
+            "status": "completed" if completed else "in_progress",
+            "error": None,
+            "incomplete_details": None,
+            "instructions": None,
+            "metadata": {},
+            "parallel_tool_calls": True,
+            "temperature": 1.0,
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": 1.0,
             "output": [message] if completed else [],
             "usage": self.responses_usage(model) if completed else None,
-        }  # fmt: skip
+        }
 
     def response_events(self, model: str) -> list[dict[str, Any]]:
         text = " ".join(self.words)
@@ -450,8 +513,10 @@ class FakeUpstream:
             {"type": "response.output_item.added", "output_index": 0, "item": item},
             {"type": "response.content_part.added", **at, "part": part},
         ]
-        events += [{"type": "response.output_text.delta", **at, "delta": (" " if i else "") + w, "logprobs": []}
-                   for i, w in enumerate(self.words)]  # fmt: skip
+        events += [
+            {"type": "response.output_text.delta", **at, "delta": (" " if i else "") + w, "logprobs": []}
+            for i, w in enumerate(self.words)
+        ]
         events += [
             {"type": "response.output_text.done", **at, "text": text, "logprobs": []},
             {"type": "response.content_part.done", **at, "part": {**part, "text": text}},
@@ -488,9 +553,16 @@ class FakeUpstream:
         else:
             text = {"type": "text", "text": " ".join(self.words)}
             content, stop_reason, output_tokens = [text], "end_turn", len(self.words)
-        return {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": content,
-                "stop_reason": stop_reason, "stop_sequence": None,
-                "usage": self.messages_usage(model, output_tokens)}  # fmt: skip
+        return {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": self.messages_usage(model, output_tokens),
+        }
 
     def message_events(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         usage = message["usage"]
@@ -507,8 +579,9 @@ class FakeUpstream:
             events += [{"type": "content_block_delta", "index": index, "delta": delta} for delta in deltas]
             events.append({"type": "content_block_stop", "index": index})
         delta = {"stop_reason": message["stop_reason"], "stop_sequence": None}
-        events.append({"type": "message_delta", "delta": delta, "usage": {k: v for k, v in usage.items()
-                                                                          if k != "service_tier"}})  # fmt: skip
+        events.append(
+            {"type": "message_delta", "delta": delta, "usage": {k: v for k, v in usage.items() if k != "service_tier"}}
+        )
         events.append({"type": "message_stop"})
         return events
 
@@ -638,8 +711,12 @@ def _wants_tool_use(body: dict[str, Any]) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=9100)
-    parser.add_argument("--slow-delay", type=float, default=FakeUpstream.slow_delay,
-                        help="Seconds between the chunks of a fake-slow stream.")  # fmt: skip
+    parser.add_argument(
+        "--slow-delay",
+        type=float,
+        default=FakeUpstream.slow_delay,
+        help="Seconds between the chunks of a fake-slow stream.",
+    )
     args = parser.parse_args()
     fake = FakeUpstream(port=args.port, slow_delay=args.slow_delay)
     fake._release = asyncio.Event()

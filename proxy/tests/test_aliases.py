@@ -24,8 +24,14 @@ DEAR = PriceSnapshot(Rates(9, 9, 9, 9, 9, 9))
 ROUTER_PRICE = PriceSnapshot(Rates(5, 5, 5, 5, 5, 5))
 
 
-def plan(model: str, provider: ProviderConfig, upstream: str, price: PriceSnapshot | None, deployment_id: int,
-         fallbacks: tuple[str, ...] = ()) -> RoutePlan:  # fmt: skip
+def plan(
+    model: str,
+    provider: ProviderConfig,
+    upstream: str,
+    price: PriceSnapshot | None,
+    deployment_id: int,
+    fallbacks: tuple[str, ...] = (),
+) -> RoutePlan:
     target = RouteTarget(model, provider, upstream, price, deployment_id=deployment_id)
     return RoutePlan(public_model=model, deployments=(target,), fallbacks=fallbacks)
 
@@ -52,8 +58,9 @@ def catalog(**changes: Any) -> Catalog:
 
 
 def ctx(allowed: tuple[str, ...] | None = None) -> TenantContext:
-    return TenantContext(tenant_id=1, tenant_slug="t", tenant_active=True, key_id=1, key_prefix="sk-gw-x",
-                         allowed_models=allowed)  # fmt: skip
+    return TenantContext(
+        tenant_id=1, tenant_slug="t", tenant_active=True, key_id=1, key_prefix="sk-gw-x", allowed_models=allowed
+    )
 
 
 def served_by(found: RoutePlan) -> list[tuple[str, str, str, int | None]]:
@@ -85,7 +92,8 @@ def test_an_exact_alias_wins_over_a_pattern() -> None:
 
 def test_a_pattern_wins_over_a_wildcard_route_which_still_serves_the_rest() -> None:
     assert served_by(plan_for(catalog(), ctx(), "openai/gpt-4o-2024-08-06")) == [
-        ("openai/gpt-4o-2024-08-06", "anthropic", "claude-haiku-4-5", 2)]  # fmt: skip
+        ("openai/gpt-4o-2024-08-06", "anthropic", "claude-haiku-4-5", 2)
+    ]
     assert served_by(plan_for(catalog(), ctx(), "openai/o3")) == [("openai/o3", "openai", "o3", 3)]
 
 
@@ -114,8 +122,12 @@ def test_patterns_are_tried_by_priority_then_the_longest_first() -> None:
     assert cat.lookup("claude-opus-4-5").alias_of == "big"  # same priority: the longer pattern
     cat = catalog(alias_patterns=(AliasPattern("claude-*", "small", -1), AliasPattern("claude-*opus*", "big")))
     assert cat.lookup("claude-opus-4-5").alias_of == "small"  # the better priority, however short
-    assert [p.pattern for p in catalog().alias_patterns] == ["openai/gpt-4o-*", "claude-*haiku*", "claude-*opus*",
-                                                             "claude-*"]  # fmt: skip
+    assert [p.pattern for p in catalog().alias_patterns] == [
+        "openai/gpt-4o-*",
+        "claude-*haiku*",
+        "claude-*opus*",
+        "claude-*",
+    ]
 
 
 def test_the_pattern_with_dashes_around_opus_misses_the_newer_claude_names() -> None:
@@ -137,15 +149,22 @@ def test_a_resolved_pattern_is_built_once_and_served_from_the_cache() -> None:
 
 def test_the_provider_prefix_form_sends_the_rest_of_the_name_to_that_provider() -> None:
     found = plan_for(catalog(), ctx(), "openrouter/anthropic/claude-3.5-haiku")
-    assert served_by(found) == [("openrouter/anthropic/claude-3.5-haiku", "openrouter", "anthropic/claude-3.5-haiku",
-                                 None)]  # fmt: skip
+    assert served_by(found) == [
+        ("openrouter/anthropic/claude-3.5-haiku", "openrouter", "anthropic/claude-3.5-haiku", None)
+    ]
     assert (found.public_model, found.deployments[0].price, found.fallbacks) == (
-        "openrouter/anthropic/claude-3.5-haiku", ROUTER_PRICE, ())  # fmt: skip
+        "openrouter/anthropic/claude-3.5-haiku",
+        ROUTER_PRICE,
+        (),
+    )
     assert plan_for(catalog(), ctx(), "openrouter/meta/llama").deployments[0].price == CHEAP  # any provider's price
 
 
 def test_the_provider_prefix_form_is_off_without_prefix_providers() -> None:
-    assert refusal("openrouter/anthropic/claude-3.5-haiku", cat=catalog(prefix_providers={})) == (404, "model_not_found")
+    assert refusal("openrouter/anthropic/claude-3.5-haiku", cat=catalog(prefix_providers={})) == (
+        404,
+        "model_not_found",
+    )
 
 
 @pytest.mark.parametrize("model", ["nobody/gpt-4o", "openrouter/", "openrouter"])
@@ -183,7 +202,8 @@ def test_an_alias_may_be_used_when_its_target_is_allowed_or_the_key_lists_the_as
         assert not may_use(catalog(), ctx(allowed), asked)
     else:
         assert plan_for(catalog(), ctx(allowed), asked).deployments[0].provider.name == {"big": "openai"}.get(
-            outcome, outcome)  # fmt: skip
+            outcome, outcome
+        )
         assert may_use(catalog(), ctx(allowed), asked)
 
 
@@ -260,11 +280,13 @@ def test_alias_create_creates_updates_and_deletes_and_says_what_it_did() -> None
     assert run("alias_create", "big", "--to", "gpt-4o") == "saved alias big -> gpt-4o (priority 0)"
     assert run("alias_create", "big", "--to", "gpt-4o") == "unchanged alias big -> gpt-4o (priority 0)"
     assert run("alias_create", "claude-*opus*", "--to", "gpt-4o", "--priority", "2") == (
-        "saved pattern claude-*opus* -> gpt-4o (priority 2)")  # fmt: skip
+        "saved pattern claude-*opus* -> gpt-4o (priority 2)"
+    )
     assert run("alias_create", "big", "--delete") == "deleted alias big"
     assert run("alias_create", "big", "--delete") == "no alias big"
     assert list(ModelAlias.objects.values_list("pattern", "target_model", "priority")) == [
-        ("claude-*opus*", "gpt-4o", 2)]  # fmt: skip
+        ("claude-*opus*", "gpt-4o", 2)
+    ]
 
 
 @pytest.mark.django_db
@@ -325,10 +347,12 @@ def test_gateway_apply_removes_aliases_not_in_the_file_only_when_it_has_an_alias
     with pytest.raises(ApplyError, match="'big' is itself an alias"):
         config_apply({**without, "aliases": [{"pattern": "huge", "to": "big"}, ALIASES_FILE["aliases"][0]]})
     routes("big")
-    assert config_apply(moved) == {"provider unchanged": 1, "route unchanged": 2, "alias removed": 2,
-                                   "alias saved": 1}  # fmt: skip
-    assert config_apply({**without, "aliases": []}) == {"provider unchanged": 1, "route unchanged": 2,
-                                                         "alias removed": 1}  # fmt: skip
+    assert config_apply(moved) == {"provider unchanged": 1, "route unchanged": 2, "alias removed": 2, "alias saved": 1}
+    assert config_apply({**without, "aliases": []}) == {
+        "provider unchanged": 1,
+        "route unchanged": 2,
+        "alias removed": 1,
+    }
     assert aliases() == []
 
 

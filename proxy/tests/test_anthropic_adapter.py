@@ -32,8 +32,12 @@ def test_a_streamed_message_request_accepts_event_streams_and_comes_with_an_obse
 
 
 def test_the_clients_version_and_beta_flags_travel_on_and_nothing_else_of_its_headers() -> None:
-    client = {"Anthropic-Version": "2024-01-01", "anthropic-beta": "prompt-caching-2024-07-31",
-              "x-api-key": "gw-client-key", "Authorization": "Bearer gw-client-key"}  # fmt: skip
+    client = {
+        "Anthropic-Version": "2024-01-01",
+        "anthropic-beta": "prompt-caching-2024-07-31",
+        "x-api-key": "gw-client-key",
+        "Authorization": "Bearer gw-client-key",
+    }
     request, _ = AnthropicAdapter().messages_request(PROVIDER, "m", BODY, stream=False, client_headers=client)
     assert request.headers == {
         "Content-Type": "application/json",
@@ -60,8 +64,15 @@ def test_a_count_tokens_request_goes_to_count_tokens_with_the_upstream_model() -
 
 
 def test_usage_from_a_message_counts_cache_reads_and_writes_apart() -> None:
-    message = {"type": "message", "usage": {"input_tokens": 10, "cache_read_input_tokens": 20,
-                                            "cache_creation_input_tokens": 30, "output_tokens": 5}}  # fmt: skip
+    message = {
+        "type": "message",
+        "usage": {
+            "input_tokens": 10,
+            "cache_read_input_tokens": 20,
+            "cache_creation_input_tokens": 30,
+            "output_tokens": 5,
+        },
+    }
     assert AnthropicAdapter().usage_from_response(message) == Usage(
         input_tokens=10, cached_input_tokens=20, cache_write_5m_tokens=30, output_tokens=5
     )
@@ -80,8 +91,10 @@ def feed(observer: AnthropicStreamObserver, *events: dict[str, Any]) -> list[boo
 
 
 def message_start(**usage: Any) -> dict[str, Any]:
-    return {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
-                                                 "content": [], "usage": usage}}  # fmt: skip
+    return {
+        "type": "message_start",
+        "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "usage": usage},
+    }
 
 
 def block_delta(delta_type: str, field: str, text: str) -> dict[str, Any]:
@@ -108,8 +121,13 @@ def test_the_observer_splits_cache_writes_into_5_minute_and_1_hour() -> None:
     observer = AnthropicStreamObserver()
     feed(
         observer,
-        message_start(input_tokens=5, cache_read_input_tokens=100, cache_creation_input_tokens=70, output_tokens=1,
-                      cache_creation={"ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 40}),  # fmt: skip
+        message_start(
+            input_tokens=5,
+            cache_read_input_tokens=100,
+            cache_creation_input_tokens=70,
+            output_tokens=1,
+            cache_creation={"ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 40},
+        ),
         {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}},
     )
     assert observer.usage == Usage(
@@ -122,10 +140,17 @@ def test_input_counts_repeated_in_message_delta_win_and_nulls_there_do_not_erase
     feed(
         observer,
         message_start(input_tokens=3, cache_read_input_tokens=0, output_tokens=1),
-        {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-         "usage": {"input_tokens": 8, "cache_read_input_tokens": 50, "cache_creation_input_tokens": None,
-                   "output_tokens": 12}},
-    )  # fmt: skip
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {
+                "input_tokens": 8,
+                "cache_read_input_tokens": 50,
+                "cache_creation_input_tokens": None,
+                "output_tokens": 12,
+            },
+        },
+    )
     assert observer.usage == Usage(input_tokens=8, cached_input_tokens=50, output_tokens=12)
 
 

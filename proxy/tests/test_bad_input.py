@@ -45,9 +45,12 @@ class Answer:
 
 
 def send(
-    gateway: LiveGateway, method: str, path: str, body: bytes | Iterator[bytes] = b"",
+    gateway: LiveGateway,
+    method: str,
+    path: str,
+    body: bytes | Iterator[bytes] = b"",
     headers: dict[str, Any] | None = None,
-) -> Answer:  # fmt: skip
+) -> Answer:
     """One request on a fresh connection; an iterator body goes out chunked, without Content-Length."""
     conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=20)
     try:
@@ -97,11 +100,15 @@ def chat_with_nested_content(depth: int) -> bytes:
 
 @pytest.mark.parametrize(
     "raw",
-    [b'{"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
-     b'{"model": "gpt-test", "messages": [{"role": "us', b"\xff\xfe\xfd", b"\x00\x00\x00\x00",
-     json.dumps(CHAT).encode() + b"\x00"],
+    [
+        b'{"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+        b'{"model": "gpt-test", "messages": [{"role": "us',
+        b"\xff\xfe\xfd",
+        b"\x00\x00\x00\x00",
+        json.dumps(CHAT).encode() + b"\x00",
+    ],
     ids=["nan-literal", "truncated", "invalid-utf8-bytes", "nul-bytes", "nul-after-the-document"],
-)  # fmt: skip
+)
 def test_a_body_that_is_not_json_is_refused_as_invalid_json(
     live_gateway: LiveGateway, key: IssuedKey, raw: bytes
 ) -> None:
@@ -128,11 +135,13 @@ def test_json_nested_as_deep_as_the_gateway_can_forward_goes_through(live_gatewa
 
 @pytest.mark.parametrize(
     ("path", "raw"),
-    [(CHAT_PATH, chat_with_nested_content(ORJSON_WRITE_DEPTH_LIMIT + 1)),
-     ("/v1/embeddings", b'{"model": "gpt-test", "input": ' + nested_lists(300) + b"}"),
-     ("/cache/chat/completions", chat_with_nested_content(300))],
+    [
+        (CHAT_PATH, chat_with_nested_content(ORJSON_WRITE_DEPTH_LIMIT + 1)),
+        ("/v1/embeddings", b'{"model": "gpt-test", "input": ' + nested_lists(300) + b"}"),
+        ("/cache/chat/completions", chat_with_nested_content(300)),
+    ],
     ids=["chat", "embeddings", "cache-route"],
-)  # fmt: skip
+)
 def test_json_nested_deeper_than_the_gateway_can_forward_is_refused_as_invalid_json(
     live_gateway: LiveGateway, key: IssuedKey, path: str, raw: bytes
 ) -> None:
@@ -145,13 +154,28 @@ def test_json_nested_deeper_than_the_gateway_can_forward_is_refused_as_invalid_j
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("model", ["gpt-test"]), ("model", None), ("model", True), ("model", {"name": "gpt-test"}),
-     ("messages", {"role": "user", "content": "hi"}), ("messages", "hi"), ("messages", None), ("messages", 1),
-     ("stream", 1), ("stream", "true"), ("stream", {}),
-     ("max_tokens", -1), ("max_tokens", 0), ("max_tokens", 1.5), ("max_tokens", "10"), ("max_tokens", True),
-     ("max_tokens", 2**64), ("max_completion_tokens", "10")],
+    [
+        ("model", ["gpt-test"]),
+        ("model", None),
+        ("model", True),
+        ("model", {"name": "gpt-test"}),
+        ("messages", {"role": "user", "content": "hi"}),
+        ("messages", "hi"),
+        ("messages", None),
+        ("messages", 1),
+        ("stream", 1),
+        ("stream", "true"),
+        ("stream", {}),
+        ("max_tokens", -1),
+        ("max_tokens", 0),
+        ("max_tokens", 1.5),
+        ("max_tokens", "10"),
+        ("max_tokens", True),
+        ("max_tokens", 2**64),
+        ("max_completion_tokens", "10"),
+    ],
     ids=lambda v: repr(v)[:20],
-)  # fmt: skip
+)
 def test_a_field_of_the_wrong_type_or_value_is_refused_and_named(
     live_gateway: LiveGateway, key: IssuedKey, field: str, value: Any
 ) -> None:
@@ -204,8 +228,9 @@ def test_an_absurd_max_tokens_is_refused_by_a_budget_without_overflowing(
         budget_set(limit_usd=Decimal("1"), period="day", api_key=ApiKey.objects.get(pk=key.key_id))
     # 18446744073709551615 is the largest integer orjson reads as one.
     for max_tokens in (10**18, 2**64 - 1):
-        assert_refused(post_chat(live_gateway, key, {**CHAT, "max_tokens": max_tokens, "n": 10**18}), 429,
-                       "budget_exceeded")  # fmt: skip
+        assert_refused(
+            post_chat(live_gateway, key, {**CHAT, "max_tokens": max_tokens, "n": 10**18}), 429, "budget_exceeded"
+        )
     assert_still_serving(live_gateway, key)
 
 
@@ -224,10 +249,16 @@ def test_an_absurd_max_tokens_is_refused_by_a_tokens_per_minute_limit(
 
 @pytest.mark.parametrize(
     "body",
-    [{"model": "gpt-test"}, {"model": "gpt-test", "input": None}, {"model": "gpt-test", "input": ""},
-     {"model": "gpt-test", "input": []}, {"model": "gpt-test", "input": 5}, {"model": "gpt-test", "input": {"a": 1}}],
+    [
+        {"model": "gpt-test"},
+        {"model": "gpt-test", "input": None},
+        {"model": "gpt-test", "input": ""},
+        {"model": "gpt-test", "input": []},
+        {"model": "gpt-test", "input": 5},
+        {"model": "gpt-test", "input": {"a": 1}},
+    ],
     ids=["missing", "null", "empty-string", "empty-list", "number", "object"],
-)  # fmt: skip
+)
 def test_embeddings_without_usable_input_are_refused_and_named(
     live_gateway: LiveGateway, key: IssuedKey, body: dict[str, Any]
 ) -> None:
@@ -241,8 +272,9 @@ def test_embeddings_input_items_that_are_neither_strings_nor_tokens_are_refused(
     live_gateway: LiveGateway, key: IssuedKey, items: list[Any]
 ) -> None:
     body = json.dumps({"model": "gpt-test", "input": items}).encode()
-    assert_refused(send(live_gateway, "POST", "/v1/embeddings", body, json_headers(key)), 400, "invalid_request",
-                   param="input")  # fmt: skip
+    assert_refused(
+        send(live_gateway, "POST", "/v1/embeddings", body, json_headers(key)), 400, "invalid_request", param="input"
+    )
 
 
 # --- size --------------------------------------------------------------------
@@ -278,12 +310,16 @@ def test_a_huge_number_of_messages_under_the_limit_goes_through(live_gateway: Li
 
 @pytest.mark.parametrize(
     ("content_type", "raw"),
-    [("application/x-www-form-urlencoded", b"model=gpt-test&messages=hi"),
-     ("multipart/form-data; boundary=xyz",
-      b'--xyz\r\nContent-Disposition: form-data; name="model"\r\n\r\ngpt-test\r\n--xyz--\r\n'),
-     ("text/plain", b"model: gpt-test")],
+    [
+        ("application/x-www-form-urlencoded", b"model=gpt-test&messages=hi"),
+        (
+            "multipart/form-data; boundary=xyz",
+            b'--xyz\r\nContent-Disposition: form-data; name="model"\r\n\r\ngpt-test\r\n--xyz--\r\n',
+        ),
+        ("text/plain", b"model: gpt-test"),
+    ],
     ids=["form", "multipart", "text"],
-)  # fmt: skip
+)
 def test_a_body_in_another_format_is_refused_as_invalid_json(
     live_gateway: LiveGateway, key: IssuedKey, content_type: str, raw: bytes
 ) -> None:
@@ -308,10 +344,16 @@ def test_query_string_junk_on_a_chat_request_is_ignored(live_gateway: LiveGatewa
 
 @pytest.mark.parametrize(
     ("query", "param"),
-    [("start=%ff%fe", "start"), ("start=%00", "start"), ("end=9999-12-31T23:00", "end"), ("group_by=%ff", "group_by"),
-     ("start=2024-02-30", "start"), ("end=0001-01-01", "end")],
+    [
+        ("start=%ff%fe", "start"),
+        ("start=%00", "start"),
+        ("end=9999-12-31T23:00", "end"),
+        ("group_by=%ff", "group_by"),
+        ("start=2024-02-30", "start"),
+        ("end=0001-01-01", "end"),
+    ],
     ids=["invalid-utf8", "nul", "past-the-last-date", "group-by-junk", "no-such-day", "end-before-start"],
-)  # fmt: skip
+)
 def test_usage_query_junk_is_refused_and_named(
     live_gateway: LiveGateway, key: IssuedKey, query: str, param: str
 ) -> None:
@@ -321,10 +363,13 @@ def test_usage_query_junk_is_refused_and_named(
 
 @pytest.mark.parametrize(
     "headers",
-    [{"Authorization": "Bearer " + "a" * 15_000}, {"x-api-key": "sk-gw-" + "a" * 15_000},
-     {"Authorization": b"Bearer sk-gw-\xff\xfe"}],
+    [
+        {"Authorization": "Bearer " + "a" * 15_000},
+        {"x-api-key": "sk-gw-" + "a" * 15_000},
+        {"Authorization": b"Bearer sk-gw-\xff\xfe"},
+    ],
     ids=["long-bearer", "long-x-api-key", "bytes-that-are-not-utf8"],
-)  # fmt: skip
+)
 def test_a_long_or_garbled_key_header_is_a_401(
     live_gateway: LiveGateway, key: IssuedKey, headers: dict[str, Any]
 ) -> None:
@@ -356,10 +401,14 @@ def test_a_header_over_the_servers_line_limit_closes_the_connection_and_nothing_
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("POST", "/v1/no/such/path"), ("GET", "/v1/%ff%fe"), ("GET", "/v1/chat/completions/extra"),
-     ("POST", "/v1//chat/completions")],
+    [
+        ("POST", "/v1/no/such/path"),
+        ("GET", "/v1/%ff%fe"),
+        ("GET", "/v1/chat/completions/extra"),
+        ("POST", "/v1//chat/completions"),
+    ],
     ids=["post", "invalid-utf8", "below-an-operation", "double-slash"],
-)  # fmt: skip
+)
 def test_an_unknown_path_under_v1_is_a_404_in_the_envelope(
     live_gateway: LiveGateway, key: IssuedKey, method: str, path: str
 ) -> None:
@@ -379,10 +428,16 @@ def test_an_unknown_path_under_v1_messages_is_a_404_in_the_anthropic_envelope(
 
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
-    [("DELETE", "/v1/models", "GET"), ("POST", "/v1/models", "GET"), ("PUT", "/v1/embeddings", "POST"),
-     ("GET", "/v1/cache/purge", "POST"), ("PATCH", "/v1/usage", "GET"), ("OPTIONS", CHAT_PATH, "POST")],
+    [
+        ("DELETE", "/v1/models", "GET"),
+        ("POST", "/v1/models", "GET"),
+        ("PUT", "/v1/embeddings", "POST"),
+        ("GET", "/v1/cache/purge", "POST"),
+        ("PATCH", "/v1/usage", "GET"),
+        ("OPTIONS", CHAT_PATH, "POST"),
+    ],
     ids=lambda v: str(v).strip("/").replace("/", "."),
-)  # fmt: skip
+)
 def test_a_wrong_method_is_a_405_in_the_envelope_naming_the_right_one(
     live_gateway: LiveGateway, key: IssuedKey, method: str, path: str, allowed: str
 ) -> None:

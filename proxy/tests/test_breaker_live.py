@@ -44,8 +44,12 @@ ROUTES = {
 @pytest.fixture(scope="module")
 def gateway(gateway_config: None, django_db_blocker: Any, fake_upstream: FakeUpstream) -> Iterator[LiveGateway]:
     routes_create(django_db_blocker, fake_upstream, ROUTES)
-    env = {**RESILIENCE_ENV, "PROXY_BREAKER_FAILURES": str(FAILURES), "PROXY_BREAKER_WINDOW_SECONDS": "60",
-           "PROXY_BREAKER_COOLDOWN_SECONDS": str(COOLDOWN)}  # fmt: skip
+    env = {
+        **RESILIENCE_ENV,
+        "PROXY_BREAKER_FAILURES": str(FAILURES),
+        "PROXY_BREAKER_WINDOW_SECONDS": "60",
+        "PROXY_BREAKER_COOLDOWN_SECONDS": str(COOLDOWN),
+    }
     live = LiveGateway(env=env).start()
     yield live
     live.terminate()
@@ -89,7 +93,9 @@ def breaker_states(gateway: LiveGateway, upstream_model: str) -> set[str]:
 
     text = urllib.request.urlopen(gateway.url + "/metrics", timeout=10).read().decode()
     [family] = [f for f in text_string_to_metric_families(text) if f.name == "gateway_breaker_state"]
-    return {s.labels["state"] for s in family.samples if s.labels["deployment"].endswith(":" + upstream_model) and s.value}
+    return {
+        s.labels["state"] for s in family.samples if s.labels["deployment"].endswith(":" + upstream_model) and s.value
+    }
 
 
 def test_a_probe_that_fails_keeps_the_deployment_out_for_another_cooldown(

@@ -53,8 +53,9 @@ def anthropic_route(django_db_blocker: Any, fake_upstream: FakeUpstream) -> str:
     from proxy.services import provider_upsert, route_upsert
 
     with django_db_blocker.unblock():
-        provider, _ = provider_upsert(name="claude-code-anthropic", kind="anthropic", base_url=fake_upstream.url,
-                                      api_key=UPSTREAM_SECRET)  # fmt: skip
+        provider, _ = provider_upsert(
+            name="claude-code-anthropic", kind="anthropic", base_url=fake_upstream.url, api_key=UPSTREAM_SECRET
+        )
         route_upsert(model=ANTHROPIC_ROUTE, provider=provider, upstream_model=ANTHROPIC_UPSTREAM_MODEL)
     return ANTHROPIC_ROUTE
 
@@ -72,8 +73,14 @@ def wait_until_listed(gateway: LiveGateway, key: IssuedKey, model: str, timeout:
 
 
 def run_claude(claude: Path, gateway: LiveGateway, key: IssuedKey, model: str, marker: str, home: Path) -> ClaudeRun:
-    run = cli_run(claude, base_url=gateway.url, token=key.plaintext, model=model,
-                  prompt=f"Reply with the word hello ({marker})", home=home)  # fmt: skip
+    run = cli_run(
+        claude,
+        base_url=gateway.url,
+        token=key.plaintext,
+        model=model,
+        prompt=f"Reply with the word hello ({marker})",
+        home=home,
+    )
     assert run.returncode == 0, f"claude exited {run.returncode}:\n{run.stdout}\n{run.stderr}\n{gateway.log()[-3000:]}"
     return run
 

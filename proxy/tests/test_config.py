@@ -80,8 +80,10 @@ def test_gateway_apply_creates_everything_and_a_second_run_changes_nothing(tmp_p
     assert Provider.objects.get(name="acme").base_url == "https://llm.acme.test/v1"
     price = Price.objects.get(model="large-2")
     assert (price.input_usd_per_mtok, price.cached_input_usd_per_mtok, price.output_usd_per_mtok) == (
-        Decimal("0.5"), Decimal("0.25"), Decimal("1.5"),
-    )  # fmt: skip
+        Decimal("0.5"),
+        Decimal("0.25"),
+        Decimal("1.5"),
+    )
     assert "2 provider unchanged, 2 route unchanged, 1 price unchanged" in run("gateway_apply", str(path))
     assert Price.objects.filter(model="large-2").count() == 1
 

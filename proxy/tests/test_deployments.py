@@ -30,17 +30,21 @@ def provider(name: str, **fields: Any) -> Provider:
 
 
 def deployments(model: str) -> list[tuple[str, str, int, int, bool]]:
-    return [(d.provider.name, d.upstream_model, d.weight, d.priority, d.is_active)
-            for d in Deployment.objects.filter(route__model=model).order_by("id")]  # fmt: skip
+    return [
+        (d.provider.name, d.upstream_model, d.weight, d.priority, d.is_active)
+        for d in Deployment.objects.filter(route__model=model).order_by("id")
+    ]
 
 
 def test_route_create_again_with_another_provider_adds_a_deployment_and_with_the_same_updates_it() -> None:
     provider("a"), provider("b")
     assert "saved route smart -> a (1 deployments)" in run("route_create", "smart", "--provider", "a")
-    assert "(2 deployments)" in run("route_create", "smart", "--provider", "b", "--upstream-model", "big",
-                                    "--weight", "3", "--priority", "1")  # fmt: skip
-    assert "unchanged route smart -> b" in run("route_create", "smart", "--provider", "b", "--upstream-model", "big",
-                                               "--weight", "3", "--priority", "1")  # fmt: skip
+    assert "(2 deployments)" in run(
+        "route_create", "smart", "--provider", "b", "--upstream-model", "big", "--weight", "3", "--priority", "1"
+    )
+    assert "unchanged route smart -> b" in run(
+        "route_create", "smart", "--provider", "b", "--upstream-model", "big", "--weight", "3", "--priority", "1"
+    )
     run("route_create", "smart", "--provider", "a", "--weight", "5")
     assert deployments("smart") == [("a", "", 5, 0, True), ("b", "big", 3, 1, True)]
 
@@ -83,13 +87,17 @@ DEPLOYMENTS_FILE = {
         {"name": "b", "base_url": "https://b.test/v1"},
     ],
     "routes": [
-        {"model": "smart", "fallbacks": ["plain"], "deployments": [
-            {"provider": "a", "upstream_model": "big", "weight": 3},
-            {"provider": "b", "upstream_model": "big-eu", "priority": 1},
-        ]},
+        {
+            "model": "smart",
+            "fallbacks": ["plain"],
+            "deployments": [
+                {"provider": "a", "upstream_model": "big", "weight": 3},
+                {"provider": "b", "upstream_model": "big-eu", "priority": 1},
+            ],
+        },
         {"model": "plain", "provider": "b", "upstream_model": "small"},
     ],
-}  # fmt: skip
+}
 
 
 def test_gateway_apply_round_trip_with_deployments_and_fallbacks() -> None:
@@ -100,7 +108,9 @@ def test_gateway_apply_round_trip_with_deployments_and_fallbacks() -> None:
     assert Provider.objects.get(name="a").connect_timeout == 3.0
     plan = catalog_load().resolve("smart")
     assert [(t.provider.name, t.upstream_model, t.weight, t.priority) for t in plan.deployments] == [
-        ("a", "big", 3, 0), ("b", "big-eu", 1, 1)]  # fmt: skip
+        ("a", "big", 3, 0),
+        ("b", "big-eu", 1, 1),
+    ]
     assert plan.fallbacks == ("plain",)
 
 
@@ -170,7 +180,7 @@ def test_fallbacks_are_flattened_depth_first_and_cycles_and_unknown_names_are_dr
 
 
 class _ModelsHandler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         ok = self.path == "/ok/v1/models" and self.headers.get("Authorization") == "Bearer sk-test-secret"
         self.send_response(200 if ok else 404 if self.path == "/none/v1/models" else 401)
         self.end_headers()
@@ -192,14 +202,25 @@ def models_server() -> Iterator[str]:
 def test_the_admins_test_connection_reports_status_and_latency_but_never_the_credential(
     admin_client: Any, models_server: str
 ) -> None:
-    names = {"ok": f"{models_server}/ok/v1", "none": f"{models_server}/none/v1", "denied": f"{models_server}/no/v1",
-             "down": f"http://127.0.0.1:{free_port()}/v1"}  # fmt: skip
-    pks = [provider_upsert(name=n, kind="openai", base_url=url, api_key="sk-test-secret")[0].pk for n, url in names.items()]
-    response = admin_client.post("/admin/proxy/provider/", {"action": "test_connection", "_selected_action": pks},
-                                 follow=True)  # fmt: skip
+    names = {
+        "ok": f"{models_server}/ok/v1",
+        "none": f"{models_server}/none/v1",
+        "denied": f"{models_server}/no/v1",
+        "down": f"http://127.0.0.1:{free_port()}/v1",
+    }
+    pks = [
+        provider_upsert(name=n, kind="openai", base_url=url, api_key="sk-test-secret")[0].pk for n, url in names.items()
+    ]
+    response = admin_client.post(
+        "/admin/proxy/provider/", {"action": "test_connection", "_selected_action": pks}, follow=True
+    )
     found = sorted(str(m) for m in response.context["messages"])
     assert [m.split(" in ")[0] for m in found] == [
-        "denied: HTTP 401", "down: no answer", "none: HTTP 404", "ok: HTTP 200"]  # fmt: skip
+        "denied: HTTP 401",
+        "down: no answer",
+        "none: HTTP 404",
+        "ok: HTTP 200",
+    ]
     assert found[0].endswith("ms: the credential was refused") and found[3].endswith("ms: reachable")
     assert found[2].endswith("ms: reachable")  # a provider without /models is still reachable
     assert "sk-test-secret" not in response.content.decode()
@@ -216,12 +237,19 @@ def test_the_admin_shows_a_routes_deployments_with_their_breaker_state(admin_cli
 def test_a_route_saved_in_the_admin_keeps_its_fallbacks_as_a_list(admin_client: Any) -> None:
     a = provider("a")
     data = {
-        "model": "m", "fallbacks": "x, y", "is_active": "on",
-        "deployments-TOTAL_FORMS": "1", "deployments-INITIAL_FORMS": "0",
-        "deployments-MIN_NUM_FORMS": "1", "deployments-MAX_NUM_FORMS": "1000",
-        "deployments-0-provider": str(a.pk), "deployments-0-upstream_model": "", "deployments-0-weight": "1",
-        "deployments-0-priority": "0", "deployments-0-is_active": "on",
-    }  # fmt: skip
+        "model": "m",
+        "fallbacks": "x, y",
+        "is_active": "on",
+        "deployments-TOTAL_FORMS": "1",
+        "deployments-INITIAL_FORMS": "0",
+        "deployments-MIN_NUM_FORMS": "1",
+        "deployments-MAX_NUM_FORMS": "1000",
+        "deployments-0-provider": str(a.pk),
+        "deployments-0-upstream_model": "",
+        "deployments-0-weight": "1",
+        "deployments-0-priority": "0",
+        "deployments-0-is_active": "on",
+    }
     response = admin_client.post("/admin/proxy/route/add/", data)
     assert response.status_code == 302, response.content.decode()[:2000]
     assert Route.objects.get(model="m").fallbacks == ["x", "y"] and deployments("m") == [("a", "", 1, 0, True)]
@@ -239,7 +267,13 @@ def test_a_deployment_changed_in_its_own_admin_tells_every_process_to_reload(adm
     route_set(model="m", deployments=[DeploymentSpec(provider("a"))])
     deployment = Deployment.objects.get()
     before = ConfigVersion.objects.get_or_create(pk=1)[0].version
-    data = {"route": deployment.route_id, "provider": deployment.provider_id, "upstream_model": "", "weight": "4",
-            "priority": "0", "is_active": "on"}  # fmt: skip
+    data = {
+        "route": deployment.route_id,
+        "provider": deployment.provider_id,
+        "upstream_model": "",
+        "weight": "4",
+        "priority": "0",
+        "is_active": "on",
+    }
     assert admin_client.post(f"/admin/proxy/deployment/{deployment.pk}/change/", data).status_code == 302
     assert (Deployment.objects.get().weight, ConfigVersion.objects.get(pk=1).version) == (4, before + 1)

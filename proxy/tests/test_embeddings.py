@@ -28,7 +28,11 @@ def test_embeddings_are_forwarded_and_their_tokens_and_cost_recorded(
     assert seen.body == {"model": "gpt-up", "input": [marker, "second"], "encoding_format": "float"}
     assert seen.headers["Authorization"] == f"Bearer {UPSTREAM_SECRET}"
     [record] = ledger.wait(key.key_id, 1)
-    assert (record.endpoint, record.input_tokens, record.output_tokens) == ("embeddings", 2 * EMBEDDING_TOKENS_PER_INPUT, 0)
+    assert (record.endpoint, record.input_tokens, record.output_tokens) == (
+        "embeddings",
+        2 * EMBEDDING_TOKENS_PER_INPUT,
+        0,
+    )
     assert record.cost_nanos == 2 * EMBEDDING_TOKENS_PER_INPUT * 150  # $0.15 per million input tokens
 
 

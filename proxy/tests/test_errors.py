@@ -54,9 +54,11 @@ def test_a_request_without_a_key_is_refused_with_401(live_gateway: LiveGateway) 
 def test_an_unknown_key_is_refused_with_401_in_either_header(live_gateway: LiveGateway, header: str) -> None:
     value = "sk-gw-not-a-real-key"
     status, _, body = call(
-        live_gateway, "/v1/chat/completions", json.dumps(CHAT).encode(),
+        live_gateway,
+        "/v1/chat/completions",
+        json.dumps(CHAT).encode(),
         {header: f"Bearer {value}" if header == "Authorization" else value},
-    )  # fmt: skip
+    )
     assert status == 401
     assert_openai_error(body, "invalid_api_key", "authentication_error")
     assert value not in json.dumps(body)
@@ -119,8 +121,17 @@ def test_an_unknown_model_is_refused_with_404(live_gateway: LiveGateway, key: Is
         (b'{"model": "gpt-test", "messages": [{"role": "user"}], "stream": "yes"}', "invalid_request", "stream"),
         (b'{"model": "gpt-test", "messages": [{"role": "user", "content": "\xff"}]}', "invalid_json", None),
     ],
-    ids=["malformed", "empty", "array", "no-messages", "no-model", "model-not-string", "empty-messages",
-         "stream-not-bool", "invalid-utf8"],  # fmt: skip
+    ids=[
+        "malformed",
+        "empty",
+        "array",
+        "no-messages",
+        "no-model",
+        "model-not-string",
+        "empty-messages",
+        "stream-not-bool",
+        "invalid-utf8",
+    ],
 )
 def test_a_body_that_is_not_a_chat_request_is_refused_with_400(
     live_gateway: LiveGateway, key: IssuedKey, body: bytes, code: str, param: str | None

@@ -75,8 +75,14 @@ def test_a_streamed_message_sends_anthropics_event_sequence(claude: anthropic.An
     with claude.messages.create(model="claude-x", max_tokens=50, messages=HELLO, stream=True) as stream:
         kinds = [event.type for event in stream]
     words = len(DEFAULT_WORDS)
-    assert kinds == ["message_start", "content_block_start", *["content_block_delta"] * words,
-                     "content_block_stop", "message_delta", "message_stop"]  # fmt: skip
+    assert kinds == [
+        "message_start",
+        "content_block_start",
+        *["content_block_delta"] * words,
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
 
 
 def test_the_raw_stream_names_each_event_and_pings_after_message_start(fake: FakeUpstream) -> None:
@@ -178,8 +184,9 @@ def test_a_legacy_completion_answers_a_text_completion(gpt: openai.OpenAI) -> No
 
 
 def test_a_streamed_legacy_completion_ends_with_a_usage_chunk_when_asked(gpt: openai.OpenAI) -> None:
-    chunks = list(gpt.completions.create(model="gpt-x", prompt="say", stream=True,
-                                         stream_options={"include_usage": True}))  # fmt: skip
+    chunks = list(
+        gpt.completions.create(model="gpt-x", prompt="say", stream=True, stream_options={"include_usage": True})
+    )
     assert "".join(c.text for chunk in chunks for c in chunk.choices) == TEXT
     assert [c.finish_reason for c in chunks[-2].choices] == ["stop"]
     assert chunks[-1].choices == [] and chunks[-1].usage is not None

@@ -61,19 +61,32 @@ def routes_create(
     under daphne reads them; saving them bumps the config version)."""
     from proxy.services import provider_upsert, route_upsert
 
-    timeouts = {"connect_timeout": CONNECT_TIMEOUT, "first_byte_timeout": FIRST_BYTE_TIMEOUT,
-                "idle_timeout": IDLE_TIMEOUT}  # fmt: skip
+    timeouts = {
+        "connect_timeout": CONNECT_TIMEOUT,
+        "first_byte_timeout": FIRST_BYTE_TIMEOUT,
+        "idle_timeout": IDLE_TIMEOUT,
+    }
     with blocker.unblock():
-        quick, _ = provider_upsert(name=QUICK, kind="openai", base_url=fake.url, api_key=UPSTREAM_SECRET,
-                                   timeouts=timeouts)  # fmt: skip
-        dead, _ = provider_upsert(name=DEAD, kind="openai", base_url=f"http://127.0.0.1:{free_port()}/v1",
-                                  api_key=UPSTREAM_SECRET, timeouts=timeouts)  # fmt: skip
+        quick, _ = provider_upsert(
+            name=QUICK, kind="openai", base_url=fake.url, api_key=UPSTREAM_SECRET, timeouts=timeouts
+        )
+        dead, _ = provider_upsert(
+            name=DEAD,
+            kind="openai",
+            base_url=f"http://127.0.0.1:{free_port()}/v1",
+            api_key=UPSTREAM_SECRET,
+            timeouts=timeouts,
+        )
         providers = {QUICK: quick, DEAD: dead}
         for name, deps in routes.items():
             for dep in deps:
-                route_upsert(model=route(name), provider=providers[dep.provider], upstream_model=dep.upstream_model,
-                             priority=dep.priority,
-                             fallbacks=[route(f) for f in (fallbacks or {}).get(name, [])])  # fmt: skip
+                route_upsert(
+                    model=route(name),
+                    provider=providers[dep.provider],
+                    upstream_model=dep.upstream_model,
+                    priority=dep.priority,
+                    fallbacks=[route(f) for f in (fallbacks or {}).get(name, [])],
+                )
 
 
 ROUTES = {
@@ -82,8 +95,12 @@ ROUTES = {
     "retry-after-too-long": [Dep("fake-error-429", 0), Dep("gpt-up", 1)],  # Retry-After: 7
     "chain-a": [Dep("fake-error-503")],
     "chain-b": [Dep("fallback-b")],
-    "all-fail": [Dep("fake-error-500", 0), Dep("fake-error-502", 1), Dep("fake-error-503", 2),
-                 Dep("fake-error-504", 3)],  # fmt: skip
+    "all-fail": [
+        Dep("fake-error-500", 0),
+        Dep("fake-error-502", 1),
+        Dep("fake-error-503", 2),
+        Dep("fake-error-504", 3),
+    ],
     "refused": [Dep("gpt-up", 0, DEAD), Dep("gpt-up", 1)],
     "slow-headers": [Dep("fake-slowheaders-4", 0), Dep("gpt-up", 1)],
     "hang": [Dep("fake-hang")],
@@ -164,8 +181,11 @@ def messages(gateway: LiveGateway, key: IssuedKey, model: str, marker: str) -> A
 
 
 def seen_upstream(fake: FakeUpstream, marker: str, upstream_model: str | None = None) -> list[ReceivedRequest]:
-    return [r for r in list(fake.requests) if marker in str(r.body.get("messages"))
-            and (upstream_model is None or r.body.get("model") == upstream_model)]  # fmt: skip
+    return [
+        r
+        for r in list(fake.requests)
+        if marker in str(r.body.get("messages")) and (upstream_model is None or r.body.get("model") == upstream_model)
+    ]
 
 
 def attempts_recorded(records: list[Any]) -> list[tuple[str, int, str, str, str]]:
@@ -307,8 +327,10 @@ def test_when_every_attempt_fails_the_messages_client_gets_the_last_error_in_ant
     assert answer.attempts == "3"  # which deployment failed last is in the ledger, not promised in a header
     records = ledger.wait(key.key_id, 3)
     assert [(r.request_id, r.status_code) for r in sorted(records, key=lambda r: r.request_id)] == [
-        (answer.request_id, 503), (f"{answer.request_id}~1", 500), (f"{answer.request_id}~2", 502),
-    ]  # fmt: skip
+        (answer.request_id, 503),
+        (f"{answer.request_id}~1", 500),
+        (f"{answer.request_id}~2", 502),
+    ]
 
 
 # --- failing after the first byte: never a retry -------------------------------------
@@ -322,8 +344,11 @@ def test_a_stream_cut_off_mid_way_ends_with_an_error_event_is_not_retried_and_re
     assert (answer.status, answer.deployment, answer.attempts) == (200, f"{QUICK}/fake-drop-4", "1")
     # The fake's first 4 events (the role, then "w0", " w1", " w2"), then the gateway's error.
     assert [e["choices"][0]["delta"] for e in answer.events[:4]] == [
-        {"role": "assistant", "content": ""}, {"content": "w0"}, {"content": " w1"}, {"content": " w2"},
-    ]  # fmt: skip
+        {"role": "assistant", "content": ""},
+        {"content": "w0"},
+        {"content": " w1"},
+        {"content": " w2"},
+    ]
     assert len(answer.events) == 5
     assert_stream_error_event(answer.events[4], "upstream_stream_interrupted")
     assert len(seen_upstream(fake_upstream, marker)) == 1

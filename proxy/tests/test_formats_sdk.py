@@ -43,10 +43,14 @@ def test_a_message_to_an_openai_upstream_is_translated_there_and_back(
 ) -> None:
     marker = unique_marker()
     message = anthropic_client(live_gateway, key).messages.create(
-        model="gpt-test", max_tokens=50, system="Be brief.", stop_sequences=["END"],
-        messages=[{"role": "user", "content": marker}], metadata={"user_id": "user-7"},
+        model="gpt-test",
+        max_tokens=50,
+        system="Be brief.",
+        stop_sequences=["END"],
+        messages=[{"role": "user", "content": marker}],
+        metadata={"user_id": "user-7"},
         extra_body={"temperature": 0.5},  # this SDK version no longer offers it as an argument
-    )  # fmt: skip
+    )
     assert [block.type for block in message.content] == ["text"]
     assert message.content[0].text == TEXT  # type: ignore[union-attr]
     assert message.stop_reason == "end_turn"
@@ -85,36 +89,57 @@ def test_a_streamed_message_from_an_openai_upstream_has_anthropics_event_sequenc
 def test_a_tool_use_round_trip_through_an_openai_upstream(
     live_gateway: LiveGateway, key: IssuedKey, fake_upstream: FakeUpstream
 ) -> None:
-    tools = [{"name": "search", "description": "Search.",
-              "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}]  # fmt: skip
+    tools = [
+        {
+            "name": "search",
+            "description": "Search.",
+            "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}},
+        }
+    ]
     client = anthropic_client(live_gateway, key)
-    with client.messages.stream(model="gpt-test", max_tokens=50, tools=tools,  # type: ignore[arg-type]
-                                messages=[{"role": "user", "content": "find w0"}]) as stream:  # fmt: skip
+    with client.messages.stream(
+        model="gpt-test",
+        max_tokens=50,
+        tools=tools,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": "find w0"}],
+    ) as stream:
         first = stream.get_final_message()
     assert first.stop_reason == "tool_use"
     [use] = [block for block in first.content if block.type == "tool_use"]
     assert (use.name, use.input) == ("search", {"q": "w0"})
     marker = unique_marker()
-    second = client.messages.create(model="gpt-test", max_tokens=50, tools=tools, messages=[  # type: ignore[arg-type]
-        {"role": "user", "content": "find w0"},
-        {"role": "assistant", "content": [use.model_dump()]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": marker}]},
-    ])  # fmt: skip
+    second = client.messages.create(
+        model="gpt-test",
+        max_tokens=50,
+        tools=tools,
+        messages=[  # type: ignore[arg-type]
+            {"role": "user", "content": "find w0"},
+            {"role": "assistant", "content": [use.model_dump()]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": marker}]},
+        ],
+    )
     assert second.content[0].text == TEXT  # type: ignore[union-attr]
     seen = seen_by_upstream(fake_upstream, marker)
-    assert seen.body["tools"] == [{"type": "function", "function": {
-        "name": "search", "description": "Search.", "parameters": tools[0]["input_schema"]}}]  # fmt: skip
+    assert seen.body["tools"] == [
+        {
+            "type": "function",
+            "function": {"name": "search", "description": "Search.", "parameters": tools[0]["input_schema"]},
+        }
+    ]
     assistant, result = seen.body["messages"][1:3]
-    assert assistant["tool_calls"] == [{"id": use.id, "type": "function",
-                                        "function": {"name": "search", "arguments": '{"q":"w0"}'}}]  # fmt: skip
+    assert assistant["tool_calls"] == [
+        {"id": use.id, "type": "function", "function": {"name": "search", "arguments": '{"q":"w0"}'}}
+    ]
     assert result == {"role": "tool", "tool_call_id": use.id, "content": marker}
 
 
 def test_what_has_no_openai_equivalent_is_named_in_a_response_header(live_gateway: LiveGateway, key: IssuedKey) -> None:
     raw = anthropic_client(live_gateway, key).messages.with_raw_response.create(
-        model="gpt-test", max_tokens=50, messages=[{"role": "user", "content": "hi"}],
+        model="gpt-test",
+        max_tokens=50,
+        messages=[{"role": "user", "content": "hi"}],
         extra_body={"top_k": 5, "context_management": {"edits": []}},
-    )  # fmt: skip
+    )
     notes = raw.headers["x-gateway-translation-notes"]
     assert "top_k" in notes and "context_management" in notes
     assert raw.parse().content[0].text == TEXT  # type: ignore[union-attr]
@@ -150,8 +175,12 @@ def test_a_streamed_message_to_an_anthropic_upstream_passes_through_byte_for_byt
     body = {"model": "claude-test", "max_tokens": 64, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     headers = {"x-api-key": key.plaintext, "anthropic-version": "2023-06-01", "anthropic-beta": "tools-2024-05-16"}
     via_gateway = httpx.post(live_gateway.url + "/v1/messages?beta=true", json=body, headers=headers, timeout=20)
-    direct = httpx.post(fake_upstream.url + "/messages", json={**body, "model": "claude-up"},
-                        headers={**headers, "x-api-key": UPSTREAM_SECRET}, timeout=20)  # fmt: skip
+    direct = httpx.post(
+        fake_upstream.url + "/messages",
+        json={**body, "model": "claude-up"},
+        headers={**headers, "x-api-key": UPSTREAM_SECRET},
+        timeout=20,
+    )
     assert via_gateway.status_code == 200
     assert via_gateway.headers["content-type"].startswith("text/event-stream")
     assert via_gateway.content == direct.content
@@ -176,9 +205,12 @@ def test_anthropic_cache_reads_and_writes_are_recorded_in_their_own_buckets(
     assert record.cached_input_tokens == usage.cache_read_input_tokens
     assert record.cache_write_5m_tokens + record.cache_write_1h_tokens == usage.cache_creation_input_tokens
     assert record.cost_nanos == (
-        record.input_tokens * 3000 + record.cached_input_tokens * 300 + record.cache_write_5m_tokens * 3750
-        + record.cache_write_1h_tokens * 6000 + record.output_tokens * 15000
-    )  # fmt: skip
+        record.input_tokens * 3000
+        + record.cached_input_tokens * 300
+        + record.cache_write_5m_tokens * 3750
+        + record.cache_write_1h_tokens * 6000
+        + record.output_tokens * 15000
+    )
 
 
 def test_count_tokens_for_an_anthropic_upstream_is_counted_there(
@@ -218,7 +250,9 @@ def test_a_chat_completion_from_an_anthropic_upstream_is_translated_back(
     assert answer.choices[0].message.content == TEXT
     assert answer.choices[0].finish_reason == "stop"
     assert answer.usage is not None and (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (
-        PROMPT_TOKENS, WORDS)  # fmt: skip
+        PROMPT_TOKENS,
+        WORDS,
+    )
     seen = seen_by_upstream(fake_upstream, marker)
     assert (seen.path, seen.headers["x-api-key"]) == ("/v1/messages", UPSTREAM_SECRET)
     assert seen.body["system"] == "Be brief."
@@ -226,16 +260,23 @@ def test_a_chat_completion_from_an_anthropic_upstream_is_translated_back(
     assert seen.body["model"] == "claude-up" and seen.body["max_tokens"] > 0
     [record] = ledger.wait(key.key_id, 1)
     assert (record.endpoint, record.provider, record.cost_nanos) == (
-        "chat.completions", "fake-anthropic", PROMPT_TOKENS * 3000 + WORDS * 15000)  # fmt: skip
+        "chat.completions",
+        "fake-anthropic",
+        PROMPT_TOKENS * 3000 + WORDS * 15000,
+    )
 
 
 def test_a_streamed_chat_completion_from_an_anthropic_upstream_carries_usage_when_asked(
     live_gateway: LiveGateway, key: IssuedKey, ledger: Ledger
 ) -> None:
-    chunks = list(openai_client(live_gateway, key).chat.completions.create(
-        model="claude-test", messages=[{"role": "user", "content": "hi"}], stream=True,
-        stream_options={"include_usage": True},
-    ))  # fmt: skip
+    chunks = list(
+        openai_client(live_gateway, key).chat.completions.create(
+            model="claude-test",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == TEXT
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
@@ -247,24 +288,41 @@ def test_a_streamed_chat_completion_from_an_anthropic_upstream_carries_usage_whe
 def test_a_tool_call_round_trip_through_an_anthropic_upstream(
     live_gateway: LiveGateway, key: IssuedKey, fake_upstream: FakeUpstream
 ) -> None:
-    tools = [{"type": "function", "function": {"name": "search", "description": "Search.",
-              "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]  # fmt: skip
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "search",
+                "description": "Search.",
+                "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+            },
+        }
+    ]
     client = openai_client(live_gateway, key)
-    first = client.chat.completions.create(model="claude-test", tools=tools,
-                                           messages=[{"role": "user", "content": "find w0"}])  # fmt: skip
+    first = client.chat.completions.create(
+        model="claude-test", tools=tools, messages=[{"role": "user", "content": "find w0"}]
+    )
     [call] = first.choices[0].message.tool_calls or []
     assert first.choices[0].finish_reason == "tool_calls"
     assert (call.function.name, orjson.loads(call.function.arguments)) == ("search", {"q": "w0"})  # type: ignore[union-attr]
     marker = unique_marker()
-    second = client.chat.completions.create(model="claude-test", tools=tools, messages=[
-        {"role": "user", "content": "find w0"},
-        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
-        {"role": "tool", "tool_call_id": call.id, "content": marker},
-    ])  # fmt: skip
+    second = client.chat.completions.create(
+        model="claude-test",
+        tools=tools,
+        messages=[
+            {"role": "user", "content": "find w0"},
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": marker},
+        ],
+    )
     assert second.choices[0].message.content == TEXT
     seen = seen_by_upstream(fake_upstream, marker)
-    assert seen.body["messages"][1]["content"][0] == {"type": "tool_use", "id": call.id, "name": "search",
-                                                       "input": {"q": "w0"}}  # fmt: skip
+    assert seen.body["messages"][1]["content"][0] == {
+        "type": "tool_use",
+        "id": call.id,
+        "name": "search",
+        "input": {"q": "w0"},
+    }
     assert seen.body["messages"][2]["content"][0]["type"] == "tool_result"
     assert seen.body["messages"][2]["content"][0]["tool_use_id"] == call.id
 
@@ -300,8 +358,10 @@ def test_responses_are_translated_to_chat_for_a_provider_without_the_api(
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
     assert final.output_text == TEXT and final.usage is not None and final.usage.output_tokens == WORDS
     records = ledger.wait(key.key_id, 2)
-    assert [(r.endpoint, r.stream, r.output_tokens) for r in records] == [("responses", False, WORDS),
-                                                                          ("responses", True, WORDS)]  # fmt: skip
+    assert [(r.endpoint, r.stream, r.output_tokens) for r in records] == [
+        ("responses", False, WORDS),
+        ("responses", True, WORDS),
+    ]
 
 
 def test_legacy_completions_pass_through_or_are_translated(
@@ -321,7 +381,9 @@ def test_legacy_completions_pass_through_or_are_translated(
 # --- Ollama's API --------------------------------------------------------------
 
 
-def test_ollama_chat_streams_ndjson_from_any_upstream(live_gateway: LiveGateway, key: IssuedKey, ledger: Ledger) -> None:
+def test_ollama_chat_streams_ndjson_from_any_upstream(
+    live_gateway: LiveGateway, key: IssuedKey, ledger: Ledger
+) -> None:
     body = {"model": "claude-test", "messages": [{"role": "user", "content": "hi"}]}  # streamed: Ollama's default
     response = httpx.post(live_gateway.url + "/api/chat", json=body, headers=key.headers, timeout=20)
     assert response.status_code == 200
@@ -343,8 +405,12 @@ def test_ollama_generate_and_tags(live_gateway: LiveGateway, key: IssuedKey) -> 
 
 
 def test_ollama_errors_use_ollamas_shape(live_gateway: LiveGateway) -> None:
-    response = httpx.post(live_gateway.url + "/api/chat", json={"model": "gpt-test", "messages": []},
-                          headers={"Authorization": "Bearer gw-nope"}, timeout=20)  # fmt: skip
+    response = httpx.post(
+        live_gateway.url + "/api/chat",
+        json={"model": "gpt-test", "messages": []},
+        headers={"Authorization": "Bearer gw-nope"},
+        timeout=20,
+    )
     assert response.status_code == 401
     assert isinstance(response.json()["error"], str)
 
@@ -366,8 +432,12 @@ def test_the_provider_in_the_path_routes_to_that_provider(
 
 
 def test_an_unknown_provider_in_the_path_is_a_clean_404(live_gateway: LiveGateway, key: IssuedKey) -> None:
-    response = httpx.post(live_gateway.url + "/nobody/v1/chat/completions", headers=key.headers, timeout=20,
-                          json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+    response = httpx.post(
+        live_gateway.url + "/nobody/v1/chat/completions",
+        headers=key.headers,
+        timeout=20,
+        json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "model_not_found"
 

@@ -52,9 +52,16 @@ _MESSAGES = {"type": "array", "minItems": 1, "items": {"type": "object"}}
 # schemathesis would only send them an empty one. Until they declare it, the
 # fuzz adds what their parsers require (the rest of a body is free-form).
 _UNDECLARED_BODIES: dict[str, dict[str, Any]] = {
-    "/v1/embeddings": _json_object(model=_TEXT, input={"anyOf": [
-        _TEXT, {"type": "array", "minItems": 1, "items": {"type": "string"}},
-        {"type": "array", "minItems": 1, "items": {"type": "integer"}}]}),  # fmt: skip
+    "/v1/embeddings": _json_object(
+        model=_TEXT,
+        input={
+            "anyOf": [
+                _TEXT,
+                {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+            ]
+        },
+    ),
     "/v1/completions": _json_object(model=_TEXT, prompt={"anyOf": [{"type": "string"}, {"type": "array"}]}),
     "/v1/responses": _json_object(model=_TEXT, input={"anyOf": [_TEXT, {"type": "array", "minItems": 1}]}),
     "/v1/messages": _json_object(model=_TEXT, messages=_MESSAGES, max_tokens={"type": "integer", "minimum": 1}),

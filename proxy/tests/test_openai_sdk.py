@@ -101,12 +101,18 @@ def test_each_request_leaves_exactly_one_usage_record_with_its_tokens_and_cost(
     [record] = ledger.wait(key.key_id, 1)
     assert record.request_id == response.headers["x-request-id"]
     assert (record.tenant_id, record.public_model, record.upstream_model, record.provider) == (
-        key.tenant_id, "gpt-test", "gpt-up", "fake",
-    )  # fmt: skip
+        key.tenant_id,
+        "gpt-test",
+        "gpt-up",
+        "fake",
+    )
     assert (record.status_code, record.error_code, record.stream) == (200, "", stream)
     assert (record.input_tokens, record.cached_input_tokens, record.output_tokens, record.reasoning_tokens) == (
-        PROMPT_TOKENS, 0, len(DEFAULT_WORDS), 0,
-    )  # fmt: skip
+        PROMPT_TOKENS,
+        0,
+        len(DEFAULT_WORDS),
+        0,
+    )
     # 12 input tokens at $0.15/M + 20 output tokens at $0.60/M = $0.0000138
     assert record.cost_nanos == 13_800
     assert not record.usage_estimated and not record.client_disconnected
@@ -126,8 +132,11 @@ def test_cached_and_reasoning_tokens_are_billed_once_each_at_their_own_rates(
     [record] = ledger.wait(key.key_id, 1)
     # OpenAI reports prompt_tokens=100 (40 of them cached), completion_tokens=30 (10 of them reasoning).
     assert (record.input_tokens, record.cached_input_tokens, record.output_tokens, record.reasoning_tokens) == (
-        60, 40, 20, 10,
-    )  # fmt: skip
+        60,
+        40,
+        20,
+        10,
+    )
     # 60 x $2.50/M + 40 x $1.25/M + (20 + 10) x $10/M = $0.00015 + $0.00005 + $0.0003
     assert record.cost_nanos == 500_000
 
@@ -163,9 +172,13 @@ def test_models_lists_the_routes_the_key_may_use(live_gateway: LiveGateway, issu
     session_routes = {"budget-model", "claude-cached", "claude-test", "compat-test", "dead-model", "gpt-test"}
     listed = [(m.id, m.owned_by) for m in everything.models.list()]
     assert [(name, owner) for name, owner in listed if name in session_routes] == [
-        ("budget-model", "fake"), ("claude-cached", "fake-anthropic"), ("claude-test", "fake-anthropic"),
-        ("compat-test", "fake-compat"), ("dead-model", "dead"), ("gpt-test", "fake"),
-    ]  # fmt: skip
+        ("budget-model", "fake"),
+        ("claude-cached", "fake-anthropic"),
+        ("claude-test", "fake-anthropic"),
+        ("compat-test", "fake-compat"),
+        ("dead-model", "dead"),
+        ("gpt-test", "fake"),
+    ]
     assert [name for name, _ in listed] == sorted(name for name, _ in listed)  # other tests add routes of their own
     limited = client_for(live_gateway, issue_key(allowed_models=["gpt-test", "fake/*"]))
     assert [(m.id, m.owned_by) for m in limited.models.list()] == [("gpt-test", "fake")]

@@ -28,8 +28,9 @@ def test_an_unknown_kind_speaks_plain_openai() -> None:
 
 @pytest.mark.django_db
 def test_provider_create_takes_the_kinds_default_base_url() -> None:
-    call_command("provider_create", "claude", "--kind", "anthropic", "--api-key-env", "ANTHROPIC_API_KEY",
-                 stdout=io.StringIO())  # fmt: skip
+    call_command(
+        "provider_create", "claude", "--kind", "anthropic", "--api-key-env", "ANTHROPIC_API_KEY", stdout=io.StringIO()
+    )
     provider = Provider.objects.get(name="claude")
     assert (provider.kind, provider.base_url) == ("anthropic", "https://api.anthropic.com/v1")
 
@@ -106,8 +107,13 @@ def test_embeddings_are_refused_for_a_provider_without_them() -> None:
 
 
 def test_translation_notes_are_header_safe() -> None:
-    body = {"model": "public", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}],
-            "weird\r\nX-Injected: 1": True, "caf\u00e9": 1}  # fmt: skip
+    body = {
+        "model": "public",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}],
+        "weird\r\nX-Injected: 1": True,
+        "caf\u00e9": 1,
+    }
     exchange = exchange_for(messages_call(orjson.dumps(body), {}), target("openai"))
     header = exchange.notes_header()
     assert header and all(" " <= c <= "~" for c in header)

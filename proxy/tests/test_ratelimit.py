@@ -20,9 +20,19 @@ from proxy.tests.live import LiveGateway
 NOON = 1_800_000_000.0 - 1_800_000_000.0 % 60 + 30  # 30 s into a minute
 
 
-def caller(key: RateLimits = RateLimits(), tenant: RateLimits = RateLimits(), key_id: int = 1) -> TenantContext:
-    return TenantContext(tenant_id=7, tenant_slug="t", tenant_active=True, key_id=key_id, key_prefix="sk-gw-x",
-                         key_limits=key, tenant_limits=tenant)  # fmt: skip
+NO_LIMITS = RateLimits()
+
+
+def caller(key: RateLimits = NO_LIMITS, tenant: RateLimits = NO_LIMITS, key_id: int = 1) -> TenantContext:
+    return TenantContext(
+        tenant_id=7,
+        tenant_slug="t",
+        tenant_active=True,
+        key_id=key_id,
+        key_prefix="sk-gw-x",
+        key_limits=key,
+        tenant_limits=tenant,
+    )
 
 
 def admit(limiter: Any, ctx: TenantContext, tokens: int = 10, now: float = NOON) -> Any:
@@ -125,9 +135,7 @@ def test_a_key_over_its_requests_per_minute_gets_429_rate_limited(
     assert body["error"]["code"] == "rate_limited" and int(headers["Retry-After"]) >= 1
 
 
-def test_two_processes_sharing_redis_share_the_limit(
-    gateway_config: None, issue_key: Callable[..., IssuedKey]
-) -> None:
+def test_two_processes_sharing_redis_share_the_limit(gateway_config: None, issue_key: Callable[..., IssuedKey]) -> None:
     if not os.environ.get("REDIS_URL"):
         pytest.skip("needs REDIS_URL: the limit is shared through Redis")
     gateways = [LiveGateway().start(), LiveGateway().start()]

@@ -24,15 +24,18 @@ CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
 
 
 @pytest.fixture
-async def warm_app(gateway_config: None, key: IssuedKey, django_db_blocker: Any, monkeypatch: Any) -> AsyncIterator[Any]:
+async def warm_app(
+    gateway_config: None, key: IssuedKey, django_db_blocker: Any, monkeypatch: Any
+) -> AsyncIterator[Any]:
     """The application after one request has filled its snapshots."""
     from gateway.asgi import application
 
     monkeypatch.setattr(lifecycle, "GATEWAY_BACKGROUND", False)  # no writer, no poller
     meter.take(meter.pending)
     with django_db_blocker.unblock():
-        first = await asgi_call(application, "POST", "/v1/chat/completions", headers=key.headers,
-                                body=orjson.dumps(CHAT))  # fmt: skip
+        first = await asgi_call(
+            application, "POST", "/v1/chat/completions", headers=key.headers, body=orjson.dumps(CHAT)
+        )
         assert first.status == 200, first.body
     meter.take(meter.pending)
     yield application
@@ -43,8 +46,13 @@ async def warm_app(gateway_config: None, key: IssuedKey, django_db_blocker: Any,
 async def test_the_database_is_really_blocked_here(warm_app: Any) -> None:
     # A key the snapshot has never seen needs its one query, which must fail
     # here: proof that the tests below would notice a query.
-    response = await asgi_call(warm_app, "POST", "/v1/chat/completions",
-                               headers={"Authorization": "Bearer sk-gw-unseen-key"}, body=orjson.dumps(CHAT))  # fmt: skip
+    response = await asgi_call(
+        warm_app,
+        "POST",
+        "/v1/chat/completions",
+        headers={"Authorization": "Bearer sk-gw-unseen-key"},
+        body=orjson.dumps(CHAT),
+    )
     assert response.status == 500
     assert orjson.loads(response.body)["error"]["code"] == "internal_error"
 
@@ -53,8 +61,9 @@ async def test_the_database_is_really_blocked_here(warm_app: Any) -> None:
 async def test_a_warm_request_makes_no_database_query_and_queues_one_usage_event(
     warm_app: Any, key: IssuedKey, stream: bool
 ) -> None:
-    response = await asgi_call(warm_app, "POST", "/v1/chat/completions", headers=key.headers,
-                               body=orjson.dumps({**CHAT, "stream": stream}))  # fmt: skip
+    response = await asgi_call(
+        warm_app, "POST", "/v1/chat/completions", headers=key.headers, body=orjson.dumps({**CHAT, "stream": stream})
+    )
     assert response.status == 200, response.body
     if stream:
         assert response.headers["content-type"] == "text/event-stream"
@@ -96,8 +105,9 @@ async def test_a_warm_request_leaves_nothing_for_the_garbage_collector(
 async def test_models_and_errors_make_no_database_query_either(warm_app: Any, key: IssuedKey) -> None:
     listed = await asgi_call(warm_app, "GET", "/v1/models", headers=key.headers)
     assert listed.status == 200
-    missing = await asgi_call(warm_app, "POST", "/v1/chat/completions", headers=key.headers,
-                              body=orjson.dumps({**CHAT, "model": "nope"}))  # fmt: skip
+    missing = await asgi_call(
+        warm_app, "POST", "/v1/chat/completions", headers=key.headers, body=orjson.dumps({**CHAT, "model": "nope"})
+    )
     assert missing.status == 404
     assert meter.pending == 0  # refused before any upstream: nothing to bill
 
@@ -109,6 +119,7 @@ async def test_a_cache_hit_makes_no_database_query_and_is_recorded_as_saved(
     from gateway.asgi import application
 
     monkeypatch.setattr(lifecycle, "GATEWAY_BACKGROUND", False)
+
     def issue() -> IssuedKey:
         try:
             return issue_key(cache_ttl_seconds=600)
@@ -141,8 +152,9 @@ def test_every_answer_says_how_long_the_gateway_itself_took(live_gateway: Any, k
     body = {"model": "fake/fake-slowheaders-1", "messages": [{"role": "user", "content": "hi"}]}
     for stream in (False, True):
         started = time.perf_counter()
-        response = httpx2.post(live_gateway.url + "/v1/chat/completions", json={**body, "stream": stream},
-                               headers=key.headers, timeout=20)  # fmt: skip
+        response = httpx2.post(
+            live_gateway.url + "/v1/chat/completions", json={**body, "stream": stream}, headers=key.headers, timeout=20
+        )
         elapsed_ms = (time.perf_counter() - started) * 1000
         overhead_ms = float(response.headers["x-gateway-overhead-ms"])
         assert response.status_code == 200 and elapsed_ms >= 1000

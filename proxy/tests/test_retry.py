@@ -10,8 +10,9 @@ import pytest
 from proxy.errors import GatewayError
 from proxy.retry import RetryPolicy, no_healthy_upstream, retry_after_seconds, retry_policy
 
-POLICY = RetryPolicy(attempts=3, retry_on_status=frozenset({429, 500, 502, 503, 504}), backoff_base=0.1,
-                     backoff_max=2.0)  # fmt: skip
+POLICY = RetryPolicy(
+    attempts=3, retry_on_status=frozenset({429, 500, 502, 503, 504}), backoff_base=0.1, backoff_max=2.0
+)
 NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 
 
@@ -31,7 +32,7 @@ class Top(random.Random):
         (401, None, False),
         (501, None, False),
         (None, None, False),
-        (None, asyncio.TimeoutError(), True),
+        (None, TimeoutError(), True),
         (None, aiohttp.ServerDisconnectedError(), True),
         (None, aiohttp.ClientConnectorError(None, OSError(111, "refused")), True),  # type: ignore[arg-type]
         (None, ConnectionResetError(), True),
@@ -91,8 +92,9 @@ def test_retry_after_is_read_as_seconds_or_an_http_date(header: str | None, seco
 def test_the_policy_comes_from_the_settings(settings: Any) -> None:
     settings.PROXY_RETRY_ATTEMPTS, settings.PROXY_RETRY_ON_STATUS = 5, "429, 529"
     settings.PROXY_RETRY_BACKOFF_BASE, settings.PROXY_RETRY_BACKOFF_MAX = 0.5, 8
-    assert retry_policy() == RetryPolicy(attempts=5, retry_on_status=frozenset({429, 529}), backoff_base=0.5,
-                                         backoff_max=8.0)  # fmt: skip
+    assert retry_policy() == RetryPolicy(
+        attempts=5, retry_on_status=frozenset({429, 529}), backoff_base=0.5, backoff_max=8.0
+    )
 
 
 def test_the_default_settings_retry_429_and_5xx_three_times_in_all() -> None:
@@ -102,6 +104,10 @@ def test_the_default_settings_retry_429_and_5xx_three_times_in_all() -> None:
 def test_no_healthy_upstream_is_a_503_that_says_when_to_come_back() -> None:
     error = no_healthy_upstream("smart", 12.2)
     assert (error.status, error.code, error.headers, error.retryable) == (
-        503, "no_healthy_upstream", {"Retry-After": "13"}, True)  # fmt: skip
+        503,
+        "no_healthy_upstream",
+        {"Retry-After": "13"},
+        True,
+    )
     assert error.message == "No provider for the model 'smart' is available right now. Try again in 13s."
     assert no_healthy_upstream("smart", None).headers == {"Retry-After": "1"}

@@ -21,8 +21,13 @@ def route_for(catalog: Catalog, ctx: TenantContext, model: str) -> RouteTarget |
 
 
 def wildcard(prefix: str, provider: ProviderConfig, upstream_prefix: str, deployment_id: int) -> Wildcard:
-    target = RouteTarget(public_model=prefix + "*", provider=provider, upstream_model=upstream_prefix, price=None,
-                         deployment_id=deployment_id)  # fmt: skip
+    target = RouteTarget(
+        public_model=prefix + "*",
+        provider=provider,
+        upstream_model=upstream_prefix,
+        price=None,
+        deployment_id=deployment_id,
+    )
     return Wildcard(prefix=prefix, plan=RoutePlan(public_model=prefix + "*", deployments=(target,)))
 
 
@@ -36,8 +41,9 @@ def catalog() -> Catalog:
 
 
 def ctx(allowed: tuple[str, ...] | None = None) -> TenantContext:
-    return TenantContext(tenant_id=1, tenant_slug="t", tenant_active=True, key_id=1, key_prefix="sk-gw-x",
-                         allowed_models=allowed)  # fmt: skip
+    return TenantContext(
+        tenant_id=1, tenant_slug="t", tenant_active=True, key_id=1, key_prefix="sk-gw-x", allowed_models=allowed
+    )
 
 
 def test_an_exact_route_wins() -> None:
@@ -76,9 +82,18 @@ def test_a_catalog_expires_when_a_scheduled_price_takes_effect() -> None:
     assert not Catalog(routes={}, wildcards=(), prices={}, valid_until=0).is_current()
 
 
-def deployment(deployment_id: int, weight: int = 1, priority: int = 0, provider: ProviderConfig = OPENAI) -> RouteTarget:
-    return RouteTarget(public_model="m", provider=provider, upstream_model=f"up-{deployment_id}", price=None,
-                       deployment_id=deployment_id, weight=weight, priority=priority)  # fmt: skip
+def deployment(
+    deployment_id: int, weight: int = 1, priority: int = 0, provider: ProviderConfig = OPENAI
+) -> RouteTarget:
+    return RouteTarget(
+        public_model="m",
+        provider=provider,
+        upstream_model=f"up-{deployment_id}",
+        price=None,
+        deployment_id=deployment_id,
+        weight=weight,
+        priority=priority,
+    )
 
 
 def picks(plan: RoutePlan, n: int, **options: object) -> Counter[int | None]:
@@ -140,15 +155,18 @@ def test_a_wildcard_plan_completes_each_deployments_upstream_prefix_and_prices_e
         RouteTarget("openai/*", OTHER, "eu-", None, deployment_id=2, priority=1),
     )
     plan = RoutePlan("openai/*", targets, fallbacks=("openai/gpt-4o-mini", "backup"))
-    cat = Catalog(routes={}, wildcards=(Wildcard("openai/", plan),), prices={("openai", "gpt-4o"): DEAR,
-                  ("", "eu-gpt-4o"): CHEAP})  # fmt: skip
+    cat = Catalog(
+        routes={}, wildcards=(Wildcard("openai/", plan),), prices={("openai", "gpt-4o"): DEAR, ("", "eu-gpt-4o"): CHEAP}
+    )
     resolved = cat.resolve("openai/gpt-4o")
     assert resolved is not None and resolved is cat.resolve("openai/gpt-4o")  # cached
-    assert [(t.public_model, t.provider.name, t.upstream_model, t.price, t.deployment_id, t.weight, t.priority)
-            for t in resolved.deployments] == [
+    assert [
+        (t.public_model, t.provider.name, t.upstream_model, t.price, t.deployment_id, t.weight, t.priority)
+        for t in resolved.deployments
+    ] == [
         ("openai/gpt-4o", "openai", "gpt-4o", DEAR, 1, 2, 0),
         ("openai/gpt-4o", "other", "eu-gpt-4o", CHEAP, 2, 1, 1),
-    ]  # fmt: skip
+    ]
     assert resolved.fallbacks == ("openai/gpt-4o-mini", "backup")
     assert cat.resolve("openai/gpt-4o-mini").fallbacks == ("backup",)  # never itself
 

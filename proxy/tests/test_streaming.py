@@ -9,7 +9,7 @@ from proxy.streaming import SSESplitter, event_data
 
 def test_the_splitter_yields_only_complete_events_and_keeps_the_rest_for_later() -> None:
     splitter = SSESplitter()
-    assert splitter.feed(b"data: {\"a\"") == []
+    assert splitter.feed(b'data: {"a"') == []
     assert splitter.feed(b": 1}\n\ndata: [DO") == [b'data: {"a": 1}\n\n']
     assert splitter.feed(b"NE]\n\n") == [b"data: [DONE]\n\n"]
     assert splitter.rest() == b""
@@ -25,7 +25,7 @@ def test_the_splitter_accepts_crlf_line_endings() -> None:
 
 
 def test_event_data_joins_data_lines_and_ignores_other_fields() -> None:
-    assert event_data(b"event: delta\ndata: {\"x\":\ndata: 1}\n\n") == b'{"x":\n1}'
+    assert event_data(b'event: delta\ndata: {"x":\ndata: 1}\n\n') == b'{"x":\n1}'
     assert event_data(b"data:no-space\n\n") == b"no-space"
     assert event_data(b": keep-alive\n\n") is None
 
@@ -63,19 +63,27 @@ def test_the_observer_passes_on_what_it_cannot_parse() -> None:
 
 
 def test_openai_usage_becomes_disjoint_buckets() -> None:
-    usage = usage_from_openai({
-        "prompt_tokens": 100, "completion_tokens": 30,
-        "prompt_tokens_details": {"cached_tokens": 40}, "completion_tokens_details": {"reasoning_tokens": 10},
-    })  # fmt: skip
+    usage = usage_from_openai(
+        {
+            "prompt_tokens": 100,
+            "completion_tokens": 30,
+            "prompt_tokens_details": {"cached_tokens": 40},
+            "completion_tokens_details": {"reasoning_tokens": 10},
+        }
+    )
     assert usage == Usage(input_tokens=60, cached_input_tokens=40, output_tokens=20, reasoning_tokens=10)
     assert usage.total_tokens == 130
 
 
 def test_nonsense_usage_numbers_never_go_negative() -> None:
-    usage = usage_from_openai({
-        "prompt_tokens": 5, "completion_tokens": -3, "prompt_tokens_details": {"cached_tokens": 50},
-        "completion_tokens_details": {"reasoning_tokens": "many"},
-    })  # fmt: skip
+    usage = usage_from_openai(
+        {
+            "prompt_tokens": 5,
+            "completion_tokens": -3,
+            "prompt_tokens_details": {"cached_tokens": 50},
+            "completion_tokens_details": {"reasoning_tokens": "many"},
+        }
+    )
     assert usage == Usage(input_tokens=0, cached_input_tokens=5, output_tokens=0, reasoning_tokens=0)
     assert usage_from_openai(None) is None
 
@@ -98,10 +106,18 @@ async def test_a_relayed_stream_that_never_started_is_still_recorded_and_its_ups
             self.closed = True
 
     ctx = TenantContext(tenant_id=1, tenant_slug="t", tenant_active=True, key_id=2, key_prefix="sk-gw-x")
-    target = RouteTarget("m", ProviderConfig("p", "openai", "http://x"), "m", PriceSnapshot(Rates(10**9, 0, 0, 0, 0, 0)))
+    target = RouteTarget(
+        "m", ProviderConfig("p", "openai", "http://x"), "m", PriceSnapshot(Rates(10**9, 0, 0, 0, 0, 0))
+    )
     observer = OpenAIStreamObserver(client_wants_usage=False)
-    recorder = UsageRecorder(ctx=ctx, target=target, endpoint="chat.completions", request_id="req_x",
-                             body={"messages": [{"role": "user", "content": "abcd"}]}, observer=observer)  # fmt: skip
+    recorder = UsageRecorder(
+        ctx=ctx,
+        target=target,
+        endpoint="chat.completions",
+        request_id="req_x",
+        body={"messages": [{"role": "user", "content": "abcd"}]},
+        observer=observer,
+    )
     upstream = UpstreamResponse()
     meter.take(meter.pending)
 
@@ -116,16 +132,23 @@ async def test_a_relayed_stream_that_never_started_is_still_recorded_and_its_ups
 
 
 def test_usage_of_an_unexpected_shape_is_read_without_raising() -> None:
-    usage = usage_from_openai({"prompt_tokens": 5, "completion_tokens": 3, "prompt_tokens_details": "n/a",
-                               "completion_tokens_details": ["x"]})  # fmt: skip
+    usage = usage_from_openai(
+        {"prompt_tokens": 5, "completion_tokens": 3, "prompt_tokens_details": "n/a", "completion_tokens_details": ["x"]}
+    )
     assert usage == Usage(input_tokens=5, output_tokens=3)
     observer = OpenAIStreamObserver(client_wants_usage=False)
     assert observer.observe(orjson.dumps({"choices": [{"delta": {"tool_calls": 5, "content": ["a"]}}]}))
 
 
 def test_reasoning_reported_on_top_of_completion_tokens_is_billed_whole() -> None:
-    usage = usage_from_openai({"prompt_tokens": 21, "completion_tokens": 0, "total_tokens": 81,
-                               "completion_tokens_details": {"reasoning_tokens": 60}})  # fmt: skip
+    usage = usage_from_openai(
+        {
+            "prompt_tokens": 21,
+            "completion_tokens": 0,
+            "total_tokens": 81,
+            "completion_tokens_details": {"reasoning_tokens": 60},
+        }
+    )
     assert (usage.output_tokens, usage.reasoning_tokens) == (0, 60)
 
 
@@ -147,12 +170,30 @@ async def test_a_cache_fill_that_cannot_assemble_its_stream_lets_its_waiters_go_
     target = RouteTarget("m", ProviderConfig("p", "openai", "http://x"), "m", None)
     future = asyncio.get_running_loop().create_future()
     store = Store()
-    fill = CacheFill(ctx, target, "chat.completions", "k", CachePolicy(True, True, 60),
-                     Flight(tenant_id=1, key="k", future=future, store=store))  # type: ignore[arg-type]  # fmt: skip
+    fill = CacheFill(
+        ctx,
+        target,
+        "chat.completions",
+        "k",
+        CachePolicy(True, True, 60),
+        Flight(tenant_id=1, key="k", future=future, store=store),
+    )  # type: ignore[arg-type]
     fill.add(b'data: {"choices": [{"index": 0, "delta": {"content": [{"type": "text", "text": "x"}]}}]}\n\n')
-    event = UsageEvent(request_id="r", created_at=None, tenant_id=1, key_id=2, endpoint="chat.completions",  # type: ignore[arg-type]
-                       public_model="m", upstream_model="m", provider="p", status_code=200, usage=Usage(),
-                       cost_nanos=1, latency_ms=1, stream=True)  # fmt: skip
+    event = UsageEvent(
+        request_id="r",
+        created_at=None,
+        tenant_id=1,
+        key_id=2,
+        endpoint="chat.completions",  # type: ignore[arg-type]
+        public_model="m",
+        upstream_model="m",
+        provider="p",
+        status_code=200,
+        usage=Usage(),
+        cost_nanos=1,
+        latency_ms=1,
+        stream=True,
+    )
 
     fill.complete(None, event)  # must not raise: it runs in a stream's finally
 

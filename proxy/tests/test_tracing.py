@@ -27,14 +27,27 @@ from proxy.upstream import upstream_sessions_close
 SECRET = "sk-secretvalue123456"
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": f"my key is {SECRET}, keep it"}]}
 REDACTED_CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "my key is [redacted], keep it"}]}
-CTX = TenantContext(tenant_id=7, tenant_slug="acme", tenant_active=True, key_id=9, key_prefix="sk-gw-AbCd",
-                    trace_sample_rate=1.0)  # fmt: skip
+CTX = TenantContext(
+    tenant_id=7, tenant_slug="acme", tenant_active=True, key_id=9, key_prefix="sk-gw-AbCd", trace_sample_rate=1.0
+)
 
 
 def usage_event(request_id: str, *, stream: bool = False, status: int = 200) -> UsageEvent:
-    return UsageEvent(request_id=request_id, created_at=dt.datetime.now(dt.UTC), tenant_id=7, key_id=9,
-                      endpoint="chat.completions", public_model="gpt-test", upstream_model="gpt-up", provider="fake",
-                      status_code=status, usage=Usage(), cost_nanos=0, latency_ms=1, stream=stream)  # fmt: skip
+    return UsageEvent(
+        request_id=request_id,
+        created_at=dt.datetime.now(dt.UTC),
+        tenant_id=7,
+        key_id=9,
+        endpoint="chat.completions",
+        public_model="gpt-test",
+        upstream_model="gpt-up",
+        provider="fake",
+        status_code=status,
+        usage=Usage(),
+        cost_nanos=0,
+        latency_ms=1,
+        stream=stream,
+    )
 
 
 @pytest.fixture
@@ -48,8 +61,11 @@ def submitted(monkeypatch: Any) -> list[TraceCapture]:
 # --- pure -------------------------------------------------------------------------------
 def test_scrub_replaces_key_like_strings_and_hides_secret_named_fields() -> None:
     body = {"messages": [{"content": f"use {SECRET} and sk-ant-api03-{'x' * 30}"}], "api_key": "hunter2", "n": 2}
-    assert scrub(body) == {"messages": [{"content": "use [redacted] and sk-[redacted]"}], "api_key": "[redacted]",
-                           "n": 2}  # fmt: skip
+    assert scrub(body) == {
+        "messages": [{"content": "use [redacted] and sk-[redacted]"}],
+        "api_key": "[redacted]",
+        "n": 2,
+    }
 
 
 def test_a_keys_own_rate_wins_over_its_tenants_even_when_it_is_zero() -> None:
@@ -69,7 +85,12 @@ def test_a_json_trace_record_has_the_redacted_request_and_the_answer(submitted: 
     assert record["response"] == {"answer": "ok", "token": "[redacted]"}
     assert record["attempts"] == [{"request_id": "req_1~1", "provider": "fake", "status": 503, "error_code": ""}]
     assert (record["request_id"], record["tenant"], record["key_prefix"], record["status"], record["truncated"]) == (
-        "req_1", "acme", "sk-gw-AbCd", 200, False)  # fmt: skip
+        "req_1",
+        "acme",
+        "sk-gw-AbCd",
+        200,
+        False,
+    )
 
 
 def test_stream_events_past_the_cap_are_left_out_and_the_trace_says_so(
@@ -98,8 +119,11 @@ def test_day_files_older_than_the_retention_are_deleted(tmp_path: Path) -> None:
         (tmp_path / f"traces-{day}.jsonl").write_text("{}\n")
     (tmp_path / "notes.txt").write_text("not ours")
     assert trace_files_prune(7, tmp_path, today=today) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "traces-2025-03-03.jsonl",
-                                                          "traces-2025-03-10.jsonl"]  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "notes.txt",
+        "traces-2025-03-03.jsonl",
+        "traces-2025-03-10.jsonl",
+    ]
 
 
 @pytest.mark.django_db
@@ -139,8 +163,9 @@ async def test_tracing_off_never_creates_a_capture(
     monkeypatch.setattr(tracing.TraceCapture, "__init__", refuse)
     with django_db_blocker.unblock():
         for stream in (False, True):
-            response = await asgi_call(app, "POST", "/v1/chat/completions", headers=key.headers,
-                                       body=orjson.dumps({**CHAT, "stream": stream}))  # fmt: skip
+            response = await asgi_call(
+                app, "POST", "/v1/chat/completions", headers=key.headers, body=orjson.dumps({**CHAT, "stream": stream})
+            )
             assert response.status == 200, response.body
 
 
@@ -154,16 +179,24 @@ async def test_a_translated_stream_is_captured_as_the_events_the_client_got(
 ) -> None:
     key = traced_key
     with django_db_blocker.unblock():
-        response = await asgi_call(app, "POST", "/v1/chat/completions", headers=key.headers,
-                                   body=orjson.dumps({**CHAT, "model": "claude-test", "stream": True}))  # fmt: skip
+        response = await asgi_call(
+            app,
+            "POST",
+            "/v1/chat/completions",
+            headers=key.headers,
+            body=orjson.dumps({**CHAT, "model": "claude-test", "stream": True}),
+        )
     assert response.status == 200, response.body
     [capture] = submitted
     record = trace_record(capture)
     assert record["request_id"] == response.headers["x-request-id"]
     assert "".join(record["response"]) == response.body.decode()
     assert record["response"][-1] == "data: [DONE]\n\n"
-    assert (record["provider"], record["stream"], record["request"]) == ("fake-anthropic", True, {
-        **REDACTED_CHAT, "model": "claude-test", "stream": True})  # fmt: skip
+    assert (record["provider"], record["stream"], record["request"]) == (
+        "fake-anthropic",
+        True,
+        {**REDACTED_CHAT, "model": "claude-test", "stream": True},
+    )
 
 
 # --- the live gateway, file sink ------------------------------------------------------------------
@@ -179,7 +212,9 @@ def traces_in(folder: Path, request_id: str, timeout: float = 10.0) -> list[dict
     """The trace lines of `request_id` once the writer has written one."""
     deadline = time.monotonic() + timeout
     while True:
-        lines = [orjson.loads(line) for path in folder.glob("traces-*.jsonl") for line in path.read_bytes().splitlines()]
+        lines = [
+            orjson.loads(line) for path in folder.glob("traces-*.jsonl") for line in path.read_bytes().splitlines()
+        ]
         found = [line for line in lines if line["request_id"] == request_id]
         if found or time.monotonic() > deadline:
             return found
@@ -193,16 +228,22 @@ def test_a_traced_key_gets_one_line_per_request_with_the_bodies_and_no_secrets(
     key = issue_key(trace_sample_rate=Decimal(1))
     answer = httpx.post(f"{gateway.url}/v1/chat/completions", headers=key.headers, json=CHAT, timeout=10)
     assert answer.status_code == 200, answer.text
-    streamed = httpx.post(f"{gateway.url}/v1/chat/completions", headers=key.headers,
-                          json={**CHAT, "stream": True}, timeout=10)  # fmt: skip
+    streamed = httpx.post(
+        f"{gateway.url}/v1/chat/completions", headers=key.headers, json={**CHAT, "stream": True}, timeout=10
+    )
     assert streamed.status_code == 200, streamed.text
     [json_trace] = traces_in(folder, answer.headers["x-request-id"])
     [stream_trace] = traces_in(folder, streamed.headers["x-request-id"])
     assert json_trace["request"] == REDACTED_CHAT
     assert json_trace["response"] == answer.json()
-    assert (json_trace["key_id"], json_trace["tenant_id"], json_trace["model"], json_trace["endpoint"],
-            json_trace["status"], json_trace["stream"]) == (
-        key.key_id, key.tenant_id, "gpt-test", "chat.completions", 200, False)  # fmt: skip
+    assert (
+        json_trace["key_id"],
+        json_trace["tenant_id"],
+        json_trace["model"],
+        json_trace["endpoint"],
+        json_trace["status"],
+        json_trace["stream"],
+    ) == (key.key_id, key.tenant_id, "gpt-test", "chat.completions", 200, False)
     assert stream_trace["request"] == {**REDACTED_CHAT, "stream": True}
     assert "".join(stream_trace["response"]) == streamed.text
     assert len(stream_trace["response"]) > 2 and stream_trace["response"][-1] == "data: [DONE]\n\n"

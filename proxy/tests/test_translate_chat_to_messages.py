@@ -16,8 +16,9 @@ HI = [{"role": "user", "content": "hi"}]
 
 
 def translate(**body: Any) -> tuple[dict[str, Any], list[str]]:
-    translated = chat_request_to_messages({"model": "gpt-public", **body}, upstream_model="claude-up",
-                                          default_max_tokens=DEFAULT_MAX)  # fmt: skip
+    translated = chat_request_to_messages(
+        {"model": "gpt-public", **body}, upstream_model="claude-up", default_max_tokens=DEFAULT_MAX
+    )
     return translated.body, translated.notes
 
 
@@ -52,36 +53,58 @@ FIELDS: list[tuple[dict[str, Any], dict[str, Any], list[str]]] = [
     ({"response_format": {"type": "json_object"}}, {}, ["dropped: response_format=json_object"]),
     ({"response_format": {"type": "json_schema", "json_schema": {}}}, {}, ["dropped: response_format=json_schema"]),
     ({"logprobs": True, "top_logprobs": 3}, {}, ["dropped: logprobs", "dropped: top_logprobs"]),
-    ({"presence_penalty": 0.5, "frequency_penalty": 0.2}, {},
-     ["dropped: presence_penalty", "dropped: frequency_penalty"]),
+    (
+        {"presence_penalty": 0.5, "frequency_penalty": 0.2},
+        {},
+        ["dropped: presence_penalty", "dropped: frequency_penalty"],
+    ),
     ({"seed": 7, "logit_bias": {"50256": -100}}, {}, ["dropped: seed", "dropped: logit_bias"]),
     ({"presence_penalty": 0, "logprobs": False, "seed": None, "logit_bias": {}}, {}, []),
     ({"store": True, "metadata": {"a": "b"}}, {}, ["dropped: store", "dropped: metadata"]),
     ({"tool_choice": "auto"}, {}, ["dropped: tool_choice (no tools)"]),
     ({"parallel_tool_calls": False}, {}, []),
     ({"reasoning_effort": "none"}, {}, []),
-    ({"reasoning_effort": "low"}, {"thinking": {"type": "enabled", "budget_tokens": 1024}},
-     ["mapped: reasoning_effort=low -> thinking.budget_tokens=1024"]),
-    ({"reasoning_effort": "medium"}, {"thinking": {"type": "enabled", "budget_tokens": 4096},
-                                      "max_tokens": DEFAULT_MAX + 4096},
-     ["mapped: reasoning_effort=medium -> thinking.budget_tokens=4096"]),
-    ({"reasoning_effort": "high"}, {"thinking": {"type": "enabled", "budget_tokens": 16384},
-                                    "max_tokens": DEFAULT_MAX + 16384},
-     ["mapped: reasoning_effort=high -> thinking.budget_tokens=16384"]),
-    ({"reasoning_effort": "high", "max_completion_tokens": 2000},
-     {"thinking": {"type": "enabled", "budget_tokens": 1999}, "max_tokens": 2000},
-     ["mapped: reasoning_effort=high -> thinking.budget_tokens=1999"]),
-    ({"reasoning_effort": "low", "max_tokens": 500}, {"max_tokens": 500},
-     ["dropped: reasoning_effort=low (max_tokens too small for thinking)"]),
-    ({"reasoning_effort": "low", "temperature": 0.2, "top_p": 0.5, "top_k": 5},
-     {"thinking": {"type": "enabled", "budget_tokens": 1024}},
-     ["mapped: reasoning_effort=low -> thinking.budget_tokens=1024",
-      "dropped: temperature (thinking needs the default)", "dropped: top_p (thinking needs 0.95 or more)",
-      "dropped: top_k (thinking forbids it)"]),
-    ({"reasoning_effort": "low", "temperature": 1, "top_p": 0.96},
-     {"thinking": {"type": "enabled", "budget_tokens": 1024}, "temperature": 1, "top_p": 0.96},
-     ["mapped: reasoning_effort=low -> thinking.budget_tokens=1024"]),
-]  # fmt: skip
+    (
+        {"reasoning_effort": "low"},
+        {"thinking": {"type": "enabled", "budget_tokens": 1024}},
+        ["mapped: reasoning_effort=low -> thinking.budget_tokens=1024"],
+    ),
+    (
+        {"reasoning_effort": "medium"},
+        {"thinking": {"type": "enabled", "budget_tokens": 4096}, "max_tokens": DEFAULT_MAX + 4096},
+        ["mapped: reasoning_effort=medium -> thinking.budget_tokens=4096"],
+    ),
+    (
+        {"reasoning_effort": "high"},
+        {"thinking": {"type": "enabled", "budget_tokens": 16384}, "max_tokens": DEFAULT_MAX + 16384},
+        ["mapped: reasoning_effort=high -> thinking.budget_tokens=16384"],
+    ),
+    (
+        {"reasoning_effort": "high", "max_completion_tokens": 2000},
+        {"thinking": {"type": "enabled", "budget_tokens": 1999}, "max_tokens": 2000},
+        ["mapped: reasoning_effort=high -> thinking.budget_tokens=1999"],
+    ),
+    (
+        {"reasoning_effort": "low", "max_tokens": 500},
+        {"max_tokens": 500},
+        ["dropped: reasoning_effort=low (max_tokens too small for thinking)"],
+    ),
+    (
+        {"reasoning_effort": "low", "temperature": 0.2, "top_p": 0.5, "top_k": 5},
+        {"thinking": {"type": "enabled", "budget_tokens": 1024}},
+        [
+            "mapped: reasoning_effort=low -> thinking.budget_tokens=1024",
+            "dropped: temperature (thinking needs the default)",
+            "dropped: top_p (thinking needs 0.95 or more)",
+            "dropped: top_k (thinking forbids it)",
+        ],
+    ),
+    (
+        {"reasoning_effort": "low", "temperature": 1, "top_p": 0.96},
+        {"thinking": {"type": "enabled", "budget_tokens": 1024}, "temperature": 1, "top_p": 0.96},
+        ["mapped: reasoning_effort=low -> thinking.budget_tokens=1024"],
+    ),
+]
 
 
 @pytest.mark.parametrize(("fields", "expected", "notes"), FIELDS)
@@ -96,18 +119,30 @@ def test_each_chat_field_maps_to_its_messages_field_or_a_note(
     ("fields", "message", "param"),
     [
         ({"n": 2}, "n > 1 is not supported by Anthropic models: send n separate requests", "n"),
-        ({"reasoning_effort": "extreme"}, "reasoning_effort 'extreme' is not one of minimal, low, medium, high",
-         "reasoning_effort"),
+        (
+            {"reasoning_effort": "extreme"},
+            "reasoning_effort 'extreme' is not one of minimal, low, medium, high",
+            "reasoning_effort",
+        ),
         ({"messages": []}, "messages must be a non-empty list", "messages"),
         ({"messages": "hi"}, "messages must be a non-empty list", "messages"),
-        ({"messages": [{"role": "function", "content": "x"}]}, "messages[0].role 'function' is not supported",
-         "messages[0].role"),
-        ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools[0] must be a function tool with a name",
-         "tools[0]"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "allowed_tools"}},
-         "tool_choice must be auto, required, none or a function", "tool_choice"),
+        (
+            {"messages": [{"role": "function", "content": "x"}]},
+            "messages[0].role 'function' is not supported",
+            "messages[0].role",
+        ),
+        (
+            {"tools": [{"type": "custom", "custom": {"name": "x"}}]},
+            "tools[0] must be a function tool with a name",
+            "tools[0]",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "allowed_tools"}},
+            "tool_choice must be auto, required, none or a function",
+            "tool_choice",
+        ),
     ],
-)  # fmt: skip
+)
 def test_what_anthropic_cannot_express_is_a_translation_error(fields: dict[str, Any], message: str, param: str) -> None:
     with pytest.raises(TranslationError) as caught:
         translate(**{"messages": HI, **fields})
@@ -118,11 +153,13 @@ def test_what_anthropic_cannot_express_is_a_translation_error(fields: dict[str, 
 
 
 def test_system_and_developer_messages_become_one_system_string() -> None:
-    body, notes = translate(messages=[
-        {"role": "system", "content": "Be brief."},
-        {"role": "developer", "content": [{"type": "text", "text": "Use French."}]},
-        *HI,
-    ])  # fmt: skip
+    body, notes = translate(
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": [{"type": "text", "text": "Use French."}]},
+            *HI,
+        ]
+    )
     assert body["system"] == "Be brief.\n\nUse French."
     assert body["messages"] == [{"role": "user", "content": "hi"}]
     assert notes == []
@@ -147,33 +184,51 @@ def test_text_and_image_parts_become_anthropic_blocks() -> None:
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg", "detail": "auto"}},
         {"type": "text", "text": ""},
     ]
-    assert translated_messages({"role": "user", "content": content}) == [{"role": "user", "content": [
-        {"type": "text", "text": "What is this?"},
-        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0K"}},
-        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
-    ]}]  # fmt: skip
+    assert translated_messages({"role": "user", "content": content}) == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0K"}},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
+            ],
+        }
+    ]
 
 
 def test_a_pdf_file_part_becomes_a_document_block() -> None:
     part = {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0"}}
-    assert translated_messages({"role": "user", "content": [part]}) == [{"role": "user", "content": [
-        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0"}},
-    ]}]  # fmt: skip
+    assert translated_messages({"role": "user", "content": [part]}) == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0"}},
+            ],
+        }
+    ]
 
 
 @pytest.mark.parametrize(
     ("part", "message"),
     [
-        ({"type": "image_url", "image_url": {"url": "ftp://example.com/a.png"}},
-         "messages[0].content[0] must be an http(s) URL or a base64 data URL"),
-        ({"type": "image_url", "image_url": {"url": "data:image/png,rawbytes"}},
-         "messages[0].content[0] must be an http(s) URL or a base64 data URL"),
-        ({"type": "file", "file": {"file_id": "file-123"}},
-         "messages[0].content[0] must be a base64 data URL of a PDF"),
-        ({"type": "input_audio", "input_audio": {"data": "UklG", "format": "wav"}},
-         "messages[0].content[0].type 'input_audio' is not supported by Anthropic models"),
+        (
+            {"type": "image_url", "image_url": {"url": "ftp://example.com/a.png"}},
+            "messages[0].content[0] must be an http(s) URL or a base64 data URL",
+        ),
+        (
+            {"type": "image_url", "image_url": {"url": "data:image/png,rawbytes"}},
+            "messages[0].content[0] must be an http(s) URL or a base64 data URL",
+        ),
+        (
+            {"type": "file", "file": {"file_id": "file-123"}},
+            "messages[0].content[0] must be a base64 data URL of a PDF",
+        ),
+        (
+            {"type": "input_audio", "input_audio": {"data": "UklG", "format": "wav"}},
+            "messages[0].content[0].type 'input_audio' is not supported by Anthropic models",
+        ),
     ],
-)  # fmt: skip
+)
 def test_content_anthropic_cannot_take_is_a_translation_error(part: dict[str, Any], message: str) -> None:
     with pytest.raises(TranslationError) as caught:
         translated_messages({"role": "user", "content": [part]})
@@ -181,15 +236,22 @@ def test_content_anthropic_cannot_take_is_a_translation_error(part: dict[str, An
 
 
 def test_assistant_tool_calls_become_tool_use_blocks_after_its_text() -> None:
-    assistant = {"role": "assistant", "content": "Let me look.", "tool_calls": [
-        {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "cats"}'}},
-        {"id": "call_2", "type": "function", "function": {"name": "now", "arguments": ""}},
-    ]}  # fmt: skip
-    assert translated_messages(*HI, assistant)[1] == {"role": "assistant", "content": [
-        {"type": "text", "text": "Let me look."},
-        {"type": "tool_use", "id": "call_1", "name": "lookup", "input": {"q": "cats"}},
-        {"type": "tool_use", "id": "call_2", "name": "now", "input": {}},
-    ]}  # fmt: skip
+    assistant = {
+        "role": "assistant",
+        "content": "Let me look.",
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "cats"}'}},
+            {"id": "call_2", "type": "function", "function": {"name": "now", "arguments": ""}},
+        ],
+    }
+    assert translated_messages(*HI, assistant)[1] == {
+        "role": "assistant",
+        "content": [
+            {"type": "text", "text": "Let me look."},
+            {"type": "tool_use", "id": "call_1", "name": "lookup", "input": {"q": "cats"}},
+            {"type": "tool_use", "id": "call_2", "name": "now", "input": {}},
+        ],
+    }
 
 
 @pytest.mark.parametrize(
@@ -214,11 +276,16 @@ def test_consecutive_tool_results_and_the_next_user_message_merge_into_one_user_
         {"role": "tool", "tool_call_id": "call_1", "content": "one"},
         {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "two"}]},
         {"role": "user", "content": "thanks"},
-    )[2:] == [{"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": "call_1", "content": "one"},
-        {"type": "tool_result", "tool_use_id": "call_2", "content": [{"type": "text", "text": "two"}]},
-        {"type": "text", "text": "thanks"},
-    ]}]  # fmt: skip
+    )[2:] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "call_1", "content": "one"},
+                {"type": "tool_result", "tool_use_id": "call_2", "content": [{"type": "text", "text": "two"}]},
+                {"type": "text", "text": "thanks"},
+            ],
+        }
+    ]
 
 
 def test_consecutive_messages_of_one_role_merge_because_anthropic_needs_alternation() -> None:
@@ -228,26 +295,39 @@ def test_consecutive_messages_of_one_role_merge_because_anthropic_needs_alternat
 
 
 def test_message_fields_without_an_equivalent_are_noted_once() -> None:
-    _, notes = translate(messages=[{"role": "user", "content": "a", "name": "ann"},
-                                   {"role": "assistant", "content": "b", "refusal": None},
-                                   {"role": "user", "content": "c", "name": "bob"}])  # fmt: skip
+    _, notes = translate(
+        messages=[
+            {"role": "user", "content": "a", "name": "ann"},
+            {"role": "assistant", "content": "b", "refusal": None},
+            {"role": "user", "content": "c", "name": "bob"},
+        ]
+    )
     assert notes == ["dropped: messages[].name"]
 
 
 # --- request: tools ---------------------------------------------------------------------
 
-LOOKUP = {"type": "function", "function": {"name": "lookup", "description": "Find things",
-                                           "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}
+LOOKUP = {
+    "type": "function",
+    "function": {
+        "name": "lookup",
+        "description": "Find things",
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+    },
+}
 NOW = {"type": "function", "function": {"name": "now"}}
 
 
 def test_function_tools_become_anthropic_tools_with_an_input_schema() -> None:
     body, notes = translate(messages=HI, tools=[LOOKUP, NOW])
     assert body["tools"] == [
-        {"name": "lookup", "description": "Find things",
-         "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}},
+        {
+            "name": "lookup",
+            "description": "Find things",
+            "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}},
+        },
         {"name": "now", "input_schema": {"type": "object", "properties": {}}},
-    ]  # fmt: skip
+    ]
     assert "tool_choice" not in body and notes == []
 
 
@@ -265,12 +345,15 @@ def test_a_strict_tool_is_sent_without_strictness_and_noted() -> None:
         ({"type": "function", "function": {"name": "lookup"}}, None, {"type": "tool", "name": "lookup"}),
         (None, False, {"type": "auto", "disable_parallel_tool_use": True}),
         ("required", False, {"type": "any", "disable_parallel_tool_use": True}),
-        ({"type": "function", "function": {"name": "lookup"}}, False,
-         {"type": "tool", "name": "lookup", "disable_parallel_tool_use": True}),
+        (
+            {"type": "function", "function": {"name": "lookup"}},
+            False,
+            {"type": "tool", "name": "lookup", "disable_parallel_tool_use": True},
+        ),
         ("none", False, {"type": "none"}),
         ("auto", True, {"type": "auto"}),
     ],
-)  # fmt: skip
+)
 def test_tool_choice_and_parallel_tool_calls_map_to_anthropics_tool_choice(
     choice: Any, parallel: bool | None, expected: dict[str, Any]
 ) -> None:
@@ -282,9 +365,16 @@ def test_tool_choice_and_parallel_tool_calls_map_to_anthropics_tool_choice(
 
 
 def anthropic_message(content: list[dict[str, Any]], stop_reason: str = "end_turn", **usage: int) -> dict[str, Any]:
-    return {"id": "msg_01", "type": "message", "role": "assistant", "model": "claude-up", "content": content,
-            "stop_reason": stop_reason, "stop_sequence": None,
-            "usage": {"input_tokens": 10, "output_tokens": 5, **usage}}  # fmt: skip
+    return {
+        "id": "msg_01",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-up",
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 10, "output_tokens": 5, **usage},
+    }
 
 
 def test_a_text_message_becomes_a_chat_completion_for_the_clients_model() -> None:
@@ -295,44 +385,66 @@ def test_a_text_message_becomes_a_chat_completion_for_the_clients_model() -> Non
         "created": 1_700_000_000,
         "model": "gpt-public",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello world"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
-                  "prompt_tokens_details": {"cached_tokens": 0}},
-    }  # fmt: skip
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+            "total_tokens": 15,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        },
+    }
 
 
 def test_thinking_becomes_reasoning_content_and_tool_use_becomes_tool_calls() -> None:
-    data = anthropic_message([
-        {"type": "thinking", "thinking": "The user wants cats.", "signature": "sig"},
-        {"type": "redacted_thinking", "data": "opaque"},
-        {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "cats", "n": 2}},
-    ], stop_reason="tool_use")  # fmt: skip
+    data = anthropic_message(
+        [
+            {"type": "thinking", "thinking": "The user wants cats.", "signature": "sig"},
+            {"type": "redacted_thinking", "data": "opaque"},
+            {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "cats", "n": 2}},
+        ],
+        stop_reason="tool_use",
+    )
     choice = message_response_to_chat(data, model="m", created=1)["choices"][0]
-    assert choice == {"index": 0, "finish_reason": "tool_calls", "message": {
-        "role": "assistant",
-        "content": None,
-        "reasoning_content": "The user wants cats.",
-        "tool_calls": [{"id": "toolu_1", "type": "function",
-                        "function": {"name": "lookup", "arguments": '{"q":"cats","n":2}'}}],
-    }}  # fmt: skip
+    assert choice == {
+        "index": 0,
+        "finish_reason": "tool_calls",
+        "message": {
+            "role": "assistant",
+            "content": None,
+            "reasoning_content": "The user wants cats.",
+            "tool_calls": [
+                {"id": "toolu_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q":"cats","n":2}'}}
+            ],
+        },
+    }
 
 
 @pytest.mark.parametrize(
     ("stop_reason", "finish_reason"),
-    [("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("tool_use", "tool_calls"),
-     ("refusal", "content_filter"), ("pause_turn", "stop"), ("something_new", "stop")],
-)  # fmt: skip
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("pause_turn", "stop"),
+        ("something_new", "stop"),
+    ],
+)
 def test_stop_reasons_map_to_finish_reasons(stop_reason: str, finish_reason: str) -> None:
     data = anthropic_message([{"type": "text", "text": "x"}], stop_reason=stop_reason)
     assert message_response_to_chat(data, model="m", created=1)["choices"][0]["finish_reason"] == finish_reason
 
 
 def test_prompt_tokens_include_cache_reads_and_writes_as_openai_counts_them() -> None:
-    data = anthropic_message([{"type": "text", "text": "x"}], cache_read_input_tokens=100,
-                             cache_creation_input_tokens=30)  # fmt: skip
+    data = anthropic_message(
+        [{"type": "text", "text": "x"}], cache_read_input_tokens=100, cache_creation_input_tokens=30
+    )
     assert message_response_to_chat(data, model="m", created=1)["usage"] == {
-        "prompt_tokens": 140, "completion_tokens": 5, "total_tokens": 145,
+        "prompt_tokens": 140,
+        "completion_tokens": 5,
+        "total_tokens": 145,
         "prompt_tokens_details": {"cached_tokens": 100},
-    }  # fmt: skip
+    }
 
 
 def test_created_defaults_to_now() -> None:
@@ -342,10 +454,24 @@ def test_created_defaults_to_now() -> None:
 
 # --- stream --------------------------------------------------------------------------------------
 
-START: dict[str, Any] = {"type": "message_start", "message": {
-    "id": "msg_01", "type": "message", "role": "assistant", "model": "claude-up", "content": [], "stop_reason": None,
-    "stop_sequence": None, "usage": {"input_tokens": 25, "cache_read_input_tokens": 100,
-                                     "cache_creation_input_tokens": 0, "output_tokens": 1}}}  # fmt: skip
+START: dict[str, Any] = {
+    "type": "message_start",
+    "message": {
+        "id": "msg_01",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-up",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 25,
+            "cache_read_input_tokens": 100,
+            "cache_creation_input_tokens": 0,
+            "output_tokens": 1,
+        },
+    },
+}
 PING: dict[str, Any] = {"type": "ping"}
 STOP: dict[str, Any] = {"type": "message_stop"}
 
@@ -363,32 +489,57 @@ def block_stop(index: int) -> dict[str, Any]:
 
 
 def message_delta(stop_reason: str, output_tokens: int) -> dict[str, Any]:
-    return {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-            "usage": {"output_tokens": output_tokens}}  # fmt: skip
+    return {
+        "type": "message_delta",
+        "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+        "usage": {"output_tokens": output_tokens},
+    }
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7, "model": "gpt-public",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 7,
+        "model": "gpt-public",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
 
 
 def usage_chunk(prompt: int, completion: int, cached: int) -> dict[str, Any]:
-    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7, "model": "gpt-public", "choices": [],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-                      "prompt_tokens_details": {"cached_tokens": cached}}}  # fmt: skip
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 7,
+        "model": "gpt-public",
+        "choices": [],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        },
+    }
 
 
 def run(events: list[dict[str, Any]], *, include_usage: bool = True) -> list[dict[str, Any]]:
-    stream = MessagesToChatStream(model="gpt-public", completion_id="chatcmpl-1", created=7,
-                                  include_usage=include_usage)  # fmt: skip
+    stream = MessagesToChatStream(
+        model="gpt-public", completion_id="chatcmpl-1", created=7, include_usage=include_usage
+    )
     out = [c for event in events for c in stream.feed(event)]
     return out + stream.close()
 
 
 TEXT_EVENTS: list[dict[str, Any]] = [
-    START, PING, block_start(0, {"type": "text", "text": ""}), block_delta(0, type="text_delta", text="Hel"),
-    block_delta(0, type="text_delta", text="lo"), block_stop(0), message_delta("end_turn", 2), STOP,
-]  # fmt: skip
+    START,
+    PING,
+    block_start(0, {"type": "text", "text": ""}),
+    block_delta(0, type="text_delta", text="Hel"),
+    block_delta(0, type="text_delta", text="lo"),
+    block_stop(0),
+    message_delta("end_turn", 2),
+    STOP,
+]
 
 
 def test_a_text_stream_becomes_role_content_finish_and_usage_chunks() -> None:
@@ -407,12 +558,17 @@ def test_without_include_usage_no_usage_chunk_is_sent() -> None:
 
 def test_thinking_streams_as_reasoning_content_before_the_text() -> None:
     events = [
-        START, block_start(0, {"type": "thinking", "thinking": ""}),
+        START,
+        block_start(0, {"type": "thinking", "thinking": ""}),
         block_delta(0, type="thinking_delta", thinking="Let me think."),
-        block_delta(0, type="signature_delta", signature="EqQBCgIYAhIM"), block_stop(0),
-        block_start(1, {"type": "text", "text": ""}), block_delta(1, type="text_delta", text="42"), block_stop(1),
-        message_delta("max_tokens", 9), STOP,
-    ]  # fmt: skip
+        block_delta(0, type="signature_delta", signature="EqQBCgIYAhIM"),
+        block_stop(0),
+        block_start(1, {"type": "text", "text": ""}),
+        block_delta(1, type="text_delta", text="42"),
+        block_stop(1),
+        message_delta("max_tokens", 9),
+        STOP,
+    ]
     assert run(events, include_usage=False) == [
         chunk({"role": "assistant", "content": ""}),
         chunk({"reasoning_content": "Let me think."}),
@@ -423,33 +579,50 @@ def test_thinking_streams_as_reasoning_content_before_the_text() -> None:
 
 def test_tool_use_streams_as_tool_calls_counted_from_zero_with_split_arguments() -> None:
     events = [
-        START, block_start(0, {"type": "text", "text": ""}), block_delta(0, type="text_delta", text="Looking."),
+        START,
+        block_start(0, {"type": "text", "text": ""}),
+        block_delta(0, type="text_delta", text="Looking."),
         block_stop(0),
         block_start(1, {"type": "tool_use", "id": "toolu_a", "name": "lookup", "input": {}}),
         block_delta(1, type="input_json_delta", partial_json=""),
         block_delta(1, type="input_json_delta", partial_json='{"q": "ca'),
-        block_delta(1, type="input_json_delta", partial_json='ts"}'), block_stop(1),
+        block_delta(1, type="input_json_delta", partial_json='ts"}'),
+        block_stop(1),
         block_start(2, {"type": "tool_use", "id": "toolu_b", "name": "now", "input": {}}),
-        block_delta(2, type="input_json_delta", partial_json="{}"), block_stop(2),
-        message_delta("tool_use", 30), STOP,
-    ]  # fmt: skip
+        block_delta(2, type="input_json_delta", partial_json="{}"),
+        block_stop(2),
+        message_delta("tool_use", 30),
+        STOP,
+    ]
     assert run(events, include_usage=False) == [
         chunk({"role": "assistant", "content": ""}),
         chunk({"content": "Looking."}),
-        chunk({"tool_calls": [{"index": 0, "id": "toolu_a", "type": "function",
-                               "function": {"name": "lookup", "arguments": ""}}]}),
+        chunk(
+            {
+                "tool_calls": [
+                    {"index": 0, "id": "toolu_a", "type": "function", "function": {"name": "lookup", "arguments": ""}}
+                ]
+            }
+        ),
         chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"q": "ca'}}]}),
         chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'ts"}'}}]}),
-        chunk({"tool_calls": [{"index": 1, "id": "toolu_b", "type": "function",
-                               "function": {"name": "now", "arguments": ""}}]}),
+        chunk(
+            {
+                "tool_calls": [
+                    {"index": 1, "id": "toolu_b", "type": "function", "function": {"name": "now", "arguments": ""}}
+                ]
+            }
+        ),
         chunk({"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]}),
         chunk({}, "tool_calls"),
-    ]  # fmt: skip
+    ]
 
 
 def test_input_counts_repeated_in_message_delta_reach_the_usage_chunk() -> None:
-    delta = {**message_delta("end_turn", 3), "usage": {"input_tokens": 40, "cache_read_input_tokens": None,
-                                                        "output_tokens": 3}}  # fmt: skip
+    delta = {
+        **message_delta("end_turn", 3),
+        "usage": {"input_tokens": 40, "cache_read_input_tokens": None, "output_tokens": 3},
+    }
     assert run([START, delta, STOP])[-1] == usage_chunk(140, 3, 100)
 
 

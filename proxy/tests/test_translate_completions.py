@@ -21,7 +21,9 @@ USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
 
 
 def translate(**fields: Any) -> tuple[dict[str, Any], list[str]]:
-    translated = completions_request_to_chat({"model": "text-model", "prompt": "Once upon", **fields}, upstream_model="up")
+    translated = completions_request_to_chat(
+        {"model": "text-model", "prompt": "Once upon", **fields}, upstream_model="up"
+    )
     return translated.body, translated.notes
 
 
@@ -36,8 +38,18 @@ FIELD_CASES: list[tuple[str, dict[str, Any], dict[str, Any], list[str]]] = [
     ("n passes", {"n": 2}, {"max_tokens": 16, "n": 2}, [PROMPT_NOTE]),
     ("user passes", {"user": "u"}, {"max_tokens": 16, "user": "u"}, [PROMPT_NOTE]),
     ("seed passes", {"seed": 7}, {"max_tokens": 16, "seed": 7}, [PROMPT_NOTE]),
-    ("penalties pass", {"presence_penalty": 1, "frequency_penalty": 2}, {"max_tokens": 16, "presence_penalty": 1, "frequency_penalty": 2}, [PROMPT_NOTE]),  # noqa: E501
-    ("logit_bias passes", {"logit_bias": {"50256": -100}}, {"max_tokens": 16, "logit_bias": {"50256": -100}}, [PROMPT_NOTE]),  # noqa: E501
+    (
+        "penalties pass",
+        {"presence_penalty": 1, "frequency_penalty": 2},
+        {"max_tokens": 16, "presence_penalty": 1, "frequency_penalty": 2},
+        [PROMPT_NOTE],
+    ),
+    (
+        "logit_bias passes",
+        {"logit_bias": {"50256": -100}},
+        {"max_tokens": 16, "logit_bias": {"50256": -100}},
+        [PROMPT_NOTE],
+    ),
     (
         "stream asks for usage",
         {"stream": True, "stream_options": {"include_usage": False}},
@@ -115,7 +127,11 @@ def test_a_chat_answer_becomes_a_text_completion() -> None:
 
 
 def test_an_unknown_finish_reason_reads_as_stop() -> None:
-    data = {"id": "x", "created": 1, "choices": [{"index": 0, "message": {"content": "a"}, "finish_reason": "tool_calls"}]}
+    data = {
+        "id": "x",
+        "created": 1,
+        "choices": [{"index": 0, "message": {"content": "a"}, "finish_reason": "tool_calls"}],
+    }
     completion = chat_response_to_completion(data, model="m")
     assert completion["choices"][0]["finish_reason"] == "stop"
     assert "usage" not in completion
@@ -142,7 +158,9 @@ def text_chunk(text: str, finish_reason: str | None = None) -> dict[str, Any]:
 
 
 def run(include_usage: bool, chunks: list[dict[str, Any]] = STREAM) -> list[dict[str, Any]]:
-    translator = ChatToCompletionsStream(model="text-model", completion_id="cmpl-1", created=7, include_usage=include_usage)
+    translator = ChatToCompletionsStream(
+        model="text-model", completion_id="cmpl-1", created=7, include_usage=include_usage
+    )
     out = [event for c in chunks for event in translator.feed(c)] + translator.close()
     for event in out:
         # The SDK types a finished completion; mid-stream chunks carry a null
@@ -153,7 +171,14 @@ def run(include_usage: bool, chunks: list[dict[str, Any]] = STREAM) -> list[dict
 
 
 def test_a_stream_becomes_text_completion_chunks_with_usage_when_asked() -> None:
-    usage_chunk = {"id": "cmpl-1", "object": "text_completion", "created": 7, "model": "text-model", "choices": [], "usage": USAGE}  # noqa: E501
+    usage_chunk = {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 7,
+        "model": "text-model",
+        "choices": [],
+        "usage": USAGE,
+    }
     assert run(include_usage=True) == [text_chunk(" a"), text_chunk(" time"), text_chunk("", "stop"), usage_chunk]
 
 
@@ -172,7 +197,9 @@ def test_the_openai_sdk_reads_the_translated_stream() -> None:
     def serve(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=sse)
 
-    client = openai.OpenAI(api_key="k", base_url="http://gateway.test/v1", http_client=httpx2.Client(transport=httpx2.MockTransport(serve)))  # noqa: E501
+    client = openai.OpenAI(
+        api_key="k", base_url="http://gateway.test/v1", http_client=httpx2.Client(transport=httpx2.MockTransport(serve))
+    )
     chunks = list(client.completions.create(model="text-model", prompt="Once upon", stream=True))
     assert "".join(choice.text for c in chunks for choice in c.choices) == " a time"
     assert [choice.finish_reason for c in chunks for choice in c.choices] == [None, None, "stop"]

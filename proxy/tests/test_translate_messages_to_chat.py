@@ -79,95 +79,197 @@ REQUEST_CASES: list[tuple[str, dict[str, Any], dict[str, Any], list[str]]] = [
     ),
     (
         "a base64 PDF becomes a file part",
-        {"messages": [{"role": "user", "content": [
-            {"type": "document", "title": "a.pdf",
-             "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}}
-        ]}]},  # fmt: skip
-        {"messages": [{"role": "user", "content": [
-            {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBE"}}
-        ]}]},  # fmt: skip
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "document",
+                            "title": "a.pdf",
+                            "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"},
+                        }
+                    ],
+                }
+            ]
+        },
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBE"}}
+                    ],
+                }
+            ]
+        },
         ["mapped: pdf document -> file part"],
     ),
     (
         "a plain-text document becomes text after its title",
-        {"messages": [{"role": "user", "content": [
-            {"type": "document", "title": "Notes", "citations": {"enabled": True},
-             "source": {"type": "text", "media_type": "text/plain", "data": "body"}}
-        ]}]},  # fmt: skip
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "document",
+                            "title": "Notes",
+                            "citations": {"enabled": True},
+                            "source": {"type": "text", "media_type": "text/plain", "data": "body"},
+                        }
+                    ],
+                }
+            ]
+        },
         {"messages": [{"role": "user", "content": "Notes\n\nbody"}]},
         ["dropped: citations"],
     ),
     (
         "a url document is dropped",
-        {"messages": [{"role": "user", "content": [
-            {"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}, {"type": "text", "text": "Hi"}
-        ]}]},  # fmt: skip
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}},
+                        {"type": "text", "text": "Hi"},
+                    ],
+                }
+            ]
+        },
         {"messages": [{"role": "user", "content": "Hi"}]},
         ["dropped: document (url source)"],
     ),
     (
         "a tool_use block becomes a tool call and thinking is dropped",
-        {"messages": [*HI, {"role": "assistant", "content": [
-            {"type": "thinking", "thinking": "hmm", "signature": "sig"},
-            {"type": "redacted_thinking", "data": "xx"},
-            {"type": "text", "text": "Listing."},
-            {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}},
-        ]}]},  # fmt: skip
-        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Listing.", "tool_calls": [
-            {"id": "toolu_1", "type": "function", "function": {"name": "Bash", "arguments": '{"command":"ls"}'}}
-        ]}]},  # fmt: skip
+        {
+            "messages": [
+                *HI,
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                        {"type": "redacted_thinking", "data": "xx"},
+                        {"type": "text", "text": "Listing."},
+                        {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}},
+                    ],
+                },
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "Hi"},
+                {
+                    "role": "assistant",
+                    "content": "Listing.",
+                    "tool_calls": [
+                        {
+                            "id": "toolu_1",
+                            "type": "function",
+                            "function": {"name": "Bash", "arguments": '{"command":"ls"}'},
+                        }
+                    ],
+                },
+            ]
+        },
         ["dropped: thinking blocks"],
     ),
     (
         "an assistant turn of only tool calls has null content",
         {"messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]},
-        {"messages": [{"role": "assistant", "content": None, "tool_calls": [
-            {"id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-        ]}]},  # fmt: skip
+        {
+            "messages": [
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+                }
+            ]
+        },
         [],
     ),
     (
         "tool results become tool messages before the user's text",
-        {"messages": [{"role": "user", "content": [
-            {"type": "text", "text": "Now?"},
-            {"type": "tool_result", "tool_use_id": "t1", "content": "a.txt"},
-            {"type": "tool_result", "tool_use_id": "t2", "is_error": True, "cache_control": {"type": "ephemeral"},
-             "content": [{"type": "text", "text": "no such"}, {"type": "text", "text": "file"}]},
-        ]}]},  # fmt: skip
-        {"messages": [
-            {"role": "tool", "tool_call_id": "t1", "content": "a.txt"},
-            {"role": "tool", "tool_call_id": "t2", "content": "Error: no such\nfile"},
-            {"role": "user", "content": "Now?"},
-        ]},  # fmt: skip
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Now?"},
+                        {"type": "tool_result", "tool_use_id": "t1", "content": "a.txt"},
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "t2",
+                            "is_error": True,
+                            "cache_control": {"type": "ephemeral"},
+                            "content": [{"type": "text", "text": "no such"}, {"type": "text", "text": "file"}],
+                        },
+                    ],
+                }
+            ]
+        },
+        {
+            "messages": [
+                {"role": "tool", "tool_call_id": "t1", "content": "a.txt"},
+                {"role": "tool", "tool_call_id": "t2", "content": "Error: no such\nfile"},
+                {"role": "user", "content": "Now?"},
+            ]
+        },
         ["dropped: cache_control"],
     ),
     (
         "an image in a tool result moves to a user message",
-        {"messages": [{"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "t1",
-             "content": [{"type": "text", "text": "shot"}, {"type": "image", "source": PNG}]},
-        ]}]},  # fmt: skip
-        {"messages": [{"role": "tool", "tool_call_id": "t1", "content": "shot"},
-                      {"role": "user", "content": [PNG_PART]}]},  # fmt: skip
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "t1",
+                            "content": [{"type": "text", "text": "shot"}, {"type": "image", "source": PNG}],
+                        },
+                    ],
+                }
+            ]
+        },
+        {
+            "messages": [
+                {"role": "tool", "tool_call_id": "t1", "content": "shot"},
+                {"role": "user", "content": [PNG_PART]},
+            ]
+        },
         ["mapped: tool_result image -> user message"],
     ),
     (
         "tools become functions and server tools are dropped by name",
-        {"tools": [
-            {"name": "Bash", "description": "Run", "input_schema": {"type": "object"}, "cache_control": EPHEMERAL},
-            {"name": "Noop"},
-            {"type": "web_search_20250305", "name": "web_search"},
-            {"type": "bash_20250124", "name": "bash"},
-        ]},  # fmt: skip
-        {"tools": [
-            {"type": "function", "function": {"name": "Bash", "description": "Run", "parameters": {"type": "object"}}},
-            {"type": "function", "function": {"name": "Noop", "parameters": {"type": "object", "properties": {}}}},
-        ]},  # fmt: skip
+        {
+            "tools": [
+                {"name": "Bash", "description": "Run", "input_schema": {"type": "object"}, "cache_control": EPHEMERAL},
+                {"name": "Noop"},
+                {"type": "web_search_20250305", "name": "web_search"},
+                {"type": "bash_20250124", "name": "bash"},
+            ]
+        },
+        {
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {"name": "Bash", "description": "Run", "parameters": {"type": "object"}},
+                },
+                {"type": "function", "function": {"name": "Noop", "parameters": {"type": "object", "properties": {}}}},
+            ]
+        },
         ["dropped: cache_control", "dropped: server tool web_search_20250305", "dropped: server tool bash_20250124"],
     ),
     ("tool_choice auto", {"tools": [{"name": "f"}], "tool_choice": {"type": "auto"}}, {"tool_choice": "auto"}, []),
-    ("tool_choice any is required", {"tools": [{"name": "f"}], "tool_choice": {"type": "any"}},
-     {"tool_choice": "required"}, []),  # fmt: skip
+    (
+        "tool_choice any is required",
+        {"tools": [{"name": "f"}], "tool_choice": {"type": "any"}},
+        {"tool_choice": "required"},
+        [],
+    ),
     ("tool_choice none", {"tools": [{"name": "f"}], "tool_choice": {"type": "none"}}, {"tool_choice": "none"}, []),
     (
         "tool_choice of one tool, without parallel calls",
@@ -221,11 +323,23 @@ REQUEST_CASES: list[tuple[str, dict[str, Any], dict[str, Any], list[str]]] = [
     ),
     (
         "Claude Code's extra fields and unknown fields are dropped by name",
-        {"context_management": {}, "output_config": {}, "service_tier": "auto", "container": "c", "mcp_servers": [],
-         "fancy_new_field": 1},  # fmt: skip
+        {
+            "context_management": {},
+            "output_config": {},
+            "service_tier": "auto",
+            "container": "c",
+            "mcp_servers": [],
+            "fancy_new_field": 1,
+        },
         {"model": "gpt-4.1", "messages": [{"role": "user", "content": "Hi"}]},
-        ["dropped: context_management", "dropped: output_config", "dropped: service_tier", "dropped: container",
-         "dropped: mcp_servers", "dropped: fancy_new_field"],  # fmt: skip
+        [
+            "dropped: context_management",
+            "dropped: output_config",
+            "dropped: service_tier",
+            "dropped: container",
+            "dropped: mcp_servers",
+            "dropped: fancy_new_field",
+        ],
     ),
 ]
 
@@ -268,32 +382,63 @@ def test_invalid_input_raises_a_translation_error_naming_the_param(body: dict[st
 
 
 CLAUDE_CODE_TOOLS = [
-    {"name": name, "description": f"{name} tool", "input_schema": {
-        "type": "object", "properties": {"arg": {"type": "string"}}, "required": ["arg"],
-        "additionalProperties": False, "$schema": "http://json-schema.org/draft-07/schema#"}}
-    for name in ("Task", "Bash", "Glob", "Grep", "LS", "ExitPlanMode", "Read", "Edit", "MultiEdit", "Write",
-                 "NotebookEdit", "WebFetch", "TodoWrite", "WebSearch", "BashOutput")
-]  # fmt: skip
+    {
+        "name": name,
+        "description": f"{name} tool",
+        "input_schema": {
+            "type": "object",
+            "properties": {"arg": {"type": "string"}},
+            "required": ["arg"],
+            "additionalProperties": False,
+            "$schema": "http://json-schema.org/draft-07/schema#",
+        },
+    }
+    for name in (
+        "Task",
+        "Bash",
+        "Glob",
+        "Grep",
+        "LS",
+        "ExitPlanMode",
+        "Read",
+        "Edit",
+        "MultiEdit",
+        "Write",
+        "NotebookEdit",
+        "WebFetch",
+        "TodoWrite",
+        "WebSearch",
+        "BashOutput",
+    )
+]
 CLAUDE_CODE_BODY = {
     "model": "claude-sonnet-4-5-20250929",
     "max_tokens": 32000,
     "stream": True,
     "system": [
-        {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude.",
-         "cache_control": {"type": "ephemeral"}},
+        {
+            "type": "text",
+            "text": "You are Claude Code, Anthropic's official CLI for Claude.",
+            "cache_control": {"type": "ephemeral"},
+        },
         {"type": "text", "text": "You are an interactive CLI tool...", "cache_control": {"type": "ephemeral"}},
     ],
-    "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "<system-reminder>Context</system-reminder>"},
-        {"type": "text", "text": "fix the failing test", "cache_control": {"type": "ephemeral"}},
-    ]}],
+    "messages": [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "<system-reminder>Context</system-reminder>"},
+                {"type": "text", "text": "fix the failing test", "cache_control": {"type": "ephemeral"}},
+            ],
+        }
+    ],
     "tools": CLAUDE_CODE_TOOLS,
     "metadata": {"user_id": LONG_USER_ID},
     "thinking": {"type": "enabled", "budget_tokens": 31999},
     "temperature": 1,
     "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
     "output_config": {"effort": "high"},
-}  # fmt: skip
+}
 
 
 def test_a_claude_code_request_translates_whole() -> None:
@@ -301,8 +446,11 @@ def test_a_claude_code_request_translates_whole() -> None:
     assert translated.body == {
         "model": "deepseek-chat",
         "messages": [
-            {"role": "system", "content": "You are Claude Code, Anthropic's official CLI for Claude.\n\n"
-                                          "You are an interactive CLI tool..."},
+            {
+                "role": "system",
+                "content": "You are Claude Code, Anthropic's official CLI for Claude.\n\n"
+                "You are an interactive CLI tool...",
+            },
             {"role": "user", "content": "<system-reminder>Context</system-reminder>\n\nfix the failing test"},
         ],
         "max_tokens": 32000,
@@ -310,10 +458,15 @@ def test_a_claude_code_request_translates_whole() -> None:
         "stream": True,
         "stream_options": {"include_usage": True},
         "user": hashlib.sha256(LONG_USER_ID.encode()).hexdigest(),
-        "tools": [{"type": "function", "function": {"name": t["name"], "description": t["description"],
-                                                     "parameters": t["input_schema"]}} for t in CLAUDE_CODE_TOOLS],
+        "tools": [
+            {
+                "type": "function",
+                "function": {"name": t["name"], "description": t["description"], "parameters": t["input_schema"]},
+            }
+            for t in CLAUDE_CODE_TOOLS
+        ],
         "reasoning_effort": "high",
-    }  # fmt: skip
+    }
     assert translated.notes == [
         "dropped: cache_control",
         "mapped: metadata.user_id -> user (sha256)",
@@ -332,9 +485,13 @@ def test_notes_are_header_safe() -> None:
 
 
 def completion(message: dict[str, Any], finish_reason: str | None = "stop", usage: Any = None) -> dict[str, Any]:
-    return {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4.1",
-            "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish_reason}],
-            "usage": usage}  # fmt: skip
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "gpt-4.1",
+        "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish_reason}],
+        "usage": usage,
+    }
 
 
 def to_message(data: dict[str, Any]) -> dict[str, Any]:
@@ -356,8 +513,12 @@ def test_a_text_answer_becomes_a_message_with_cached_tokens_apart() -> None:
         "content": [{"type": "text", "text": "Hello."}],
         "stop_reason": "end_turn",
         "stop_sequence": None,
-        "usage": {"input_tokens": 36, "output_tokens": 7, "cache_creation_input_tokens": 0,
-                  "cache_read_input_tokens": 64},  # fmt: skip
+        "usage": {
+            "input_tokens": 36,
+            "output_tokens": 7,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 64,
+        },
     }
 
 
@@ -390,9 +551,16 @@ def test_reasoning_content_becomes_a_thinking_block_before_the_text() -> None:
 
 @pytest.mark.parametrize(
     ("finish_reason", "stop_reason"),
-    [("stop", "end_turn"), ("length", "max_tokens"), ("tool_calls", "tool_use"), ("function_call", "tool_use"),
-     ("content_filter", "refusal"), (None, "end_turn"), ("something_new", "end_turn")],
-)  # fmt: skip
+    [
+        ("stop", "end_turn"),
+        ("length", "max_tokens"),
+        ("tool_calls", "tool_use"),
+        ("function_call", "tool_use"),
+        ("content_filter", "refusal"),
+        (None, "end_turn"),
+        ("something_new", "end_turn"),
+    ],
+)
 def test_each_finish_reason_has_its_stop_reason(finish_reason: str | None, stop_reason: str) -> None:
     assert to_message(completion({"content": "x"}, finish_reason))["stop_reason"] == stop_reason
 
@@ -417,15 +585,30 @@ def test_an_answer_without_choices_or_usage_is_an_empty_message() -> None:
 
 
 def chunk(delta: dict[str, Any] | None = None, finish_reason: str | None = None) -> dict[str, Any]:
-    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4.1",
-            "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish_reason}]}  # fmt: skip
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4.1",
+        "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish_reason}],
+    }
 
 
 def usage_chunk(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
-    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-             "prompt_tokens_details": {"cached_tokens": cached}}  # fmt: skip
-    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4.1",
-            "choices": [], "usage": usage}  # fmt: skip
+    usage = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4.1",
+        "choices": [],
+        "usage": usage,
+    }
 
 
 def tool_piece(index: int, arguments: str, call_id: str | None = None, name: str | None = None) -> dict[str, Any]:
@@ -457,11 +640,24 @@ def sdk_final_message(events: list[dict[str, Any]]) -> anthropic.types.Message:
         return stream.get_final_message()
 
 
-MESSAGE_START = {"type": "message_start", "message": {
-    "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5", "content": [],
-    "stop_reason": None, "stop_sequence": None,
-    "usage": {"input_tokens": 12, "output_tokens": 1, "cache_creation_input_tokens": 0,
-              "cache_read_input_tokens": 0}}}  # fmt: skip
+MESSAGE_START = {
+    "type": "message_start",
+    "message": {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 12,
+            "output_tokens": 1,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
+    },
+}
 
 
 def start(index: int, block: dict[str, Any]) -> dict[str, Any]:
@@ -477,8 +673,10 @@ def stop(index: int) -> dict[str, Any]:
 
 
 def message_end(stop_reason: str | None, usage: dict[str, int]) -> list[dict[str, Any]]:
-    return [{"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": usage},
-            {"type": "message_stop"}]  # fmt: skip
+    return [
+        {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": usage},
+        {"type": "message_stop"},
+    ]
 
 
 TEXT_CHUNKS = [
@@ -505,7 +703,8 @@ def test_message_delta_waits_for_the_usage_chunk() -> None:
     stream = ChatToMessagesStream(model="m", message_id="msg_1", input_tokens_estimate=1)
     fed = [stream.feed(c) for c in TEXT_CHUNKS]
     assert [[event["type"] for event in events] for events in fed[3:]] == [
-        [], ["content_block_stop", "message_delta", "message_stop"]
+        [],
+        ["content_block_stop", "message_delta", "message_stop"],
     ]
     assert stream.close() == []
 
@@ -552,14 +751,18 @@ def test_text_then_two_parallel_tool_calls_stream_as_blocks_with_whole_arguments
     ]
     message = sdk_final_message(events)
     assert [(b.type, getattr(b, "input", None)) for b in message.content] == [
-        ("text", None), ("tool_use", {"pattern": "*.py"}), ("tool_use", {"command": "ls -la"})
+        ("text", None),
+        ("tool_use", {"pattern": "*.py"}),
+        ("tool_use", {"command": "ls -la"}),
     ]
     assert (message.stop_reason, message.usage.input_tokens, message.usage.output_tokens) == ("tool_use", 500, 40)
 
 
 def test_calls_without_an_index_are_told_apart_by_id() -> None:
-    pieces = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
-              {"id": "c2", "type": "function", "function": {"name": "g", "arguments": '{"a":1}'}}]  # fmt: skip
+    pieces = [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+        {"id": "c2", "type": "function", "function": {"name": "g", "arguments": '{"a":1}'}},
+    ]
     events = run_stream([chunk({"tool_calls": pieces}), chunk({}, "stop")])
     assert events[1:] == [
         start(0, {"type": "tool_use", "id": "c1", "name": "f", "input": {}}),
@@ -573,13 +776,15 @@ def test_calls_without_an_index_are_told_apart_by_id() -> None:
 
 
 def test_reasoning_then_text_streams_a_thinking_block_first() -> None:
-    events = run_stream([
-        chunk({"role": "assistant", "content": None, "reasoning_content": "The user"}),
-        chunk({"reasoning_content": " greets."}),
-        chunk({"content": "Hi!"}),
-        chunk({}, "stop"),
-        usage_chunk(10, 30),
-    ])  # fmt: skip
+    events = run_stream(
+        [
+            chunk({"role": "assistant", "content": None, "reasoning_content": "The user"}),
+            chunk({"reasoning_content": " greets."}),
+            chunk({"content": "Hi!"}),
+            chunk({}, "stop"),
+            usage_chunk(10, 30),
+        ]
+    )
     assert events == [
         MESSAGE_START,
         start(0, {"type": "thinking", "thinking": "", "signature": ""}),
@@ -596,10 +801,12 @@ def test_reasoning_then_text_streams_a_thinking_block_first() -> None:
 
 
 def test_a_broken_stream_still_ends_every_block_and_the_message() -> None:
-    events = run_stream([
-        chunk({"role": "assistant", "content": "Let me"}),
-        tool_piece(0, '{"command": "l', call_id="call_a", name="Bash"),
-    ])  # fmt: skip
+    events = run_stream(
+        [
+            chunk({"role": "assistant", "content": "Let me"}),
+            tool_piece(0, '{"command": "l', call_id="call_a", name="Bash"),
+        ]
+    )
     assert events == [
         MESSAGE_START,
         start(0, {"type": "text", "text": ""}),
@@ -643,12 +850,17 @@ def test_count_tokens_estimate_counts_characters_messages_images_and_tools() -> 
         "system": "x" * 10,
         "messages": [
             {"role": "user", "content": [{"type": "text", "text": "y" * 20}, {"type": "image", "source": PNG}]},
-            {"role": "assistant", "content": [{"type": "thinking", "thinking": "z" * 400},
-                                              {"type": "tool_use", "id": "t", "name": "Bash", "input": {"a": 1}}]},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "z" * 400},
+                    {"type": "tool_use", "id": "t", "name": "Bash", "input": {"a": 1}},
+                ],
+            },
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "w" * 6}]},
         ],
         "tools": [tool],
-    }  # fmt: skip
+    }
     chars = 10 + 20 + len("Bash") + len('{"a":1}') + 6 + 44
     assert count_tokens_estimate(body) == -(-chars // 4) + 3 * 3 + 85
 

@@ -61,7 +61,12 @@ FIELD_CASES: list[tuple[str, dict[str, Any], dict[str, Any], list[str]]] = [
     ("penalties pass", {"options": {"presence_penalty": 1.0}}, {"presence_penalty": 1.0}, []),
     ("top_k is dropped", {"options": {"top_k": 40}}, {}, ["dropped: options.top_k"]),
     ("num_ctx is dropped", {"options": {"num_ctx": 4096}}, {}, ["dropped: options.num_ctx"]),
-    ("think true is medium effort", {"think": True}, {"reasoning_effort": "medium"}, ["mapped: think -> reasoning_effort=medium"]),  # noqa: E501
+    (
+        "think true is medium effort",
+        {"think": True},
+        {"reasoning_effort": "medium"},
+        ["mapped: think -> reasoning_effort=medium"],
+    ),
     ("a think level is that effort", {"think": "high"}, {"reasoning_effort": "high"}, []),
     ("think false is dropped", {"think": False}, {}, ["dropped: think=false"]),
     ("keep_alive is dropped", {"keep_alive": "5m"}, {}, ["dropped: keep_alive"]),
@@ -169,7 +174,11 @@ ERROR_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("a message must be an object", {"messages": ["Hi"]}, "messages[0]"),
     ("an unknown role", {"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
     ("content must be text", {"messages": [{"role": "user", "content": [1]}]}, "messages[0].content"),
-    ("images must be base64 strings", {"messages": [{"role": "user", "content": "x", "images": [1]}]}, "messages[0].images"),
+    (
+        "images must be base64 strings",
+        {"messages": [{"role": "user", "content": "x", "images": [1]}]},
+        "messages[0].images",
+    ),
     ("a tool result without a call", {"messages": [*HI, {"role": "tool", "content": "3"}]}, "messages[1]"),
     (
         "a tool call needs a name",
@@ -196,7 +205,9 @@ def test_what_the_ollama_client_sends_translates() -> None:
 
     def serve(request: Any) -> Any:
         sent.append(orjson.loads(request.content))
-        return httpx.Response(200, json={"model": "llama3", "message": {"role": "assistant", "content": ""}, "done": True})
+        return httpx.Response(
+            200, json={"model": "llama3", "message": {"role": "assistant", "content": ""}, "done": True}
+        )
 
     client = ollama.Client(host="http://gateway.test", transport=httpx.MockTransport(serve))
     messages = [{"role": "user", "content": "Hi", "images": [b"\x89PNG\r\n\x1a\n0000"]}]
@@ -249,7 +260,9 @@ def test_a_chat_answer_becomes_an_ollama_chat_response() -> None:
         {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a":1,"b":2}'}},
         {"id": "call_2", "type": "function", "function": {"name": "now", "arguments": ""}},
     ]
-    answer = to_chat(chat_answer({"content": "Adding.", "reasoning_content": "Easy.", "tool_calls": calls}, "tool_calls"))
+    answer = to_chat(
+        chat_answer({"content": "Adding.", "reasoning_content": "Easy.", "tool_calls": calls}, "tool_calls")
+    )
     assert answer == {
         "model": "llama3",
         "created_at": CREATED,
@@ -269,7 +282,13 @@ def test_a_chat_answer_becomes_an_ollama_chat_response() -> None:
 
 def test_an_answer_cut_at_the_limit_says_length() -> None:
     answer = to_chat(chat_answer({"content": "Hal"}, "length"))
-    assert answer == {"model": "llama3", "created_at": CREATED, "message": {"role": "assistant", "content": "Hal"}, **COUNTS, "done_reason": "length"}  # noqa: E501
+    assert answer == {
+        "model": "llama3",
+        "created_at": CREATED,
+        "message": {"role": "assistant", "content": "Hal"},
+        **COUNTS,
+        "done_reason": "length",
+    }
 
 
 def test_malformed_tool_arguments_are_kept_rather_than_lost() -> None:
@@ -307,14 +326,21 @@ def fake_clock(*readings: int) -> Callable[[], int]:
 
 
 def run(chunks: list[dict[str, Any]], *, generate: bool = False) -> list[dict[str, Any]]:
-    translator = ChatToOllamaStream(model="llama3", generate=generate, created_at=CREATED, clock=fake_clock(1_000, 2_001_000))  # noqa: E501
+    translator = ChatToOllamaStream(
+        model="llama3", generate=generate, created_at=CREATED, clock=fake_clock(1_000, 2_001_000)
+    )
     out = [line for c in chunks for line in translator.feed(c)] + translator.close()
     assert translator.close() == [] and translator.feed(chunk({"content": "late"})) == []
     return out
 
 
 def partial(content: str = "", **message: Any) -> dict[str, Any]:
-    return {"model": "llama3", "created_at": CREATED, "message": {"role": "assistant", "content": content, **message}, "done": False}  # noqa: E501
+    return {
+        "model": "llama3",
+        "created_at": CREATED,
+        "message": {"role": "assistant", "content": content, **message},
+        "done": False,
+    }
 
 
 FINAL_CHAT = {"model": "llama3", "created_at": CREATED, "message": {"role": "assistant", "content": ""}, **COUNTS}
@@ -369,7 +395,10 @@ def test_a_finished_stream_without_usage_ends_on_close_with_zero_counts() -> Non
 
 
 def test_a_broken_stream_ends_with_an_error_object() -> None:
-    assert run([chunk({"content": "Hi"})]) == [partial("Hi"), {"error": "The upstream stream ended before the answer was complete."}]  # noqa: E501
+    assert run([chunk({"content": "Hi"})]) == [
+        partial("Hi"),
+        {"error": "The upstream stream ended before the answer was complete."},
+    ]
 
 
 def test_an_upstream_error_chunk_becomes_an_error_object() -> None:
@@ -381,7 +410,9 @@ def test_the_ollama_client_reads_the_translated_stream() -> None:
     ollama = pytest.importorskip("ollama")
     lines = run([chunk({"content": "Hel"}), chunk({"content": "lo"}), chunk({}, "stop"), chunk(usage=USAGE)])
     ndjson = b"".join(orjson.dumps(line) + b"\n" for line in lines)
-    client = ollama.Client(host="http://gateway.test", transport=httpx.MockTransport(lambda request: httpx.Response(200, content=ndjson)))  # noqa: E501
+    client = ollama.Client(
+        host="http://gateway.test", transport=httpx.MockTransport(lambda request: httpx.Response(200, content=ndjson))
+    )
     parts = list(client.chat(model="llama3", messages=HI, stream=True))
     assert "".join(part.message.content for part in parts) == "Hello"
     assert (parts[-1].done, parts[-1].eval_count) == (True, 5)
@@ -391,7 +422,9 @@ def test_the_ollama_client_raises_on_a_broken_stream() -> None:
     httpx = pytest.importorskip("httpx")
     ollama = pytest.importorskip("ollama")
     ndjson = b"".join(orjson.dumps(line) + b"\n" for line in run([chunk({"content": "Hi"})]))
-    client = ollama.Client(host="http://gateway.test", transport=httpx.MockTransport(lambda request: httpx.Response(200, content=ndjson)))  # noqa: E501
+    client = ollama.Client(
+        host="http://gateway.test", transport=httpx.MockTransport(lambda request: httpx.Response(200, content=ndjson))
+    )
     with pytest.raises(ollama.ResponseError, match="ended before the answer was complete"):
         list(client.chat(model="llama3", messages=HI, stream=True))
 

@@ -17,7 +17,10 @@ from proxy.translate.responses import ChatToResponsesStream, chat_response_to_re
 STREAM_EVENT = TypeAdapter(ResponseStreamEvent)
 HI = [{"role": "user", "content": "Hi"}]
 FUNCTION_TOOL = {"type": "function", "name": "lookup", "description": "Find", "parameters": {"type": "object"}}
-CHAT_TOOL = {"type": "function", "function": {"name": "lookup", "description": "Find", "parameters": {"type": "object"}}}
+CHAT_TOOL = {
+    "type": "function",
+    "function": {"name": "lookup", "description": "Find", "parameters": {"type": "object"}},
+}
 SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}}}
 
 
@@ -42,7 +45,12 @@ FIELD_CASES: list[tuple[str, dict[str, Any], dict[str, Any], list[str]]] = [
         {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": SCHEMA, "strict": True}}},
         [],
     ),
-    ("json_object maps", {"text": {"format": {"type": "json_object"}}}, {"response_format": {"type": "json_object"}}, []),
+    (
+        "json_object maps",
+        {"text": {"format": {"type": "json_object"}}},
+        {"response_format": {"type": "json_object"}},
+        [],
+    ),
     ("a text format adds nothing", {"text": {"format": {"type": "text"}}}, {}, []),
     ("verbosity is dropped", {"text": {"verbosity": "low"}}, {}, ["dropped: text.verbosity"]),
     ("metadata is dropped", {"metadata": {"a": "b"}}, {}, ["dropped: metadata"]),
@@ -85,7 +93,12 @@ FIELD_CASES: list[tuple[str, dict[str, Any], dict[str, Any], list[str]]] = [
             "dropped: tools.mcp",
         ],
     ),
-    ("tool_choice required passes", {"tools": [FUNCTION_TOOL], "tool_choice": "required"}, {"tools": [CHAT_TOOL], "tool_choice": "required"}, []),  # noqa: E501
+    (
+        "tool_choice required passes",
+        {"tools": [FUNCTION_TOOL], "tool_choice": "required"},
+        {"tools": [CHAT_TOOL], "tool_choice": "required"},
+        [],
+    ),
     (
         "a named function tool_choice nests",
         {"tools": [FUNCTION_TOOL], "tool_choice": {"type": "function", "name": "lookup"}},
@@ -104,7 +117,12 @@ FIELD_CASES: list[tuple[str, dict[str, Any], dict[str, Any], list[str]]] = [
         {"tools": [CHAT_TOOL]},
         ["dropped: tool_choice.web_search_preview"],
     ),
-    ("parallel_tool_calls passes with tools", {"tools": [FUNCTION_TOOL], "parallel_tool_calls": False}, {"tools": [CHAT_TOOL], "parallel_tool_calls": False}, []),  # noqa: E501
+    (
+        "parallel_tool_calls passes with tools",
+        {"tools": [FUNCTION_TOOL], "parallel_tool_calls": False},
+        {"tools": [CHAT_TOOL], "parallel_tool_calls": False},
+        [],
+    ),
     (
         "tool_choice and parallel_tool_calls go when no tool is left",
         {"tools": [{"type": "web_search"}], "tool_choice": "auto", "parallel_tool_calls": True},
@@ -225,7 +243,11 @@ ERROR_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("a function call needs a call_id", {"input": [{"type": "function_call", "name": "f"}]}, "input[0].call_id"),
     (
         "a tool output image has no chat form",
-        {"input": [{"type": "function_call_output", "call_id": "c", "output": [{"type": "input_image", "image_url": "u"}]}]},
+        {
+            "input": [
+                {"type": "function_call_output", "call_id": "c", "output": [{"type": "input_image", "image_url": "u"}]}
+            ]
+        },
         "input[0].output",
     ),
     ("a function tool needs a name", {"tools": [{"type": "function"}]}, "tools[0].name"),
@@ -247,7 +269,12 @@ def test_the_state_error_tells_the_client_to_send_the_full_input() -> None:
 
 # --- non-streamed answers -------------------------------------------------
 
-REQUEST = {"model": "gpt-5", "input": "Hi", "instructions": "Be brief.", "tools": [FUNCTION_TOOL, {"type": "web_search"}]}
+REQUEST = {
+    "model": "gpt-5",
+    "input": "Hi",
+    "instructions": "Be brief.",
+    "tools": [FUNCTION_TOOL, {"type": "web_search"}],
+}
 CHAT_USAGE = {
     "prompt_tokens": 10,
     "completion_tokens": 7,
@@ -418,14 +445,38 @@ def test_a_text_stream_becomes_the_exact_responses_events() -> None:
     assert events == [
         in_progress(0, "response.created"),
         in_progress(1, "response.in_progress"),
-        {"type": "response.output_item.added", "sequence_number": 2, "output_index": 0, "item": text_message("msg_abc_0", "", "in_progress") | {"content": []}},  # noqa: E501
-        {"type": "response.content_part.added", "sequence_number": 3, **ref, "part": {"type": "output_text", "text": "", "annotations": []}},  # noqa: E501
+        {
+            "type": "response.output_item.added",
+            "sequence_number": 2,
+            "output_index": 0,
+            "item": text_message("msg_abc_0", "", "in_progress") | {"content": []},
+        },
+        {
+            "type": "response.content_part.added",
+            "sequence_number": 3,
+            **ref,
+            "part": {"type": "output_text", "text": "", "annotations": []},
+        },
         {"type": "response.output_text.delta", "sequence_number": 4, **ref, "delta": "Hel", "logprobs": []},
         {"type": "response.output_text.delta", "sequence_number": 5, **ref, "delta": "lo", "logprobs": []},
         {"type": "response.output_text.done", "sequence_number": 6, **ref, "text": "Hello", "logprobs": []},
-        {"type": "response.content_part.done", "sequence_number": 7, **ref, "part": {"type": "output_text", "text": "Hello", "annotations": []}},  # noqa: E501
-        {"type": "response.output_item.done", "sequence_number": 8, "output_index": 0, "item": text_message("msg_abc_0", "Hello")},  # noqa: E501
-        {"type": "response.completed", "sequence_number": 9, "response": envelope("completed", [text_message("msg_abc_0", "Hello")])},  # noqa: E501
+        {
+            "type": "response.content_part.done",
+            "sequence_number": 7,
+            **ref,
+            "part": {"type": "output_text", "text": "Hello", "annotations": []},
+        },
+        {
+            "type": "response.output_item.done",
+            "sequence_number": 8,
+            "output_index": 0,
+            "item": text_message("msg_abc_0", "Hello"),
+        },
+        {
+            "type": "response.completed",
+            "sequence_number": 9,
+            "response": envelope("completed", [text_message("msg_abc_0", "Hello")]),
+        },
     ]
     assert state._completed_response.output_text == "Hello"
 

@@ -28,10 +28,25 @@ FINISH_REASONS = {
 # values (None, False, 0, {}) change nothing, so only other values get a note.
 _UNSUPPORTED = ("logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "seed", "logit_bias")
 _HANDLED = {
-    "model", "messages", "tools", "tool_choice", "parallel_tool_calls", "max_tokens", "max_completion_tokens",
-    "stop", "temperature", "top_p", "top_k", "user", "reasoning_effort", "stream", "stream_options", "n",
-    "response_format", *_UNSUPPORTED,
-}  # fmt: skip
+    "model",
+    "messages",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "temperature",
+    "top_p",
+    "top_k",
+    "user",
+    "reasoning_effort",
+    "stream",
+    "stream_options",
+    "n",
+    "response_format",
+    *_UNSUPPORTED,
+}
 
 
 # --- request ---------------------------------------------------------------------
@@ -271,8 +286,9 @@ def _thinking(effort: Any, out: dict[str, Any], notes: list[str], *, capped: boo
     if effort is None or effort == "none":
         return False
     if effort not in THINKING_BUDGETS:
-        raise TranslationError(f"reasoning_effort '{effort}' is not one of {', '.join(THINKING_BUDGETS)}",
-                               param="reasoning_effort")  # fmt: skip
+        raise TranslationError(
+            f"reasoning_effort '{effort}' is not one of {', '.join(THINKING_BUDGETS)}", param="reasoning_effort"
+        )
     budget = THINKING_BUDGETS[effort]
     if out["max_tokens"] <= budget:
         if capped:
@@ -423,8 +439,11 @@ class MessagesToChatStream:
         if block.get("type") == "tool_use":
             k = self._tool_index[event.get("index", -1)] = len(self._tool_index)
             function = {"name": block.get("name"), "arguments": ""}
-            return [self._chunk({"tool_calls": [{"index": k, "id": block.get("id"), "type": "function",
-                                                 "function": function}]})]  # fmt: skip
+            return [
+                self._chunk(
+                    {"tool_calls": [{"index": k, "id": block.get("id"), "type": "function", "function": function}]}
+                )
+            ]
         if block.get("type") == "text" and block.get("text"):
             return [self._chunk({"content": block["text"]})]
         return []
@@ -457,5 +476,9 @@ class MessagesToChatStream:
         return chunk
 
     def _base(self) -> dict[str, Any]:
-        return {"id": self.completion_id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model}  # fmt: skip
+        return {
+            "id": self.completion_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+        }

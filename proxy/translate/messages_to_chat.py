@@ -261,8 +261,11 @@ def _assistant_to_chat(blocks: list[Json], notes: _Notes) -> list[Json]:
 
 def _tool_use_to_call(block: Json) -> Json:
     arguments = _json(block.get("input", {}))
-    return {"id": _str(block.get("id")), "type": "function",
-            "function": {"name": _str(block.get("name")), "arguments": arguments}}  # fmt: skip
+    return {
+        "id": _str(block.get("id")),
+        "type": "function",
+        "function": {"name": _str(block.get("name")), "arguments": arguments},
+    }
 
 
 def _note_cache_control(block: Json, notes: _Notes) -> None:
@@ -422,8 +425,12 @@ def _message_text(content: Any) -> str:
 
 def _tool_call_to_block(call: Json) -> Json:
     function = _obj(call.get("function"))
-    return {"type": "tool_use", "id": _tool_id(call.get("id")), "name": _str(function.get("name")),
-            "input": _tool_input(function.get("arguments"))}  # fmt: skip
+    return {
+        "type": "tool_use",
+        "id": _tool_id(call.get("id")),
+        "name": _str(function.get("name")),
+        "input": _tool_input(function.get("arguments")),
+    }
 
 
 def _tool_id(value: Any) -> str:
@@ -534,10 +541,21 @@ class ChatToMessagesStream:
         if self._started:
             return []
         self._started = True
-        message: Json = {"id": self._message_id, "type": "message", "role": "assistant", "model": self._model,
-                   "content": [], "stop_reason": None, "stop_sequence": None,
-                   "usage": {"input_tokens": self._input_estimate, "output_tokens": 1,
-                             "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}  # fmt: skip
+        message: Json = {
+            "id": self._message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self._model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": self._input_estimate,
+                "output_tokens": 1,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            },
+        }
         return [{"type": "message_start", "message": message}]
 
     def _choice(self, choice: Json) -> list[Json]:
@@ -602,8 +620,13 @@ class ChatToMessagesStream:
         events: list[Json] = []
         if block.kind == "tool_use" and "".join(block.arguments).strip():
             partial_json = _json(_tool_input("".join(block.arguments)))
-            events.append({"type": "content_block_delta", "index": block.index,
-                           "delta": {"type": "input_json_delta", "partial_json": partial_json}})  # fmt: skip
+            events.append(
+                {
+                    "type": "content_block_delta",
+                    "index": block.index,
+                    "delta": {"type": "input_json_delta", "partial_json": partial_json},
+                }
+            )
         return [*events, {"type": "content_block_stop", "index": block.index}]
 
     def _end(self) -> list[Json]:
@@ -613,8 +636,11 @@ class ChatToMessagesStream:
             stop_reason = "refusal"
         elif self._finish_reason is not None:
             stop_reason = _stop_reason(self._finish_reason, used_tools=self._used_tools)
-        message_delta = {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                         "usage": self._final_usage()}  # fmt: skip
+        message_delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+            "usage": self._final_usage(),
+        }
         return [*self._close_block(), message_delta, {"type": "message_stop"}]
 
     def _final_usage(self) -> Json:

@@ -292,8 +292,14 @@ def chat_response_to_responses(
         )
     usage = responses_usage(data.get("usage"))
     return response_object(
-        response_id, created_at, model, request,
-        status=status, output=output, usage=usage, incomplete_details=incomplete,
+        response_id,
+        created_at,
+        model,
+        request,
+        status=status,
+        output=output,
+        usage=usage,
+        incomplete_details=incomplete,
     )
 
 
@@ -499,8 +505,14 @@ class ChatToResponsesStream:
         output = [dict(item) for item in self._output]
         usage = self._usage if status != "in_progress" else None
         return response_object(
-            self._response_id, self._created_at, self._model, self._request,
-            status=status, output=output, usage=usage, **extra,
+            self._response_id,
+            self._created_at,
+            self._model,
+            self._request,
+            status=status,
+            output=output,
+            usage=usage,
+            **extra,
         )
 
     def _start(self) -> list[dict[str, Any]]:

@@ -32,11 +32,21 @@ class Command(BaseCommand):
         parser.add_argument("--tags", default="", help="Comma-separated labels for cost attribution.")
         parser.add_argument("--expires-in", type=cli.duration, default=None, help="For example 30d, 12h.")
         cli.add_budget_arguments(parser)
-        parser.add_argument("--cache-ttl", type=cli.seconds, default=None, metavar="SECONDS",
-                            help="Serve repeated requests from the response cache for this long (0: off).")  # fmt: skip
+        parser.add_argument(
+            "--cache-ttl",
+            type=cli.seconds,
+            default=None,
+            metavar="SECONDS",
+            help="Serve repeated requests from the response cache for this long (0: off).",
+        )
         cli.add_rate_limit_arguments(parser)
-        parser.add_argument("--trace-rate", type=_rate, default=None, metavar="R",
-                            help="Share of requests (0 to 1) whose bodies are traced for debugging (0: off).")  # fmt: skip
+        parser.add_argument(
+            "--trace-rate",
+            type=_rate,
+            default=None,
+            metavar="R",
+            help="Share of requests (0 to 1) whose bodies are traced for debugging (0: off).",
+        )
 
     def handle(self, *args: Any, slug: str, **options: Any) -> None:
         tenant = Tenant.objects.filter(slug=slug).first()

@@ -19,8 +19,13 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="")
         parser.add_argument("--prepaid", action="store_true", help="Pays from credit (top up with credit_add).")
         cli.add_budget_arguments(parser)
-        parser.add_argument("--cache-ttl", type=cli.seconds, default=None, metavar="SECONDS",
-                            help="Response cache lifetime for the tenant's keys (keys may override).")  # fmt: skip
+        parser.add_argument(
+            "--cache-ttl",
+            type=cli.seconds,
+            default=None,
+            metavar="SECONDS",
+            help="Response cache lifetime for the tenant's keys (keys may override).",
+        )
         cli.add_rate_limit_arguments(parser)
 
     def handle(self, *args: Any, slug: str, name: str, **options: Any) -> None:
@@ -33,9 +38,14 @@ class Command(BaseCommand):
         limits = cli.budgets(options)
         with transaction.atomic():
             tenant = tenant_create(
-                slug=slug, name=name, is_prepaid=options["prepaid"], cache_ttl_seconds=options["cache_ttl"],
+                slug=slug,
+                name=name,
+                is_prepaid=options["prepaid"],
+                cache_ttl_seconds=options["cache_ttl"],
                 **cli.rate_limits(options),
-            )  # fmt: skip
+            )
             for limit, period in limits:
                 budget_set(tenant=tenant, limit_usd=limit, period=period)
-        self.stdout.write(f"created tenant {tenant.slug}" + "".join(f", budget ${l} per {p}" for l, p in limits))
+        self.stdout.write(
+            f"created tenant {tenant.slug}" + "".join(f", budget ${amount} per {period}" for amount, period in limits)
+        )

@@ -6,6 +6,7 @@ from billing.services import PRICE_RATE_OPTIONS, price_set
 from gateway import cli
 from proxy.models import Provider
 
+
 class Command(BaseCommand):
     help = "Set a model's price in USD per million tokens, effective now. A hand-set price is never synced over."
 
@@ -16,8 +17,12 @@ class Command(BaseCommand):
         parser.add_argument("--cached-input", type=cli.usd, default=None, help="Cache reads (default: input).")
         for option in PRICE_RATE_OPTIONS:
             parser.add_argument(f"--{option.replace('_', '-')}", type=cli.usd, default=None)
-        parser.add_argument("--long-context-threshold", type=int, default=None,
-                            help="Above this many prompt tokens the --long-* rates apply.")  # fmt: skip
+        parser.add_argument(
+            "--long-context-threshold",
+            type=int,
+            default=None,
+            help="Above this many prompt tokens the --long-* rates apply.",
+        )
         parser.add_argument("--request-fee", type=cli.usd, default=None, help="USD added to every request.")
         parser.add_argument("--max-output-tokens", type=int, default=None, help="What a budget reserves at most.")
         parser.add_argument("--provider", default=None, help="Only for this provider (default: any).")

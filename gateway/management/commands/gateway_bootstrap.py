@@ -37,7 +37,9 @@ class Command(BaseCommand):
         if not found:
             names = ", ".join(p.api_key_env for p in PRESETS if p.base_url and p.api_key_env)
             self.stdout.write(f"no provider credentials in the environment (looked for {names});")
-            self.stdout.write("add one with: .venv/bin/python manage.py provider_create NAME --base-url URL --api-key-env VAR")
+            self.stdout.write(
+                "add one with: .venv/bin/python manage.py provider_create NAME --base-url URL --api-key-env VAR"
+            )
 
         if Tenant.objects.filter(slug=DEMO_SLUG).exists():
             self.stdout.write(
@@ -49,7 +51,9 @@ class Command(BaseCommand):
         self.stdout.write("")
         self.stdout.write(f"Created tenant '{DEMO_SLUG}' and its key (shown only this once):")
         self.stdout.write(f"    {plaintext}")
-        self.stdout.write(f"Try: OPENAI_BASE_URL={client_base_url(host, port)} OPENAI_API_KEY=<key> with the openai SDK.")
+        self.stdout.write(
+            f"Try: OPENAI_BASE_URL={client_base_url(host, port)} OPENAI_API_KEY=<key> with the openai SDK."
+        )
         self.stdout.write("")
 
 

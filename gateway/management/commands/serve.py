@@ -17,7 +17,9 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8000")))
         parser.add_argument("--no-worker", action="store_true", help="Run the web server only.")
         parser.add_argument(
-            "--server", choices=["uvicorn", "daphne"], default=os.environ.get("GATEWAY_SERVER", "uvicorn"),
+            "--server",
+            choices=["uvicorn", "daphne"],
+            default=os.environ.get("GATEWAY_SERVER", "uvicorn"),
             help="uvicorn (the default: about 1.5x daphne's requests per core, see bench/) or daphne.",
         )
 
@@ -30,10 +32,23 @@ class Command(BaseCommand):
             # process of each, and beat must never run twice.
             children.append(
                 subprocess.Popen(
-                    [python, "-m", "celery", "-A", "gateway.celery", "worker", "--beat", "--pool", "solo",
-                     "--loglevel", "INFO", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME],
+                    [
+                        python,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "gateway.celery",
+                        "worker",
+                        "--beat",
+                        "--pool",
+                        "solo",
+                        "--loglevel",
+                        "INFO",
+                        "--schedule",
+                        settings.CELERY_BEAT_SCHEDULE_FILENAME,
+                    ],
                     env={**os.environ, "DATABASE_POOL": "0"},
-                )  # fmt: skip
+                )
             )
         children.append(subprocess.Popen(web_server_command(server, host, port)))
         self.stdout.write(f"gateway on http://{host}:{port}/v1 (admin: http://{host}:{port}/admin/); Ctrl-C stops")
@@ -59,5 +74,19 @@ def web_server_command(server: str, host: str, port: int) -> list[str]:
     record every request, and a log line per request costs CPU on each."""
     if server == "daphne":
         return [sys.executable, "-m", "daphne", "-v", "1", "-b", host, "-p", str(port), "gateway.asgi:application"]
-    return [sys.executable, "-m", "uvicorn", "gateway.asgi:application", "--host", host, "--port", str(port),
-            "--no-access-log", "--lifespan", "on", "--timeout-graceful-shutdown", "20", "--no-server-header"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "gateway.asgi:application",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--lifespan",
+        "on",
+        "--timeout-graceful-shutdown",
+        "20",
+        "--no-server-header",
+    ]

@@ -25,8 +25,9 @@ class Command(BaseCommand):
         if not target:
             raise CommandError("--to MODEL is required (or --delete)")
         try:
-            alias, changed = alias_upsert(pattern=pattern, target=target, priority=options["priority"],
-                                          note=options["note"])  # fmt: skip
+            alias, changed = alias_upsert(
+                pattern=pattern, target=target, priority=options["priority"], note=options["note"]
+            )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         kind = "pattern" if alias.is_pattern else "alias"

@@ -12,10 +12,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
-        parser.add_argument("--kind", default="openai", choices=Provider.Kind.values,
-                            help="The provider's preset: its protocol, default base URL and credential variable.")
-        parser.add_argument("--base-url", help="Default: the kind's (required for azure and openai-compatible). "
-                            "The bare host (https://api.anthropic.com) or the versioned URL (.../v1).")  # fmt: skip
+        parser.add_argument(
+            "--kind",
+            default="openai",
+            choices=Provider.Kind.values,
+            help="The provider's preset: its protocol, default base URL and credential variable.",
+        )
+        parser.add_argument(
+            "--base-url",
+            help="Default: the kind's (required for azure and openai-compatible). "
+            "The bare host (https://api.anthropic.com) or the versioned URL (.../v1).",
+        )
         credential = parser.add_mutually_exclusive_group()
         credential.add_argument("--api-key", help="Stored encrypted. Prefer --api-key-env in shared shells.")
         credential.add_argument("--api-key-env", help="Read the credential from this environment variable.")
@@ -40,4 +47,6 @@ class Command(BaseCommand):
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"{'saved' if changed else 'unchanged'} provider {provider.name} ({provider.kind}) at {provider.base_url}")
+        self.stdout.write(
+            f"{'saved' if changed else 'unchanged'} provider {provider.name} ({provider.kind}) at {provider.base_url}"
+        )

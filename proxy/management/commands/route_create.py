@@ -19,9 +19,12 @@ class Command(BaseCommand):
         parser.add_argument("--weight", type=int, default=1, help="Share of traffic among deployments of one priority.")
         parser.add_argument("--priority", type=int, default=0, help="Lower is preferred; higher ones are standbys.")
         parser.add_argument(
-            "--fallback", action="append", dest="fallbacks", metavar="OTHER",
+            "--fallback",
+            action="append",
+            dest="fallbacks",
+            metavar="OTHER",
             help="Another model to try when every deployment fails (repeat, in order; replaces the route's list).",
-        )  # fmt: skip
+        )
 
     def handle(self, *args: Any, model: str, **options: Any) -> None:
         provider = Provider.objects.filter(name=options["provider"]).first()
