@@ -38,6 +38,13 @@ run: $(VENV)/.base-installed .env
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# What CI checks before the tests: lint, formatting and types (config in pyproject.toml).
+.PHONY: lint
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy accounts billing cachestore proxy gateway conftest.py
+
 clean:
 	rm -rf $(VENV) var .pytest_cache
 
