@@ -119,8 +119,8 @@ async def answer_in_envelope(
         return response
     except Exception:  # as the API's own handler does: log it, tell the client no secrets
         log.exception("unhandled error on %s", request.path)
-        error = GatewayError(500, "internal_error", "The gateway failed to handle this request.")
-        return HttpResponse(error.body(fmt), status=500, content_type="application/json")
+        internal = GatewayError(500, "internal_error", "The gateway failed to handle this request.")
+        return HttpResponse(internal.body(fmt), status=500, content_type="application/json")
 
 
 @router.get("/models", summary="List the models this key may use")
@@ -129,8 +129,26 @@ async def models(request: HttpRequest) -> JsonResponse:
     catalog = await current_catalog()
     created = int(time.time())
     data = [
-        {"id": name, "object": "model", "created": created, "owned_by": catalog.owner(name)}
+        _model_object(name, catalog.owner(name), created)
         for name in catalog.listed_models()
         if may_use(catalog, ctx, name)
     ]
     return JsonResponse({"object": "list", "data": data})
+
+
+# `path:` because model names hold slashes (`openrouter/meta/llama-3`).
+@router.get("/models/{path:model}", summary="Retrieve a model this key may use")
+async def model(request: HttpRequest, model: str) -> JsonResponse:
+    """Any name this key may call: listed, or reached through a wildcard
+    route or an alias. Others are 404, whether they do not exist or the key
+    may not use them, so a key learns nothing of the models it cannot call."""
+    ctx = request.auth  # type: ignore[attr-defined]
+    catalog = await current_catalog()
+    found = catalog.lookup(model)
+    if found is None or not may_use(catalog, ctx, model):
+        raise GatewayError(404, "model_not_found", f"The model '{model}' does not exist.", param="model")
+    return JsonResponse(_model_object(model, found.plan.deployments[0].provider.name, int(time.time())))
+
+
+def _model_object(name: str, owner: str, created: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": owner}
