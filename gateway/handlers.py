@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -15,7 +15,7 @@ from django.urls import set_script_prefix
 from proxy.errors import ApiFormat, error_body
 
 Scope = dict[str, Any]
-Message = dict[str, Any]
+Message = Mapping[str, Any]  # as Django's stubs type ASGI messages
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -56,6 +56,7 @@ class ApiHandler(ASGIHandler):
         set_script_prefix(get_script_prefix(scope))
         request, error_response = self.create_request(scope, body_file)
         if request is None:
+            assert error_response is not None  # Django returns one or the other
             await self.send_response(error_response, send)
             _close(error_response)
             return
@@ -83,7 +84,7 @@ class ApiHandler(ASGIHandler):
             # this frame held the task: without this, every request left a
             # reference cycle (tasks, request, response) for the collector,
             # whose pauses were the gateway's slowest requests.
-            disconnect = processing = None
+            del disconnect, processing
 
     async def read_body(self, receive: Receive) -> io.BytesIO:
         """In memory: body_limit_guard has read and capped it already."""
@@ -108,10 +109,11 @@ def _raise_unexpected(watcher: "asyncio.Task[None]") -> None:
 
 def _close(response: HttpResponseBase) -> None:
     """HttpResponseBase.close() without its request_finished signal (see ApiHandler)."""
-    for closer in response._resource_closers:
+    closers = response._resource_closers  # type: ignore[attr-defined]  # private, absent from the stubs
+    for closer in closers:
         with contextlib.suppress(Exception):
             closer()
-    response._resource_closers.clear()
+    closers.clear()
     response.closed = True
 
 

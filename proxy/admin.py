@@ -40,7 +40,7 @@ class ProviderForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         """The base URL in the form the adapters use (the same as the commands store)."""
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         if cleaned.get("base_url") and cleaned.get("kind"):
             try:
                 cleaned["base_url"] = base_url_normalize(cleaned["kind"], cleaned["base_url"])
@@ -98,7 +98,7 @@ class ProviderAdmin(admin.ModelAdmin):
 
 
 @admin.display(description="Breaker")
-def breaker_state(obj: Deployment) -> str:
+def deployment_breaker_state(obj: Deployment) -> str:
     """A wildcard deployment has one breaker per model it serves: see /metrics."""
     if not obj.pk or obj.route.is_wildcard:
         return "-"
@@ -107,8 +107,13 @@ def breaker_state(obj: Deployment) -> str:
 
 class DeploymentInline(admin.TabularInline):
     model = Deployment
-    fields = ["provider", "upstream_model", "weight", "priority", "is_active", breaker_state]
-    readonly_fields = [breaker_state]
+    fields = ["provider", "upstream_model", "weight", "priority", "is_active", "breaker_state"]
+    readonly_fields = ["breaker_state"]
+
+    @admin.display(description="Breaker")
+    def breaker_state(self, obj: Deployment) -> str:
+        return deployment_breaker_state(obj)
+
     extra = 0
     min_num = 1
 
@@ -162,7 +167,7 @@ class RouteAdmin(admin.ModelAdmin):
 
 @admin.register(Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
-    list_display = ["route", "provider", "upstream_model", "weight", "priority", "is_active", breaker_state]
+    list_display = ["route", "provider", "upstream_model", "weight", "priority", "is_active", deployment_breaker_state]
     list_editable = ["weight", "priority", "is_active"]
     list_filter = ["provider", "is_active"]
     list_select_related = ["route", "provider"]

@@ -68,6 +68,7 @@ def retry_after_seconds(header: str | None, now: float | None = None) -> float |
     if not header:
         return None
     value = header.strip()
+    seconds: float | None
     try:
         seconds = float(value)
     except ValueError:

@@ -111,12 +111,12 @@ def test_a_json_answer_is_replayed_as_a_valid_stream_the_sdk_reads(
     marker = unique_marker()
     client = openai.OpenAI(base_url=live_gateway.url + "/v1", api_key=cached_key.plaintext, max_retries=0)
     messages = [{"role": "user", "content": marker}]
-    answer = client.chat.completions.create(model="gpt-test", messages=messages)  # type: ignore[arg-type]
+    answer = client.chat.completions.create(model="gpt-test", messages=messages)
     chunks = list(
         client.chat.completions.create(
             model="gpt-test",
             messages=messages,
-            stream=True,  # type: ignore[arg-type]
+            stream=True,
             stream_options={"include_usage": True},
         )
     )
@@ -167,7 +167,7 @@ def test_a_stream_cut_off_by_the_client_is_never_stored(
     marker = unique_marker()
     client = openai.OpenAI(base_url=live_gateway.url + "/v1", api_key=cached_key.plaintext, max_retries=0)
     messages = [{"role": "user", "content": marker}]
-    stream = client.chat.completions.create(model="fake/fake-slow", messages=messages, stream=True)  # type: ignore[arg-type]
+    stream = client.chat.completions.create(model="fake/fake-slow", messages=messages, stream=True)
     next(iter(stream))
     stream.close()
     assert fake_upstream.wait_for_disconnects(1)

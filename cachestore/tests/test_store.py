@@ -112,7 +112,7 @@ def stored_payload(backend: str, entry: CachedEntry) -> bytes:
     if backend == "database":
         return bytes(CacheEntryRecord.objects.get(key=entry.key).payload)
     raw = redis.Redis.from_url(REDIS_URL).get(RedisStore.value_key(entry.tenant_id, entry.key))
-    assert raw is not None
+    assert isinstance(raw, bytes)
     return raw
 
 

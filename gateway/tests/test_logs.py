@@ -88,7 +88,7 @@ def test_redaction_keeps_display_prefixes_and_ordinary_words() -> None:
 
 
 def test_json_logging_sends_the_console_and_the_servers_loggers_through_the_json_formatter() -> None:
-    base = {
+    base: dict[str, Any] = {
         "version": 1,
         "formatters": {"plain": {"format": "%(message)s"}},
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},

@@ -45,7 +45,7 @@ def gpt(fake: FakeUpstream) -> openai.OpenAI:
 def test_a_message_answers_the_words_with_anthropic_usage(claude: anthropic.Anthropic) -> None:
     message = claude.messages.create(model="claude-x", max_tokens=50, messages=HELLO)
     assert [block.type for block in message.content] == ["text"]
-    assert message.content[0].text == TEXT  # type: ignore[union-attr]
+    assert message.content[0].text == TEXT
     assert message.stop_reason == "end_turn"
     assert message.usage.input_tokens == PROMPT_TOKENS
     assert message.usage.cache_read_input_tokens == 0
@@ -66,7 +66,7 @@ def test_a_streamed_message_accumulates_to_the_same_answer(claude: anthropic.Ant
         texts = list(stream.text_stream)
         message = stream.get_final_message()
     assert "".join(texts) == TEXT and len(texts) == len(DEFAULT_WORDS)
-    assert message.content[0].text == TEXT  # type: ignore[union-attr]
+    assert message.content[0].text == TEXT
     assert message.usage.input_tokens == PROMPT_TOKENS
     assert message.usage.output_tokens == len(DEFAULT_WORDS)
 
@@ -107,7 +107,7 @@ def test_tools_get_a_tool_use_answer_calling_the_first_tool(claude: anthropic.An
     message = claude.messages.create(model="claude-x", max_tokens=50, messages=HELLO, tools=TOOLS)
     assert message.stop_reason == "tool_use"
     block = message.content[0]
-    assert (block.type, block.name, block.input) == ("tool_use", "lookup", TOOL_USE_INPUT)  # type: ignore[union-attr]
+    assert (block.type, block.name, block.input) == ("tool_use", "lookup", TOOL_USE_INPUT)
     assert message.usage.output_tokens == TOOL_USE_OUTPUT_TOKENS
 
 
@@ -115,7 +115,7 @@ def test_a_streamed_tool_use_arrives_as_json_pieces_the_sdk_reassembles(claude: 
     with claude.messages.stream(model="claude-x", max_tokens=50, messages=HELLO, tools=TOOLS) as stream:
         message = stream.get_final_message()
     assert message.stop_reason == "tool_use"
-    assert message.content[0].input == TOOL_USE_INPUT  # type: ignore[union-attr]
+    assert message.content[0].input == TOOL_USE_INPUT
 
 
 def test_a_tool_result_gets_a_text_answer(claude: anthropic.Anthropic) -> None:
@@ -126,7 +126,7 @@ def test_a_tool_result_gets_a_text_answer(claude: anthropic.Anthropic) -> None:
     ]
     message = claude.messages.create(model="claude-x", max_tokens=50, messages=messages, tools=TOOLS)
     assert message.stop_reason == "end_turn"
-    assert message.content[0].text == TEXT  # type: ignore[union-attr]
+    assert message.content[0].text == TEXT
 
 
 def test_an_error_model_answers_anthropics_error_envelope(claude: anthropic.Anthropic) -> None:
@@ -217,12 +217,12 @@ def test_a_streamed_response_sends_text_deltas_and_completes_with_usage(gpt: ope
     kinds = [event.type for event in events]
     assert kinds[:2] == ["response.created", "response.in_progress"]
     assert kinds.count("response.output_text.delta") == len(DEFAULT_WORDS)
-    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]  # type: ignore[union-attr]
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
     assert "".join(deltas) == TEXT
     completed = events[-1]
     assert completed.type == "response.completed"
-    assert completed.response.output_text == TEXT  # type: ignore[union-attr]
-    assert completed.response.usage.output_tokens == len(DEFAULT_WORDS)  # type: ignore[union-attr]
+    assert completed.response.output_text == TEXT
+    assert completed.response.usage.output_tokens == len(DEFAULT_WORDS)
     assert [e.sequence_number for e in events] == list(range(len(events)))
 
 

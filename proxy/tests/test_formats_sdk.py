@@ -52,7 +52,7 @@ def test_a_message_to_an_openai_upstream_is_translated_there_and_back(
         extra_body={"temperature": 0.5},  # this SDK version no longer offers it as an argument
     )
     assert [block.type for block in message.content] == ["text"]
-    assert message.content[0].text == TEXT  # type: ignore[union-attr]
+    assert message.content[0].text == TEXT
     assert message.stop_reason == "end_turn"
     assert (message.usage.input_tokens, message.usage.output_tokens) == (PROMPT_TOKENS, WORDS)
     seen = seen_by_upstream(fake_upstream, marker)
@@ -78,7 +78,7 @@ def test_a_streamed_message_from_an_openai_upstream_has_anthropics_event_sequenc
         final = stream.get_final_message()
     assert kinds[0] == "message_start"
     assert kinds[1:] == ["content_block_start", "content_block_stop", "message_delta", "message_stop"]
-    assert final.content[0].text == TEXT  # type: ignore[union-attr]
+    assert final.content[0].text == TEXT
     assert final.stop_reason == "end_turn"
     assert (final.usage.input_tokens, final.usage.output_tokens) == (PROMPT_TOKENS, WORDS)
     [record] = ledger.wait(key.key_id, 1)
@@ -100,7 +100,7 @@ def test_a_tool_use_round_trip_through_an_openai_upstream(
     with client.messages.stream(
         model="gpt-test",
         max_tokens=50,
-        tools=tools,  # type: ignore[arg-type]
+        tools=tools,
         messages=[{"role": "user", "content": "find w0"}],
     ) as stream:
         first = stream.get_final_message()
@@ -112,13 +112,13 @@ def test_a_tool_use_round_trip_through_an_openai_upstream(
         model="gpt-test",
         max_tokens=50,
         tools=tools,
-        messages=[  # type: ignore[arg-type]
+        messages=[
             {"role": "user", "content": "find w0"},
             {"role": "assistant", "content": [use.model_dump()]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": marker}]},
         ],
     )
-    assert second.content[0].text == TEXT  # type: ignore[union-attr]
+    assert second.content[0].text == TEXT
     seen = seen_by_upstream(fake_upstream, marker)
     assert seen.body["tools"] == [
         {
@@ -142,7 +142,7 @@ def test_what_has_no_openai_equivalent_is_named_in_a_response_header(live_gatewa
     )
     notes = raw.headers["x-gateway-translation-notes"]
     assert "top_k" in notes and "context_management" in notes
-    assert raw.parse().content[0].text == TEXT  # type: ignore[union-attr]
+    assert raw.parse().content[0].text == TEXT
 
 
 def test_count_tokens_for_an_openai_upstream_is_an_estimate_and_says_so(
@@ -304,7 +304,7 @@ def test_a_tool_call_round_trip_through_an_anthropic_upstream(
     )
     [call] = first.choices[0].message.tool_calls or []
     assert first.choices[0].finish_reason == "tool_calls"
-    assert (call.function.name, orjson.loads(call.function.arguments)) == ("search", {"q": "w0"})  # type: ignore[union-attr]
+    assert (call.function.name, orjson.loads(call.function.arguments)) == ("search", {"q": "w0"})
     marker = unique_marker()
     second = client.chat.completions.create(
         model="claude-test",

@@ -102,7 +102,7 @@ def picks(plan: RoutePlan, n: int, **options: object) -> Counter[int | None]:
     options.setdefault("exclude", set())
     counts: Counter[int | None] = Counter()
     for _ in range(n):
-        target = choose(plan, rng=rng, **options)  # type: ignore[arg-type]
+        target = choose(plan, rng=rng, **options)
         counts[target.deployment_id if target else None] += 1
     return counts
 

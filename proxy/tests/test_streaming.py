@@ -122,7 +122,7 @@ async def test_a_relayed_stream_that_never_started_is_still_recorded_and_its_ups
     meter.take(meter.pending)
 
     exchange = Exchange(UpstreamRequest("http://x", {}, b""), observer, lambda data: None)
-    RelayResponse(upstream, recorder, ApiFormat.OPENAI, exchange).close()  # type: ignore[arg-type]
+    RelayResponse(upstream, recorder, ApiFormat.OPENAI, exchange).close()
     await asyncio.sleep(0)  # the upstream is closed on the loop
 
     [event] = meter.take(meter.pending)
@@ -177,14 +177,14 @@ async def test_a_cache_fill_that_cannot_assemble_its_stream_lets_its_waiters_go_
         "k",
         CachePolicy(True, True, 60),
         Flight(tenant_id=1, key="k", future=future, store=store),
-    )  # type: ignore[arg-type]
+    )
     fill.add(b'data: {"choices": [{"index": 0, "delta": {"content": [{"type": "text", "text": "x"}]}}]}\n\n')
     event = UsageEvent(
         request_id="r",
         created_at=None,
         tenant_id=1,
         key_id=2,
-        endpoint="chat.completions",  # type: ignore[arg-type]
+        endpoint="chat.completions",
         public_model="m",
         upstream_model="m",
         provider="p",

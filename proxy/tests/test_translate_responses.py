@@ -638,7 +638,7 @@ def test_the_openai_sdk_streams_the_translated_events_to_a_final_response() -> N
 
     http = httpx2.Client(transport=httpx2.MockTransport(serve))
     client = openai.OpenAI(api_key="k", base_url="http://gateway.test/v1", http_client=http)
-    with client.responses.stream(model="gpt-5", input="Hi", tools=[FUNCTION_TOOL]) as stream:  # type: ignore[list-item]
+    with client.responses.stream(model="gpt-5", input="Hi", tools=[FUNCTION_TOOL]) as stream:
         final = stream.get_final_response()
     assert final.output_text == "Looking."
     assert final.usage is not None and final.usage.total_tokens == 17
