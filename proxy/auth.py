@@ -1,5 +1,7 @@
-"""Virtual-key authentication for /v1 (async: no thread hop per request)."""
+"""Virtual-key authentication for /v1 and Ollama's /api (async: no thread hop per request)."""
 
+import base64
+import binascii
 from typing import Any
 
 from django.http import HttpRequest
@@ -20,11 +22,30 @@ def presented_key(request: HttpRequest) -> str:
 
 
 def key_from_headers(authorization: str, x_api_key: str) -> str:
-    """The key from `Authorization: Bearer ...` or `x-api-key` (Anthropic style)."""
+    """The key from `Authorization: Bearer ...`, `x-api-key` (Anthropic
+    style), or `Authorization: Basic` with the key as the password, for
+    clients that can only send a user and a password (a URL such as
+    `http://user:sk-gw-...@host`)."""
     scheme, _, token = authorization.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
+    token = token.strip()
+    if token and scheme.lower() == "bearer":
+        return token
+    if token and scheme.lower() == "basic":
+        return _basic_password(token)
     return x_api_key.strip()
+
+
+def _basic_password(token: str) -> str:
+    """The password of Basic credentials (the user is ignored), or the user
+    when the password is empty (`sk-gw-...:`, as some clients write a key).
+    Credentials that cannot be read are returned as they came, so they are
+    refused as an invalid key, not as a missing one."""
+    try:
+        decoded = base64.b64decode(token, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return token
+    user, _, password = decoded.partition(":")
+    return (password or user).strip() or token
 
 
 class ApiKeyAuth(AuthBase):
@@ -43,7 +64,9 @@ class ApiKeyAuth(AuthBase):
 async def authenticate(token: str) -> TenantContext:
     if not token:
         raise GatewayError(
-            401, "missing_api_key", "No API key provided. Send it as 'Authorization: Bearer <key>' or 'x-api-key'."
+            401,
+            "missing_api_key",
+            "No API key provided. Send it as 'Authorization: Bearer <key>', 'x-api-key', or the password of Basic auth.",
         )
     # Anything that cannot be one of our keys is refused without a lookup.
     if not token.startswith(KEY_PREFIX) or len(token) > _MAX_KEY_LENGTH:
