@@ -167,14 +167,15 @@ class Ledger:
             return list(UsageRecord.objects.filter(api_key_id=key_id).order_by("created_at", "id"))
 
     def wait(self, key_id: int, count: int, timeout: float = 10.0) -> list[Any]:
-        """The key's records once there are `count` of them (and no more appear)."""
+        """The key's records once there are `count` of them and every gateway
+        has stored all it holds, so that a duplicate would be among them."""
+        from proxy.tests.live import usage_settled
+
         deadline = time.monotonic() + timeout
-        while True:
-            rows = self.records(key_id)
-            if len(rows) >= count or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        time.sleep(0.3)  # a duplicate would show up within a couple of flushes
+        while len(self.records(key_id)) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        while not usage_settled() and time.monotonic() < deadline:
+            time.sleep(0.02)
         rows = self.records(key_id)
         assert len(rows) == count, f"expected {count} usage records, found {len(rows)}: {rows}"
         return rows

@@ -52,6 +52,7 @@ class UsageMeter:
         self._write_lock = threading.Lock()
         self._listeners: list[Callable[[UsageEvent], None]] = []
         self._writer: ThreadPoolExecutor | None = None
+        self._writing = 0  # events taken from the queue whose batch is not stored yet
 
     # --- request side -------------------------------------------------------
     def push(self, event: UsageEvent) -> None:
@@ -83,7 +84,8 @@ class UsageMeter:
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        """Events not stored yet: queued, or in the batch being written."""
+        return len(self._queue) + self._writing
 
     @property
     def inflight(self) -> int:
@@ -139,6 +141,7 @@ class UsageMeter:
             while due > 0 and self._queue:
                 batch = self.take(min(due, settings.BILLING_METER_BATCH_SIZE))
                 due -= len(batch)
+                self._writing = len(batch)
                 try:
                     usage_events_store(batch, keep_connection=keep_connection)
                 except Exception:
@@ -149,6 +152,8 @@ class UsageMeter:
                     quarantine(poison)
                     written += stored
                     continue
+                finally:
+                    self._writing = 0
                 written += len(batch)
         return written
 

@@ -33,6 +33,17 @@ def test_database_url() -> str:
     return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
 
 
+_RUNNING: list["LiveGateway"] = []  # started and not yet terminated, for usage_settled()
+
+
+def usage_settled() -> bool:
+    """True once every running gateway (and this process's meter) has stored
+    every usage event it holds and has no request whose usage is unknown."""
+    from billing.meter import meter
+
+    return meter.pending == 0 and meter.inflight == 0 and all(g.meter_idle() for g in list(_RUNNING))
+
+
 @dataclass
 class LiveGateway:
     """daphne (or uvicorn, the production server) serving gateway.asgi:application on a free port."""
@@ -72,7 +83,24 @@ class LiveGateway:
                 stderr=subprocess.STDOUT,
             )
         self._wait_ready()
+        _RUNNING.append(self)
         return self
+
+    def meter_idle(self) -> bool:
+        """Its /metrics says no usage event is waiting or being written and no
+        request is still open (a gateway that has exited holds nothing)."""
+        if self.process is None or self.process.poll() is not None:
+            return True
+        token = self.env.get("METRICS_TOKEN", os.environ.get("METRICS_TOKEN", ""))
+        request = urllib.request.Request(self.url + "/metrics")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            return False
+        return _gauge(text, "gateway_usage_queue_depth") == 0 == _gauge(text, "gateway_requests_in_flight")
 
     def _wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -90,6 +118,8 @@ class LiveGateway:
     def terminate(self, timeout: float = 30) -> int:
         """SIGTERM, as an orchestrator would; returns the exit code."""
         assert self.process is not None
+        if self in _RUNNING:
+            _RUNNING.remove(self)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
@@ -101,3 +131,10 @@ class LiveGateway:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+
+def _gauge(exposition: str, name: str) -> float | None:
+    for line in exposition.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None

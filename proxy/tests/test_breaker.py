@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -145,12 +146,20 @@ async def test_a_shared_probe_that_never_reports_frees_its_slot_after_a_cooldown
     cooldown = 0.2  # the slot's expiry is Redis's own clock, so this one runs in real time
     breaker = RedisBreaker(BreakerConfig(failures=1, window=10, cooldown=cooldown))
     await breaker.record_failure(KEY)
-    await asyncio.sleep(cooldown + 0.02)
-    assert await breaker.allow(KEY) is True
+    assert await breaker.allow(KEY) is False  # open
+    assert await allowed_within(breaker, 2)  # the cooldown passed: this one probes
     other = RedisBreaker(BreakerConfig(failures=1, window=10, cooldown=cooldown))
-    assert await other.allow(KEY) is False
-    await asyncio.sleep(cooldown + 0.05)
-    assert await other.allow(KEY) is True
+    assert await other.allow(KEY) is False  # the probe's slot is taken
+    assert await allowed_within(other, 2)  # and freed, though the probe never reported
+
+
+async def allowed_within(breaker: RedisBreaker, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not await breaker.allow(KEY):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 async def test_two_processes_share_one_circuit_and_only_one_of_them_probes(redis_settings: Any) -> None:
