@@ -63,7 +63,10 @@ API_PATH_PREFIXES = (
     "/readyz",
     "/api/chat",
     "/api/generate",
+    "/api/embed",  # and /api/embeddings
     "/api/tags",
+    "/api/show",
+    "/api/ps",
     "/api/version",
 )
 
@@ -197,6 +200,16 @@ GATEWAY_CONFIG_POLL_SECONDS = env.float("GATEWAY_CONFIG_POLL_SECONDS", default=2
 # SECRET_KEY when unset; set it explicitly so SECRET_KEY can rotate.
 PROXY_SECRETS_KEY = env("PROXY_SECRETS_KEY", default="")
 PROXY_MAX_BODY_BYTES = env.int("PROXY_MAX_BODY_BYTES", default=32 * 1024 * 1024)
+# An upstream answer (JSON or a whole stream) larger than this is refused
+# (502 upstream_response_too_large) or cut, never held whole.
+PROXY_MAX_RESPONSE_BYTES = env.int("PROXY_MAX_RESPONSE_BYTES", default=64 * 1024 * 1024)
+# Seconds a client may take to send its whole request body (408 past it):
+# a Content-Length longer than what is sent must not hold a request forever.
+PROXY_BODY_READ_TIMEOUT = env.float("PROXY_BODY_READ_TIMEOUT", default=60.0)
+# uvicorn (gateway.server): seconds to a request's complete headers from the
+# connection or the request's first byte, and an idle keep-alive connection's life.
+GATEWAY_HEADER_TIMEOUT = env.float("GATEWAY_HEADER_TIMEOUT", default=10.0)
+GATEWAY_KEEP_ALIVE_TIMEOUT = env.int("GATEWAY_KEEP_ALIVE_TIMEOUT", default=5)
 # Cache hits to /v1/chat/completions and /v1/embeddings answered before
 # Django (gateway.cache_lane); off, they take the full path like the rest.
 PROXY_CACHE_LANE = env.bool("PROXY_CACHE_LANE", default=True)

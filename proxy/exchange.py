@@ -42,6 +42,15 @@ SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
 NOTES_HEADER = "x-gateway-translation-notes"
 _NOTES_MAX = 2000  # header bytes; proxies reject huge headers
+# Dialects an OpenAI-protocol provider may lack although its kind says it
+# serves them (a server behind kind `openai` without /responses): a 404
+# there is answered by translating to chat completions instead.
+_FALLBACK_DIALECTS = frozenset({Dialect.RESPONSES, Dialect.COMPLETIONS})
+# (provider name, base URL, dialect) whose native endpoint answered 404 and
+# whose translation then answered: translated at once from then on. Per
+# process, and reset by a restart or a new base URL: a provider that later
+# gains the endpoint is used natively again then.
+_NATIVE_MISSING: set[tuple[str, str, Dialect]] = set()
 
 
 def _sse_data(event: dict[str, Any]) -> bytes:
@@ -115,7 +124,11 @@ def exchange_for(call: ClientCall, target: RouteTarget) -> Exchange:
     Raises GatewayError (400) when the call cannot be expressed there."""
     try:
         if call.dialect in native_dialects(target.provider.kind):
-            return _native(call, target)
+            if _missing_key(call, target) not in _NATIVE_MISSING:
+                return _native(call, target)
+            exchange = _translated(call, target)
+            exchange.notes.insert(0, _fallback_note(call, target))
+            return exchange
         return _translated(call, target)
     except TranslationError as exc:
         raise invalid_request(str(exc), param=exc.param) from None
@@ -128,12 +141,47 @@ def exchange_for(call: ClientCall, target: RouteTarget) -> Exchange:
         raise invalid_request(f"The request cannot be translated for this model's provider: {exc!r}"[:300]) from None
 
 
+def native_fallback(call: ClientCall, target: RouteTarget) -> Exchange | None:
+    """The exchange to try when `call`'s native endpoint answered 404: the
+    same call translated to chat completions, its notes saying why. None
+    when there is nothing to fall back to (already translated, a dialect
+    every such provider serves, or an Anthropic provider)."""
+    if (
+        call.dialect not in _FALLBACK_DIALECTS
+        or call.dialect not in native_dialects(target.provider.kind)
+        or _missing_key(call, target) in _NATIVE_MISSING
+    ):
+        return None
+    try:
+        exchange = _translated(call, target)
+    except (TranslationError, KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return None  # not expressible as chat: the provider's 404 stands
+    exchange.notes.insert(0, _fallback_note(call, target))
+    return exchange
+
+
+def native_missing_remember(call: ClientCall, target: RouteTarget) -> None:
+    """The translation answered where the native endpoint was missing: later
+    calls of this dialect to this provider are translated at once."""
+    _NATIVE_MISSING.add(_missing_key(call, target))
+
+
+def _missing_key(call: ClientCall, target: RouteTarget) -> tuple[str, str, Dialect]:
+    return (target.provider.name, target.provider.base_url, call.dialect)
+
+
+def _fallback_note(call: ClientCall, target: RouteTarget) -> str:
+    path = "/responses" if call.dialect is Dialect.RESPONSES else "/completions"
+    return f"translated: provider {target.provider.name} has no {path}, sent as chat completions"
+
+
 def _openai_adapter(kind: str) -> OpenAIAdapter:
     return _AZURE if preset_for(kind).protocol == AZURE else _OPENAI
 
 
 def _native(call: ClientCall, target: RouteTarget) -> Exchange:
     provider, model, body, stream = target.provider, target.upstream_model, call.body, call.stream
+    observer: StreamObserver | None
     if preset_for(provider.kind).protocol == ANTHROPIC:
         if call.dialect is Dialect.COUNT_TOKENS:
             request = _ANTHROPIC.count_tokens_request(provider, model, body, call.headers)
@@ -167,6 +215,7 @@ def _translated(call: ClientCall, target: RouteTarget) -> Exchange:
     hub = to_hub(call.body, upstream_model=model)
     notes = list(hub.notes)
     translators: list[StreamTranslator] = []
+    observer: StreamObserver | None
     if preset_for(provider.kind).protocol == ANTHROPIC:
         wire = chat_to_messages.chat_request_to_messages(
             hub.body, upstream_model=model, default_max_tokens=settings.PROXY_ANTHROPIC_DEFAULT_MAX_TOKENS

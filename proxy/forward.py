@@ -35,14 +35,21 @@ from proxy.catalog import current_catalog
 from proxy.context import ProviderConfig, RoutePlan, RouteTarget, TenantContext
 from proxy.dialects import ClientCall, Dialect
 from proxy.errors import ApiFormat, GatewayError
-from proxy.exchange import NOTES_HEADER, Exchange, exchange_for, native_dialects
+from proxy.exchange import (
+    NOTES_HEADER,
+    Exchange,
+    exchange_for,
+    native_dialects,
+    native_fallback,
+    native_missing_remember,
+)
 from proxy.ratelimit import Admission, rate_limit_admit, rate_limit_release, tokens_estimate
 from proxy.retry import RetryPolicy, no_healthy_upstream, retry_policy
 from proxy.routing import Catalog, choose, plan_for
 from proxy.streaming import RelayResponse
 from proxy.timing import upstream_waited
 from proxy.tracing import TraceCapture, trace_start
-from proxy.upstream import upstream_failure, upstream_session
+from proxy.upstream import UpstreamTooLargeError, read_bounded, upstream_failure, upstream_session
 from proxy.usage import UsageRecorder, reserve_worst_case
 
 log = logging.getLogger(__name__)
@@ -50,6 +57,7 @@ log = logging.getLogger(__name__)
 # ("tokensk-..."): the length keeps words such as "task-runner" readable.
 _SECRET_LIKE = re.compile(r"\b(sk|pk|rk|key)-[A-Za-z0-9_\-*.]{6,}|(sk|pk|rk)-[A-Za-z0-9_\-]{20,}")
 _MAX_UPSTREAM_MESSAGE = 2000
+_MAX_ERROR_BODY = 1024 * 1024  # an error body past this is not read (its message would be cut anyway)
 # Upstream headers worth passing on; hop-by-hop and encoding headers never are.
 _FORWARDED_HEADERS = ("retry-after", "openai-processing-ms", "x-ratelimit-remaining-requests", "request-id")
 # Only answers in OpenAI's chat and embeddings shapes are cached (the cache
@@ -248,12 +256,18 @@ class _Attempts:
             trace=self.trace,
         )
         key = target_key(target)
-        upstream = exchange.request
         sent = time.perf_counter()
         try:
-            response = await upstream_session().post(
-                upstream.url, data=upstream.body, headers=upstream.headers, timeout=_timeouts(target.provider)
-            )
+            response = await _post(exchange, target)
+            if response.status == 404 and (fallback := native_fallback(call, target)) is not None:
+                # The kind promised this endpoint, the server lacks it: the
+                # same call as chat completions (nothing reached the client yet).
+                response.close()
+                exchange = fallback
+                recorder.observer = exchange.observer
+                response = await _post(exchange, target)
+                if response.status < 400:
+                    native_missing_remember(call, target)
         except (TimeoutError, aiohttp.ClientError) as exc:
             upstream_waited(sent)
             error = upstream_failure(exc, target.provider.name)
@@ -264,7 +278,7 @@ class _Attempts:
             recorder.finish(status=499, error_code="client_disconnected", client_disconnected=True)
             raise
         # From the headers on, the limit is the silence between two chunks.
-        if response.connection is not None:
+        if response.connection is not None and response.connection.protocol is not None:
             response.connection.protocol.read_timeout = target.provider.idle_timeout
         if response.status >= 400:
             upstream_waited(sent)  # the error body is short: its read counts as overhead
@@ -284,11 +298,20 @@ class _Attempts:
         if exchange.observer is not None and response.content_type == "text/event-stream":
             upstream_waited(sent)
             out: HttpResponseBase = RelayResponse(response, recorder, fmt, exchange)
+        elif exchange.observer is not None:
+            return await _not_a_stream(response, recorder, fmt)
         else:
             out = await _pass_through(response, recorder, exchange, fmt, sent)
         if exchange.notes:
             out[NOTES_HEADER] = exchange.notes_header()
         return out
+
+
+async def _post(exchange: Exchange, target: RouteTarget) -> aiohttp.ClientResponse:
+    upstream = exchange.request
+    return await upstream_session().post(
+        upstream.url, data=upstream.body, headers=upstream.headers, timeout=_timeouts(target.provider)
+    )
 
 
 async def _healthy_choice(plan: RoutePlan, tried: set[int], circuit: Any) -> RouteTarget | None:
@@ -335,18 +358,8 @@ def _timeouts(provider: ProviderConfig) -> aiohttp.ClientTimeout:
 async def _pass_through(
     response: aiohttp.ClientResponse, recorder: UsageRecorder, exchange: Exchange, fmt: ApiFormat, sent: float
 ) -> HttpResponse:
-    try:
-        data = await response.read()
-        upstream_waited(sent)  # from the request sent to the whole answer read
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        error = upstream_failure(exc, recorder.target.provider.name)
-        recorder.finish(status=error.status, error_code=error.code)
-        raise error from None
-    except BaseException:
-        recorder.finish(status=499, error_code="client_disconnected", client_disconnected=True)
-        raise
-    finally:
-        response.release()
+    data = await _read_answer(response, recorder)
+    upstream_waited(sent)  # from the request sent to the whole answer read
     try:
         parsed: Any = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -379,6 +392,64 @@ async def _pass_through(
     return out
 
 
+async def _read_answer(response: aiohttp.ClientResponse, recorder: UsageRecorder) -> bytes:
+    """The upstream's whole answer, within PROXY_MAX_RESPONSE_BYTES; a failure
+    to read it is recorded and raised as the client's error."""
+    provider = recorder.target.provider.name
+    try:
+        data = await read_bounded(response, provider)
+    except UpstreamTooLargeError as too_big:
+        response.close()  # not worth reading to its end: drop the connection
+        recorder.finish(status=too_big.status, error_code=too_big.code)
+        raise
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        response.close()
+        error = upstream_failure(exc, provider)
+        recorder.finish(status=error.status, error_code=error.code)
+        raise error from None
+    except BaseException:
+        response.close()
+        recorder.finish(status=499, error_code="client_disconnected", client_disconnected=True)
+        raise
+    response.release()
+    return data
+
+
+async def _not_a_stream(response: aiohttp.ClientResponse, recorder: UsageRecorder, fmt: ApiFormat) -> HttpResponse:
+    """A stream was asked for and the upstream answered 2xx with something
+    else. Relaying it would hand an SSE client a body it cannot parse: an
+    error object becomes the client's error; a complete non-streamed answer
+    is refused (`upstream_not_streamed`: a provider that ignores `stream`
+    should be called without it); anything else (HTML from a proxy in
+    front of the provider, say) is `upstream_bad_response`."""
+    provider = recorder.target.provider
+    data = await _read_answer(response, recorder)
+    try:
+        parsed: Any = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict) and parsed.get("error"):
+        message, code, param = _upstream_error_details(data, provider)
+        error = GatewayError(502, code, message, param=param)
+    elif isinstance(parsed, dict):
+        error = GatewayError(
+            502,
+            "upstream_not_streamed",
+            f"The provider '{provider.name}' answered a streamed request with a whole, non-streamed answer.",
+        )
+    else:
+        kind = response.content_type or "no content type"
+        error = GatewayError(
+            502,
+            "upstream_bad_response",
+            f"The provider '{provider.name}' answered a streamed request with {kind} instead of server-sent events.",
+        )
+    recorder.finish(status=error.status, error_code=error.code)
+    out = HttpResponse(error.body(fmt), status=error.status, content_type="application/json")
+    _copy_headers(response, out)
+    return out
+
+
 def _translated_answer(parsed: Any, exchange: Exchange, recorder: UsageRecorder) -> bytes:
     """The client's JSON for the upstream's, or b"" when it cannot be read."""
     assert exchange.answer_json is not None
@@ -402,8 +473,9 @@ async def _upstream_error(
     the client's key, so the client sees a 502 instead.
     """
     try:
-        raw = await response.read()
-    except (TimeoutError, aiohttp.ClientError):
+        # An error's message is cut to a few thousand characters anyway.
+        raw = await read_bounded(response, provider.name, limit=_MAX_ERROR_BODY)
+    except (TimeoutError, aiohttp.ClientError, UpstreamTooLargeError):
         raw = b""
     except BaseException:  # the client left while the error body was read
         recorder.finish(status=response.status, error_code="client_disconnected", client_disconnected=True)

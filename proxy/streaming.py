@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
+from django.conf import settings
 from django.http import StreamingHttpResponse
 
 from proxy.errors import ApiFormat, GatewayError
 from proxy.providers.base import StreamObserver
-from proxy.upstream import upstream_failure
+from proxy.upstream import UpstreamTooLargeError, too_large, upstream_failure
 from proxy.usage import UsageRecorder
 
 if TYPE_CHECKING:
@@ -79,9 +80,11 @@ async def relay_stream(
     splitter = SSESplitter()
     completed = False
     error_code = ""
+    budget = _ByteBudget(recorder)
     try:
         async for chunk in response.content.iter_any():
             recorder.first_token()
+            budget.spend(chunk)
             events = splitter.feed(chunk)
             if recorder.fill is not None:
                 for event in events:
@@ -100,6 +103,9 @@ async def relay_stream(
         elif tail.strip():
             yield _traced(recorder, tail)
         completed = True
+    except UpstreamTooLargeError as too_big:
+        error_code = too_big.code
+        yield _traced(recorder, stream_error_event(fmt, too_big))
     except _BROKEN_OFF as exc:
         error_code = INTERRUPTED
         yield _traced(recorder, stream_error_event(fmt, broken_off(exc, recorder)))
@@ -118,9 +124,11 @@ async def translate_stream(
     splitter = SSESplitter()
     completed = False
     error_code = ""
+    budget = _ByteBudget(recorder)
     try:
         async for chunk in response.content.iter_any():
             recorder.first_token()
+            budget.spend(chunk)
             out: list[dict[str, Any]] = []
             for event in splitter.feed(chunk):
                 data = event_data(event)
@@ -144,6 +152,9 @@ async def translate_stream(
         if not observer.finished:  # the translators closed the client's stream; the books say why
             error_code = INCOMPLETE
         completed = True
+    except UpstreamTooLargeError as too_big:
+        error_code = too_big.code
+        yield _traced(recorder, stream_error_event(fmt, too_big))
     except _BROKEN_OFF as exc:
         error_code = INTERRUPTED
         yield _traced(recorder, stream_error_event(fmt, broken_off(exc, recorder)))
@@ -161,6 +172,22 @@ async def translate_stream(
 
 
 _BROKEN_OFF = (aiohttp.ClientError, TimeoutError, SSEOverflowError)
+
+
+class _ByteBudget:
+    """PROXY_MAX_RESPONSE_BYTES for a stream: past it the stream is cut
+    (UpstreamTooLargeError), as a non-streamed answer that large is refused."""
+
+    __slots__ = ("left", "_provider", "_limit")
+
+    def __init__(self, recorder: UsageRecorder) -> None:
+        self._limit = self.left = settings.PROXY_MAX_RESPONSE_BYTES
+        self._provider = recorder.target.provider.name
+
+    def spend(self, chunk: bytes) -> None:
+        self.left -= len(chunk)
+        if self.left < 0:
+            raise too_large(self._provider, self._limit)
 
 
 def broken_off(exc: BaseException, recorder: UsageRecorder) -> GatewayError:

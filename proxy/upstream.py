@@ -41,3 +41,34 @@ def upstream_failure(exc: BaseException, provider: str) -> GatewayError:
             504, "upstream_timeout", f"The provider '{provider}' did not answer in time.", retryable=True
         )
     return GatewayError(502, "upstream_unreachable", f"The provider '{provider}' could not be reached.", retryable=True)
+
+
+class UpstreamTooLargeError(GatewayError):
+    """The upstream's answer is larger than PROXY_MAX_RESPONSE_BYTES."""
+
+
+def too_large(provider: str, limit: int) -> UpstreamTooLargeError:
+    return UpstreamTooLargeError(
+        502,
+        "upstream_response_too_large",
+        f"The answer of the provider '{provider}' is larger than the gateway's limit of {limit} bytes.",
+    )
+
+
+async def read_bounded(response: aiohttp.ClientResponse, provider: str, limit: int | None = None) -> bytes:
+    """The whole body, refused (UpstreamTooLargeError) once it is larger than
+    `limit` (default PROXY_MAX_RESPONSE_BYTES): a declared length is checked
+    before anything is read, the rest as it arrives, so an oversized answer
+    is never held whole. The caller releases or closes the response."""
+    limit = settings.PROXY_MAX_RESPONSE_BYTES if limit is None else limit
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise too_large(provider, limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(provider, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -23,9 +23,12 @@ class StreamObserver(Protocol):
     """Watches a stream's events as they pass; never changes them except to
     drop an event the gateway added for itself."""
 
-    usage: Usage | None
     output_chars: int
     finished: bool
+
+    @property
+    def usage(self) -> Usage | None:
+        """What the stream reported (or suggests) so far."""
 
     def observe(self, data: bytes) -> bool:
         """Look at one event's `data:` payload; return False to drop the event."""

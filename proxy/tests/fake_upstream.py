@@ -52,6 +52,12 @@ Other OpenAI endpoints, answering the same words:
   the matching `.done` events, then `response.completed` carrying the whole
   response with its usage.
 
+The same fake as a server that has chat completions only (a vLLM or a
+proxy without the newer endpoints, configured as kind `openai`), under
+`chat_only_url` (`/chat-only/v1`): chat and embeddings answer as above,
+`/responses` and `/completions` record the request and answer 404
+`{"detail": "Not Found"}`, as FastAPI-based servers do.
+
 Anthropic's Messages API, as exactly as the tests need it:
 
 * `POST /v1/messages`: a `message` with one text block of the same words,
@@ -93,6 +99,7 @@ import orjson
 from aiohttp import ClientConnectionResetError, web
 
 PROMPT_TOKENS = 12
+CHAT_ONLY_PREFIX = "/chat-only"  # see chat_only_url
 EMBEDDING_TOKENS_PER_INPUT = 8
 CREATED = 1_700_000_000
 DEFAULT_WORDS = tuple(f"w{i}" for i in range(20))
@@ -151,6 +158,10 @@ class FakeUpstream:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def chat_only_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{CHAT_ONLY_PREFIX}/v1"
 
     # --- answers ------------------------------------------------------------
     def usage(self, model: str) -> dict[str, Any]:
@@ -382,7 +393,7 @@ class FakeUpstream:
     async def _record(self, request: web.Request) -> dict[str, Any]:
         body = await request.json()
         self.requests.append(ReceivedRequest(request.path, dict(request.headers), body))
-        return body  # type: ignore[no-any-return]
+        return body
 
     @staticmethod
     def _openai_error(model: str) -> web.Response | None:
@@ -608,10 +619,18 @@ class FakeUpstream:
         counted = orjson.dumps(prompt, option=orjson.OPT_SORT_KEYS)
         return web.json_response({"input_tokens": len(counted) // 4 + 1})
 
+    async def handle_missing(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return web.json_response({"detail": "Not Found"}, status=404)
+
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.handle_chat)
         app.router.add_post("/v1/embeddings", self.handle_embeddings)
+        app.router.add_post(f"{CHAT_ONLY_PREFIX}/v1/chat/completions", self.handle_chat)
+        app.router.add_post(f"{CHAT_ONLY_PREFIX}/v1/embeddings", self.handle_embeddings)
+        app.router.add_post(f"{CHAT_ONLY_PREFIX}/v1/responses", self.handle_missing)
+        app.router.add_post(f"{CHAT_ONLY_PREFIX}/v1/completions", self.handle_missing)
         app.router.add_post("/v1/completions", self.handle_completions)
         app.router.add_post("/v1/responses", self.handle_responses)
         app.router.add_post("/v1/messages", self.handle_messages)
@@ -721,11 +740,11 @@ def main() -> None:
     fake = FakeUpstream(port=args.port, slow_delay=args.slow_delay)
     fake._release = asyncio.Event()
     # The benchmark would otherwise keep every request in memory.
-    fake.requests = _Discard()  # type: ignore[assignment]
+    fake.requests = _Discard()
     web.run_app(fake.app(), host="127.0.0.1", port=args.port, access_log=None, print=None)
 
 
-class _Discard(list):  # type: ignore[type-arg]
+class _Discard(list):
     def append(self, item: Any) -> None:
         pass
 
