@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 
+from accounts.audit import audit_by, changes_between, credential_changes
 from proxy.breaker import deployment_key, shared_state
 from proxy.models import Deployment, ModelAlias, Provider, Route
 from proxy.presets import base_url_normalize
@@ -78,8 +79,19 @@ class ProviderAdmin(admin.ModelAdmin):
         elif form.cleaned_data.get("api_key"):
             obj.set_api_key(form.cleaned_data["api_key"])
         super().save_model(request, obj, form, change)
+        self._audit(request, obj, form, change)
         if "base_url" in form.changed_data:
             self.message_user(request, f"{obj.name}: requests go to {obj.base_url}", messages.INFO)
+
+    def _audit(self, request: HttpRequest, obj: Provider, form: Any, change: bool) -> None:
+        """As the management API does: where requests go (base URL) and which credential they carry."""
+        watched = ("kind", "base_url", "api_key_env", "is_active")
+        after = {name: getattr(obj, name) for name in watched}
+        changes: dict[str, Any] = changes_between({n: form.initial.get(n) for n in watched}, after) if change else after
+        api_key = "" if form.cleaned_data.get("clear_api_key") else form.cleaned_data.get("api_key") or None
+        changes |= credential_changes(api_key, None)
+        if changes or not change:
+            audit_by(request, "provider.update" if change else "provider.create", obj, changes)
 
     @admin.action(description="Test connection (GET /models)")
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:

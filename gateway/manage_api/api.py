@@ -1,7 +1,7 @@
 """The NinjaAPI behind /api/ (docs at /api/docs), for staff only.
 
 Errors are `{"error": {"code", "message"}}` with a stable `code`:
-`not_authenticated` (401), `staff_required` and `csrf_failed` (403),
+`not_authenticated` (401), `staff_required`, `permission_denied` and `csrf_failed` (403),
 `not_found` (404), `conflict` and `key_revoked` (409), `invalid_request`
 (400), `internal_error` (500).
 """

@@ -12,7 +12,7 @@ router = Router(tags=["Audit"])
 
 @router.get("/audit", response=list[AuditOut])
 @paginate
-def audit_list(  # type: ignore[no-untyped-def]
+def audit_list(
     request: HttpRequest, object_type: str | None = None, object_id: str | None = None, action: str | None = None
 ):
     """Newest first. `object_type` is "app_label.model", e.g. "accounts.tenant"."""

@@ -18,7 +18,7 @@ router = Router(tags=["Budgets"])
 
 @router.get("/budgets", response=list[BudgetOut])
 @paginate
-def budgets_list(  # type: ignore[no-untyped-def]
+def budgets_list(
     request: HttpRequest, tenant_id: int | None = None, key_id: int | None = None, include_inactive: bool = False
 ):
     """With `tenant_id`: the tenant's budgets and those of its keys."""

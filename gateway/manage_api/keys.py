@@ -40,7 +40,7 @@ def _created(plaintext: str, api_key: ApiKey) -> KeyCreatedOut:
 
 @router.get("/keys", response=list[KeyOut])
 @paginate
-def keys_list(request: HttpRequest, tenant_id: int, include_revoked: bool = False):  # type: ignore[no-untyped-def]
+def keys_list(request: HttpRequest, tenant_id: int, include_revoked: bool = False):
     keys = ApiKey.objects.filter(tenant_id=tenant_id).order_by("-created_at", "-id")
     return keys if include_revoked else keys.live()
 

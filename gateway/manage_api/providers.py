@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from ninja import Router, Status
 from ninja.pagination import paginate
 
+from accounts.audit import changes_between, credential_changes
 from gateway.manage_api.errors import conflict, not_found
 from gateway.manage_api.schemas import ProviderIn, ProviderOut, ProviderPatch, RouteIn, RouteOut
 from gateway.manage_api.writes import audited_write
@@ -28,19 +29,9 @@ def provider_get(provider_id: int) -> Provider:
     return provider
 
 
-def _credential_changes(api_key: str | None, api_key_env: str | None) -> dict[str, Any]:
-    """What the audit may say about a credential: that it was set, never what it is."""
-    changes: dict[str, Any] = {}
-    if api_key is not None:
-        changes["api_key_stored"] = "set" if api_key else "cleared"  # never the value
-    if api_key_env is not None:
-        changes["api_key_env"] = api_key_env
-    return changes
-
-
 @router.get("/providers", response=list[ProviderOut])
 @paginate
-def providers_list(request: HttpRequest):  # type: ignore[no-untyped-def]
+def providers_list(request: HttpRequest):
     return Provider.objects.order_by("name")
 
 
@@ -51,7 +42,7 @@ def providers_create(request: HttpRequest, payload: ProviderIn) -> Status[Provid
     with audited_write(request) as write:
         provider, _ = provider_upsert(**payload.dict())
         changes = {"name": provider.name, "kind": provider.kind, "base_url": provider.base_url}
-        changes |= _credential_changes(payload.api_key, payload.api_key_env)
+        changes |= credential_changes(payload.api_key, payload.api_key_env)
         write.record("provider.create", provider, changes)
     return Status(201, provider)
 
@@ -71,15 +62,15 @@ def providers_update(request: HttpRequest, provider_id: int, payload: ProviderPa
         )
         if changed:
             after = {"kind": provider.kind, "base_url": provider.base_url}
-            changes = {name: [before[name], after[name]] for name in before if before[name] != after[name]}
-            changes |= _credential_changes(payload.api_key, payload.api_key_env)
+            changes = changes_between(before, after)
+            changes |= credential_changes(payload.api_key, payload.api_key_env)
             write.record("provider.update", provider, changes)
     return provider
 
 
 @router.get("/routes", response=list[RouteOut])
 @paginate
-def routes_list(request: HttpRequest):  # type: ignore[no-untyped-def]
+def routes_list(request: HttpRequest):
     return [route_out(route) for route in Route.objects.order_by("model")]
 
 

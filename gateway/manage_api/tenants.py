@@ -23,9 +23,7 @@ def tenant_get(tenant_id: int) -> Tenant:
 
 @router.get("/tenants", response=list[TenantOut])
 @paginate
-def tenants_list(  # type: ignore[no-untyped-def]
-    request: HttpRequest, slug: str | None = None, is_active: bool | None = None
-):
+def tenants_list(request: HttpRequest, slug: str | None = None, is_active: bool | None = None):
     tenants = Tenant.objects.order_by("slug")
     if slug is not None:
         tenants = tenants.filter(slug=slug)
