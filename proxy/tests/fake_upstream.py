@@ -35,6 +35,13 @@ its name alone (or by the name and a marker), so tests can run in any order:
 * `fake-silent-<seconds>`: streams the first event, goes silent that long
   (trips an idle timeout), then sends the rest.
 
+* `fake-big-<bytes>`: an answer of about that many bytes (a 200 JSON
+  completion with Content-Length; streamed: chunks of 1000 characters);
+* `fake-bigchunked-<bytes>`: the same JSON without Content-Length (chunked);
+* `fake-notsse-json`, `fake-notsse-error`, `fake-notsse-html`: a streamed
+  request answered 200 with the whole JSON completion, with a JSON
+  `{"error": ...}` object, or with an HTML page.
+
 A fault's writes to a client that already gave up fail quietly and are not
 counted in `disconnects` (which tests of the client going away read).
 
@@ -295,6 +302,8 @@ class FakeUpstream:
         once the wait is over)."""
         if model.startswith("fake-flaky-"):
             return self._flaky(body, model)
+        if model.startswith(("fake-big-", "fake-bigchunked-", "fake-notsse-")):
+            return await self._size_fault(request, body, model)
         if model.startswith("fake-slowheaders-"):
             await asyncio.sleep(_seconds_suffix(model))
             if request.transport is None or request.transport.is_closing():
@@ -318,6 +327,27 @@ class FakeUpstream:
             events = self._chat_events(model, body)
             return await self._fault_stream(request, events, silence_after_first=_seconds_suffix(model))
         return None
+
+    async def _size_fault(self, request: web.Request, body: dict[str, Any], model: str) -> web.StreamResponse:
+        if model == "fake-notsse-json":
+            return web.json_response(self.completion(model))
+        if model == "fake-notsse-error":
+            error = {"message": "You exceeded your current quota.", "type": "insufficient_quota", "code": "quota"}
+            return web.json_response({"error": error})
+        if model == "fake-notsse-html":
+            return web.Response(text="<html><body>Gateway Timeout</body></html>", content_type="text/html")
+        size = int(model.rsplit("-", 1)[1])
+        if body.get("stream"):
+            piece = "x" * 1000
+            events = [self.chunk(model, {"content": piece}) for _ in range(size // 1000 + 1)]
+            return await self._fault_stream(request, events + self._chat_events(model, body)[-1:])
+        answer = self.completion(model)
+        answer["choices"][0]["message"]["content"] = "x" * size
+        whole = orjson.dumps(answer)
+        if model.startswith("fake-big-"):
+            return web.Response(body=whole, content_type="application/json")
+        pieces = [whole[i : i + 65536] for i in range(0, len(whole), 65536)]
+        return await self._fault_stream(request, pieces, "application/json")
 
     def _flaky(self, body: dict[str, Any], model: str) -> web.Response | None:
         match = _FLAKY.fullmatch(model)
