@@ -16,8 +16,14 @@ from proxy.translate.ollama import (
     ChatToOllamaStream,
     chat_response_to_ollama_chat,
     chat_response_to_ollama_generate,
+    embeddings_response_to_ollama_embed,
+    embeddings_response_to_ollama_embeddings,
     ollama_chat_request_to_chat,
+    ollama_embed_request_to_embeddings,
+    ollama_embeddings_request_to_embeddings,
     ollama_generate_request_to_chat,
+    ollama_ps,
+    ollama_show,
     ollama_tags,
 )
 
@@ -452,3 +458,73 @@ def test_tags_list_every_model_with_a_stable_digest() -> None:
     assert [model["name"] for model in tags["models"]] == ["gpt-4o", "claude-sonnet"]
     listed = ollama_types().ListResponse.model_validate(tags)
     assert [model.model for model in listed.models] == ["gpt-4o", "claude-sonnet"]
+
+
+# --- /api/show, /api/ps ------------------------------------------------------
+
+
+def test_show_describes_a_remote_model_in_the_shape_the_ollama_client_reads() -> None:
+    shown = ollama_types().ShowResponse.model_validate(ollama_show("gpt-4o", "openai", modified_at=CREATED))
+    assert shown.details.family == "openai"
+    assert shown.modelinfo == {"general.architecture": "openai", "general.basename": "gpt-4o"}
+    assert shown.capabilities == ["completion"]
+
+
+def test_ps_lists_every_model_as_loaded_until_the_keep_alive_ends() -> None:
+    running = ollama_types().ProcessResponse.model_validate(
+        ollama_ps([("gpt-4o", "openai"), ("claude-sonnet", "anthropic")], expires_at=CREATED)
+    )
+    assert [(m.name, m.details.family, m.size_vram) for m in running.models] == [
+        ("gpt-4o", "openai", 0),
+        ("claude-sonnet", "anthropic", 0),
+    ]
+    assert running.models[0].expires_at.isoformat() == "2025-01-02T03:04:05+00:00"
+
+
+# --- /api/embed, /api/embeddings -----------------------------------------------
+
+
+def test_an_embed_request_becomes_an_openai_embeddings_request_with_notes_for_what_is_dropped() -> None:
+    translated = ollama_embed_request_to_embeddings(
+        {"model": "m", "input": ["a", "b"], "truncate": False, "options": {"num_ctx": 8}, "dimensions": 2}
+    )
+    assert translated.body == {"model": "m", "input": ["a", "b"], "dimensions": 2}
+    assert translated.notes == ["dropped: truncate", "dropped: options"]
+
+
+def test_a_legacy_embeddings_request_needs_a_prompt() -> None:
+    assert ollama_embeddings_request_to_embeddings({"model": "m", "prompt": "hi"}).body == {"model": "m", "input": "hi"}
+    with pytest.raises(TranslationError) as caught:
+        ollama_embeddings_request_to_embeddings({"model": "m", "input": "hi"})
+    assert caught.value.param == "prompt"
+
+
+EMBEDDINGS = {
+    "object": "list",
+    # out of order: the answer follows `index`, as OpenAI defines it
+    "data": [{"index": 1, "embedding": [0.3, 0.4]}, {"index": 0, "embedding": [0.1, 0.2]}],
+    "usage": {"prompt_tokens": 6, "total_tokens": 6},
+}
+
+
+def test_an_embeddings_answer_becomes_embeds_in_input_order() -> None:
+    answer = embeddings_response_to_ollama_embed(EMBEDDINGS, model="m", duration_ns=5)
+    assert answer == {
+        "model": "m",
+        "embeddings": [[0.1, 0.2], [0.3, 0.4]],
+        "total_duration": 5,
+        "load_duration": 0,
+        "prompt_eval_count": 6,
+    }
+    assert ollama_types().EmbedResponse.model_validate(answer).embeddings == [[0.1, 0.2], [0.3, 0.4]]
+
+
+def test_an_embeddings_answer_becomes_the_legacy_single_embedding() -> None:
+    answer = embeddings_response_to_ollama_embeddings({"data": [{"index": 0, "embedding": [0.5]}]})
+    assert ollama_types().EmbeddingsResponse.model_validate(answer).embedding == [0.5]
+
+
+@pytest.mark.parametrize("data", [{}, {"data": "x"}, {"data": [{"index": 0, "embedding": "AAAA"}]}])
+def test_an_embeddings_answer_of_another_shape_is_refused(data: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        embeddings_response_to_ollama_embed(data, model="m", duration_ns=0)

@@ -1,6 +1,8 @@
-"""Ollama's API (`/api/chat`, `/api/generate`, `/api/tags`) served from any
-upstream through chat completions, so Ollama clients (Open WebUI, LangChain's
-ChatOllama, the `ollama` package) can use every model the gateway routes.
+"""Ollama's API (`/api/chat`, `/api/generate`, `/api/tags`, `/api/show`,
+`/api/ps`) served from any upstream through chat completions, and
+`/api/embed` and `/api/embeddings` through OpenAI's embeddings, so Ollama
+clients (Open WebUI, LangChain's ChatOllama, the `ollama` package) can use
+every model the gateway routes.
 
 Ollama's differences that matter here: streaming is on unless the request
 says `"stream": false`; a stream is NDJSON whose last object has `done: true`
@@ -256,8 +258,13 @@ def _reasoning(message: dict[str, Any]) -> str:
     return ""
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object, or an empty one for anything else."""
+    return value if isinstance(value, dict) else {}
+
+
 def _ollama_tool_call(call: dict[str, Any]) -> dict[str, Any]:
-    function = call.get("function") if isinstance(call.get("function"), dict) else {}
+    function = _object(call.get("function"))
     return {"function": {"name": _text(function.get("name")), "arguments": _arguments(function.get("arguments"))}}
 
 
@@ -326,7 +333,7 @@ class ChatToOllamaStream:
         for choice in event.get("choices") or []:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # Ollama has no n: the first choice is the answer
-            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            delta = _object(choice.get("delta"))
             out += self._delta(delta)
             if choice.get("finish_reason") and self._finish_reason is None:
                 self._finish_reason = str(choice["finish_reason"])
@@ -359,7 +366,7 @@ class ChatToOllamaStream:
 
     def _collect(self, call: dict[str, Any]) -> None:
         index = call["index"] if isinstance(call.get("index"), int) else len(self._calls)
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function = _object(call.get("function"))
         collected = self._calls.setdefault(index, {"name": "", "arguments": ""})
         # Only the first delta names the call; some upstreams repeat the name later.
         collected["name"] = collected["name"] or _text(function.get("name"))
@@ -397,7 +404,7 @@ class ChatToOllamaStream:
         return {**self._head(), "message": {"role": "assistant", "content": ""}, **final}
 
 
-# --- /api/tags -----------------------------------------------------------
+# --- /api/tags, /api/show and /api/ps ----------------------------------------
 
 
 def ollama_tags(models: list[tuple[str, str]], *, modified_at: str) -> dict[str, Any]:
@@ -413,13 +420,130 @@ def _tag(name: str, owner: str, modified_at: str) -> dict[str, Any]:
         "model": name,
         "modified_at": modified_at,
         "size": 0,
-        "digest": hashlib.sha256(name.encode()).hexdigest(),
-        "details": {
-            "parent_model": "",
-            "format": "",
-            "family": owner,
-            "families": [owner],
-            "parameter_size": "",
-            "quantization_level": "",
-        },
+        "digest": _digest(name),
+        "details": _details(owner),
     }
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def _details(owner: str) -> dict[str, Any]:
+    """What Ollama says of a model's weights. They live at the provider, so
+    only the family (the provider named as the model's owner) is known."""
+    return {
+        "parent_model": "",
+        "format": "",
+        "family": owner,
+        "families": [owner],
+        "parameter_size": "",
+        "quantization_level": "",
+    }
+
+
+def ollama_show(name: str, owner: str, *, modified_at: str) -> dict[str, Any]:
+    """The /api/show body for a routed model. No modelfile, template or
+    parameters exist here (the provider applies its own), so those are
+    empty strings, which clients such as Open WebUI accept. Only
+    `completion` is claimed: what else a remote model can do (tools,
+    vision) is not known here."""
+    return {
+        "modelfile": "",
+        "parameters": "",
+        "template": "",
+        "license": "",
+        "details": _details(owner),
+        "model_info": {"general.architecture": owner, "general.basename": name},
+        "capabilities": ["completion"],
+        "modified_at": modified_at,
+    }
+
+
+def ollama_ps(models: list[tuple[str, str]], *, expires_at: str) -> dict[str, Any]:
+    """The /api/ps body: every model the key may use counts as running,
+    since the provider keeps it loaded. `expires_at` is when Ollama's default
+    keep-alive would end, as a local Ollama reports it."""
+    return {
+        "models": [
+            {
+                "name": name,
+                "model": name,
+                "size": 0,
+                "digest": _digest(name),
+                "details": _details(owner),
+                "expires_at": expires_at,
+                "size_vram": 0,
+            }
+            for name, owner in models
+        ]
+    }
+
+
+# --- /api/embed and /api/embeddings ----------------------------------------
+
+# Ollama embedding fields with no OpenAI equivalent: OpenAI never truncates
+# (it refuses an input that is too long), and has no options or keep-alive.
+_EMBED_DROPPED = ("truncate", "options", "keep_alive")
+
+
+def ollama_embed_request_to_embeddings(body: dict[str, Any]) -> Translated:
+    """/api/embed (`input`: a string or a list of them) as an OpenAI
+    embeddings request for the same public model; routing replaces it."""
+    out: dict[str, Any] = {"model": body.get("model"), "input": body.get("input")}
+    if body.get("dimensions") is not None:
+        out["dimensions"] = body["dimensions"]
+    return Translated(body=out, notes=_embed_notes(body))
+
+
+def ollama_embeddings_request_to_embeddings(body: dict[str, Any]) -> Translated:
+    """The legacy /api/embeddings (one `prompt`) as an OpenAI embeddings request."""
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        raise TranslationError("'prompt' is required and must be a non-empty string.", param="prompt")
+    return Translated(body={"model": body.get("model"), "input": prompt}, notes=_embed_notes(body))
+
+
+def _embed_notes(body: dict[str, Any]) -> list[str]:
+    # Only Ollama's own fields are named: the notes go in a header, and an
+    # unknown field is ignored, as Ollama ignores it.
+    return [f"dropped: {key}" for key in _EMBED_DROPPED if body.get(key) is not None]
+
+
+def embeddings_response_to_ollama_embed(data: dict[str, Any], *, model: str, duration_ns: int) -> dict[str, Any]:
+    """OpenAI's embeddings list as /api/embed's answer. Raises ValueError on
+    an answer that is not OpenAI's shape."""
+    usage = data.get("usage")
+    return {
+        "model": model,
+        "embeddings": _vectors(data),
+        "total_duration": duration_ns,
+        "load_duration": 0,
+        "prompt_eval_count": token_count(usage.get("prompt_tokens")) if isinstance(usage, dict) else 0,
+    }
+
+
+def embeddings_response_to_ollama_embeddings(data: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's embeddings list (of one input) as the legacy /api/embeddings answer."""
+    vectors = _vectors(data)
+    return {"embedding": vectors[0] if vectors else []}
+
+
+def _vectors(data: dict[str, Any]) -> list[list[float]]:
+    """The vectors in input order (OpenAI's `index`, which providers may not
+    keep in order)."""
+    items = data.get("data")
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ValueError("an embeddings answer without a data list")
+    vectors = []
+    for item in sorted(items, key=_index):
+        vector = item.get("embedding")
+        if not isinstance(vector, list):  # base64: the request never asks for it
+            raise ValueError("an embedding that is not a list of numbers")
+        vectors.append(vector)
+    return vectors
+
+
+def _index(item: dict[str, Any]) -> int:
+    index = item.get("index")
+    return index if isinstance(index, int) else 0
