@@ -10,7 +10,9 @@ request. When browsers cannot keep up, the oldest events are dropped: the
 feed is a view, the ledger is the meter's.
 
 Browsers connect to /ws/live/ (see gateway.asgi); only active staff users
-are accepted. Events carry ids; the consumer adds the tenant slug and key
+are accepted. /ws/live/?tenant=<slug> (the dashboard's own ?tenant=) carries
+one tenant's events only; an unknown slug is refused rather than widened to
+every tenant. Events carry ids; the consumer adds the tenant slug and key
 prefix from a small per-process cache (a key's tenant and prefix never change).
 """
 
@@ -21,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -38,6 +41,7 @@ STALE_FLUSH_SECONDS = 5.0
 MAX_BUFFERED = 500  # events waiting for the next flush; older ones are dropped
 MAX_NAMES = 10_000  # cached key id -> (tenant slug, key prefix)
 CLOSE_FORBIDDEN = 4403
+CLOSE_UNKNOWN_TENANT = 4404
 
 
 def event_payload(event: UsageEvent) -> dict[str, Any]:
@@ -145,16 +149,35 @@ def _key_names_load(key_ids: Iterable[int]) -> None:
     _names.update({pk: (slug, prefix) for pk, slug, prefix in rows})
 
 
-class LiveFeedConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+def _tenant_id_for(slug: str) -> int | None:
+    from accounts.models import Tenant
+
+    return Tenant.objects.filter(slug=slug).values_list("pk", flat=True).first()
+
+
+def requested_tenant_slug(query_string: bytes) -> str:
+    """?tenant=<slug>, as the dashboard takes it; "" for every tenant."""
+    values = parse_qs(query_string.decode("latin-1")).get("tenant", [])
+    return values[-1] if values else ""
+
+
+class LiveFeedConsumer(AsyncJsonWebsocketConsumer):
     """One staff browser's feed: batches of events as JSON lists."""
 
     joined = False
+    tenant_id: int | None = None  # None: every tenant
 
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not (user.is_active and user.is_staff):
             await self.close(code=CLOSE_FORBIDDEN)  # before accept: the handshake is refused
             return
+        slug = requested_tenant_slug(self.scope.get("query_string", b""))
+        if slug:
+            self.tenant_id = await database_sync_to_async(_tenant_id_for)(slug)
+            if self.tenant_id is None:
+                await self.close(code=CLOSE_UNKNOWN_TENANT)
+                return
         publisher.bind(asyncio.get_running_loop())
         await self.channel_layer.group_add(GROUP, self.channel_name)
         self.joined = True
@@ -169,6 +192,10 @@ class LiveFeedConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def live_events(self, message: dict[str, Any]) -> None:
         events = message["events"]
+        if self.tenant_id is not None:
+            events = [event for event in events if event["tenant_id"] == self.tenant_id]
+            if not events:
+                return
         unknown = {event["key_id"] for event in events} - _names.keys()
         if unknown:
             await database_sync_to_async(_key_names_load)(unknown)

@@ -152,3 +152,11 @@ async def test_a_burst_of_events_is_sent_as_one_message(publisher: LiveFeedPubli
         publisher(usage_event(request_id=f"req_{i}"))
     await asyncio.sleep(0.1)
     assert [(m["group"], m["type"], len(m["events"])) for m in sent] == [("live_feed", "live.events", 50)]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_unknown_tenant_slug_is_refused_with_its_own_close_code(admin_user: Any) -> None:
+    communicator = WebsocketCommunicator(LiveFeedConsumer.as_asgi(), "/ws/live/?tenant=no-such-tenant")
+    communicator.scope["user"] = admin_user
+    connected, code = await communicator.connect()
+    assert (connected, code) == (False, livefeed.CLOSE_UNKNOWN_TENANT)
