@@ -7,7 +7,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.http.response import HttpResponseBase
-from ninja import Router
+from ninja import Path, Router
 
 from proxy import dialects
 from proxy.auth import ApiKeyAuth
@@ -138,7 +138,7 @@ async def models(request: HttpRequest) -> JsonResponse:
 
 # `path:` because model names hold slashes (`openrouter/meta/llama-3`).
 @router.get("/models/{path:model}", summary="Retrieve a model this key may use")
-async def model(request: HttpRequest, model: str) -> JsonResponse:
+async def model(request: HttpRequest, model: str = Path(..., max_length=dialects.MODEL_NAME_MAX)) -> JsonResponse:
     """Any name this key may call: listed, or reached through a wildcard
     route or an alias. Others are 404, whether they do not exist or the key
     may not use them, so a key learns nothing of the models it cannot call."""

@@ -55,3 +55,11 @@ def test_retrieving_a_model_needs_a_valid_key(live_gateway: LiveGateway) -> None
     )
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_a_name_longer_than_any_model_can_have_is_a_400_in_openais_envelope(
+    live_gateway: LiveGateway, key: IssuedKey
+) -> None:
+    response = httpx.get(live_gateway.url + "/v1/models/" + "m" * 201, headers=key.headers, timeout=20)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
