@@ -143,6 +143,19 @@ def test_embed_fields_openai_lacks_are_dropped_and_said_so(
     assert seen_by_upstream(fake_upstream, marker).body == {"model": "gpt-up", "input": marker, "dimensions": 3}
 
 
+def test_identical_embeds_are_answered_from_the_cache_in_ollamas_shape(
+    live_gateway: LiveGateway, issue_key: Callable[..., IssuedKey], fake_upstream: FakeUpstream
+) -> None:
+    key = issue_key(cache_ttl_seconds=600)
+    body = {"model": "gpt-test", "input": unique_marker()}
+    first, second = (
+        httpx.post(live_gateway.url + "/api/embed", json=body, headers=key.headers, timeout=20) for _ in range(2)
+    )
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "hit")
+    assert second.json()["embeddings"] == first.json()["embeddings"] == [[0.25, -0.5, 0.0]]
+    assert sum(body["input"] in str(r.body) for r in fake_upstream.requests) == 1
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "code"),
     [
