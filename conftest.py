@@ -8,11 +8,13 @@ through `django_db_blocker.unblock()` rather than inside a test transaction.
 """
 
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +25,11 @@ from proxy.tests.live import LiveGateway, free_port
 UPSTREAM_SECRET = "sk-upstreamsecret123"
 # Redis outlives test databases (whose ids restart at 1): one namespace per run.
 os.environ["REDIS_KEY_PREFIX"] = f"gwtest-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+# Usage left on disk by one run (a killed gateway's journal, a spool) belongs
+# to that run's database: each run, and its gateways, get folders of their own.
+_RUN_DIR = Path(__file__).resolve().parent / "var" / f"test-run-{os.getpid()}"
+os.environ["BILLING_JOURNAL_DIR"] = str(_RUN_DIR / "usage-journal")
+os.environ["BILLING_SPOOL_DIR"] = str(_RUN_DIR / "usage-spool")
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +69,8 @@ def redis_namespace() -> None:
     from django.conf import settings
 
     settings.REDIS_KEY_PREFIX = os.environ["REDIS_KEY_PREFIX"]
+    settings.BILLING_JOURNAL_DIR = Path(os.environ["BILLING_JOURNAL_DIR"])
+    settings.BILLING_SPOOL_DIR = Path(os.environ["BILLING_SPOOL_DIR"])
 
 
 @pytest.fixture(scope="session")
@@ -203,6 +212,7 @@ _EXIT_STATUS = pytest.StashKey[int]()
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.config.stash[_EXIT_STATUS] = int(exitstatus)
+    shutil.rmtree(_RUN_DIR, ignore_errors=True)
 
 
 @pytest.hookimpl(trylast=True)

@@ -6,10 +6,12 @@ on the server's event loop drains the queue every BILLING_METER_FLUSH_SECONDS
 (or as soon as BILLING_METER_BATCH_SIZE events wait), one insert per batch,
 on a thread of its own off the request path.
 
-Nothing is dropped: a failed write puts the batch back and is retried; at
-shutdown, whatever the database will not take is appended to a JSON Lines
-spool that `usage_spool_replay` loads later. `request_id` is unique and
-writes ignore conflicts, so a replayed or retried batch never counts twice.
+Nothing is dropped: each event is in the process's journal (billing.journal)
+before the queue holds it, so a SIGKILL loses none; a failed write puts the
+batch back and is retried; at shutdown, whatever the database will not take
+is appended to a JSON Lines spool. Both are replayed when a process starts
+and every minute. `request_id` is unique and writes ignore conflicts, so a
+replayed or retried batch never counts twice.
 """
 
 import asyncio
@@ -31,6 +33,7 @@ from typing import Protocol
 import orjson
 from django.conf import settings
 
+from billing.journal import UsageJournal, orphaned_segments
 from proxy.context import Usage, UsageEvent
 
 log = logging.getLogger(__name__)
@@ -53,12 +56,18 @@ class UsageMeter:
         self._listeners: list[Callable[[UsageEvent], None]] = []
         self._writer: ThreadPoolExecutor | None = None
         self._writing = 0  # events taken from the queue whose batch is not stored yet
+        self.journal = UsageJournal()
 
     # --- request side -------------------------------------------------------
     def push(self, event: UsageEvent) -> None:
         """Queue one event; safe from any thread (a response's close hook runs
         in a worker thread)."""
-        self._queue.append(event)
+        with self.journal.lock:
+            try:
+                self.journal.append(event)
+            except OSError:  # a full or read-only disk must not cost the answer: the queue still has it
+                log.warning("usage journal not written; event %s held in memory only", event.request_id, exc_info=True)
+            self._queue.append(event)
         for listener in self._listeners:
             try:
                 listener(event)
@@ -96,6 +105,7 @@ class UsageMeter:
         """Flush forever; started once per event loop by gateway.lifecycle."""
         self._wakeup = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        await self._replay_left_behind()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), settings.BILLING_METER_FLUSH_SECONDS)
@@ -106,13 +116,26 @@ class UsageMeter:
                 log.warning("usage flush failed; %d events kept for the next try", self.pending, exc_info=True)
                 await asyncio.sleep(settings.BILLING_METER_FLUSH_SECONDS)
 
+    async def _replay_left_behind(self) -> None:
+        """What dead processes journaled and shutdowns spooled, before this
+        process's first flush."""
+        try:
+            stored = await self._on_writer(usage_left_behind_replay)
+        except Exception:
+            log.warning("usage replay at start failed; the periodic task retries", exc_info=True)
+        else:
+            if stored:
+                log.warning("replayed %d usage events left behind by earlier processes", stored)
+
+    async def _on_writer(self, work: Callable[[], int]) -> int:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-writer")
+        return await asyncio.get_running_loop().run_in_executor(self._writer, work)
+
     async def flush(self) -> int:
         """On the meter's one writer thread, which keeps its connection
         between batches (see billing.ledger.usage_events_store)."""
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-writer")
-        flush = functools.partial(self.flush_sync, keep_connection=True)
-        return await asyncio.get_running_loop().run_in_executor(self._writer, flush)
+        return await self._on_writer(functools.partial(self.flush_sync, keep_connection=True))
 
     def writer_stop(self) -> None:
         """Close the writer thread's connection and end the thread (shutdown, tests)."""
@@ -136,8 +159,11 @@ class UsageMeter:
         with self._write_lock:  # one writer at a time keeps batches in order
             # What is queued now, not what arrives meanwhile: chasing the queue
             # kept the writer storing two or three events at a time, one
-            # transaction each, for as long as traffic lasted.
-            due = len(self._queue)
+            # transaction each, for as long as traffic lasted. The journal's
+            # segments sealed now hold these events (and no later one).
+            with self.journal.lock:
+                sealed = self.journal.seal()
+                due = len(self._queue)
             while due > 0 and self._queue:
                 batch = self.take(min(due, settings.BILLING_METER_BATCH_SIZE))
                 due -= len(batch)
@@ -155,6 +181,7 @@ class UsageMeter:
                 finally:
                     self._writing = 0
                 written += len(batch)
+            self.journal.trim(sealed)  # every event they hold is stored (or set aside as refused)
         return written
 
     def take(self, limit: int) -> list[UsageEvent]:
@@ -191,6 +218,8 @@ class UsageMeter:
                 f.write(orjson.dumps(dataclasses.asdict(event)) + b"\n")
             f.flush()
             os.fsync(f.fileno())
+        with self.journal.lock:
+            self.journal.trim(self.journal.seal())  # the spool holds them now
         return path
 
 
@@ -255,15 +284,7 @@ def usage_spool_replay(folder: Path | None = None) -> int:
             continue  # another worker took it
         try:
             events = _spooled_events(claimed)
-            for start in range(0, len(events), settings.BILLING_METER_BATCH_SIZE):
-                batch = events[start : start + settings.BILLING_METER_BATCH_SIZE]
-                try:
-                    usage_events_store(batch)
-                except Exception:
-                    stored, poison = _store_one_by_one(batch)
-                    if not stored:
-                        raise
-                    quarantine(poison)
+            _store_in_batches(events)
         except BaseException:
             claimed.rename(path)  # stored batches are skipped next time: request_id is unique
             raise
@@ -286,3 +307,33 @@ def _spooled_events(path: Path) -> list[UsageEvent]:
             f.write(b"\n".join(bad) + b"\n")
         log.error("usage spool %s: %d unreadable lines set aside in %s", path.name, len(bad), path.with_suffix(".bad"))
     return events
+
+
+def usage_journal_replay(folder: Path | None = None) -> int:
+    """Store the journaled events of processes that died; returns how many.
+    A segment stays (unlocked, for the next try) if the database refuses it."""
+    stored = 0
+    for path, f in orphaned_segments(Path(folder or settings.BILLING_JOURNAL_DIR)):
+        with f:
+            events = _spooled_events(path)
+            _store_in_batches(events)
+            path.unlink(missing_ok=True)
+        stored += len(events)
+    return stored
+
+
+def usage_left_behind_replay() -> int:
+    """Journals of dead processes, then shutdown spools."""
+    return usage_journal_replay() + usage_spool_replay()
+
+
+def _store_in_batches(events: list[UsageEvent]) -> None:
+    for start in range(0, len(events), settings.BILLING_METER_BATCH_SIZE):
+        batch = events[start : start + settings.BILLING_METER_BATCH_SIZE]
+        try:
+            usage_events_store(batch)
+        except Exception:
+            stored, poison = _store_one_by_one(batch)
+            if not stored:  # the database is down: keep the file
+                raise
+            quarantine(poison)

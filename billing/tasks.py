@@ -3,13 +3,14 @@
 from celery import shared_task
 from django.conf import settings
 
-from billing.meter import usage_spool_replay
+from billing.meter import usage_left_behind_replay
 
 
 @shared_task
 def usage_spool_replay_task() -> int:
-    """Load usage that a shutdown spooled to disk because the database was down."""
-    return usage_spool_replay()
+    """Load usage left on disk: journals of processes that died, and what a
+    shutdown spooled because the database was down."""
+    return usage_left_behind_replay()
 
 
 @shared_task

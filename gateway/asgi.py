@@ -47,7 +47,7 @@ application = ProtocolTypeRouter(
     }
 )
 
-lifecycle.install_daphne_shutdown_trigger()
+lifecycle.install_daphne_triggers()
 live_feed_install()  # the usage meter forwards every event to the feed's group
 
 # Everything imported and built so far lives as long as the process. Frozen,

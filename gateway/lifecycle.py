@@ -72,11 +72,17 @@ async def shutdown() -> None:
     log.info("shutdown complete: usage stored")
 
 
-def install_daphne_shutdown_trigger() -> None:
+def install_daphne_triggers() -> None:
+    """Daphne sends no lifespan events: start the background tasks when its
+    reactor runs (so usage a dead process left behind is replayed before any
+    request), and shut down before it stops."""
     # Only under daphne: importing the reactor elsewhere would install one.
     if "twisted.internet.reactor" not in sys.modules:
         return
     from twisted.internet import defer, reactor
+
+    # call_soon: ensure_background_tasks needs the running asyncio loop
+    reactor.callWhenRunning(lambda: asyncio.get_event_loop().call_soon(ensure_background_tasks))
 
     def before_shutdown() -> defer.Deferred:
         _stop_accepting(reactor)

@@ -244,6 +244,10 @@ BILLING_PRICES_URL = env(
 # Raw usage records older than this are pruned (only once rolled up).
 BILLING_USAGE_RETENTION_DAYS = env.int("BILLING_USAGE_RETENTION_DAYS", default=90)
 BILLING_SPOOL_DIR = Path(env("BILLING_SPOOL_DIR", default=str(VAR_DIR / "usage-spool")))
+# Each process's usage journal (billing.journal): every event is written here
+# as its request ends, so a SIGKILL loses none. Processes sharing a machine
+# share the folder; it must be local disk.
+BILLING_JOURNAL_DIR = Path(env("BILLING_JOURNAL_DIR", default=str(VAR_DIR / "usage-journal")))
 GATEWAY_SHUTDOWN_GRACE_SECONDS = env.float("GATEWAY_SHUTDOWN_GRACE_SECONDS", default=25.0)
 
 # The response cache: lifetime for the /cache/... paths when the key has none,
