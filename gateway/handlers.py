@@ -147,17 +147,27 @@ def body_limit_guard(app: ASGIApp) -> ASGIApp:
             return await _send_json_error(send, scope, 413, "request_too_large", too_big)
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return await _send_json_error(send, scope, 413, "request_too_large", too_big)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            # The whole body within PROXY_BODY_READ_TIMEOUT: a client that
+            # declares more than it sends (or drips it) would hold the
+            # request, and its slot, forever.
+            async with asyncio.timeout(settings.PROXY_BODY_READ_TIMEOUT):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        return await _send_json_error(send, scope, 413, "request_too_large", too_big)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            timeout = settings.PROXY_BODY_READ_TIMEOUT
+            return await _send_json_error(
+                send, scope, 408, "request_body_timeout", f"The request body did not arrive within {timeout:g} seconds."
+            )
         whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
         del chunks  # a stream can last minutes: hold its request body once, not twice
         return await app(scope, replaying(whole, receive), send)

@@ -206,7 +206,7 @@ PROXY_MAX_RESPONSE_BYTES = env.int("PROXY_MAX_RESPONSE_BYTES", default=64 * 1024
 # Seconds a client may take to send its whole request body (408 past it):
 # a Content-Length longer than what is sent must not hold a request forever.
 PROXY_BODY_READ_TIMEOUT = env.float("PROXY_BODY_READ_TIMEOUT", default=60.0)
-# uvicorn (gateway.server): seconds to a request's complete headers from the
+# uvicorn (as `manage.py serve` runs it): seconds to a request's complete headers from the
 # connection or the request's first byte, and an idle keep-alive connection's life.
 GATEWAY_HEADER_TIMEOUT = env.float("GATEWAY_HEADER_TIMEOUT", default=10.0)
 GATEWAY_KEEP_ALIVE_TIMEOUT = env.int("GATEWAY_KEEP_ALIVE_TIMEOUT", default=5)

@@ -1,3 +1,5 @@
+import asyncio
+import importlib.util
 import os
 import signal
 import subprocess
@@ -89,4 +91,75 @@ def web_server_command(server: str, host: str, port: int) -> list[str]:
         "--timeout-graceful-shutdown",
         "20",
         "--no-server-header",
+        # uvicorn itself never closes a connection whose request head is
+        # slow to come (a half request line is held forever), and its
+        # keep-alive timeout is not configurable per setting: see below.
+        *(("--http", f"{__name__}:HeadTimeoutProtocol") if _HTTPTOOLS else ()),
     ]
+
+
+_HTTPTOOLS = importlib.util.find_spec("httptools") is not None
+_MAX_HEAD_BYTES = 64 * 1024  # request line and headers; an LLM client sends a few hundred bytes
+
+if _HTTPTOOLS:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HeadTimeoutProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol with a deadline for each request's
+        head (GATEWAY_HEADER_TIMEOUT, from the connection or the request's
+        first byte to its last header), a cap on the head's size, and
+        GATEWAY_KEEP_ALIVE_TIMEOUT for idle kept-alive connections. A slow
+        client (slowloris) otherwise holds a connection and its memory for
+        as long as it likes. The body has its own deadline
+        (PROXY_BODY_READ_TIMEOUT, gateway.handlers)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.timeout_keep_alive = settings.GATEWAY_KEEP_ALIVE_TIMEOUT
+            self._head_timer: asyncio.TimerHandle | None = None
+            self._head_bytes = 0
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._head_timer_start()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._head_timer_cancel()
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._head_bytes = 0
+            if self._head_timer is None:  # a later request on a kept-alive connection
+                self._head_timer_start()
+
+        def on_url(self, url: bytes) -> None:
+            self._head_count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._head_count(len(name) + len(value))
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._head_timer_cancel()
+            super().on_headers_complete()
+
+        def _head_count(self, size: int) -> None:
+            self._head_bytes += size
+            if self._head_bytes > _MAX_HEAD_BYTES:
+                # Raised through the parser: uvicorn answers 400 and closes.
+                raise ValueError("request head too large")
+
+        def _head_timer_start(self) -> None:
+            self._head_timer = self.loop.call_later(settings.GATEWAY_HEADER_TIMEOUT, self._head_timed_out)
+
+        def _head_timer_cancel(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
