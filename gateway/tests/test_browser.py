@@ -137,3 +137,34 @@ def test_staff_add_a_key_see_it_once_and_watch_its_first_request_everywhere(
     assert dashboard.locator(f'[data-legend="spend_by_tenant"] >> text={slug}').count() == 1
     dashboard.screenshot(path=str(artifacts / "4-dashboard.png"), full_page=True)
     context.close()
+
+
+@pytest.fixture(scope="module")
+def uvicorn_gateway(gateway_config: None) -> Iterator[LiveGateway]:
+    """The production server (serve's uvicorn command line), whose WebSockets need a pinned library."""
+    gateway = LiveGateway(server="uvicorn").start()
+    yield gateway
+    gateway.terminate()
+
+
+def test_under_uvicorn_the_dashboards_live_feed_connects_and_shows_a_request(
+    uvicorn_gateway: LiveGateway, staff_login: tuple[str, str], browser: Any, key: Any, artifacts: Path
+) -> None:
+    base = uvicorn_gateway.url
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(base + "/admin/login/?next=/admin/dashboard/")
+    page.fill("#id_username", staff_login[0])
+    page.fill("#id_password", staff_login[1])
+    page.click("input[type=submit]")
+    page.wait_for_selector("#live-feed-state.live")
+    assert page.inner_text("#live-feed-state") == "live"
+
+    client = openai.OpenAI(base_url=base + "/v1", api_key=key.plaintext, max_retries=0, timeout=20)
+    client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hello"}])
+
+    row = page.wait_for_selector(f"#live-feed tbody tr:has-text('{key.plaintext[:12]}')")
+    assert row.inner_text().split("\t")[2:5] == [key.plaintext[:12], "gpt-test", "200"]
+    page.screenshot(path=str(artifacts / "uvicorn-live-feed.png"), full_page=True)
+    context.close()
