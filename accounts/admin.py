@@ -9,6 +9,7 @@ retention has pruned those, the start of its newest hourly rollup.
 
 import datetime as dt
 import urllib.parse
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -17,18 +18,18 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import BigIntegerField, Count, OuterRef, Prefetch, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from accounts.models import ApiKey, AuditEntry, RequestTrace, StaffToken, Tenant
-from accounts.services import api_key_issue, api_key_revoke
+from accounts.services import api_key_issue, api_key_revoke, api_key_rotate
 from accounts.staff_tokens import staff_token_revoke
 from billing.admin import KeyBudgetInline, ReadOnlyAdmin, TenantBudgetInline
 from billing.dashboard import budget_limit_nanos, budgets_with_current_spend
 from billing.models import Budget, CreditEntry, UsageRecord, UsageRollup
-from billing.services import budget_set
 
 KEY_SETTINGS = ("cache_ttl_seconds", "rpm_limit", "tpm_limit", "max_parallel", "trace_sample_rate")
 
@@ -140,32 +141,6 @@ def keys_with_last_use(keys: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
     return keys.annotate(last_used_at=Coalesce(Subquery(record), Subquery(rollup)))
 
 
-@transaction.atomic
-def api_key_rotate(*, api_key: ApiKey) -> tuple[str, ApiKey]:
-    """A new key with the old one's settings and budget limits; the old one is revoked.
-
-    The new key's budgets start from what it spent (nothing): spend stays
-    with the key that made it, so the books still reconcile.
-    """
-    plaintext, new_key = api_key_issue(
-        tenant=api_key.tenant,
-        name=api_key.name,
-        allowed_models=api_key.allowed_models,
-        expires_at=api_key.expires_at,
-        tags=api_key.tags or (),
-        **{name: getattr(api_key, name) for name in KEY_SETTINGS},
-    )
-    for budget in Budget.objects.filter(api_key=api_key, is_active=True):
-        budget_set(
-            limit_usd=budget.limit_usd,
-            period=budget.period,
-            api_key=new_key,
-            soft_limit_percent=budget.soft_limit_percent,
-        )
-    api_key_revoke(api_key=api_key)
-    return plaintext, new_key
-
-
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ["prefix", "name", "tenant", "last_used", "expires_at", "revoked_at", "created_at"]
@@ -221,31 +196,59 @@ class ApiKeyAdmin(admin.ModelAdmin):
             allowed_models=obj.allowed_models,
             expires_at=obj.expires_at,
             tags=obj.tags or (),
+            actor=_user(request),
             **{name: getattr(obj, name) for name in KEY_SETTINGS},
         )
         obj.pk = issued.pk
         obj.prefix, obj.digest = issued.prefix, issued.digest
-        messages.warning(request, f"New key (shown once, copy it now): {plaintext}")
+        request._issued_keys = [IssuedKey(plaintext, issued)]  # type: ignore[attr-defined]  # for response_add
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
+        issued = getattr(request, "_issued_keys", None)
+        if issued is None:
+            return super().response_add(request, obj, post_url_continue)
+        return self._keys_shown(request, "New key", issued)
+
+    def _keys_shown(
+        self, request: HttpRequest, title: str, issued: list["IssuedKey"], skipped: bool = False
+    ) -> TemplateResponse:
+        """The page that shows new plaintexts: in the response body only, never in the messages
+        cookie (signed, not encrypted), and never cached."""
+        context = {**self.admin_site.each_context(request), "title": title, "issued": issued, "skipped": skipped}
+        response = TemplateResponse(request, "admin/accounts/apikey/key_shown.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for api_key in queryset:
-            api_key_revoke(api_key=api_key)
+            api_key_revoke(api_key=api_key, actor=_user(request))
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
 
     @admin.action(description="Rotate selected keys (a new key, same settings; the old one revoked)")
-    def rotate(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+    def rotate(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> TemplateResponse | None:
         live = list(queryset.filter(revoked_at__isnull=True).select_related("tenant"))
-        for api_key in live:
-            plaintext, new_key = api_key_rotate(api_key=api_key)
-            # Messages are shown once and then forgotten: the plaintext is never shown again.
-            messages.warning(
-                request,
-                f"Key {api_key.prefix}… revoked; its replacement {new_key.prefix}… "
-                f"(shown once, copy it now): {plaintext}",
-            )
-        if len(live) < len(queryset):
+        if not live:
             messages.info(request, "Keys revoked earlier were left as they are.")
+            return None
+        issued = []
+        with transaction.atomic():
+            for api_key in live:
+                plaintext, new_key = api_key_rotate(api_key=api_key, actor=_user(request))
+                issued.append(IssuedKey(plaintext, new_key, replaces=str(api_key)))
+        return self._keys_shown(request, "Rotated keys", issued, skipped=len(live) < len(queryset))
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    plaintext: str
+    key: ApiKey
+    replaces: str = ""
+
+
+def _user(request: HttpRequest) -> Any:
+    """The signed-in staff user (admin lets in no one else), for the audit trail."""
+    return request.user
 
 
 # --- The management API's audit trail and tokens (appended; imports kept local) ---

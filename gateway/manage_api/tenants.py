@@ -5,10 +5,10 @@ from ninja import Router, Status
 from ninja.pagination import paginate
 
 from accounts.models import Tenant
-from accounts.services import tenant_create
+from accounts.services import tenant_create, tenant_update
 from gateway.manage_api.errors import ManagementError, conflict, not_found
 from gateway.manage_api.schemas import TenantIn, TenantOut, TenantPatch
-from gateway.manage_api.writes import audited_write, changed_fields
+from gateway.manage_api.writes import audited_write
 
 router = Router(tags=["Tenants"])
 REQUIRED_FIELDS = frozenset({"name", "is_prepaid", "is_active"})  # the rest are limits: null clears them
@@ -42,8 +42,7 @@ def tenants_create(request: HttpRequest, payload: TenantIn) -> Status[Tenant]:
     if Tenant.objects.filter(slug=payload.slug).exists():
         raise conflict(f"A tenant with the slug {payload.slug!r} exists.")
     with audited_write(request) as write:
-        tenant = tenant_create(**payload.dict())
-        write.record("tenant.create", tenant, payload.dict())
+        tenant = tenant_create(**payload.dict(), **write.by)
     return Status(201, tenant)
 
 
@@ -56,10 +55,7 @@ def tenants_update(request: HttpRequest, tenant_id: int, payload: TenantPatch) -
         nulled = sorted(REQUIRED_FIELDS & {name for name, value in values.items() if value is None})
         if nulled:
             raise ManagementError(400, "invalid_request", f"{', '.join(nulled)} cannot be null.")
-        changes = changed_fields(tenant, values)
-        if changes:
-            tenant.save()  # the post_save signal tells every process to reload
-            write.record("tenant.update", tenant, changes)
+        tenant_update(tenant=tenant, **values, **write.by)
     return tenant
 
 

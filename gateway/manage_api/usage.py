@@ -2,39 +2,26 @@
 
 The records are the ledger's rows, newest first; `cursor` pages by id, so a
 page never repeats or skips a row while new requests arrive. The summary
-reads the daily rollups (like /v1/usage), brought up to date every few
-minutes, and keeps working after raw records are pruned.
+is billing.selectors' (as /v1/usage's): the daily rollups, brought up to
+date every few minutes, so it keeps working after raw records are pruned.
 """
 
 import datetime as dt
 from typing import Any
 
-from django.db.models import QuerySet, Sum
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from ninja import Router
 
-from billing.api import days_requested
-from billing.models import UsageRecord, UsageRollup
+from billing import selectors
+from billing.models import UsageRecord
 from billing.pricing import usd_string
+from billing.selectors import COUNTS, GROUPINGS, day_label
 from gateway.manage_api.errors import ManagementError
 from gateway.manage_api.schemas import UsagePage
 
 router = Router(tags=["Usage"])
 MAX_PAGE = 1000
-_SUMMED = (
-    "requests",
-    "errors",
-    "cache_hits",
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "cost_nanos",
-    "saved_nanos",
-)
-_GROUPINGS = {"day": "bucket_start", "model": "public_model", "tenant": "tenant_id", "key": "api_key_id"}
 
 
 @router.get("/usage", response=UsagePage)
@@ -77,21 +64,19 @@ def usage_summary(
     end: str | None = None,
 ) -> dict[str, Any]:
     """Requests, tokens and cost per day, model, tenant or key over whole UTC days (default: the last 30)."""
-    if group_by not in _GROUPINGS:
-        raise ManagementError(400, "invalid_request", f"group_by must be one of {', '.join(_GROUPINGS)}.")
-    first_day, end_day = days_requested(start, end, today=dt.datetime.now(dt.UTC).date())
-    rows = _filtered(UsageRollup.objects.filter(granularity=UsageRollup.Granularity.DAY), tenant_id, key_id, model)
-    rows = rows.filter(bucket_start__gte=_midnight(first_day), bucket_start__lt=_midnight(end_day))
-    column = _GROUPINGS[group_by]
-    sums = rows.order_by().values(column).annotate(**{name: Sum(name) for name in _SUMMED}).order_by(column)
-    data = [{group_by: _label(group_by, row[column]), **_amounts(row)} for row in sums]
-    total = {name: sum(row[name] or 0 for row in sums) for name in _SUMMED}
+    try:
+        summary = selectors.usage_summary(
+            group_by=group_by, start=start, end=end, tenant_id=tenant_id, key_id=key_id, model=model
+        )
+    except ValueError as exc:  # DaysError too
+        message = str(exc)
+        raise ManagementError(400, "invalid_request", message if message.endswith(".") else message + ".") from None
     return {
-        "start": first_day.isoformat(),
-        "end": end_day.isoformat(),
+        "start": summary.first_day.isoformat(),
+        "end": summary.end_day.isoformat(),
         "group_by": group_by,
-        "data": data,
-        "total": _amounts(total),
+        "data": [{group_by: _label(group_by, row), **_amounts(row)} for row in summary.rows],
+        "total": _amounts(summary.total),
     }
 
 
@@ -105,18 +90,13 @@ def _filtered(rows: QuerySet[Any], tenant_id: int | None, key_id: int | None, mo
     return rows
 
 
-def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+def _label(group_by: str, row: dict[str, Any]) -> Any:
+    return day_label(row["bucket_start"]) if group_by == "day" else row[GROUPINGS[group_by][0]]
 
 
-def _label(group_by: str, value: Any) -> Any:
-    return value.astimezone(dt.UTC).date().isoformat() if group_by == "day" else value
-
-
-def _amounts(row: dict[str, Any]) -> dict[str, Any]:
-    n = {name: row[name] or 0 for name in _SUMMED}
+def _amounts(n: dict[str, Any]) -> dict[str, Any]:
     return {
-        **{name: n[name] for name in _SUMMED if not name.endswith("_nanos")},
+        **{name: n[name] for name in COUNTS if not name.endswith("_nanos")},
         "cost_usd": usd_string(n["cost_nanos"]),
         "saved_usd": usd_string(n["saved_nanos"]),
     }

@@ -19,6 +19,11 @@ class Audited:
     def __init__(self, request: HttpRequest) -> None:
         self.request = request
 
+    @property
+    def by(self) -> dict[str, Any]:
+        """For services that audit their own writes: this request's actor and id."""
+        return {"actor": actor_of(self.request), "request_id": request_id(self.request)}
+
     def record(self, action: str, obj: Model, changes: Mapping[str, Any] | None = None) -> None:
         audit(actor_of(self.request), action, obj, changes, request_id=request_id(self.request))
 
@@ -37,14 +42,3 @@ def audited_write(request: HttpRequest) -> Iterator[Audited]:
         raise ManagementError(400, "invalid_request", str(exc)) from None
     except IntegrityError as exc:
         raise conflict(f"The change conflicts with an existing object: {exc}") from None
-
-
-def changed_fields(obj: Model, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Set `values` on `obj`; returns {field: [old, new]} for the ones that differ."""
-    changes = {}
-    for name, value in values.items():
-        old = getattr(obj, name)
-        if old != value:
-            changes[name] = [old, value]
-            setattr(obj, name, value)
-    return changes
