@@ -29,7 +29,7 @@ REDACTED = "[redacted]"
 # (sk-..., sk-ant-...) and Authorization header values, wherever they appear.
 _SECRET_PATTERNS = (
     # (real tokens are long: a display prefix such as "sk-gw-AbCdEf" stays readable)
-    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{16,}"), r"\1 " + REDACTED),
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{16,}"), r"\1 " + REDACTED),
     # no \b: a key glued to the word before it ("tokensk-...") is a key too
     (re.compile(r"sk-[A-Za-z0-9_-]{20,}"), "sk-" + REDACTED),
     (

@@ -140,3 +140,11 @@ def test_log_format_json_configures_json_lines_at_startup() -> None:
     )
     line = orjson.loads(done.stderr.strip().splitlines()[-1])
     assert (line["level"], line["logger"], line["message"]) == ("WARNING", "boot", "ready")
+
+
+def test_a_basic_authorization_value_is_redacted_whole() -> None:
+    import base64
+
+    encoded = base64.b64encode(b"user:sk-gw-" + b"k" * 40).decode()
+    assert encoded not in redact(f"Authorization: Basic {encoded}")
+    assert redact(f"sent Basic {encoded} upstream") == "sent Basic [redacted] upstream"
