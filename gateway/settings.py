@@ -35,6 +35,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # For its templates and static files: the API docs (/v1/docs, /api/docs)
+    # then load Swagger from the gateway, not from a CDN (blank offline).
+    "ninja",
     "gateway",
     "accounts",
     "billing",

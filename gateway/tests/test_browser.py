@@ -168,3 +168,30 @@ def test_under_uvicorn_the_dashboards_live_feed_connects_and_shows_a_request(
     assert row.inner_text().split("\t")[2:5] == [key.plaintext[:12], "gpt-test", "200"]
     page.screenshot(path=str(artifacts / "uvicorn-live-feed.png"), full_page=True)
     context.close()
+
+
+@pytest.mark.parametrize(("docs", "title"), [("/v1/docs", "LLM Gateway"), ("/api/docs", "LLM Gateway management API")])
+def test_the_api_docs_render_in_a_browser_with_no_internet(
+    live_gateway: LiveGateway, browser: Any, artifacts: Path, docs: str, title: str
+) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(TIMEOUT_MS)
+    elsewhere: list[str] = []
+
+    def offline(route: Any) -> None:
+        url = route.request.url
+        if url.startswith(live_gateway.url + "/"):
+            route.continue_()
+        else:
+            elsewhere.append(url)
+            route.abort("internetdisconnected")
+
+    context.route("**/*", offline)
+    page = context.new_page()
+    page.goto(live_gateway.url + docs)
+    heading = page.wait_for_selector(".swagger-ui .info .title")
+    assert heading.inner_text().startswith(title)
+    page.wait_for_selector(".swagger-ui .opblock")  # the operations, from the schema
+    page.screenshot(path=str(artifacts / f"docs-{docs.strip('/').replace('/', '-')}.png"), full_page=True)
+    assert elsewhere == []
+    context.close()
