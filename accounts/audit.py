@@ -16,7 +16,7 @@ from django.db.models import Model
 from django.http import HttpRequest
 
 from accounts.models import AuditEntry, StaffToken
-from gateway.logs import redact_value
+from gateway.kernel.logs import redact_value
 
 
 @dataclass(frozen=True)

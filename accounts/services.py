@@ -13,11 +13,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.audit import Actor, audit, changes_between
+from accounts.audit import AuditActor, audit, changes_between
 from accounts.keys import key_digest, key_display_prefix, key_generate
 from accounts.models import ApiKey, Tenant
 
-AuditActor = Actor | Any | str | None  # Any: a user model instance
 LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "max_parallel")
 TENANT_SETTINGS = ("name", "is_prepaid", "cache_ttl_seconds", *LIMIT_FIELDS, "trace_sample_rate")
 # What a key's row holds that is not one of its settings: a rotated key gets fresh ones.

@@ -22,7 +22,7 @@ from django.db import connection
 
 from accounts.keys import key_digest
 from accounts.models import ApiKey, ConfigVersion
-from proxy.context import RateLimits, TenantContext
+from gateway.kernel.context import RateLimits, TenantContext
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ def main() -> None:
     django.setup()
     from billing.journal import UsageJournal
     from billing.meter import UsageMeter
-    from proxy.context import Usage, UsageEvent
+    from gateway.kernel.context import Usage, UsageEvent
 
     event = UsageEvent(
         request_id="req_0123456789abcdef0123456789abcdef",

@@ -17,9 +17,9 @@ from ninja import Router
 
 from billing.pricing import usd_string
 from billing.selectors import DaysError, UsageSummary, day_label, usage_summary
+from gateway.kernel.context import TenantContext
+from gateway.kernel.errors import invalid_request
 from proxy.auth import ApiKeyAuth
-from proxy.context import TenantContext
-from proxy.errors import invalid_request
 
 router = Router(auth=ApiKeyAuth(), tags=["Usage"])
 

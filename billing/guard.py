@@ -24,9 +24,9 @@ from django.conf import settings
 
 from billing.periods import period_end, period_start
 from billing.pricing import nanos_to_usd
-from gateway.redis import redis_client_for, redis_key
-from proxy.context import TenantContext
-from proxy.errors import GatewayError
+from gateway.kernel.context import TenantContext
+from gateway.kernel.errors import GatewayError
+from gateway.kernel.redis import redis_client_for, redis_key
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from typing import IO
 
 import orjson
 
-from proxy.context import UsageEvent
+from gateway.kernel.context import UsageEvent
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from accounts.models import Tenant
 from billing.models import Budget, BudgetSpend, CreditEntry, UsageRecord
 from billing.periods import period_start
 from billing.pricing import usd_to_nanos
-from proxy.context import UsageEvent
+from gateway.kernel.context import UsageEvent
 
 log = logging.getLogger(__name__)
 

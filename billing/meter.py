@@ -34,7 +34,7 @@ import orjson
 from django.conf import settings
 
 from billing.journal import UsageJournal, orphaned_segments
-from proxy.context import Usage, UsageEvent
+from gateway.kernel.context import Usage, UsageEvent
 
 log = logging.getLogger(__name__)
 

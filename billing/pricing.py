@@ -10,7 +10,7 @@ one nano-dollar.
 from dataclasses import dataclass
 from decimal import Decimal
 
-from proxy.context import PriceSnapshot, Rates, Usage
+from gateway.kernel.context import PriceSnapshot, Rates, Usage
 
 NANOS_PER_USD = 10**9
 TOKENS_PER_MTOK = 10**6

@@ -9,7 +9,7 @@ from django.utils import timezone
 from billing.models import Budget, BudgetSpend, CreditEntry
 from billing.periods import period_start
 from billing.pricing import usd_to_nanos
-from proxy.context import BudgetRule
+from gateway.kernel.context import BudgetRule
 
 
 def with_budget_flag(keys: QuerySet[Any]) -> QuerySet[Any]:

@@ -11,8 +11,8 @@ from ninja import Router
 
 from billing.pricing import usd_string
 from cachestore.services import cache_purge, cache_stats
+from gateway.kernel.context import TenantContext
 from proxy.auth import ApiKeyAuth
-from proxy.context import TenantContext
 
 router = Router(auth=ApiKeyAuth(), tags=["Cache"])
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from proxy.context import Usage
+from gateway.kernel.context import Usage
 
 COMPRESS_ABOVE_BYTES = 1024  # smaller payloads do not shrink enough to pay for it
 _ZLIB = b"z"

@@ -19,7 +19,7 @@ from django.conf import settings
 
 from cachestore.entry import CachedEntry
 from cachestore.store import CacheStore, LruStore
-from gateway.redis import redis_client, redis_key
+from gateway.kernel.redis import redis_client, redis_key
 
 log = logging.getLogger(__name__)
 _LOCK_MS = 30_000  # a leader that died frees its key after this long

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from proxy.streaming import event_data
+from gateway.kernel.sse import event_data
 
 DONE = b"data: [DONE]\n\n"
 

@@ -35,7 +35,7 @@ from django.db import connection
 from django.dispatch import receiver
 
 from cachestore.entry import CachedEntry, entry_dumps, entry_loads
-from gateway.redis import redis_client_for, redis_key
+from gateway.kernel.redis import redis_client_for, redis_key
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from billing.api import router as billing_router
 from cachestore.api import router as cache_router
+from gateway.kernel.errors import ApiFormat, GatewayError, error_body
 from gateway.metrics import count_refusal
 from proxy.api import router as proxy_router
-from proxy.errors import ApiFormat, GatewayError, error_body
 
 log = logging.getLogger("gateway.errors")
 

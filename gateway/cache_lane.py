@@ -18,14 +18,14 @@ from django.conf import settings
 
 from gateway import lifecycle
 from gateway.handlers import ASGIApp, Receive, Scope, Send, replaying
-from gateway.logs import bind_request_id
+from gateway.kernel.errors import GatewayError
+from gateway.kernel.logs import bind_request_id
+from gateway.kernel.requestid import new_request_id
 from gateway.middleware import response_stamps
 from proxy import dialects
 from proxy.auth import authenticate, key_from_headers
 from proxy.caching import HitAnswer
-from proxy.errors import GatewayError
 from proxy.forward import cache_hit_only
-from proxy.requestid import new_request_id
 from proxy.timing import timing_start
 
 log = logging.getLogger(__name__)

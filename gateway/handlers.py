@@ -12,7 +12,7 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http.response import HttpResponseBase
 from django.urls import set_script_prefix
 
-from proxy.errors import ApiFormat, error_body
+from gateway.kernel.errors import ApiFormat, error_body
 
 Scope = dict[str, Any]
 Message = Mapping[str, Any]  # as Django's stubs type ASGI messages

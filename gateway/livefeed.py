@@ -31,7 +31,7 @@ from channels.layers import get_channel_layer
 from django.urls import path
 
 from billing.pricing import usd_string
-from proxy.context import UsageEvent
+from gateway.kernel.context import UsageEvent
 
 log = logging.getLogger(__name__)
 

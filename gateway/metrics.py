@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from billing.meter import meter
-from proxy.context import UsageEvent
+from gateway.kernel.context import UsageEvent
 
 OTHER = "other"
 # The classic text format: every Prometheus version (and other scrapers) reads it;

@@ -6,10 +6,10 @@ from asgiref.sync import markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.http.response import HttpResponseBase
 
-from gateway.logs import bind_request_id
+from gateway.kernel.errors import ApiFormat, error_body
+from gateway.kernel.logs import bind_request_id
+from gateway.kernel.requestid import request_id_for
 from gateway.metrics import observe_overhead, observe_upstream
-from proxy.errors import ApiFormat, error_body
-from proxy.requestid import request_id_for
 from proxy.timing import RequestTiming, timing_start
 
 

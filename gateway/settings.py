@@ -292,13 +292,13 @@ ALERT_MIN_REQUESTS = env.int("ALERT_MIN_REQUESTS", default=20)
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
 METRICS_MAX_MODELS = env.int("METRICS_MAX_MODELS", default=500)
 METRICS_MAX_TENANTS = env.int("METRICS_MAX_TENANTS", default=1000)
-# LOG_FORMAT=json: one JSON object per line with the request id (gateway.logs).
+# LOG_FORMAT=json: one JSON object per line with the request id (gateway.kernel.logs).
 LOG_FORMAT = env("LOG_FORMAT", default="text")
 # Outermost, so every line written while serving a request carries its id.
 # (The API handler's request_id_middleware binds the id itself: one layer fewer on the hot path.)
-MIDDLEWARE = ["gateway.logs.request_context_middleware", *MIDDLEWARE]
+MIDDLEWARE = ["gateway.kernel.logs.request_context_middleware", *MIDDLEWARE]
 if LOG_FORMAT == "json":
-    from gateway.logs import json_logging
+    from gateway.kernel.logs import json_logging
 
     LOGGING = json_logging(LOGGING)
     CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # let the worker's lines go through the JSON handler too

@@ -5,7 +5,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found
 
-from proxy.errors import ApiFormat, error_body
+from gateway.kernel.errors import ApiFormat, error_body
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:

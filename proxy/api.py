@@ -9,13 +9,13 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonR
 from django.http.response import HttpResponseBase
 from ninja import Path, Router
 
+from gateway.kernel.context import TenantContext
+from gateway.kernel.errors import ApiFormat, GatewayError
+from gateway.kernel.requestid import request_id_for
 from proxy import dialects
 from proxy.auth import ApiKeyAuth
 from proxy.catalog import current_catalog
-from proxy.context import TenantContext
-from proxy.errors import ApiFormat, GatewayError
 from proxy.forward import forward
-from proxy.requestid import request_id_for
 from proxy.routing import may_use
 
 log = logging.getLogger("gateway.errors")

@@ -3,6 +3,7 @@
 The whole file is checked first, then applied in one transaction: either
 every entry lands or none does. Applying the same file twice changes nothing.
 Aliases not in the file are removed, but only when the file has `aliases:`.
+Every change leaves an audit entry (accounts.audit) naming who applied it.
 """
 
 from collections import Counter
@@ -12,8 +13,9 @@ from typing import Any
 import yaml
 from django.db import transaction
 
+from accounts.audit import AuditActor, audit, changes_between, credential_changes
 from billing.services import PRICE_RATE_OPTIONS, price_set
-from gateway import cli
+from gateway.kernel import cli
 from proxy.models import Provider
 from proxy.services import TIMEOUT_FIELDS, DeploymentSpec, alias_upsert, aliases_prune, provider_upsert, route_set
 
@@ -49,50 +51,67 @@ def config_load(path: Path) -> dict[str, Any]:
 
 
 @transaction.atomic
-def config_apply(doc: dict[str, Any]) -> Counter[str]:
+def config_apply(doc: dict[str, Any], *, actor: AuditActor = None) -> Counter[str]:
     """Apply a loaded file; returns counts such as {'provider saved': 1}."""
     counts: Counter[str] = Counter()
     for item in _entries(doc, "providers", ("name", "base_url")):
-        if item.get("api_key") and item.get("api_key_env"):
-            raise ApplyError(f"provider {item['name']}: set api_key or api_key_env, not both")
-        try:
-            _, changed = provider_upsert(
-                name=item["name"],
-                kind=item.get("kind", "openai"),
-                base_url=item["base_url"],
-                api_key=item.get("api_key"),
-                api_key_env=item.get("api_key_env", "" if item.get("api_key") is None else None),
-                timeouts={field: _seconds(item, field) for field in TIMEOUT_FIELDS},
-            )
-        except ValueError as exc:
-            raise ApplyError(f"provider {item['name']}: {exc}") from None
-        counts["provider " + ("saved" if changed else "unchanged")] += 1
+        counts["provider " + ("saved" if _apply_provider(item, actor) else "unchanged")] += 1
     for item in _entries(doc, "routes", ("model",)):
         try:
             _, changed = route_set(
-                model=item["model"], deployments=_deployments(item), fallbacks=_names(item, "fallbacks")
+                model=item["model"], deployments=_deployments(item), fallbacks=_names(item, "fallbacks"), actor=actor
             )
         except ValueError as exc:
             raise ApplyError(str(exc)) from None
         counts["route " + ("saved" if changed else "unchanged")] += 1
     if "aliases" in doc:
-        counts += _apply_aliases(_entries(doc, "aliases", ("pattern", "to")))
+        counts += _apply_aliases(_entries(doc, "aliases", ("pattern", "to")), actor)
     for item in _entries(doc, "prices", ("model",)):
-        counts["price " + ("set" if _apply_price(item) else "unchanged")] += 1
+        counts["price " + ("set" if _apply_price(item, actor) else "unchanged")] += 1
     return counts
+
+
+_WATCHED = ("kind", "base_url", "api_key_env", *TIMEOUT_FIELDS)
+
+
+def _apply_provider(item: dict[str, Any], actor: AuditActor) -> bool:
+    """Where requests go and with which credential: audited as the API and admin do."""
+    if item.get("api_key") and item.get("api_key_env"):
+        raise ApplyError(f"provider {item['name']}: set api_key or api_key_env, not both")
+    existing = Provider.objects.filter(name=item["name"]).first()
+    before = {name: getattr(existing, name) for name in _WATCHED} if existing is not None else None
+    stored_before = existing.api_key_encrypted if existing is not None else ""
+    try:
+        provider, changed = provider_upsert(
+            name=item["name"],
+            kind=item.get("kind", "openai"),
+            base_url=item["base_url"],
+            api_key=item.get("api_key"),
+            api_key_env=item.get("api_key_env", "" if item.get("api_key") is None else None),
+            timeouts={field: _seconds(item, field) for field in TIMEOUT_FIELDS},
+        )
+    except ValueError as exc:
+        raise ApplyError(f"provider {item['name']}: {exc}") from None
+    if changed:
+        after = {name: getattr(provider, name) for name in _WATCHED}
+        changes: dict[str, Any] = after if before is None else changes_between(before, after)
+        if provider.api_key_encrypted != stored_before:
+            changes |= credential_changes("set" if provider.api_key_encrypted else "", None)
+        audit(actor, "provider.create" if before is None else "provider.update", provider, changes)
+    return changed
 
 
 _ALIAS_KEYS = {"pattern", "to", "priority", "note"}
 
 
-def _apply_aliases(items: list[dict[str, Any]]) -> Counter[str]:
+def _apply_aliases(items: list[dict[str, Any]], actor: AuditActor) -> Counter[str]:
     """The file's aliases exactly: the others removed first, so a name may
     move from one alias to another within one file."""
     counts: Counter[str] = Counter()
     patterns = [str(item["pattern"]) for item in items]
     if len(set(patterns)) != len(patterns):
         raise ApplyError("an alias pattern is listed twice")
-    removed = aliases_prune(keep=patterns)
+    removed = aliases_prune(keep=patterns, actor=actor)
     if removed:
         counts["alias removed"] = removed
     for item in items:
@@ -106,6 +125,7 @@ def _apply_aliases(items: list[dict[str, Any]]) -> Counter[str]:
                 target=str(item["to"]),
                 priority=item.get("priority", 0),
                 note=str(item.get("note") or ""),
+                actor=actor,
             )
         except ValueError as exc:
             raise ApplyError(str(exc)) from None
@@ -123,8 +143,15 @@ def _deployments(item: dict[str, Any]) -> list[DeploymentSpec]:
     unknown = set(item) - _ROUTE_KEYS
     if unknown:
         raise ApplyError(f"route {model}: unknown fields {', '.join(sorted(unknown))}")
-    if ("provider" in item) == ("deployments" in item):
+    if "provider" not in item and "deployments" not in item:
+        raise ApplyError(
+            f"route {model}: the provider is missing; add provider: NAME (one of the providers: entries), "
+            "or a deployments: list of them"
+        )
+    if "provider" in item and "deployments" in item:
         raise ApplyError(f"route {model}: set provider (one deployment) or deployments, not both")
+    if "provider" in item and not item["provider"]:
+        raise ApplyError(f"route {model}: the provider is missing; give provider: NAME (one of the providers: entries)")
     if "provider" in item:
         return [DeploymentSpec(_provider(item["provider"]), str(item.get("upstream_model") or ""))]
     if "upstream_model" in item:
@@ -179,7 +206,7 @@ _PRICE_KEYS = {
 }
 
 
-def _apply_price(item: dict[str, Any]) -> bool:
+def _apply_price(item: dict[str, Any], actor: AuditActor) -> bool:
     unknown = set(item) - _PRICE_KEYS
     if unknown:
         raise ApplyError(f"price {item['model']}: unknown fields {', '.join(sorted(unknown))}")
@@ -192,7 +219,7 @@ def _apply_price(item: dict[str, Any]) -> bool:
         for name in ("long_context_threshold", "max_output_tokens"):
             if item.get(name) is not None:
                 optional[name] = int(item[name])
-        _, changed = price_set(
+        price, changed = price_set(
             model=item["model"],
             input_usd=cli.usd(item["input"]),
             output_usd=cli.usd(item["output"]),
@@ -204,6 +231,8 @@ def _apply_price(item: dict[str, Any]) -> bool:
         raise ApplyError(f"price {item['model']}: missing {exc.args[0]}") from None
     except Exception as exc:  # CommandError from cli.usd, ValueError from price_set
         raise ApplyError(f"price {item['model']}: {exc}") from None
+    if changed:
+        audit(actor, "price.set", price, {key: str(value) for key, value in item.items()})
     return changed
 
 

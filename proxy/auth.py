@@ -11,8 +11,8 @@ from ninja.security.base import AuthBase
 from accounts.keys import KEY_PREFIX
 from accounts.snapshots import tenant_context_for_key
 from gateway import lifecycle
-from proxy.context import TenantContext
-from proxy.errors import GatewayError, invalid_api_key
+from gateway.kernel.context import TenantContext
+from gateway.kernel.errors import GatewayError, invalid_api_key
 
 _MAX_KEY_LENGTH = 200
 

@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from django.conf import settings
 
-from gateway.redis import redis_client, redis_key
+from gateway.kernel.redis import redis_client, redis_key
 
 if TYPE_CHECKING:
     import redis
 
-    from proxy.context import RouteTarget
+    from gateway.kernel.context import RouteTarget
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ class RedisBreaker:
         return left if left > 0 else MIRROR_SECONDS if view.state == HALF_OPEN else 0.0
 
     async def _eval(self, script: str, keys: tuple[str, ...], *args: Any) -> Any:
-        import redis  # only with REDIS_URL (see gateway.redis)
+        import redis  # only with REDIS_URL (see gateway.kernel.redis)
 
         try:
             return await redis_client().eval(script, len(keys), *keys, *args)

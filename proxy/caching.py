@@ -28,7 +28,7 @@ from cachestore.keys import cache_key
 from cachestore.policy import CachePolicy, cache_policy
 from cachestore.replay import completion_from_events, events_from_completion, recorded_events
 from cachestore.store import cache_store
-from proxy.context import RouteTarget, TenantContext, Usage, UsageEvent
+from gateway.kernel.context import RouteTarget, TenantContext, Usage, UsageEvent
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 from accounts import snapshots
 from billing.models import Price
 from billing.pricing import snapshot_from_price
-from proxy.context import PriceSnapshot, ProviderConfig, RoutePlan, RouteTarget
+from gateway.kernel.context import PriceSnapshot, ProviderConfig, RoutePlan, RouteTarget
 from proxy.models import Deployment, ModelAlias, Provider, is_alias_pattern
 from proxy.routing import AliasPattern, Catalog, Wildcard
 

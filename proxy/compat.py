@@ -23,15 +23,15 @@ from django.http.response import HttpResponseBase
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
+from gateway.kernel.context import TenantContext
+from gateway.kernel.errors import ApiFormat, GatewayError, error_body, invalid_request
+from gateway.kernel.requestid import request_id_for
 from proxy import dialects
 from proxy.api import answer_in_envelope
 from proxy.catalog import current_catalog
-from proxy.context import TenantContext
 from proxy.dialects import ClientCall
-from proxy.errors import ApiFormat, GatewayError, error_body, invalid_request
 from proxy.exchange import NOTES_HEADER
 from proxy.forward import forward
-from proxy.requestid import request_id_for
 from proxy.routing import Catalog, may_use
 from proxy.translate import Translated, TranslationError
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from proxy.errors import ApiFormat, GatewayError, invalid_request
+from gateway.kernel.errors import ApiFormat, GatewayError, invalid_request
 
 MODEL_NAME_MAX = 200  # the ledger's column
 # orjson reads 1024 levels of nesting but writes only 254: a deeper body

@@ -20,9 +20,9 @@ import orjson
 from django.conf import settings
 from django.utils import timezone
 
-from proxy.context import RouteTarget, Usage
+from gateway.kernel.context import RouteTarget, Usage
+from gateway.kernel.errors import GatewayError, invalid_request
 from proxy.dialects import ClientCall, Dialect
-from proxy.errors import GatewayError, invalid_request
 from proxy.presets import ANTHROPIC, AZURE, preset_for
 from proxy.providers.anthropic import AnthropicAdapter
 from proxy.providers.base import StreamObserver, UpstreamRequest

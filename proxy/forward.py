@@ -20,6 +20,8 @@ import orjson
 from django.http import HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 
+from gateway.kernel.context import ProviderConfig, RoutePlan, RouteTarget, TenantContext
+from gateway.kernel.errors import ApiFormat, GatewayError
 from gateway.metrics import set_breaker_state
 from proxy.breaker import breaker, target_key
 from proxy.caching import (
@@ -32,9 +34,7 @@ from proxy.caching import (
     cache_peek,
 )
 from proxy.catalog import current_catalog
-from proxy.context import ProviderConfig, RoutePlan, RouteTarget, TenantContext
 from proxy.dialects import ClientCall, Dialect
-from proxy.errors import ApiFormat, GatewayError
 from proxy.exchange import (
     NOTES_HEADER,
     Exchange,

@@ -21,9 +21,9 @@ from typing import Any
 
 from django.conf import settings
 
-from gateway.redis import redis_client, redis_key
-from proxy.context import RateLimits, TenantContext
-from proxy.errors import GatewayError
+from gateway.kernel.context import RateLimits, TenantContext
+from gateway.kernel.errors import GatewayError
+from gateway.kernel.redis import redis_client, redis_key
 
 WINDOW_SECONDS = 60
 _PARALLEL_TTL_SECONDS = 600  # an in-flight count whose process died frees itself

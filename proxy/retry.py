@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import aiohttp
 from django.conf import settings
 
-from proxy.errors import GatewayError
+from gateway.kernel.errors import GatewayError
 
 _RNG = random.Random()
 # The errors proxy.upstream.upstream_failure makes of transport failures.

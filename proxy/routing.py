@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from proxy.context import PriceSnapshot, ProviderConfig, RoutePlan, RouteTarget, TenantContext
-from proxy.errors import GatewayError
+from gateway.kernel.context import PriceSnapshot, ProviderConfig, RoutePlan, RouteTarget, TenantContext
+from gateway.kernel.errors import GatewayError
 
 _RESOLVED_CACHE_MAX = 4096
 _RNG = random.Random()

@@ -5,9 +5,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 
+from accounts.audit import AuditActor, audit
 from proxy.models import Deployment, ModelAlias, Provider, Route, is_alias_pattern
 from proxy.presets import base_url_normalize
 
@@ -83,20 +86,36 @@ def route_upsert(
     weight: int = 1,
     priority: int = 0,
     fallbacks: Sequence[str] | None = None,
+    actor: AuditActor = None,
+    request_id: str = "",
 ) -> tuple[Route, bool]:
     """Add a deployment to a route (created if new), or update the weight and
     priority of the one with this provider and upstream model; returns
-    (route, changed). `fallbacks` None keeps the route's fallbacks."""
+    (route, changed). `fallbacks` None keeps the route's fallbacks. A change
+    is audited (accounts.audit) as made by `actor`."""
     route, changed = _route_activate(model, fallbacks)
     changed |= _deployment_put(route, DeploymentSpec(provider, upstream_model, weight, priority))
     if changed:
         route.save()  # also tells every process to reload its catalog
+        deployment = {
+            "provider": provider.name,
+            "upstream_model": upstream_model,
+            "weight": weight,
+            "priority": priority,
+        }
+        changes = {"model": model, **deployment, "fallbacks": route.fallbacks}
+        audit(actor, "route.upsert", route, changes, request_id=request_id)
     return route, changed
 
 
 @transaction.atomic
 def route_set(
-    *, model: str, deployments: Sequence[DeploymentSpec], fallbacks: Sequence[str] = ()
+    *,
+    model: str,
+    deployments: Sequence[DeploymentSpec],
+    fallbacks: Sequence[str] = (),
+    actor: AuditActor = None,
+    request_id: str = "",
 ) -> tuple[Route, bool]:
     """Make a route exactly this (the declarative file): these deployments,
     the others deleted, these fallbacks; returns (route, changed)."""
@@ -114,7 +133,17 @@ def route_set(
         changed = True
     if changed:
         route.save()
+        changes = {"model": model, **_route_changes(deployments, fallbacks)}
+        audit(actor, "route.set", route, changes, request_id=request_id)
     return route, changed
+
+
+def _route_changes(deployments: Sequence[DeploymentSpec], fallbacks: Sequence[str]) -> dict[str, Any]:
+    listed = [
+        {"provider": d.provider.name, "upstream_model": d.upstream_model, "weight": d.weight, "priority": d.priority}
+        for d in deployments
+    ]
+    return {"deployments": listed, "fallbacks": list(fallbacks)}
 
 
 def _route_activate(model: str, fallbacks: Sequence[str] | None) -> tuple[Route, bool]:
@@ -169,9 +198,9 @@ _NAME_MAX = ModelAlias._meta.get_field("pattern").max_length or 200
 def alias_check(pattern: str, target: str, *, alias_id: int | None = None) -> None:
     """Refuse what would never resolve as written: a target that is not a
     concrete route name, an alias of itself, a name an existing route already
-    answers (the route would always win) and chains (aliases never lead to
-    other aliases). A target route that does not exist yet is allowed: the
-    catalog ignores the alias, with a log line, until it does. `alias_id`:
+    answers (the route would always win), chains (aliases never lead to
+    other aliases) and a target no active route answers (the catalog would
+    ignore the alias and the name would be a 404). `alias_id`:
     the alias being edited (its row is not one of the others)."""
     for name in (pattern, target):
         if not isinstance(name, str) or not name.strip() or name != name.strip() or len(name) > _NAME_MAX:
@@ -182,18 +211,34 @@ def alias_check(pattern: str, target: str, *, alias_id: int | None = None) -> No
         raise ValueError(f"alias {pattern}: cannot point at itself")
     if Route.objects.filter(model=pattern).exists():
         raise ValueError(f"alias {pattern}: a route of that name exists and would always win")
-    others = ModelAlias.objects.exclude(pattern=pattern).exclude(pk=alias_id)
+    others = ModelAlias.objects.exclude(pattern=pattern)
+    if alias_id is not None:
+        others = others.exclude(pk=alias_id)
     if others.filter(pattern=target).exists():
         raise ValueError(f"alias {pattern}: {target!r} is itself an alias; aliases do not chain")
     pointing = others.filter(target_model=pattern).values_list("pattern", flat=True).first()
     if pointing is not None:
         raise ValueError(f"alias {pattern}: the alias {pointing!r} points at {pattern!r}; aliases do not chain")
+    if not Route.objects.filter(model=target, is_active=True).exists():
+        raise ValueError(
+            f"alias {pattern}: no active route named {target!r}, so the alias would answer 404; create the route "
+            f"first (manage.py route_create {target} --provider NAME, or list it under routes: in the "
+            "gateway_apply file), or point the alias at an existing route"
+        )
 
 
 @transaction.atomic
-def alias_upsert(*, pattern: str, target: str, priority: int = 0, note: str | None = None) -> tuple[ModelAlias, bool]:
+def alias_upsert(
+    *,
+    pattern: str,
+    target: str,
+    priority: int = 0,
+    note: str | None = None,
+    actor: AuditActor = None,
+    request_id: str = "",
+) -> tuple[ModelAlias, bool]:
     """Create or update (and activate) the alias `pattern` -> route `target`;
-    returns (alias, changed). `note` None keeps the alias's note."""
+    returns (alias, changed). `note` None keeps the alias's note. A change is audited."""
     alias_check(pattern, target)
     if isinstance(priority, bool) or not isinstance(priority, int) or not -32768 <= priority <= 32767:
         raise ValueError(f"alias {pattern}: priority must be a whole number from -32768 to 32767")
@@ -205,19 +250,30 @@ def alias_upsert(*, pattern: str, target: str, priority: int = 0, note: str | No
     changed = alias.pk is None or before != (alias.target_model, alias.priority, alias.note, alias.is_active)
     if changed:
         alias.save()  # also tells every process to reload its catalog
+        changes = {"pattern": pattern, "target": target, "priority": priority, "note": alias.note}
+        audit(actor, "alias.upsert", alias, changes, request_id=request_id)
     return alias, changed
 
 
-def alias_delete(*, pattern: str) -> bool:
+@transaction.atomic
+def alias_delete(*, pattern: str, actor: AuditActor = None, request_id: str = "") -> bool:
     """Remove the alias; False when there was none."""
-    deleted, _ = ModelAlias.objects.filter(pattern=pattern).delete()
-    return deleted > 0
+    return _aliases_remove(ModelAlias.objects.filter(pattern=pattern), actor, request_id) > 0
 
 
-def aliases_prune(*, keep: Sequence[str]) -> int:
+@transaction.atomic
+def aliases_prune(*, keep: Sequence[str], actor: AuditActor = None, request_id: str = "") -> int:
     """Remove every alias not named in `keep` (the declarative file); returns how many."""
-    deleted, _ = ModelAlias.objects.exclude(pattern__in=list(keep)).delete()
-    return deleted
+    return _aliases_remove(ModelAlias.objects.exclude(pattern__in=list(keep)), actor, request_id)
+
+
+def _aliases_remove(aliases: QuerySet[ModelAlias], actor: AuditActor, request_id: str) -> int:
+    removed = list(aliases.select_for_update())
+    for alias in removed:
+        changes = {"pattern": alias.pattern, "target": alias.target_model}
+        audit(actor, "alias.delete", alias, changes, request_id=request_id)
+    ModelAlias.objects.filter(pk__in=[alias.pk for alias in removed]).delete()
+    return len(removed)
 
 
 @dataclass(frozen=True, slots=True)

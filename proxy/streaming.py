@@ -16,7 +16,8 @@ import orjson
 from django.conf import settings
 from django.http import StreamingHttpResponse
 
-from proxy.errors import ApiFormat, GatewayError
+from gateway.kernel.errors import ApiFormat, GatewayError
+from gateway.kernel.sse import SSEOverflowError, SSESplitter, event_data
 from proxy.providers.base import StreamObserver
 from proxy.upstream import UpstreamTooLargeError, too_large, upstream_failure
 from proxy.usage import UsageRecorder
@@ -25,47 +26,8 @@ if TYPE_CHECKING:
     from proxy.exchange import Exchange
 
 log = logging.getLogger(__name__)
-_SEPARATOR = b"\n\n"
 INCOMPLETE = "upstream_stream_incomplete"
 INTERRUPTED = "upstream_stream_interrupted"
-MAX_EVENT_BYTES = 8 * 1024 * 1024  # no event of any provider comes near this
-
-
-class SSEOverflowError(ValueError):
-    """The upstream sent more than MAX_EVENT_BYTES without ending an event."""
-
-
-class SSESplitter:
-    """Cuts a byte stream into complete SSE events (each with its separator)."""
-
-    __slots__ = ("_buffer",)
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        buffer = self._buffer + chunk
-        if b"\r" in buffer:
-            buffer = buffer.replace(b"\r\n", b"\n")
-        events: list[bytes] = []
-        start = 0
-        while (end := buffer.find(_SEPARATOR, start)) != -1:
-            events.append(buffer[start : end + 2])
-            start = end + 2
-        self._buffer = buffer[start:]
-        if len(self._buffer) > MAX_EVENT_BYTES:
-            raise SSEOverflowError("the upstream stream is not server-sent events")
-        return events
-
-    def rest(self) -> bytes:
-        rest, self._buffer = self._buffer, b""
-        return rest
-
-
-def event_data(event: bytes) -> bytes | None:
-    """The joined `data:` lines of one event, or None when it has none."""
-    parts = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
-    return b"\n".join(parts) if parts else None
 
 
 async def relay_stream(

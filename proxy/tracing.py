@@ -11,7 +11,7 @@ marked truncated). When the attempt the client sees finishes, the capture
 goes to a background writer thread; serializing, redacting and writing all
 happen there. Authorization and x-api-key headers are never captured (no
 headers are); key-like strings in bodies and fields named like secrets are
-redacted with gateway.logs' helpers.
+redacted with gateway.kernel.logs' helpers.
 
 Sinks (TRACE_SINK): `file` appends JSON Lines to TRACE_DIR, one file per UTC
 day (`traces-YYYY-MM-DD.jsonl`); `db` stores `accounts.RequestTrace` rows.
@@ -37,12 +37,12 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from gateway.logs import REDACTED, is_secret_field, redact
-from proxy.context import TenantContext, UsageEvent
+from gateway.kernel.context import TenantContext, UsageEvent
+from gateway.kernel.logs import REDACTED, is_secret_field, redact
 
 log = logging.getLogger(__name__)
 
-# gateway.logs leaves short `sk-...` strings readable (display prefixes in
+# gateway.kernel.logs leaves short `sk-...` strings readable (display prefixes in
 # log lines); in a captured body anything key-like goes.
 _KEY_LIKE = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{8,}")
 _BATCH = 100

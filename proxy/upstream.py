@@ -6,7 +6,7 @@ import weakref
 import aiohttp
 from django.conf import settings
 
-from proxy.errors import GatewayError
+from gateway.kernel.errors import GatewayError
 
 _sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession]" = weakref.WeakKeyDictionary()
 

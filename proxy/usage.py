@@ -9,7 +9,7 @@ from django.utils import timezone
 from billing.guard import Reservation, spend_caps, spend_guard
 from billing.meter import meter
 from billing.pricing import cost_nanos, worst_case_cost_nanos
-from proxy.context import RouteTarget, TenantContext, Usage, UsageEvent
+from gateway.kernel.context import RouteTarget, TenantContext, Usage, UsageEvent
 from proxy.providers.base import StreamObserver
 from proxy.ratelimit import rate_limit_release
 

@@ -15,7 +15,7 @@ from asgiref.sync import async_to_sync
 from accounts import signals, snapshots
 from accounts.models import ApiKey, Tenant
 from accounts.services import api_key_issue, api_key_revoke, tenant_create
-from proxy.context import TenantContext
+from gateway.kernel.context import TenantContext
 
 pytestmark = pytest.mark.django_db
 

@@ -14,8 +14,8 @@ from billing.ledger import usage_events_store
 from billing.models import BudgetSpend, CreditEntry
 from billing.periods import period_end, period_start
 from billing.services import budget_set, credit_add, credit_balance_nanos
-from proxy.context import BudgetRule, TenantContext, Usage, UsageEvent
-from proxy.errors import GatewayError
+from gateway.kernel.context import BudgetRule, TenantContext, Usage, UsageEvent
+from gateway.kernel.errors import GatewayError
 
 UTC = dt.UTC
 SUNDAY_NIGHT = dt.datetime(2026, 11, 29, 23, 59, 59, tzinfo=UTC)
@@ -315,7 +315,7 @@ def test_price_set_takes_every_bucket_and_tier() -> None:
 
 
 def test_the_worst_case_counts_every_choice_and_each_media_part(settings: Any) -> None:
-    from proxy.context import ProviderConfig, RouteTarget
+    from gateway.kernel.context import ProviderConfig, RouteTarget
     from proxy.usage import media_parts, output_limit
 
     target = RouteTarget("m", ProviderConfig("p", "openai", "http://x"), "m", None)

@@ -154,13 +154,13 @@ def test_mixed_traffic_leaves_books_that_reconcile_to_the_last_nano(
     time.sleep(0.5)
     client = openai.OpenAI(base_url=live_gateway.url + "/v1", api_key=key.plaintext, max_retries=0)
     chat = {"messages": [{"role": "user", "content": "hello there"}]}
-    client.chat.completions.create(model="gpt-test", **chat)  # type: ignore[arg-type]
-    list(client.chat.completions.create(model="gpt-test", stream=True, **chat))  # type: ignore[arg-type]
-    client.chat.completions.create(model="fake/fake-cached", **chat)  # type: ignore[arg-type]
+    client.chat.completions.create(model="gpt-test", **chat)
+    list(client.chat.completions.create(model="gpt-test", stream=True, **chat))
+    client.chat.completions.create(model="fake/fake-cached", **chat)
     for model in ("fake/fake-error-500", "dead-model"):
         with pytest.raises(openai.APIError):
-            client.chat.completions.create(model=model, **chat)  # type: ignore[arg-type]
-    abandoned = client.chat.completions.create(model="fake/fake-slow", stream=True, **chat)  # type: ignore[arg-type]
+            client.chat.completions.create(model=model, **chat)
+    abandoned = client.chat.completions.create(model="fake/fake-slow", stream=True, **chat)
     next(iter(abandoned)), next(iter(abandoned))
     abandoned.close()
 

@@ -18,7 +18,7 @@ from billing import meter as meter_module
 from billing.meter import UsageMeter, usage_event_from_json, usage_spool_replay
 from billing.models import UsageRecord
 from billing.tasks import usage_spool_replay_task
-from proxy.context import Usage, UsageEvent
+from gateway.kernel.context import Usage, UsageEvent
 
 CREATED_AT = dt.datetime(2025, 3, 4, 5, 6, 7, 891011, tzinfo=dt.UTC)
 

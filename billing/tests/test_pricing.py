@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from billing.pricing import cost_nanos, nanos_to_usd, snapshot_from_price, usd_to_nanos, worst_case_cost_nanos
-from proxy.context import PriceSnapshot, Rates, Usage
+from gateway.kernel.context import PriceSnapshot, Rates, Usage
 from proxy.providers.anthropic import usage_from_anthropic
 from proxy.providers.openai import OpenAIAdapter, OpenAIStreamObserver, usage_from_openai
 
@@ -185,7 +185,7 @@ def test_a_streamed_and_a_non_streamed_answer_with_the_same_usage_cost_the_same(
     json_usage = OpenAIAdapter().usage_from_response({"usage": reported})
     assert stream_usage(reported) == json_usage
     # 234 x $2.50 = 585_000; 1000 x $1.25 = 1_250_000; 567 x $10 = 5_670_000
-    assert cost_nanos(json_usage, GPT_4O) == 7_505_000  # type: ignore[arg-type]
+    assert cost_nanos(json_usage, GPT_4O) == 7_505_000
 
 
 def test_the_worst_case_uses_the_dearest_prompt_and_output_rates_of_its_tier() -> None:

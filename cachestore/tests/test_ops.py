@@ -25,8 +25,8 @@ from cachestore.models import CacheEntryRecord
 from cachestore.services import cache_expire, cache_usage
 from cachestore.store import build_store
 from conftest import IssuedKey
-from gateway.redis import redis_client_for
-from proxy.context import Usage
+from gateway.kernel.context import Usage
+from gateway.kernel.redis import redis_client_for
 from proxy.tests.live import LiveGateway
 
 # --- expiry -------------------------------------------------------------------------------

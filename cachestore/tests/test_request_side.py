@@ -7,7 +7,7 @@ from cachestore.entry import CachedEntry, entry_dumps, entry_loads
 from cachestore.keys import cache_key
 from cachestore.policy import CachePolicy, cache_policy
 from cachestore.replay import completion_from_events, events_from_completion, recorded_events
-from proxy.context import Usage
+from gateway.kernel.context import Usage
 from proxy.tests.fake_upstream import FakeUpstream
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5}

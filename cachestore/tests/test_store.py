@@ -21,8 +21,8 @@ from accounts.services import tenant_create
 from cachestore.entry import CachedEntry, entry_dumps
 from cachestore.models import CacheEntryRecord
 from cachestore.store import LruStore, RedisStore, build_store
-from gateway.redis import redis_client_for, redis_key
-from proxy.context import Usage
+from gateway.kernel.context import Usage
+from gateway.kernel.redis import redis_client_for, redis_key
 
 pytestmark = pytest.mark.django_db
 

@@ -12,10 +12,10 @@ from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from gateway.kernel.errors import GatewayError
 from gateway.manage_api import audit_log, budgets, keys, prices, providers, tenants, usage
 from gateway.manage_api.auth import staff_auth
 from gateway.manage_api.errors import ManagementError, error_response
-from proxy.errors import GatewayError
 
 log = logging.getLogger("gateway.manage_api")
 

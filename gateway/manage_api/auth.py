@@ -20,8 +20,8 @@ from ninja.security import APIKeyCookie, HttpBearer
 
 from accounts.audit import Actor
 from accounts.staff_tokens import staff_token_lookup
+from gateway.kernel.requestid import request_id_for
 from gateway.manage_api.errors import ManagementError
-from proxy.requestid import request_id_for
 
 
 class StaffTokenAuth(HttpBearer):

@@ -81,9 +81,9 @@ def routes_create(request: HttpRequest, payload: RouteIn) -> Status[dict[str, An
         provider = Provider.objects.filter(name=payload.provider).first()
         if provider is None:
             raise not_found("provider named", repr(payload.provider))
-        route, changed = route_upsert(model=payload.model, provider=provider, upstream_model=payload.upstream_model)
-        if changed:
-            write.record("route.upsert", route, payload.dict())
+        route, _ = route_upsert(
+            model=payload.model, provider=provider, upstream_model=payload.upstream_model, **write.by
+        )
     return Status(201, route_out(route))
 
 

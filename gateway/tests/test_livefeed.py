@@ -16,8 +16,8 @@ from django.contrib.auth.models import AnonymousUser
 
 from accounts.services import api_key_issue, tenant_create
 from gateway import livefeed
+from gateway.kernel.context import Usage, UsageEvent
 from gateway.livefeed import LiveFeedConsumer, LiveFeedPublisher, event_payload, websocket_urlpatterns
-from proxy.context import Usage, UsageEvent
 
 AT = dt.datetime(2025, 3, 4, 10, 30, 15, tzinfo=dt.UTC)
 

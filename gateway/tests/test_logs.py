@@ -14,8 +14,8 @@ import pytest
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
 
-from gateway.logs import JsonFormatter, json_logging, redact, request_context_middleware
-from proxy.requestid import request_id_for
+from gateway.kernel.logs import JsonFormatter, json_logging, redact, request_context_middleware
+from gateway.kernel.requestid import request_id_for
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def test_json_logging_sends_the_console_and_the_servers_loggers_through_the_json
     }
     config = json_logging(base)
     assert config["handlers"]["console"] == {"class": "logging.StreamHandler", "formatter": "json"}
-    assert config["formatters"]["json"] == {"()": "gateway.logs.JsonFormatter"}
+    assert config["formatters"]["json"] == {"()": "gateway.kernel.logs.JsonFormatter"}
     assert config["loggers"]["uvicorn.access"] == {"handlers": ["console"], "propagate": False, "level": "INFO"}
     assert config["loggers"]["django.request"] == {"level": "ERROR"}
     assert base["handlers"]["console"]["formatter"] == "plain"  # the input is left alone
@@ -106,11 +106,11 @@ def test_json_logging_sends_the_console_and_the_servers_loggers_through_the_json
 def test_the_request_id_is_bound_first_on_both_stacks(settings: Any) -> None:
     # The API's only middleware binds it itself (one layer fewer per request).
     assert settings.API_MIDDLEWARE == ["gateway.middleware.request_id_middleware"]
-    assert settings.MIDDLEWARE[0] == "gateway.logs.request_context_middleware"
+    assert settings.MIDDLEWARE[0] == "gateway.kernel.logs.request_context_middleware"
 
 
 async def test_an_api_request_logs_with_its_request_id(rf: Any) -> None:
-    from gateway.logs import request_id_var
+    from gateway.kernel.logs import request_id_var
     from gateway.middleware import request_id_middleware
 
     seen: list[str | None] = []

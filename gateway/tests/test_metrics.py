@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from billing.meter import meter
 from gateway import metrics as gateway_metrics
+from gateway.kernel.context import Usage, UsageEvent
 from gateway.metrics import OTHER, GatewayMetrics, LabelCap
-from proxy.context import Usage, UsageEvent
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 

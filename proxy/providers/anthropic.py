@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from proxy.context import ProviderConfig, Usage
+from gateway.kernel.context import ProviderConfig, Usage
 from proxy.providers.base import UpstreamRequest, token_count
 
 ANTHROPIC_VERSION = "2023-06-01"

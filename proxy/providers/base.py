@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from proxy.context import Usage
+from gateway.kernel.context import Usage
 
 
 def token_count(value: Any) -> int:

@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import orjson
 from django.conf import settings
 
-from proxy.context import ProviderConfig, Usage
+from gateway.kernel.context import ProviderConfig, Usage
 from proxy.providers.base import UpstreamRequest, token_count
 
 

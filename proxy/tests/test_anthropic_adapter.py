@@ -5,7 +5,7 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.context import ProviderConfig, Usage
+from gateway.kernel.context import ProviderConfig, Usage
 from proxy.providers.anthropic import ANTHROPIC_VERSION, AnthropicAdapter, AnthropicStreamObserver
 
 PROVIDER = ProviderConfig(name="claude", kind="anthropic", base_url="https://api.anthropic.com/v1/", api_key="sk-ant-1")

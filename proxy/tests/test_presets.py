@@ -7,7 +7,7 @@ import orjson
 import pytest
 from django.core.management import CommandError, call_command
 
-from proxy.context import ProviderConfig, RouteTarget
+from gateway.kernel.context import ProviderConfig, RouteTarget
 from proxy.dialects import Dialect, chat_call, messages_call, responses_call
 from proxy.exchange import exchange_for, native_dialects
 from proxy.models import Provider
@@ -89,7 +89,7 @@ def test_a_message_to_an_anthropic_provider_keeps_the_clients_version_beta_and_q
 
 
 def test_a_call_that_cannot_be_expressed_upstream_is_the_clients_400() -> None:
-    from proxy.errors import GatewayError
+    from gateway.kernel.errors import GatewayError
 
     body = {"model": "public", "input": "hi", "previous_response_id": "resp_1"}
     with pytest.raises(GatewayError) as caught:
@@ -98,8 +98,8 @@ def test_a_call_that_cannot_be_expressed_upstream_is_the_clients_400() -> None:
 
 
 def test_embeddings_are_refused_for_a_provider_without_them() -> None:
+    from gateway.kernel.errors import GatewayError
     from proxy.dialects import embeddings_call
-    from proxy.errors import GatewayError
 
     with pytest.raises(GatewayError) as caught:
         exchange_for(embeddings_call(b'{"model": "public", "input": "hi"}'), target("anthropic"))
@@ -121,7 +121,7 @@ def test_translation_notes_are_header_safe() -> None:
 
 
 def test_a_request_shape_no_translator_expected_is_the_clients_400_not_a_500() -> None:
-    from proxy.errors import GatewayError
+    from gateway.kernel.errors import GatewayError
 
     # Found by the fuzz: chat messages without a role, for an Anthropic upstream.
     call = chat_call(orjson.dumps({"model": "public", "messages": [{}, {"x": [1]}]}))

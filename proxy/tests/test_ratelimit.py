@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from conftest import IssuedKey
-from proxy.context import RateLimits, TenantContext
-from proxy.errors import GatewayError
+from gateway.kernel.context import RateLimits, TenantContext
+from gateway.kernel.errors import GatewayError
 from proxy.ratelimit import LocalRateLimiter, RedisRateLimiter, counters_for
 from proxy.tests.live import LiveGateway
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from conftest import IssuedKey, Ledger
-from proxy.streaming import event_data
+from gateway.kernel.sse import event_data
 from proxy.tests.live import LiveGateway
 
 LIMIT = 200_000

@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy.errors import GatewayError
+from gateway.kernel.errors import GatewayError
 from proxy.retry import RetryPolicy, no_healthy_upstream, retry_after_seconds, retry_policy
 
 POLICY = RetryPolicy(

@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from proxy.context import PriceSnapshot, ProviderConfig, Rates, RoutePlan, RouteTarget, TenantContext
-from proxy.errors import GatewayError
+from gateway.kernel.context import PriceSnapshot, ProviderConfig, Rates, RoutePlan, RouteTarget, TenantContext
+from gateway.kernel.errors import GatewayError
 from proxy.routing import Catalog, Wildcard, choose, plan_for
 
 OPENAI = ProviderConfig(name="openai", kind="openai", base_url="https://api.openai.com/v1", api_key="sk-secret")

@@ -2,9 +2,9 @@
 
 import orjson
 
-from proxy.context import Usage
+from gateway.kernel.context import Usage
+from gateway.kernel.sse import SSESplitter, event_data
 from proxy.providers.openai import OpenAIStreamObserver, usage_from_openai
-from proxy.streaming import SSESplitter, event_data
 
 
 def test_the_splitter_yields_only_complete_events_and_keeps_the_rest_for_later() -> None:
@@ -92,8 +92,8 @@ async def test_a_relayed_stream_that_never_started_is_still_recorded_and_its_ups
     import asyncio
 
     from billing.meter import meter
-    from proxy.context import PriceSnapshot, ProviderConfig, Rates, RouteTarget, TenantContext
-    from proxy.errors import ApiFormat
+    from gateway.kernel.context import PriceSnapshot, ProviderConfig, Rates, RouteTarget, TenantContext
+    from gateway.kernel.errors import ApiFormat
     from proxy.exchange import Exchange
     from proxy.providers.base import UpstreamRequest
     from proxy.streaming import RelayResponse
@@ -157,8 +157,8 @@ async def test_a_cache_fill_that_cannot_assemble_its_stream_lets_its_waiters_go_
 
     from cachestore.flight import Flight
     from cachestore.policy import CachePolicy
+    from gateway.kernel.context import ProviderConfig, RouteTarget, TenantContext, UsageEvent
     from proxy.caching import CacheFill
-    from proxy.context import ProviderConfig, RouteTarget, TenantContext, UsageEvent
 
     class Store:
         stored: list[object] = []

@@ -16,9 +16,9 @@ from accounts.snapshots import trace_sample_rate
 from billing.meter import meter
 from conftest import IssuedKey
 from gateway import lifecycle
+from gateway.kernel.context import TenantContext, Usage, UsageEvent
 from proxy import forward as forward_module
 from proxy import tracing
-from proxy.context import TenantContext, Usage, UsageEvent
 from proxy.tests.asgi import asgi_call
 from proxy.tests.live import LiveGateway
 from proxy.tracing import TraceCapture, scrub, trace_files_prune, trace_record

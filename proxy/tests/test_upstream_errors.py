@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from conftest import IssuedKey
-from gateway.logs import redact
-from proxy.context import ProviderConfig
+from gateway.kernel.context import ProviderConfig
+from gateway.kernel.logs import redact
 from proxy.forward import _upstream_error_details
 from proxy.tests.live import LiveGateway
 

@@ -6,10 +6,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.audit import command_actor
 from accounts.models import Tenant
-from accounts.services import api_key_issue
+from accounts.services import api_key_issue, limits_check
 from billing.services import budget_set
-from gateway import cli
+from gateway.kernel import cli
 
 
 def _rate(text: str) -> Decimal:
@@ -54,6 +55,7 @@ class Command(BaseCommand):
             raise CommandError(f"no tenant {slug!r}; create it with: manage.py tenant_create {slug}")
         expires_in = options["expires_in"]
         limits = cli.budgets(options)
+        limits_check(rate_limits := cli.rate_limits(options))
         with transaction.atomic():
             plaintext, api_key = api_key_issue(
                 tenant=tenant,
@@ -63,7 +65,8 @@ class Command(BaseCommand):
                 expires_at=timezone.now() + expires_in if expires_in else None,
                 cache_ttl_seconds=options["cache_ttl"],
                 trace_sample_rate=options["trace_rate"],
-                **cli.rate_limits(options),
+                actor=command_actor(__name__),
+                **rate_limits,
             )
             for limit, period in limits:
                 budget_set(api_key=api_key, limit_usd=limit, period=period)

@@ -2,6 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts.audit import command_actor
 from accounts.models import ApiKey
 from accounts.services import api_key_revoke
 
@@ -16,5 +17,5 @@ class Command(BaseCommand):
         keys = list(ApiKey.objects.filter(prefix=prefix.rstrip("…")))
         if len(keys) != 1:
             raise CommandError(f"{len(keys)} keys have the prefix {prefix!r}; revoke it in admin instead")
-        api_key_revoke(api_key=keys[0])
+        api_key_revoke(api_key=keys[0], actor=command_actor(__name__))
         self.stdout.write(f"revoked {keys[0]}")

@@ -8,7 +8,7 @@ from django.db import transaction
 from accounts.models import Tenant
 from accounts.services import tenant_create
 from billing.services import budget_set
-from gateway import cli
+from gateway.kernel import cli
 
 
 class Command(BaseCommand):

@@ -6,7 +6,7 @@ from accounts.models import Tenant
 from billing.models import CreditEntry
 from billing.pricing import nanos_to_usd
 from billing.services import credit_add, credit_balance_nanos
-from gateway import cli
+from gateway.kernel import cli
 
 
 class Command(BaseCommand):

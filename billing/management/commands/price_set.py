@@ -3,7 +3,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from billing.services import PRICE_RATE_OPTIONS, price_set
-from gateway import cli
+from gateway.kernel import cli
 from proxy.models import Provider
 
 

@@ -2,6 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts.audit import command_actor
 from proxy.services import alias_delete, alias_upsert
 
 
@@ -20,13 +21,17 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, pattern: str, target: str | None, delete: bool, **options: Any) -> None:
         if delete:
-            self.stdout.write(f"{'deleted' if alias_delete(pattern=pattern) else 'no'} alias {pattern}")
+            self.stdout.write(f"{'deleted' if alias_delete(pattern=pattern, actor=command_actor(__name__)) else 'no'} alias {pattern}")
             return
         if not target:
             raise CommandError("--to MODEL is required (or --delete)")
         try:
             alias, changed = alias_upsert(
-                pattern=pattern, target=target, priority=options["priority"], note=options["note"]
+                pattern=pattern,
+                target=target,
+                priority=options["priority"],
+                note=options["note"],
+                actor=command_actor(__name__),
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None

@@ -3,6 +3,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts.audit import command_actor
 from proxy.apply import ApplyError, config_apply, config_load
 
 
@@ -14,7 +15,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, file: Path, **options: Any) -> None:
         try:
-            counts = config_apply(config_load(file))
+            counts = config_apply(config_load(file), actor=command_actor(__name__))
         except ApplyError as exc:
             raise CommandError(f"{file}: {exc}; nothing was applied") from None
         summary = ", ".join(f"{n} {what}" for what, n in counts.items()) or "nothing to do"

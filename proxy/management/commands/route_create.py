@@ -2,6 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts.audit import command_actor
 from proxy.models import Provider
 from proxy.services import route_upsert
 
@@ -38,6 +39,7 @@ class Command(BaseCommand):
                 weight=options["weight"],
                 priority=options["priority"],
                 fallbacks=options["fallbacks"],
+                actor=command_actor(__name__),
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None

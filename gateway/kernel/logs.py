@@ -20,7 +20,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
-from proxy.requestid import request_id_for
+from gateway.kernel.requestid import request_id_for
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("gateway_request_id", default=None)
 
@@ -158,7 +158,7 @@ def json_logging(logging_config: dict[str, Any]) -> dict[str, Any]:
     same handler, so the whole stream is JSON.
     """
     config = {**logging_config}
-    config["formatters"] = {**config.get("formatters", {}), "json": {"()": "gateway.logs.JsonFormatter"}}
+    config["formatters"] = {**config.get("formatters", {}), "json": {"()": "gateway.kernel.logs.JsonFormatter"}}
     config["handlers"] = {name: {**handler} for name, handler in config.get("handlers", {}).items()}
     config["handlers"]["console"] = {
         **config["handlers"].get("console", {"class": "logging.StreamHandler"}),
