@@ -19,7 +19,7 @@ from billing.pricing import usd_string
 from billing.selectors import DaysError, UsageSummary, day_label, usage_summary
 from gateway.kernel.context import TenantContext
 from gateway.kernel.errors import invalid_request
-from proxy.auth import ApiKeyAuth
+from accounts.auth import ApiKeyAuth
 
 router = Router(auth=ApiKeyAuth(), tags=["Usage"])
 

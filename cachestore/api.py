@@ -9,10 +9,10 @@ count the raw usage records still kept (BILLING_USAGE_RETENTION_DAYS), see
 from django.http import HttpRequest, JsonResponse
 from ninja import Router
 
+from accounts.auth import ApiKeyAuth
 from billing.pricing import usd_string
 from cachestore.services import cache_purge, cache_stats
 from gateway.kernel.context import TenantContext
-from proxy.auth import ApiKeyAuth
 
 router = Router(auth=ApiKeyAuth(), tags=["Cache"])
 

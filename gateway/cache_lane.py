@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 
+from accounts.auth import authenticate, key_from_headers
 from gateway import lifecycle
 from gateway.handlers import ASGIApp, Receive, Scope, Send, replaying
 from gateway.kernel.errors import GatewayError
@@ -23,7 +24,6 @@ from gateway.kernel.logs import bind_request_id
 from gateway.kernel.requestid import new_request_id
 from gateway.middleware import response_stamps
 from proxy import dialects
-from proxy.auth import authenticate, key_from_headers
 from proxy.caching import HitAnswer
 from proxy.forward import cache_hit_only
 from proxy.timing import timing_start

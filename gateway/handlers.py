@@ -12,6 +12,7 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http.response import HttpResponseBase
 from django.urls import set_script_prefix
 
+from gateway import lifecycle
 from gateway.kernel.errors import ApiFormat, error_body
 
 Scope = dict[str, Any]
@@ -49,6 +50,7 @@ class ApiHandler(ASGIHandler):
         await self.handle(scope, receive, send)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lifecycle.ensure_background_tasks()  # the first request of a loop starts its writer and watcher
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:

@@ -30,6 +30,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from billing.meter import meter
 from gateway.kernel.context import UsageEvent
+from proxy.breaker import state_listeners
 
 OTHER = "other"
 # The classic text format: every Prometheus version (and other scrapers) reads it;
@@ -221,6 +222,7 @@ def observe_upstream(seconds: float) -> None:
 
 
 meter.listen(record_usage_event)
+state_listeners.append(set_breaker_state)
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

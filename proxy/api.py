@@ -9,11 +9,11 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonR
 from django.http.response import HttpResponseBase
 from ninja import Path, Router
 
+from accounts.auth import ApiKeyAuth
 from gateway.kernel.context import TenantContext
 from gateway.kernel.errors import ApiFormat, GatewayError
 from gateway.kernel.requestid import request_id_for
 from proxy import dialects
-from proxy.auth import ApiKeyAuth
 from proxy.catalog import current_catalog
 from proxy.forward import forward
 from proxy.routing import may_use

@@ -319,6 +319,14 @@ def shared_state(key: str) -> State:
 
 
 _breaker: LocalBreaker | RedisBreaker | None = None
+# Told (deployment key, state) whenever a state may have changed: /metrics
+# registers here (gateway.metrics), proxy does not import the layer above it.
+state_listeners: list[Callable[[str, State], None]] = []
+
+
+def state_reported(key: str, state: State) -> None:
+    for listener in state_listeners:
+        listener(key, state)
 
 
 def breaker() -> LocalBreaker | RedisBreaker:

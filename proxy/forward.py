@@ -22,8 +22,7 @@ from django.http.response import HttpResponseBase
 
 from gateway.kernel.context import ProviderConfig, RoutePlan, RouteTarget, TenantContext
 from gateway.kernel.errors import ApiFormat, GatewayError
-from gateway.metrics import set_breaker_state
-from proxy.breaker import breaker, target_key
+from proxy.breaker import breaker, state_reported, target_key
 from proxy.caching import (
     CacheFill,
     HitAnswer,
@@ -332,7 +331,7 @@ async def _breaker_report(circuit: Any, key: str, *, failed: bool) -> None:
     before = circuit.state(key)
     await (circuit.record_failure(key) if failed else circuit.record_success(key))
     if failed or before != "closed":
-        set_breaker_state(key, circuit.state(key))
+        state_reported(key, circuit.state(key))
 
 
 def _not_open(circuit: Any, key: str | None) -> bool:

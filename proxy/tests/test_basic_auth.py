@@ -7,8 +7,8 @@ import httpx
 import ollama
 import pytest
 
+from accounts.auth import key_from_headers
 from conftest import IssuedKey, Ledger
-from proxy.auth import key_from_headers
 from proxy.tests.fake_upstream import DEFAULT_WORDS
 from proxy.tests.live import LiveGateway
 

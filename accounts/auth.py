@@ -10,7 +10,6 @@ from ninja.security.base import AuthBase
 
 from accounts.keys import KEY_PREFIX
 from accounts.snapshots import tenant_context_for_key
-from gateway import lifecycle
 from gateway.kernel.context import TenantContext
 from gateway.kernel.errors import GatewayError, invalid_api_key
 
@@ -57,7 +56,6 @@ class ApiKeyAuth(AuthBase):
         self.is_async = True
 
     async def __call__(self, request: HttpRequest) -> Any:
-        lifecycle.ensure_background_tasks()
         return await authenticate(presented_key(request))
 
 
