@@ -32,6 +32,15 @@ class Actor:
         return cls(user=user, label=f"{name} (token {token.prefix}…)" if token is not None else name)
 
 
+# Who a service call audits as: an Actor, a user, a label, or None ("system").
+AuditActor = Actor | AbstractBaseUser | str | None
+
+
+def command_actor(module: str) -> Actor:
+    """Who a management command acts as: `command_actor(__name__)` -> "manage.py key_create"."""
+    return Actor(user=None, label=f"manage.py {module.rsplit('.', 1)[-1]}")
+
+
 def audit(
     actor: Actor | AbstractBaseUser | str | None,
     action: str,

@@ -18,19 +18,21 @@ from accounts.keys import key_digest, key_display_prefix, key_generate
 from accounts.models import ApiKey, Tenant
 
 LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "max_parallel")
+LIMIT_FLAGS = {"rpm_limit": "--rpm", "tpm_limit": "--tpm", "max_parallel": "--max-parallel"}  # the commands' names
 TENANT_SETTINGS = ("name", "is_prepaid", "cache_ttl_seconds", *LIMIT_FIELDS, "trace_sample_rate")
 # What a key's row holds that is not one of its settings: a rotated key gets fresh ones.
 _KEY_IDENTITY = frozenset({"id", "tenant", "prefix", "digest", "revoked_at", "created_at", "updated_at"})
 
 
-def limits_check(values: Mapping[str, Any]) -> None:
-    """Refuse a rate limit that could never be met: 0 (or less) would refuse every request."""
+def limits_check(values: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> None:
+    """Refuse a rate limit that could never be met: 0 (or less) would refuse every request.
+    `labels`: what the caller calls each field (a command: "--rpm")."""
     for name in LIMIT_FIELDS:
         value = values.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(
-                f"{name} must be a whole number of at least 1 ({value!r} would refuse every request); "
-                "leave it empty for no limit"
+                f"{(labels or {}).get(name, name)} must be a whole number of at least 1 ({value!r} would refuse "
+                "every request); leave it out for no limit"
             )
 
 

@@ -59,13 +59,21 @@ def test_tenant_create_without_a_name_uses_the_slug_as_the_name() -> None:
 
 
 @pytest.mark.django_db
-def test_tenant_create_refuses_a_slug_that_already_exists() -> None:
-    run("tenant_create", "acme", "--name", "First")
+def test_tenant_create_on_an_existing_slug_is_safe_to_re_run_and_says_unchanged_or_updated() -> None:
+    run("tenant_create", "acme", "--name", "First", "--rpm", "60", "--budget", "10", "--budget-period", "day")
 
-    with pytest.raises(CommandError, match=r"^tenant 'acme' already exists$"):
-        run("tenant_create", "acme", "--name", "Second")
+    again, _ = run(
+        "tenant_create", "acme", "--name", "First", "--rpm", "60", "--budget", "10", "--budget-period", "day"
+    )
+    assert again == "unchanged tenant acme, budget $10 per day\n"
+    bare, _ = run("tenant_create", "acme")  # options left out keep what the tenant has
+    assert bare == "unchanged tenant acme\n"
+    changed, _ = run("tenant_create", "acme", "--name", "Second", "--tpm", "1000")
+    assert changed == "updated tenant acme\n"
 
-    assert list(Tenant.objects.filter(slug="acme").values_list("name", flat=True)) == ["First"]
+    tenant = Tenant.objects.get(slug="acme")
+    assert (tenant.name, tenant.rpm_limit, tenant.tpm_limit) == ("Second", 60, 1000)
+    assert Tenant.objects.filter(slug="acme").count() == 1
 
 
 # --- key_create ---------------------------------------------------------------------
@@ -118,6 +126,7 @@ def test_key_create_expires_in_30d_sets_the_expiry_thirty_days_from_now() -> Non
     _, api_key, _ = issue("acme", "--expires-in", "30d")
     after = timezone.now()
 
+    assert api_key.expires_at is not None
     assert before + dt.timedelta(days=30) <= api_key.expires_at <= after + dt.timedelta(days=30)
 
 
@@ -138,6 +147,7 @@ def test_key_create_accepts_every_duration_unit(text: str, expected: dt.timedelt
     _, api_key, _ = issue("acme", "--expires-in", text)
     after = timezone.now()
 
+    assert api_key.expires_at is not None
     assert before + expected <= api_key.expires_at <= after + expected
 
 

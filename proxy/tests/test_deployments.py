@@ -126,7 +126,7 @@ def test_gateway_apply_removes_deployments_no_longer_in_the_file() -> None:
     ("route", "message"),
     [
         ({"model": "m", "provider": "a", "deployments": [{"provider": "a"}]}, "set provider .* or deployments"),
-        ({"model": "m"}, "set provider .* or deployments"),
+        ({"model": "m"}, "the provider is missing; add provider: NAME"),
         ({"model": "m", "deployments": []}, "deployments must be a non-empty list"),
         ({"model": "m", "deployments": [{"provider": "a", "weight": "x"}]}, "weight must be a whole number"),
         ({"model": "m", "deployments": [{"provider": "a", "weight": 0}]}, "weight must be at least 1"),

@@ -6,9 +6,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.audit import command_actor
+from accounts.audit import audit, command_actor
 from accounts.models import Tenant
-from accounts.services import api_key_issue, limits_check
+from accounts.services import LIMIT_FLAGS, api_key_issue, limits_check
 from billing.services import budget_set
 from gateway.kernel import cli
 
@@ -55,7 +55,12 @@ class Command(BaseCommand):
             raise CommandError(f"no tenant {slug!r}; create it with: manage.py tenant_create {slug}")
         expires_in = options["expires_in"]
         limits = cli.budgets(options)
-        limits_check(rate_limits := cli.rate_limits(options))
+        rate_limits: dict[str, Any] = cli.rate_limits(options)
+        try:
+            limits_check(rate_limits, labels=LIMIT_FLAGS)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        actor = command_actor(__name__)
         with transaction.atomic():
             plaintext, api_key = api_key_issue(
                 tenant=tenant,
@@ -65,10 +70,11 @@ class Command(BaseCommand):
                 expires_at=timezone.now() + expires_in if expires_in else None,
                 cache_ttl_seconds=options["cache_ttl"],
                 trace_sample_rate=options["trace_rate"],
-                actor=command_actor(__name__),
+                actor=actor,
                 **rate_limits,
             )
             for limit, period in limits:
-                budget_set(api_key=api_key, limit_usd=limit, period=period)
+                budget = budget_set(api_key=api_key, limit_usd=limit, period=period)
+                audit(actor, "budget.set", budget, {"key_id": api_key.pk, "period": period, "limit_usd": limit})
         self.stderr.write(f"issued key {api_key.prefix}… for tenant {tenant.slug}; it is shown only now:")
         self.stdout.write(plaintext)

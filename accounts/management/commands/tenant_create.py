@@ -5,18 +5,23 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import validate_slug
 from django.db import transaction
 
+from accounts.audit import audit, command_actor
 from accounts.models import Tenant
-from accounts.services import tenant_create
+from accounts.services import LIMIT_FLAGS, limits_check, tenant_create, tenant_update
+from billing.models import Budget
 from billing.services import budget_set
 from gateway.kernel import cli
 
 
 class Command(BaseCommand):
-    help = "Create a tenant, optionally prepaid and with budgets."
+    help = (
+        "Create a tenant, optionally prepaid and with budgets. Safe to re-run: on an existing tenant it sets "
+        "the options given (and only those) and says whether anything changed."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug")
-        parser.add_argument("--name", default="")
+        parser.add_argument("--name", default=None)
         parser.add_argument("--prepaid", action="store_true", help="Pays from credit (top up with credit_add).")
         cli.add_budget_arguments(parser)
         parser.add_argument(
@@ -28,24 +33,50 @@ class Command(BaseCommand):
         )
         cli.add_rate_limit_arguments(parser)
 
-    def handle(self, *args: Any, slug: str, name: str, **options: Any) -> None:
+    def handle(self, *args: Any, slug: str, name: str | None, **options: Any) -> None:
         try:
             validate_slug(slug)
         except ValidationError:
             raise CommandError(f"invalid slug {slug!r}: use letters, numbers, underscores or hyphens") from None
-        if Tenant.objects.filter(slug=slug).exists():
-            raise CommandError(f"tenant {slug!r} already exists")
         limits = cli.budgets(options)
+        rate_limits: dict[str, Any] = cli.rate_limits(options)
+        try:
+            limits_check(rate_limits, labels=LIMIT_FLAGS)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        actor = command_actor(__name__)
         with transaction.atomic():
-            tenant = tenant_create(
-                slug=slug,
-                name=name,
-                is_prepaid=options["prepaid"],
-                cache_ttl_seconds=options["cache_ttl"],
-                **cli.rate_limits(options),
-            )
+            tenant = Tenant.objects.select_for_update().filter(slug=slug).first()
+            if tenant is None:
+                tenant = tenant_create(
+                    slug=slug,
+                    name=name or "",
+                    is_prepaid=options["prepaid"],
+                    cache_ttl_seconds=options["cache_ttl"],
+                    actor=actor,
+                    **rate_limits,
+                )
+                outcome = "created"
+            else:
+                # Only what the command line says: a re-run without --rpm keeps the tenant's limit.
+                given = {"name": name, "cache_ttl_seconds": options["cache_ttl"], **rate_limits}
+                values = {field: value for field, value in given.items() if value is not None}
+                if options["prepaid"]:
+                    values["is_prepaid"] = True
+                changed = bool(tenant_update(tenant=tenant, actor=actor, **values))
+                outcome = "updated" if changed else "unchanged"
             for limit, period in limits:
-                budget_set(tenant=tenant, limit_usd=limit, period=period)
-        self.stdout.write(
-            f"created tenant {tenant.slug}" + "".join(f", budget ${amount} per {period}" for amount, period in limits)
-        )
+                if _budget_set(tenant, limit, period, actor) and outcome == "unchanged":
+                    outcome = "updated"
+        budgets = "".join(f", budget ${amount} per {period}" for amount, period in limits)
+        self.stdout.write(f"{outcome} tenant {tenant.slug}{budgets}")
+
+
+def _budget_set(tenant: Tenant, limit: Any, period: str, actor: Any) -> bool:
+    """Set the tenant's budget of `period`; True when it changed (audited)."""
+    current = Budget.objects.filter(tenant=tenant, api_key=None, period=period).first()
+    if current is not None and current.is_active and current.limit_usd == limit:
+        return False
+    budget = budget_set(tenant=tenant, limit_usd=limit, period=period)
+    audit(actor, "budget.set", budget, {"tenant_id": tenant.pk, "period": period, "limit_usd": limit})
+    return True

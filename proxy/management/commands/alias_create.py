@@ -21,7 +21,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, pattern: str, target: str | None, delete: bool, **options: Any) -> None:
         if delete:
-            self.stdout.write(f"{'deleted' if alias_delete(pattern=pattern, actor=command_actor(__name__)) else 'no'} alias {pattern}")
+            self.stdout.write(
+                f"{'deleted' if alias_delete(pattern=pattern, actor=command_actor(__name__)) else 'no'} alias {pattern}"
+            )
             return
         if not target:
             raise CommandError("--to MODEL is required (or --delete)")
