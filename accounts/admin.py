@@ -24,6 +24,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from accounts.audit import audit_by, changes_between
 from accounts.models import ApiKey, AuditEntry, RequestTrace, StaffToken, Tenant
 from accounts.services import api_key_issue, api_key_revoke, api_key_rotate
 from accounts.staff_tokens import staff_token_revoke
@@ -61,8 +62,39 @@ def tenants_with_money(tenants: QuerySet[Tenant], now: dt.datetime) -> QuerySet[
     ).prefetch_related(Prefetch("budgets", budgets_with_current_spend(budgets, now), to_attr="budgets_now"))
 
 
+class AuditedAdmin(admin.ModelAdmin):
+    """Admin's writes leave the audit entries the management API's do: who
+    changed which fields from what to what (accounts.audit scrubs secrets).
+    (The budget inlines are read-only: budgets change on their own page.)"""
+
+    audit_name = ""  # the API's name for the object: "tenant" in "tenant.update"
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        _audit_form(request, self.audit_name or obj._meta.model_name, obj, form, change)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        audit_by(request, f"{self.audit_name or obj._meta.model_name}.delete", obj, {"repr": str(obj)})
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for obj in queryset:
+            audit_by(request, f"{self.audit_name or obj._meta.model_name}.delete", obj, {"repr": str(obj)})
+        super().delete_queryset(request, queryset)
+
+
+def _audit_form(request: HttpRequest, name: str, obj: Any, form: Any, change: bool) -> None:
+    fields = [field for field in form.changed_data if hasattr(obj, field)]
+    if change:
+        changes = changes_between({f: form.initial.get(f) for f in fields}, {f: getattr(obj, f) for f in fields})
+        if changes:
+            audit_by(request, f"{name}.update", obj, changes)
+    else:
+        audit_by(request, f"{name}.create", obj, {field: getattr(obj, field) for field in fields})
+
+
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(AuditedAdmin):
     list_display = [
         "slug",
         "name",
@@ -142,7 +174,7 @@ def keys_with_last_use(keys: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(AuditedAdmin):
     list_display = ["prefix", "name", "tenant", "last_used", "expires_at", "revoked_at", "created_at"]
     list_filter = ["revoked_at", "tenant"]
     list_select_related = ["tenant"]
@@ -163,6 +195,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     ]
     actions = ["revoke", "rotate"]
     inlines = [KeyBudgetInline]
+    audit_name = "key"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
         return keys_with_last_use(super().get_queryset(request))

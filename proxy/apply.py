@@ -75,30 +75,39 @@ _WATCHED = ("kind", "base_url", "api_key_env", *TIMEOUT_FIELDS)
 
 
 def _apply_provider(item: dict[str, Any], actor: AuditActor) -> bool:
-    """Where requests go and with which credential: audited as the API and admin do."""
     if item.get("api_key") and item.get("api_key_env"):
         raise ApplyError(f"provider {item['name']}: set api_key or api_key_env, not both")
-    existing = Provider.objects.filter(name=item["name"]).first()
-    before = {name: getattr(existing, name) for name in _WATCHED} if existing is not None else None
-    stored_before = existing.api_key_encrypted if existing is not None else ""
     try:
-        provider, changed = provider_upsert(
+        _, changed = provider_save(
             name=item["name"],
             kind=item.get("kind", "openai"),
             base_url=item["base_url"],
             api_key=item.get("api_key"),
             api_key_env=item.get("api_key_env", "" if item.get("api_key") is None else None),
             timeouts={field: _seconds(item, field) for field in TIMEOUT_FIELDS},
+            actor=actor,
         )
     except ValueError as exc:
         raise ApplyError(f"provider {item['name']}: {exc}") from None
-    if changed:
-        after = {name: getattr(provider, name) for name in _WATCHED}
-        changes: dict[str, Any] = after if before is None else changes_between(before, after)
-        if provider.api_key_encrypted != stored_before:
-            changes |= credential_changes("set" if provider.api_key_encrypted else "", None)
-        audit(actor, "provider.create" if before is None else "provider.update", provider, changes)
     return changed
+
+
+def provider_save(*, actor: AuditActor, **fields: Any) -> tuple[Provider, bool]:
+    """proxy.services.provider_upsert, audited as the API and admin audit it (for
+    gateway_apply and provider_create): where requests go, and that a credential
+    was set, never its value."""
+    existing = Provider.objects.filter(name=fields["name"]).first()
+    before = {name: getattr(existing, name) for name in _WATCHED} if existing is not None else None
+    stored_before = existing.api_key_encrypted if existing is not None else ""
+    with transaction.atomic():
+        provider, changed = provider_upsert(**fields)
+        if changed:
+            after = {name: getattr(provider, name) for name in _WATCHED}
+            changes: dict[str, Any] = after if before is None else changes_between(before, after)
+            if provider.api_key_encrypted != stored_before:
+                changes |= credential_changes("set" if provider.api_key_encrypted else "", None)
+            audit(actor, "provider.create" if before is None else "provider.update", provider, changes)
+    return provider, changed
 
 
 _ALIAS_KEYS = {"pattern", "to", "priority", "note"}

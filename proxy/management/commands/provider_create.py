@@ -2,9 +2,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts.audit import command_actor
+from proxy.apply import provider_save
 from proxy.models import Provider
 from proxy.presets import preset_for
-from proxy.services import TIMEOUT_FIELDS, provider_upsert
+from proxy.services import TIMEOUT_FIELDS
 
 
 class Command(BaseCommand):
@@ -36,7 +38,8 @@ class Command(BaseCommand):
         if not base_url:
             raise CommandError(f"--base-url is required for a provider of kind {preset.name}.")
         try:
-            provider, changed = provider_upsert(
+            provider, changed = provider_save(
+                actor=command_actor(__name__),
                 name=name,
                 kind=options["kind"],
                 base_url=base_url,
