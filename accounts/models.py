@@ -138,7 +138,7 @@ class StaffToken(models.Model):
 
 
 class AuditEntry(models.Model):
-    """One write made through the management API: who, what, on which object.
+    """One write that changes money, access or routing (API, admin or command): who, what, on which object.
 
     `actor` keeps who it was as text, so the entry outlives the user's
     account. `changes` never holds secrets (accounts.audit scrubs them).

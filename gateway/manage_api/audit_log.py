@@ -1,4 +1,4 @@
-"""/api/audit: the trail of every write made through this API."""
+"""/api/audit: the trail of every write of money, access or routing, by this API, admin or a command."""
 
 from django.http import HttpRequest
 from ninja import Router
