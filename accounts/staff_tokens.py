@@ -20,7 +20,7 @@ def staff_token_issue(*, user: AbstractBaseUser, name: str = "") -> tuple[str, S
         raise ValueError(f"{user} is not active staff")
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = StaffToken.objects.create(
-        user=user, name=name, prefix=plaintext[:DISPLAY_CHARS], digest=key_digest(plaintext)
+        user_id=user.pk, name=name, prefix=plaintext[:DISPLAY_CHARS], digest=key_digest(plaintext)
     )
     return plaintext, token
 
