@@ -10,7 +10,7 @@ from ninja.security.base import AuthBase
 
 from accounts.keys import KEY_PREFIX
 from accounts.snapshots import tenant_context_for_key
-from gateway.kernel.context import TenantContext
+from gateway.kernel.context import PREPARED_SCOPE_KEY, TenantContext
 from gateway.kernel.errors import GatewayError, invalid_api_key
 
 _MAX_KEY_LENGTH = 200
@@ -56,6 +56,9 @@ class ApiKeyAuth(AuthBase):
         self.is_async = True
 
     async def __call__(self, request: HttpRequest) -> Any:
+        prepared = getattr(request, "scope", {}).get(PREPARED_SCOPE_KEY)
+        if prepared is not None:  # the cache lane authenticated this request already
+            return prepared.ctx
         return await authenticate(presented_key(request))
 
 

@@ -179,8 +179,13 @@ async def table_measure(options: Options, systems: list[System], books: Books) -
                 progress(f"round {round_no}/{options.rounds} {scenario} c={concurrency}: " + ", ".join(rates))
 
 
-async def cache_measure(options: Options, forwarding: System, caching: System, books: Books) -> tuple[float, float]:
-    """CPU ms per request, forwarded and answered from the cache (JSON, c=64), interleaved."""
+async def cache_measure(
+    options: Options, forwarding: System, caching: System, missing: System, books: Books
+) -> tuple[float, float, float]:
+    """CPU ms per request, forwarded, answered from the cache and missed on a
+    caching key (JSON, c=64), interleaved. The miss asks for `max-age=0`: the
+    stored entry is too old, so the lookup misses and the answer goes upstream
+    and is stored again, every time."""
     hit = caching.target(False, expect_cache="hit")
     async with load.session_open(1) as session:
         deadline = time.monotonic() + 10
@@ -192,8 +197,12 @@ async def cache_measure(options: Options, forwarding: System, caching: System, b
                 break
             await asyncio.sleep(0.05)
     cell = ("cache", 64)
-    async with load.session_open(64) as one, load.session_open(64) as other:
-        pairs = ((forwarding, one, forwarding.target(False, expect_cache="bypass")), (caching, other, hit))
+    async with load.session_open(64) as one, load.session_open(64) as other, load.session_open(64) as third:
+        pairs = (
+            (forwarding, one, forwarding.target(False, expect_cache="bypass")),
+            (caching, other, hit),
+            (missing, third, missing.target(False, expect_cache="miss")),
+        )
         for system, session, target in pairs:
             books.count(system, await load.phase_run(session, target, 64, options.warmup))
         for _ in range(options.rounds):
@@ -203,7 +212,7 @@ async def cache_measure(options: Options, forwarding: System, caching: System, b
                 system.cpu_seconds[cell] = system.cpu_seconds.get(cell, 0.0) + system.cpu() - before
                 system.phases.setdefault(cell, []).append(phase)
                 books.count(system, phase)
-    return forwarding.cpu_ms_per_request(cell) or 0.0, caching.cpu_ms_per_request(cell) or 0.0
+    return tuple(system.cpu_ms_per_request(cell) or 0.0 for system in (forwarding, caching, missing))  # type: ignore[return-value]
 
 
 async def memory_measure(gateway: System, books: Books) -> tuple[int, float, int]:
@@ -432,10 +441,13 @@ def extras_run(
     books: Books,
 ) -> None:
     caching = gateway_system(f"{OURS} (uvicorn, cache hit)", uvicorn.server, keys.caching)  # type: ignore[arg-type]
-    forwarded_ms, hit_ms = asyncio.run(cache_measure(options, uvicorn, caching, books))
+    missing = gateway_system(f"{OURS} (uvicorn, cache miss)", uvicorn.server, keys.caching)  # type: ignore[arg-type]
+    missing.headers["Cache-Control"] = "max-age=0"
+    forwarded_ms, hit_ms, miss_ms = asyncio.run(cache_measure(options, uvicorn, caching, missing, books))
     with section("A cache hit vs a forwarded request (uvicorn, JSON c=64)", options.markdown):
         print(
-            f"gateway CPU per request: forwarded {forwarded_ms:.3f} ms, cache hit {hit_ms:.3f} ms: "
+            f"gateway CPU per request: forwarded {forwarded_ms:.3f} ms, cache hit {hit_ms:.3f} ms, "
+            f"cache miss on a caching key {miss_ms:.3f} ms: "
             f"a hit costs {100 * hit_ms / forwarded_ms:.0f}% of a forwarded request"
         )
     done, peak, opened = asyncio.run(memory_measure(uvicorn, books))

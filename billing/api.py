@@ -15,11 +15,11 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, JsonResponse
 from ninja import Router
 
+from accounts.auth import ApiKeyAuth
 from billing.pricing import usd_string
 from billing.selectors import DaysError, UsageSummary, day_label, usage_summary
 from gateway.kernel.context import TenantContext
 from gateway.kernel.errors import invalid_request
-from accounts.auth import ApiKeyAuth
 
 router = Router(auth=ApiKeyAuth(), tags=["Usage"])
 

@@ -6,9 +6,11 @@ the URL resolver, the middleware and ninja's operation cost the same either
 way. This lane sits in front of the API handler and answers a hit to
 /v1/chat/completions or /v1/embeddings straight over ASGI, through the same
 steps as the full path (authenticate, parse, route, look up, admit under the
-rate limits, one usage record: proxy.forward.cache_hit_only) and with the
-same answer. Anything else, a miss, a refusal or a bad request, goes on to
-Django untouched, and the full path decides it again and answers it.
+rate limits, one usage record: proxy.pipeline.hit_only) and with the same
+answer. A miss goes on to Django with what was prepared left in the ASGI
+scope (proxy.pipeline.Prepared), so the view does none of it again. A
+refusal or a bad request goes on untouched, and the full path refuses it in
+the API's own words.
 """
 
 import logging
@@ -19,13 +21,13 @@ from django.conf import settings
 from accounts.auth import authenticate, key_from_headers
 from gateway import lifecycle
 from gateway.handlers import ASGIApp, Receive, Scope, Send, replaying
+from gateway.kernel.context import PREPARED_SCOPE_KEY
 from gateway.kernel.errors import GatewayError
 from gateway.kernel.logs import bind_request_id
 from gateway.kernel.requestid import new_request_id
 from gateway.middleware import response_stamps
-from proxy import dialects
+from proxy import dialects, pipeline
 from proxy.caching import HitAnswer
-from proxy.forward import cache_hit_only
 from proxy.timing import timing_start
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ def cache_lane(app: ASGIApp) -> ASGIApp:
         message = await receive()
         if message["type"] == "http.request" and await _hit_answered(scope, message.get("body", b""), parse, send):
             return None
-        return await app(scope, replaying(message, receive), send)
+        return await app(scope, replaying(message, receive), send)  # a miss carries scope[PREPARED_SCOPE_KEY]
 
     return lane
 
@@ -59,13 +61,15 @@ async def _hit_answered(scope: Scope, body: bytes, parse: Callable[[bytes], dial
         lifecycle.ensure_background_tasks()
         ctx = await authenticate(key_from_headers(headers.get("authorization", ""), headers.get("x-api-key", "")))
         request_id = new_request_id()
-        answer = await cache_hit_only(ctx, parse(body), request_id, cache_control=headers.get("cache-control", ""))
+        prepared = await pipeline.prepare(ctx, parse(body), request_id, cache_control=headers.get("cache-control", ""))
+        answer = await pipeline.hit_only(prepared)
     except GatewayError:
         return False  # refused: the full path refuses it again, in the API's own words
     except Exception:
         log.exception("the cache lane failed; the request goes the full path")
         return False
     if answer is None:
+        scope[PREPARED_SCOPE_KEY] = prepared
         return False
     bind_request_id(request_id)
     await _send(answer, response_stamps(request_id, timing), send)

@@ -12,10 +12,8 @@ from ninja import Path, Router
 from accounts.auth import ApiKeyAuth
 from gateway.kernel.context import TenantContext
 from gateway.kernel.errors import ApiFormat, GatewayError
-from gateway.kernel.requestid import request_id_for
-from proxy import dialects
+from proxy import dialects, pipeline
 from proxy.catalog import current_catalog
-from proxy.forward import forward
 from proxy.routing import may_use
 
 log = logging.getLogger("gateway.errors")
@@ -42,54 +40,54 @@ _CHAT_REQUEST_SCHEMA = {
 }
 
 
-def _forward_args(request: HttpRequest) -> dict[str, Any]:
-    """What every forwarding operation passes on from the request."""
-    return {
-        "ctx": request.auth,  # type: ignore[attr-defined]
-        "request_id": request_id_for(request),
-        "cache_control": request.headers.get("Cache-Control", ""),
-    }
-
-
 @router.post("/chat/completions", openapi_extra=_CHAT_REQUEST_SCHEMA, summary="Create a chat completion")
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     """Forwarded as sent (only `model` is replaced) to OpenAI-format
     upstreams, translated for Anthropic ones; streamed when `stream` is true."""
-    return await forward(call=dialects.chat_call(request.body), **_forward_args(request))
+    return await pipeline.handle(await pipeline.prepared_for(request, _chat))
 
 
 @router.post("/embeddings", summary="Create embeddings")
 async def embeddings(request: HttpRequest) -> HttpResponseBase:
     """Forwarded as sent (only `model` is replaced), metered, and cacheable."""
-    return await forward(call=dialects.embeddings_call(request.body), **_forward_args(request))
+    return await pipeline.handle(await pipeline.prepared_for(request, lambda r: dialects.embeddings_call(r.body)))
 
 
 @router.post("/completions", summary="Create a completion (legacy)")
 async def completions(request: HttpRequest) -> HttpResponseBase:
     """Passed through where the provider still serves it, else translated to chat."""
-    return await forward(call=dialects.completions_call(request.body), **_forward_args(request))
+    return await pipeline.handle(await pipeline.prepared_for(request, lambda r: dialects.completions_call(r.body)))
 
 
 @router.post("/responses", summary="Create a model response (Responses API)")
 async def responses(request: HttpRequest) -> HttpResponseBase:
     """Passed through to providers with the Responses API, translated to chat
     completions for the others (stateless: send the whole input each time)."""
-    return await forward(call=dialects.responses_call(request.body), **_forward_args(request))
+    return await pipeline.handle(await pipeline.prepared_for(request, lambda r: dialects.responses_call(r.body)))
 
 
 @router.post("/messages", tags=["Anthropic-compatible"], summary="Create a message (Anthropic Messages API)")
 async def messages(request: HttpRequest) -> HttpResponseBase:
     """Passed through byte for byte to Anthropic upstreams, translated for
     OpenAI-format ones; errors in Anthropic's envelope."""
-    call = dialects.messages_call(request.body, request.headers, request.META.get("QUERY_STRING", ""))
-    return await forward(call=call, **_forward_args(request))
+    return await pipeline.handle(
+        await pipeline.prepared_for(
+            request, lambda r: dialects.messages_call(r.body, r.headers, r.META.get("QUERY_STRING", ""))
+        )
+    )
 
 
 @router.post("/messages/count_tokens", tags=["Anthropic-compatible"], summary="Count the tokens of a message")
 async def count_tokens(request: HttpRequest) -> HttpResponseBase:
     """Counted by Anthropic upstreams; estimated for others, and the answer's
     `x-gateway-token-count: estimated` header says so."""
-    return await forward(call=dialects.count_tokens_call(request.body, request.headers), **_forward_args(request))
+    return await pipeline.handle(
+        await pipeline.prepared_for(request, lambda r: dialects.count_tokens_call(r.body, r.headers))
+    )
+
+
+def _chat(request: HttpRequest) -> dialects.ClientCall:
+    return dialects.chat_call(request.body)
 
 
 async def cached_chat_completions(request: HttpRequest) -> HttpResponseBase:
@@ -100,8 +98,12 @@ async def cached_chat_completions(request: HttpRequest) -> HttpResponseBase:
     return await answer_in_envelope(
         request,
         ApiFormat.OPENAI,
-        lambda ctx: forward(call=dialects.chat_call(request.body), **_forward_args(request), force_cache=True),
+        lambda ctx: _cached_chat(request),
     )
+
+
+async def _cached_chat(request: HttpRequest) -> HttpResponseBase:
+    return await pipeline.handle(await pipeline.prepared_for(request, _chat), force_cache=True)
 
 
 async def answer_in_envelope(

@@ -41,17 +41,28 @@ class CacheLookup:
 
 
 async def cache_lookup(
-    ctx: TenantContext, target: RouteTarget, body: dict[str, Any], *, endpoint: str, cache_control: str, forced: bool
+    ctx: TenantContext,
+    target: RouteTarget,
+    body: dict[str, Any],
+    *,
+    endpoint: str,
+    cache_control: str,
+    forced: bool,
+    key: str | None = None,
+    read: bool = True,
 ) -> CacheLookup:
+    """`key`: the request's cache key when it was hashed already; `read`
+    False when the store was read for it already and held no hit (the cache
+    lane's peek), so only the singleflight is asked."""
     policy = cache_lookup_policy(ctx, cache_control=cache_control, forced=forced)
     if policy is None:
         return CacheLookup("bypass")
     store = cache_store()
-    key = _key(ctx, target, body, endpoint)
+    key = key or _key(ctx, target, body, endpoint)
     if not policy.lookup:  # no-cache: go upstream, refresh the entry
         flight = Flight(tenant_id=ctx.tenant_id, key=key, future=_detached_future(), store=store, write=policy.write)
         return CacheLookup("bypass", fill=CacheFill(ctx, target, endpoint, key, policy, flight))
-    entry = await _stored_hit(ctx, key, policy)
+    entry = await _stored_hit(ctx, key, policy) if read else None
     if entry is not None:
         return CacheLookup("hit", entry=entry)
     if not policy.write:
@@ -76,10 +87,12 @@ def cache_lookup_policy(ctx: TenantContext, *, cache_control: str, forced: bool 
 
 async def cache_peek(
     ctx: TenantContext, target: RouteTarget, body: dict[str, Any], *, endpoint: str, policy: CachePolicy
-) -> CachedEntry | None:
-    """The entry cache_lookup would serve as a hit, if one is stored now;
-    no singleflight, nothing filled (the cache lane's question)."""
-    return await _stored_hit(ctx, _key(ctx, target, body, endpoint), policy) if policy.lookup else None
+) -> tuple[CachedEntry | None, str]:
+    """The entry cache_lookup would serve as a hit, if one is stored now,
+    and the request's key; no singleflight, nothing filled (the cache lane's
+    question)."""
+    key = _key(ctx, target, body, endpoint)
+    return (await _stored_hit(ctx, key, policy) if policy.lookup else None), key
 
 
 async def _stored_hit(ctx: TenantContext, key: str, policy: CachePolicy) -> CachedEntry | None:

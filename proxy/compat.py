@@ -26,12 +26,11 @@ from django.views.decorators.csrf import csrf_exempt
 from gateway.kernel.context import TenantContext
 from gateway.kernel.errors import ApiFormat, GatewayError, error_body, invalid_request
 from gateway.kernel.requestid import request_id_for
-from proxy import dialects
+from proxy import dialects, pipeline
 from proxy.api import answer_in_envelope
 from proxy.catalog import current_catalog
 from proxy.dialects import ClientCall
 from proxy.exchange import NOTES_HEADER
-from proxy.forward import forward
 from proxy.routing import Catalog, may_use
 from proxy.translate import Translated, TranslationError
 
@@ -43,7 +42,10 @@ _OLLAMA_KEEP_ALIVE = dt.timedelta(minutes=5)
 
 
 async def _forward(request: HttpRequest, ctx: TenantContext, call: ClientCall) -> HttpResponseBase:
-    return await forward(ctx, call, request_id_for(request), cache_control=request.headers.get("Cache-Control", ""))
+    cache_control = request.headers.get("Cache-Control", "")
+    return await pipeline.handle(
+        await pipeline.prepare(ctx, call, request_id_for(request), cache_control=cache_control)
+    )
 
 
 def _only(request: HttpRequest, methods: tuple[str, ...], fmt: ApiFormat = ApiFormat.OPENAI) -> HttpResponse | None:

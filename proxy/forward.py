@@ -1,10 +1,10 @@
-"""Forwarding one request upstream and answering the client.
+"""The pipeline's forward step (proxy.pipeline): one request upstream.
 
-The order of work: parse (proxy.dialects) -> route -> admit under the rate
-limits -> answer from the cache when it may -> reserve the worst case
-against budgets -> call the provider in its own dialect (proxy.exchange) ->
-relay (stream) or pass through (JSON), translating when the dialects
-differ -> one usage event, however it ends.
+For each attempt: reserve the worst case against budgets -> call the
+provider in its own dialect (proxy.exchange) -> relay (stream) or pass
+through (JSON), translating when the dialects differ -> one usage event,
+however it ends (proxy.usage). Retries and fallbacks happen only before the
+first byte reaches the client.
 """
 
 import asyncio
@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 
 from gateway.kernel.context import ProviderConfig, RoutePlan, RouteTarget, TenantContext
@@ -25,29 +25,21 @@ from gateway.kernel.errors import ApiFormat, GatewayError
 from proxy.breaker import breaker, state_reported, target_key
 from proxy.caching import (
     CacheFill,
-    HitAnswer,
-    cache_hit_answer,
-    cache_hit_response,
-    cache_lookup,
-    cache_lookup_policy,
-    cache_peek,
 )
-from proxy.catalog import current_catalog
-from proxy.dialects import ClientCall, Dialect
+from proxy.dialects import ClientCall
 from proxy.exchange import (
     NOTES_HEADER,
     Exchange,
     exchange_for,
-    native_dialects,
     native_fallback,
     native_missing_remember,
 )
-from proxy.ratelimit import Admission, rate_limit_admit, rate_limit_release, tokens_estimate
+from proxy.ratelimit import Admission
 from proxy.retry import RetryPolicy, no_healthy_upstream, retry_policy
-from proxy.routing import Catalog, choose, plan_for
+from proxy.routing import Catalog, choose
 from proxy.streaming import RelayResponse
 from proxy.timing import upstream_waited
-from proxy.tracing import TraceCapture, trace_start
+from proxy.tracing import TraceCapture
 from proxy.upstream import UpstreamTooLargeError, read_bounded, upstream_failure, upstream_session
 from proxy.usage import UsageRecorder, reserve_worst_case
 
@@ -59,90 +51,8 @@ _MAX_UPSTREAM_MESSAGE = 2000
 _MAX_ERROR_BODY = 1024 * 1024  # an error body past this is not read (its message would be cut anyway)
 # Upstream headers worth passing on; hop-by-hop and encoding headers never are.
 _FORWARDED_HEADERS = ("retry-after", "openai-processing-ms", "x-ratelimit-remaining-requests", "request-id")
-# Only answers in OpenAI's chat and embeddings shapes are cached (the cache
-# replays them as JSON or as a stream, whichever the client asks).
-_CACHEABLE = frozenset({Dialect.CHAT, Dialect.EMBEDDINGS})
-ESTIMATE_HEADER = "x-gateway-token-count"
 DEPLOYMENT_HEADER = "x-gateway-deployment"  # provider/upstream model that answered
 ATTEMPTS_HEADER = "x-gateway-attempts"
-
-
-async def forward(
-    ctx: TenantContext, call: ClientCall, request_id: str, *, cache_control: str = "", force_cache: bool = False
-) -> HttpResponseBase:
-    """Route, admit under the rate limits, answer from the cache when it may,
-    else go upstream."""
-    catalog = await current_catalog()
-    plan = plan_for(catalog, ctx, call.body["model"])
-    # Deployments of a route are interchangeable: the cache keys on the first.
-    primary = plan.deployments[0]
-    if call.dialect is Dialect.COUNT_TOKENS and not all(
-        Dialect.COUNT_TOKENS in native_dialects(t.provider.kind) for t in plan.deployments
-    ):
-        return _count_tokens_estimated(call)
-    admission = await rate_limit_admit(ctx, tokens=tokens_estimate(call.body, call.size))
-    fill = None
-    try:
-        if call.dialect in _CACHEABLE:
-            cache = await cache_lookup(
-                ctx, primary, call.body, endpoint=call.dialect.value, cache_control=cache_control, forced=force_cache
-            )
-        else:
-            cache = None
-        if cache is not None and cache.entry is not None:
-            answer = cache_hit_answer(ctx, primary, cache.entry, call.body, request_id=request_id, stream=call.stream)
-            response = cache_hit_response(answer)
-            rate_limit_release(admission)
-        else:
-            fill = cache.fill if cache is not None else None
-            # Tracing: off (rate 0) costs this one attribute check.
-            trace = trace_start(ctx, request_id, call.dialect.value, call.body) if ctx.trace_sample_rate else None
-            attempts = _Attempts(ctx, call, request_id, fill, admission, trace)
-            response = await attempts.run(catalog, plan)
-            if cache is not None:
-                response["x-cache"] = cache.status
-    except BaseException:
-        if fill is not None:
-            fill.fail()  # identical requests waiting on this one go upstream themselves
-        rate_limit_release(admission)  # a no-op once the request's recorder released it
-        raise
-    for name, value in (admission.headers if admission else {}).items():
-        response[name] = value
-    return response
-
-
-async def cache_hit_only(
-    ctx: TenantContext, call: ClientCall, request_id: str, *, cache_control: str
-) -> HitAnswer | None:
-    """forward()'s answer when it would be a cache hit, else None, for the
-    cache lane (gateway.cache_lane). The same steps in an order that costs
-    nothing but the lookup when there is no hit: route, look up, then admit
-    under the rate limits (a refusal raises, as in forward())."""
-    policy = cache_lookup_policy(ctx, cache_control=cache_control)
-    if call.dialect not in _CACHEABLE or policy is None:
-        return None
-    primary = plan_for(await current_catalog(), ctx, call.body["model"]).deployments[0]
-    entry = await cache_peek(ctx, primary, call.body, endpoint=call.dialect.value, policy=policy)
-    if entry is None:
-        return None
-    admission = await rate_limit_admit(ctx, tokens=tokens_estimate(call.body, call.size))
-    try:
-        answer = cache_hit_answer(ctx, primary, entry, call.body, request_id=request_id, stream=call.stream)
-    finally:
-        rate_limit_release(admission)
-    if admission is not None:
-        answer.headers.update(admission.headers)
-    return answer
-
-
-def _count_tokens_estimated(call: ClientCall) -> HttpResponse:
-    """Only Anthropic counts tokens for real; for others it is estimated,
-    and the answer says so."""
-    from proxy.translate.messages_to_chat import count_tokens_estimate  # loaded on use (proxy.exchange)
-
-    response = JsonResponse({"input_tokens": count_tokens_estimate(call.body)})
-    response[ESTIMATE_HEADER] = "estimated"
-    return response
 
 
 @dataclass
@@ -178,7 +88,7 @@ class _Failure:
 
 
 @dataclass
-class _Attempts:
+class Attempts:
     """Deployments, then fallback routes, until one answers: at most
     PROXY_RETRY_ATTEMPTS calls, each to a deployment not tried yet and whose
     breaker lets it in, with backoff between them. Nothing is retried once

@@ -2,7 +2,7 @@
 
 A key's (else its tenant's) `trace_sample_rate` decides, once per request,
 whether the request is traced. Off (0, the default) the request path pays
-one attribute check in `forward()` and nothing else: no capture object.
+one attribute check in `proxy.pipeline.handle` and nothing else: no capture object.
 
 A traced request carries a `TraceCapture` on its usage recorder. It keeps
 references only: the parsed request body, the JSON answer's bytes, or a

@@ -186,3 +186,8 @@ class UsageEvent:
     cache_hit: bool = False
     cache_status: str = ""  # hit, miss or bypass when the cache was asked
     saved_nanos: int = 0
+
+
+# Where the cache lane leaves a request it prepared (proxy.pipeline.Prepared)
+# in the ASGI scope, for the view and the authentication step to take.
+PREPARED_SCOPE_KEY = "gateway.prepared"

@@ -4,13 +4,16 @@ import uuid
 
 from django.http import HttpRequest
 
+from gateway.kernel.context import PREPARED_SCOPE_KEY
+
 _ATTRIBUTE = "gateway_request_id"
 
 
 def request_id_for(request: HttpRequest) -> str:
     request_id = getattr(request, _ATTRIBUTE, None)
     if request_id is None:
-        request_id = new_request_id()
+        prepared = getattr(request, "scope", {}).get(PREPARED_SCOPE_KEY)  # the cache lane named it already
+        request_id = new_request_id() if prepared is None else prepared.request_id
         setattr(request, _ATTRIBUTE, request_id)
     return request_id
 

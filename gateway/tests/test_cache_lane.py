@@ -150,6 +150,66 @@ async def test_a_miss_goes_the_full_path_once_and_upstream_once(
     assert [r.body["messages"] for r in fake_upstream.requests[before:]] == [body["messages"]]
 
 
+async def test_a_miss_is_authenticated_parsed_routed_hashed_and_looked_up_once(
+    app: Any, caching_key: Any, django_db_blocker: Any, monkeypatch: Any
+) -> None:
+    from accounts import auth, snapshots
+    from gateway import cache_lane
+    from proxy import caching, dialects, pipeline
+
+    counted: dict[str, int] = {}
+
+    def count(module: Any, name: str) -> None:
+        original = getattr(module, name)
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            counted[name] = counted.get(name, 0) + 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counting)
+
+    key = await caching_key()
+    for module, name in ((dialects, "chat_call"), (pipeline, "plan_for"), (caching, "cache_key")):
+        count(module, name)
+    monkeypatch.setitem(cache_lane._CACHEABLE, "/v1/chat/completions", dialects.chat_call)  # the counting one
+    lookups = []
+    real_lookup = snapshots.tenant_context_for_key
+
+    async def looked_up(token: str) -> Any:
+        lookups.append(token)
+        return await real_lookup(token)
+
+    monkeypatch.setattr(auth, "tenant_context_for_key", looked_up)
+    reads = []
+    store = caching.cache_store()
+    real_get = store.get
+
+    async def read(*args: Any) -> Any:
+        reads.append(args)
+        return await real_get(*args)
+
+    monkeypatch.setattr(store, "get", read)
+    body = {**CHAT, "messages": [{"role": "user", "content": "prepared once"}]}
+
+    miss = await cached(app, key, body, django_db_blocker)
+
+    assert counted == {"chat_call": 1, "plan_for": 1, "cache_key": 1}
+    assert (len(lookups), len(reads)) == (1, 1)
+    assert miss.headers["x-request-id"]  # the lane's id, the one the ledger has (next test)
+
+
+async def test_a_miss_through_the_lane_is_booked_under_the_id_the_client_was_given(
+    app: Any, caching_key: Any, django_db_blocker: Any
+) -> None:
+    key = await caching_key()
+    body = {**CHAT, "messages": [{"role": "user", "content": "which id"}]}
+    with django_db_blocker.unblock():
+        miss = await post(app, key, body)
+        await writes_settled()
+    [event] = meter.take(meter.pending)
+    assert miss.headers["x-request-id"] == event.request_id
+
+
 async def test_another_tenants_identical_request_is_not_answered_from_the_first_tenants_entry(
     app: Any, caching_key: Any, django_db_blocker: Any, fake_upstream: FakeUpstream
 ) -> None:

@@ -17,7 +17,7 @@ from billing.meter import meter
 from conftest import IssuedKey
 from gateway import lifecycle
 from gateway.kernel.context import TenantContext, Usage, UsageEvent
-from proxy import forward as forward_module
+from proxy import pipeline as pipeline_module
 from proxy import tracing
 from proxy.tests.asgi import asgi_call
 from proxy.tests.live import LiveGateway
@@ -159,7 +159,7 @@ async def test_tracing_off_never_creates_a_capture(
     def refuse(*args: Any) -> None:
         raise AssertionError("trace_start called for an untraced key")
 
-    monkeypatch.setattr(forward_module, "trace_start", refuse)
+    monkeypatch.setattr(pipeline_module, "trace_start", refuse)
     monkeypatch.setattr(tracing.TraceCapture, "__init__", refuse)
     with django_db_blocker.unblock():
         for stream in (False, True):

@@ -1,0 +1,176 @@
+"""The request path: every /v1 and Ollama request, top to bottom.
+
+    prepare   authenticate (accounts.auth) -> parse (proxy.dialects) -> route
+    admit     rate limits and requests in flight (proxy.ratelimit)
+    cache     the exact cache (proxy.caching); a hit is answered and recorded here
+    forward   reserve the worst case against budgets and credit, then the
+              attempts, retries and fallbacks upstream (proxy.forward), relayed
+              as the answer arrives (proxy.streaming)
+    record    one UsageEvent however the request ends (proxy.usage), then the
+              settling steps: budget, meter, trace, rate limit, cache fill
+
+`prepare` is done once per request: the cache lane in front of Django
+(gateway.cache_lane) prepares, answers a hit itself, and on a miss leaves the
+`Prepared` request in the ASGI scope, where the view takes it instead of
+authenticating, parsing, routing, hashing and reading the cache again.
+
+Where later features plug in, each as a step of `handle`: a routing decision
+(smart routers) in `route`; a second lookup (the semantic cache) after the
+exact one in `cache`; input guardrails and prompt augmentation after the
+cache and before `forward`, so nothing leaves unchecked; output guardrails
+on the relay; spans around each step.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from django.http.response import HttpResponseBase
+
+from cachestore.entry import CachedEntry
+from gateway.kernel.context import PREPARED_SCOPE_KEY, RoutePlan, TenantContext
+from gateway.kernel.requestid import request_id_for
+from proxy.caching import (
+    HitAnswer,
+    cache_hit_answer,
+    cache_hit_response,
+    cache_lookup,
+    cache_lookup_policy,
+    cache_peek,
+)
+from proxy.catalog import current_catalog
+from proxy.dialects import ClientCall, Dialect
+from proxy.exchange import native_dialects
+from proxy.forward import Attempts
+from proxy.ratelimit import rate_limit_admit, rate_limit_release, tokens_estimate
+from proxy.routing import Catalog, plan_for
+from proxy.tracing import trace_start
+
+# Only answers in OpenAI's chat and embeddings shapes are cached (the cache
+# replays them as JSON or as a stream, whichever the client asks).
+CACHEABLE = frozenset({Dialect.CHAT, Dialect.EMBEDDINGS})
+ESTIMATE_HEADER = "x-gateway-token-count"
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One request once authenticated, parsed and routed: what every later
+    step reads. The cache lane fills `cache_key` and `cache_read` when it has
+    looked the request up, so the view neither hashes nor reads again."""
+
+    ctx: TenantContext
+    call: ClientCall
+    request_id: str
+    cache_control: str
+    catalog: Catalog
+    plan: RoutePlan
+    cache_key: str | None = None
+    cache_read: bool = False  # the store was read for this key and held no hit
+
+
+async def prepare(ctx: TenantContext, call: ClientCall, request_id: str, *, cache_control: str = "") -> Prepared:
+    """Route an authenticated, parsed request (raises the refusals: unknown
+    model, a model the key may not use)."""
+    catalog = await current_catalog()
+    return Prepared(ctx, call, request_id, cache_control, catalog, plan_for(catalog, ctx, call.body["model"]))
+
+
+async def prepared_for(request: HttpRequest, parse: Any) -> Prepared:
+    """The view's request: the one the cache lane prepared, or prepared now
+    from `request.auth` and `parse(request)`."""
+    stashed = getattr(request, "scope", {}).get(PREPARED_SCOPE_KEY)
+    if isinstance(stashed, Prepared):
+        return stashed
+    ctx: TenantContext = request.auth  # type: ignore[attr-defined]
+    call = parse(request)
+    return await prepare(ctx, call, request_id_for(request), cache_control=request.headers.get("Cache-Control", ""))
+
+
+async def handle(p: Prepared, *, force_cache: bool = False) -> HttpResponseBase:
+    """Admit, answer from the cache when it may, else forward; the rate-limit
+    headers on whatever the answer is."""
+    if p.call.dialect is Dialect.COUNT_TOKENS and not _counted_upstream(p.plan):
+        return _count_tokens_estimated(p.call)
+    admission = await rate_limit_admit(p.ctx, tokens=tokens_estimate(p.call.body, p.call.size))
+    fill = None
+    try:
+        cache = await _cache(p, forced=force_cache) if p.call.dialect in CACHEABLE else None
+        if cache is not None and cache.entry is not None:
+            response = cache_hit_response(_hit(p, cache.entry))
+            rate_limit_release(admission)
+        else:
+            fill = cache.fill if cache is not None else None
+            # Tracing: off (rate 0) costs this one attribute check.
+            trace = (
+                trace_start(p.ctx, p.request_id, p.call.dialect.value, p.call.body) if p.ctx.trace_sample_rate else None
+            )
+            attempts = Attempts(p.ctx, p.call, p.request_id, fill, admission, trace)
+            response = await attempts.run(p.catalog, p.plan)
+            if cache is not None:
+                response["x-cache"] = cache.status
+    except BaseException:
+        if fill is not None:
+            fill.fail()  # identical requests waiting on this one go upstream themselves
+        rate_limit_release(admission)  # a no-op once the request's recorder released it
+        raise
+    for name, value in (admission.headers if admission else {}).items():
+        response[name] = value
+    return response
+
+
+async def hit_only(p: Prepared) -> HitAnswer | None:
+    """handle()'s answer when it would be a cache hit, else None, for the
+    cache lane. The same steps in an order that costs nothing but the lookup
+    when there is no hit: look up, then admit under the rate limits (a
+    refusal raises, as in handle()). A miss is remembered on `p`."""
+    policy = cache_lookup_policy(p.ctx, cache_control=p.cache_control)
+    if p.call.dialect not in CACHEABLE or policy is None:
+        return None
+    entry, p.cache_key = await cache_peek(
+        p.ctx, p.plan.deployments[0], p.call.body, endpoint=p.call.dialect.value, policy=policy
+    )
+    if entry is None:
+        p.cache_read = policy.lookup
+        return None
+    admission = await rate_limit_admit(p.ctx, tokens=tokens_estimate(p.call.body, p.call.size))
+    try:
+        answer = _hit(p, entry)
+    finally:
+        rate_limit_release(admission)
+    if admission is not None:
+        answer.headers.update(admission.headers)
+    return answer
+
+
+async def _cache(p: Prepared, *, forced: bool) -> Any:
+    # Deployments of a route are interchangeable: the cache keys on the first.
+    return await cache_lookup(
+        p.ctx,
+        p.plan.deployments[0],
+        p.call.body,
+        endpoint=p.call.dialect.value,
+        cache_control=p.cache_control,
+        forced=forced,
+        key=p.cache_key,
+        read=not p.cache_read,
+    )
+
+
+def _hit(p: Prepared, entry: CachedEntry) -> HitAnswer:
+    return cache_hit_answer(
+        p.ctx, p.plan.deployments[0], entry, p.call.body, request_id=p.request_id, stream=p.call.stream
+    )
+
+
+def _counted_upstream(plan: RoutePlan) -> bool:
+    return all(Dialect.COUNT_TOKENS in native_dialects(t.provider.kind) for t in plan.deployments)
+
+
+def _count_tokens_estimated(call: ClientCall) -> JsonResponse:
+    """Only Anthropic counts tokens for real; for others it is estimated,
+    and the answer says so."""
+    from proxy.translate.messages_to_chat import count_tokens_estimate  # loaded on use (proxy.exchange)
+
+    response = JsonResponse({"input_tokens": count_tokens_estimate(call.body)})
+    response[ESTIMATE_HEADER] = "estimated"
+    return response
