@@ -16,6 +16,7 @@ from django.utils import timezone
 from accounts.audit import AuditActor, audit, changes_between
 from accounts.keys import key_digest, key_display_prefix, key_generate
 from accounts.models import ApiKey, Tenant
+from accounts.signals import api_key_rotated
 
 LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "max_parallel")
 LIMIT_FLAGS = {"rpm_limit": "--rpm", "tpm_limit": "--tpm", "max_parallel": "--max-parallel"}  # the commands' names
@@ -118,27 +119,18 @@ def key_settings(api_key: ApiKey) -> dict[str, Any]:
 
 @transaction.atomic
 def api_key_rotate(*, api_key: ApiKey, actor: AuditActor = None, request_id: str = "") -> tuple[str, ApiKey]:
-    """A new key with every setting and budget limit of the old one; the old one is revoked.
+    """A new key with every setting of the old one; the old one is revoked.
 
-    The key's budgets are copied, not moved: a budget's spend must equal its
-    owner's usage (the reconciliation checks it), so the copies count the
-    new key's spending from zero. The tenant's budgets are unaffected.
+    `api_key_rotated` is sent in the same transaction, so the layers above
+    carry what they hang on the key (billing copies its budget limits).
     Raises ValueError for a revoked key.
     """
-    # billing builds on accounts; its service is imported here, where a rotation needs it, not at load.
-    from billing.services import budget_set
-
     if api_key.is_revoked:
         raise ValueError("a revoked key cannot be rotated; create a new one")
     settings = key_settings(api_key)
     settings["tags"] = settings["tags"] or ()
     plaintext, new = api_key_issue(tenant=api_key.tenant, actor=actor, request_id=request_id, **settings)
     audit(actor, "key.rotate", new, {"replaces": api_key.pk}, request_id=request_id)
-    for budget in api_key.budgets.filter(is_active=True):
-        copy = budget_set(
-            api_key=new, period=budget.period, limit_usd=budget.limit_usd, soft_limit_percent=budget.soft_limit_percent
-        )
-        changes = {"key_id": new.pk, "period": copy.period, "limit_usd": copy.limit_usd}
-        audit(actor, "budget.set", copy, changes, request_id=request_id)
+    api_key_rotated.send(sender=ApiKey, old=api_key, new=new, actor=actor, request_id=request_id)
     api_key_revoke(api_key=api_key, actor=actor, request_id=request_id, replaced_by=new.pk)
     return plaintext, new

@@ -8,11 +8,17 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F, Model
 from django.db.models.signals import post_delete, post_save
+from django.dispatch import Signal
 
 from accounts import snapshots
 from accounts.models import ApiKey, ConfigVersion, Tenant
 
 _batching = threading.local()
+
+# Sent inside a key's rotation (accounts.services.api_key_rotate) with
+# old=, new=, actor= and request_id=: what other apps hang on a key
+# (billing's budgets) follows it to the new one.
+api_key_rotated = Signal()
 
 
 def config_version_bump() -> None:

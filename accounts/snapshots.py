@@ -15,10 +15,12 @@ import logging
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
+from django.db.models import QuerySet
 
 from accounts.keys import key_digest
 from accounts.models import ApiKey, ConfigVersion
@@ -31,6 +33,26 @@ _unknown_until: dict[str, float] = {}
 _UNKNOWN_MAX = 10_000  # bound the negative cache against key-guessing floods
 _generation = 0  # bumped on invalidation; a load that raced one is not kept
 _invalidators: list[Callable[[], None]] = []
+
+
+class ContextPart(Protocol):
+    """What a layer above accounts adds to a caller's context when its key
+    loads (billing: budgets, their spend and prepaid credit). Registered from
+    that app's ready(), so accounts imports nothing above it."""
+
+    def annotate(self, keys: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
+        """The key query, with what `fields` will read (in the same query)."""
+
+    def fields(self, key: ApiKey) -> dict[str, Any]:
+        """TenantContext fields for the loaded key."""
+
+
+_context_parts: list[ContextPart] = []
+
+
+def context_part_register(part: ContextPart) -> None:
+    if part not in _context_parts:
+        _context_parts.append(part)
 
 
 def on_invalidate(fn: Callable[[], None]) -> Callable[[], None]:
@@ -70,18 +92,17 @@ async def tenant_context_for_key(plaintext: str) -> TenantContext | None:
 
 
 def _load(digest: str) -> TenantContext | None:
-    from billing.snapshots import with_budget_flag  # billing builds on accounts, not the reverse
-
     try:
-        key = with_budget_flag(ApiKey.objects.live().for_digest(digest)).first()
+        keys = ApiKey.objects.live().for_digest(digest)
+        for part in _context_parts:
+            keys = part.annotate(keys)
+        key = keys.first()
         return None if key is None else context_from_key(key)
     finally:
         _release_connection()
 
 
 def context_from_key(key: ApiKey) -> TenantContext:
-    from billing.snapshots import spend_state  # billing builds on accounts, not the reverse
-
     tenant = key.tenant
     return TenantContext(
         tenant_id=tenant.pk,
@@ -97,12 +118,7 @@ def context_from_key(key: ApiKey) -> TenantContext:
         key_limits=RateLimits(key.rpm_limit, key.tpm_limit, key.max_parallel),
         tenant_limits=RateLimits(tenant.rpm_limit, tenant.tpm_limit, tenant.max_parallel),
         trace_sample_rate=trace_sample_rate(key.trace_sample_rate, tenant.trace_sample_rate),
-        **spend_state(
-            tenant_id=tenant.pk,
-            key_id=key.pk,
-            prepaid=tenant.is_prepaid,
-            has_budgets=getattr(key, "has_budgets", True),
-        ),
+        **{name: value for part in _context_parts for name, value in part.fields(key).items()},
     )
 
 

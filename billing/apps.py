@@ -6,8 +6,14 @@ class BillingConfig(AppConfig):
     verbose_name = "Billing and usage"
 
     def ready(self) -> None:
-        from accounts.signals import watch
+        from accounts.signals import api_key_rotated, watch
+        from accounts.snapshots import context_part_register
         from billing.models import Budget, Price
+        from billing.receivers import key_budgets_copy
+        from billing.snapshots import SpendContext
+
+        context_part_register(SpendContext())  # a caller's budgets and credit, loaded with its key
+        api_key_rotated.connect(key_budgets_copy, dispatch_uid="billing.key_budgets_copy")
 
         # Not CreditEntry: the meter adds usage entries on every flush. Top-ups
         # bump the version themselves (billing.services.credit_add).

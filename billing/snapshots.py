@@ -43,3 +43,17 @@ def spend_state(*, tenant_id: int, key_id: int, prepaid: bool, has_budgets: bool
         state["credit_in_nanos"] = totals["credit_in"] or 0
         state["credit_used_nanos"] = -(totals["used"] or 0)
     return state
+
+
+class SpendContext:
+    """Budgets and credit in the caller's context (accounts.snapshots.ContextPart,
+    registered in billing.apps)."""
+
+    def annotate(self, keys: QuerySet[Any]) -> QuerySet[Any]:
+        return with_budget_flag(keys)
+
+    def fields(self, key: Any) -> dict[str, Any]:
+        tenant = key.tenant
+        return spend_state(
+            tenant_id=tenant.pk, key_id=key.pk, prepaid=tenant.is_prepaid, has_budgets=getattr(key, "has_budgets", True)
+        )

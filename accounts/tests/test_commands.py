@@ -13,9 +13,9 @@ from django.utils import timezone
 
 from accounts import snapshots
 from accounts.keys import key_digest
-from accounts.management.commands import key_create
 from accounts.models import ApiKey, Tenant
 from accounts.services import api_key_issue, tenant_create
+from gateway.management.commands import key_create
 
 
 def run(*args: str) -> tuple[str, str]:

@@ -13,7 +13,6 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts.admin import keys_with_last_use
 from accounts.keys import key_digest
 from accounts.models import ApiKey, Tenant
 from accounts.services import api_key_issue, tenant_create
@@ -23,6 +22,7 @@ from billing.models import Budget, BudgetSpend, Price, PriceSyncRun, Reconciliat
 from billing.periods import period_start
 from billing.rollups import usage_rollup
 from billing.services import budget_set, credit_add, price_set
+from gateway.admin import keys_with_last_use
 
 pytestmark = pytest.mark.django_db
 KEY_IN_PAGE = re.compile(r"sk-gw-[A-Za-z0-9_\-]{20,}")
