@@ -1,27 +1,15 @@
-"""Loads the routing `Catalog` from the database: the only place the request
-path's route and price data come from. Providers, deployments (with their
-routes), prices and aliases are small tables, so the whole catalog is read
-at once (four queries) and kept until the configuration changes (see
+"""The routing `Catalog` the request path reads: the only place its route and
+price data come from, loaded once (proxy.catalog_loader, imported when the
+first load runs) and kept until the configuration changes (see
 accounts.snapshots)."""
 
 import asyncio
-import datetime as dt
-import logging
 import weakref
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
-from django.db import connection
-from django.utils import timezone
 
 from accounts import snapshots
-from billing.models import Price
-from billing.pricing import snapshot_from_price
-from gateway.kernel.context import PriceSnapshot, ProviderConfig, RoutePlan, RouteTarget
-from proxy.models import Deployment, ModelAlias, Provider, is_alias_pattern
-from proxy.routing import AliasPattern, Catalog, Wildcard
-
-log = logging.getLogger(__name__)
+from proxy.routing import Catalog
 
 _current: Catalog | None = None
 _generation = 0
@@ -51,162 +39,9 @@ async def current_catalog() -> Catalog:
 async def _load_and_keep() -> Catalog:
     global _current
     generation = _generation
+    from proxy.catalog_loader import catalog_load  # the ORM, off the request path's imports
+
     catalog = await sync_to_async(catalog_load)()
     if generation == _generation:
         _current = catalog
     return catalog
-
-
-def catalog_load() -> Catalog:
-    try:
-        return _build()
-    finally:
-        if not connection.in_atomic_block:
-            connection.close()
-
-
-def _build() -> Catalog:
-    now = timezone.now()
-    providers = {p.pk: _provider_config(p) for p in Provider.objects.filter(is_active=True)}
-    prices, valid_until = _current_prices(now, {pk: cfg.name for pk, cfg in providers.items()})
-    pricing = Catalog(routes={}, wildcards=(), prices=prices, valid_until=valid_until)
-    deployments: dict[str, list[RouteTarget]] = {}
-    direct_fallbacks: dict[str, list[str]] = {}
-    rows = (
-        Deployment.objects.filter(is_active=True, route__is_active=True, provider_id__in=providers.keys())
-        .select_related("route")
-        .order_by("route__model", "priority", "id")
-    )
-    for row in rows:
-        route, provider = row.route, providers[row.provider_id]
-        direct_fallbacks[route.model] = list(route.fallbacks or [])
-        # A wildcard's upstream_model is a prefix; the name completes it per request.
-        upstream = row.upstream_model if route.is_wildcard else row.upstream_model or route.model
-        price = None if route.is_wildcard else pricing.price_for(provider.name, upstream, route.model)
-        deployments.setdefault(route.model, []).append(
-            RouteTarget(
-                public_model=route.model,
-                provider=provider,
-                upstream_model=upstream,
-                price=price,
-                deployment_id=row.pk,
-                weight=row.weight,
-                priority=row.priority,
-            )
-        )
-    chains = _FallbackChains(direct_fallbacks)
-    routes: dict[str, RoutePlan] = {}
-    wildcards: list[Wildcard] = []
-    for model, targets in deployments.items():
-        plan = RoutePlan(public_model=model, deployments=tuple(targets), fallbacks=chains.chain(model))
-        if model.endswith("*"):
-            wildcards.append(Wildcard(prefix=model[:-1], plan=plan))
-        else:
-            routes[model] = plan
-    wildcards.sort(key=lambda w: len(w.prefix), reverse=True)
-    aliases, patterns = _aliases(routes)
-    # Read at each load, so a changed setting takes effect with the next one.
-    prefix = {cfg.name: cfg for cfg in providers.values()} if settings.PROXY_PROVIDER_PREFIX_ROUTING else {}
-    return Catalog(
-        routes=routes,
-        wildcards=tuple(wildcards),
-        prices=prices,
-        valid_until=valid_until,
-        aliases=aliases,
-        alias_patterns=patterns,
-        prefix_providers=prefix,
-    )
-
-
-def _aliases(routes: dict[str, RoutePlan]) -> tuple[dict[str, str], tuple[AliasPattern, ...]]:
-    """The active aliases whose target is a served route; the others are
-    left out with a log line (a request for them is a 404, never a 500)."""
-    exact: dict[str, str] = {}
-    patterns: list[AliasPattern] = []
-    for row in ModelAlias.objects.filter(is_active=True).order_by("priority", "pattern"):
-        if row.target_model not in routes:
-            log.warning("alias %s: target %r is not a served route; ignored", row.pattern, row.target_model)
-        elif row.pattern in routes:
-            log.warning("alias %s: a route has the same name and wins; ignored", row.pattern)
-        elif is_alias_pattern(row.pattern):
-            patterns.append(AliasPattern(row.pattern, row.target_model, row.priority))
-        else:
-            exact[row.pattern] = row.target_model
-    return exact, tuple(patterns)
-
-
-class _FallbackChains:
-    """Each route's fallbacks flattened depth first: when B fails, B's own
-    fallbacks come before A's next one. Names that no served route answers,
-    wildcard names and cycles are left out, with a log line."""
-
-    def __init__(self, direct: dict[str, list[str]]) -> None:
-        self.direct = direct
-        self.wildcards = sorted((m[:-1] for m in direct if m.endswith("*")), key=len, reverse=True)
-
-    def fallbacks_of(self, name: str) -> list[str] | None:
-        """None: no served route answers `name`."""
-        if name in self.direct:
-            return self.direct[name]
-        for prefix in self.wildcards:
-            if name.startswith(prefix) and len(name) > len(prefix):
-                return self.direct[prefix + "*"]
-        return None
-
-    def chain(self, model: str) -> tuple[str, ...]:
-        chain: list[str] = []
-        self._visit(model, model, (model,), chain)
-        return tuple(chain)
-
-    def _visit(self, root: str, current: str, path: tuple[str, ...], chain: list[str]) -> None:
-        for name in self.fallbacks_of(current) or ():
-            if name == current:  # a wildcard naming a model it matches itself, seen from that model
-                continue
-            if name in path:
-                log.warning("route %s: fallback cycle %s ignored", root, " -> ".join((*path, name)))
-            elif name.endswith("*") or self.fallbacks_of(name) is None:
-                log.warning("route %s: fallback %r is not a served model; ignored", root, name)
-            elif name not in chain:
-                chain.append(name)
-                self._visit(root, name, (*path, name), chain)
-
-
-def _provider_config(provider: Provider) -> ProviderConfig:
-    try:
-        api_key = provider.resolve_api_key()
-    except Exception:
-        # One unreadable credential must not take every route down.
-        log.error("provider %s: stored credential cannot be decrypted", provider.name)
-        api_key = ""
-    return ProviderConfig(
-        name=provider.name,
-        kind=provider.kind,
-        base_url=provider.base_url,
-        api_key=api_key,
-        connect_timeout=_seconds(provider.connect_timeout, settings.PROXY_CONNECT_TIMEOUT),
-        first_byte_timeout=_seconds(provider.first_byte_timeout, settings.PROXY_FIRST_BYTE_TIMEOUT),
-        idle_timeout=_seconds(provider.idle_timeout, settings.PROXY_IDLE_TIMEOUT),
-    )
-
-
-def _seconds(value: float | None, default: float) -> float:
-    return float(default) if value is None else float(value)
-
-
-def _current_prices(
-    now: dt.datetime, provider_names: dict[int, str]
-) -> tuple[dict[tuple[str, str], PriceSnapshot], float]:
-    """The price in force now for each (provider, model), and when the next
-    scheduled price takes effect (the catalog reloads itself then)."""
-    prices: dict[tuple[str, str], PriceSnapshot] = {}
-    valid_until = float("inf")
-    for row in Price.objects.order_by("model", "provider_id", "-effective_from", "-id"):
-        if row.effective_from > now:
-            valid_until = min(valid_until, row.effective_from.timestamp())
-            continue
-        if row.provider_id is not None and row.provider_id not in provider_names:
-            continue
-        key = (provider_names.get(row.provider_id, "") if row.provider_id else "", row.model)
-        if key not in prices:  # rows come newest first
-            prices[key] = snapshot_from_price(row)
-    return prices, valid_until

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from gateway.kernel.context import PriceSnapshot, ProviderConfig, Rates, RoutePlan, RouteTarget, TenantContext
 from gateway.kernel.errors import GatewayError
 from proxy.apply import ApplyError, config_apply
-from proxy.catalog import catalog_load
+from proxy.catalog_loader import catalog_load
 from proxy.models import ModelAlias, Provider
 from proxy.routing import AliasPattern, Catalog, Wildcard, may_use, plan_for
 from proxy.services import DeploymentSpec, route_set

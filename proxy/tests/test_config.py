@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from billing.models import Price
 from billing.services import price_set
-from proxy.catalog import catalog_load
+from proxy.catalog_loader import catalog_load
 from proxy.models import Deployment, Provider, Route
 from proxy.secrets import secret_decrypt
 

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from proxy.apply import ApplyError, config_apply
-from proxy.catalog import catalog_load
+from proxy.catalog_loader import catalog_load
 from proxy.models import Deployment, Provider, Route
 from proxy.services import DeploymentSpec, provider_upsert, route_set, route_upsert
 from proxy.tests.live import free_port
