@@ -93,7 +93,7 @@ async def tenant_context_for_key(plaintext: str) -> TenantContext | None:
 
 def _load(digest: str) -> TenantContext | None:
     try:
-        keys = ApiKey.objects.live().for_digest(digest)
+        keys: QuerySet[ApiKey] = ApiKey.objects.live().for_digest(digest)
         for part in _context_parts:
             keys = part.annotate(keys)
         key = keys.first()

@@ -50,7 +50,7 @@ from billing.models import (
 )
 from billing.pricing import usd_string
 from billing.services import budget_set, credit_add, credit_balance_nanos
-from proxy.models import Provider
+from gateway.kernel.admin import ReadOnlyAdmin
 
 CSV_CHUNK_ROWS = 2000
 # Changelists of the big tables count at most this many matching rows: past
@@ -272,19 +272,6 @@ class CsvExportAdmin(admin.ModelAdmin):
         return csv_response(request, queryset, self.csv_columns, self.csv_name)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows written by the gateway and its tasks: looked at, never edited."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 # --- Filters that never scan the ledger for their choices ----------------------------
 
 
@@ -310,7 +297,8 @@ class ProviderFilter(admin.SimpleListFilter):
     parameter_name = "provider"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(name, name) for name in Provider.objects.order_by("name").values_list("name", flat=True)]
+        providers = Price._meta.get_field("provider").related_model  # proxy.Provider, named by string
+        return [(name, name) for name in providers.objects.order_by("name").values_list("name", flat=True)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         return queryset.filter(provider=self.value()) if self.value() else queryset

@@ -14,7 +14,6 @@ from billing.models import Budget, BudgetSpend, CreditEntry, Period, Price
 from billing.periods import period_end, period_start
 from billing.pricing import usd_to_nanos
 from billing.reconcile import usage_cost_nanos
-from proxy.models import Provider
 
 # The optional rates (USD per million tokens) a price can carry, by the short
 # names the command line and gateway_apply files use.
@@ -51,7 +50,7 @@ def price_set(
     input_usd: Decimal,
     output_usd: Decimal,
     cached_input_usd: Decimal | None = None,
-    provider: Provider | None = None,
+    provider: Any = None,  # a proxy.Provider or None (the Price foreign key names it as a string)
     effective_from: dt.datetime | None = None,
     source: str = Price.Source.MANUAL,
     **optional: Any,

@@ -9,8 +9,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from billing.management.commands import price_set as price_set_command
 from billing.models import Price
+from gateway.management.commands import price_set as price_set_command
 from proxy.services import provider_upsert
 
 MODEL = "cmd-test-model"  # not one of the session's priced models
