@@ -19,16 +19,15 @@ import orjson
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
-from django.utils import timezone
 
-from billing.meter import meter
 from cachestore.entry import CachedEntry
 from cachestore.flight import Flight, lead_or_follow
 from cachestore.keys import cache_key
 from cachestore.policy import CachePolicy, cache_policy
 from cachestore.replay import completion_from_events, events_from_completion, recorded_events
 from cachestore.store import cache_store
-from gateway.kernel.context import RouteTarget, TenantContext, Usage, UsageEvent
+from gateway.kernel.context import RouteTarget, TenantContext, UsageEvent
+from proxy.usage import cache_hit_recorded
 
 log = logging.getLogger(__name__)
 
@@ -207,26 +206,15 @@ def cache_hit_answer(
     else:
         answer = HitAnswer({"Content-Type": entry.content_type}, body=entry.body)
     answer.headers["x-cache"] = "hit"
-    meter.push(
-        UsageEvent(
-            request_id=request_id,
-            created_at=timezone.now(),
-            tenant_id=ctx.tenant_id,
-            key_id=ctx.key_id,
-            endpoint=entry.endpoint,
-            public_model=target.public_model,
-            upstream_model=target.upstream_model,
-            provider=target.provider.name,
-            status_code=200,
-            usage=Usage(),
-            cost_nanos=0,
-            latency_ms=int((time.perf_counter() - started) * 1000),
-            stream=stream,
-            cache_hit=True,
-            cache_status="hit",
-            saved_nanos=entry.cost_nanos,
-            price_id=entry.price_id,
-        )
+    cache_hit_recorded(
+        ctx,
+        target,
+        request_id=request_id,
+        endpoint=entry.endpoint,
+        stream=stream,
+        started=started,
+        saved_nanos=entry.cost_nanos,
+        price_id=entry.price_id,
     )
     return answer
 

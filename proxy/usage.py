@@ -1,5 +1,13 @@
-"""Turns one request's observations into exactly one UsageEvent."""
+"""Turns one request's observations into exactly one UsageEvent: the record step.
 
+`usage_event` is the one place an event is built, whatever happened: an
+answer relayed or passed through, an upstream error, a client gone, a
+shutdown, or a cache hit (`cache_hit_recorded`). `UsageRecorder.finish`
+builds it once per request and settles it, one small step per side effect:
+the budget reservation, the meter, the trace, the rate limit, the cache fill.
+"""
+
+import datetime as dt
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -176,37 +184,35 @@ class UsageRecorder:
         estimated = usage is None and status < 400
         if usage is None:
             usage = self._estimate(output_chars) if estimated else Usage()
-        cost = cost_nanos(usage, self.target.price, answered=status < 400)
-        if self.reservation is not None:
-            spend_guard().settle_soon(self.reservation, cost)
-        event = UsageEvent(
+        event = usage_event(
+            self.ctx,
+            self.target,
             request_id=self.request_id,
             created_at=self.created_at,
-            tenant_id=self.ctx.tenant_id,
-            key_id=self.ctx.key_id,
             endpoint=self.endpoint,
-            public_model=self.target.public_model,
-            upstream_model=self.target.upstream_model,
-            provider=self.target.provider.name,
-            status_code=status,
+            status=status,
             usage=usage,
-            cost_nanos=cost,
-            price_id=None if self.target.price is None else self.target.price.price_id,
-            latency_ms=int((time.perf_counter() - self.started) * 1000),
-            ttft_ms=None if self.first_token_at is None else int((self.first_token_at - self.started) * 1000),
+            cost=cost_nanos(usage, self.target.price, answered=status < 400),
+            started=self.started,
+            first_token_at=self.first_token_at,
             stream=self.stream,
             error_code=error_code,
             usage_estimated=estimated,
             client_disconnected=client_disconnected,
             cache_status="" if self.fill is None else ("miss" if self.fill.policy.lookup else "bypass"),
         )
-        meter.push(event)
+        self._settle(event, body, succeeded=status == 200 and not error_code and not client_disconnected)
+        return event
+
+    def _settle(self, event: UsageEvent, body: bytes | None, *, succeeded: bool) -> None:
+        if self.reservation is not None:  # the worst case held against budgets becomes the real cost
+            spend_guard().settle_soon(self.reservation, event.cost_nanos)
+        meter.push(event)  # journaled, then stored in the next batch
         if self.trace is not None:  # tracing: the attempt's outcome (and a JSON answer's bytes)
             self.trace.attempt_finished(event, body)
-        rate_limit_release(self.admission, usage.total_tokens)
+        rate_limit_release(self.admission, event.usage.total_tokens)
         if self.fill is not None:
-            self._fill_cache(event, status == 200 and not error_code and not client_disconnected, body)
-        return event
+            self._fill_cache(event, succeeded, body)
 
     def _fill_cache(self, event: UsageEvent, succeeded: bool, body: bytes | None) -> None:
         """Store a complete answer; never an error or a cut-off stream."""
@@ -224,3 +230,73 @@ class UsageRecorder:
     def abandon(self) -> None:
         """Server shutdown: record what was seen, flagged as estimated."""
         self.finish(status=200, error_code="server_shutdown")
+
+
+def usage_event(
+    ctx: TenantContext,
+    target: RouteTarget,
+    *,
+    request_id: str,
+    created_at: dt.datetime,
+    endpoint: str,
+    status: int,
+    usage: Usage,
+    cost: int,
+    started: float,
+    first_token_at: float | None = None,
+    stream: bool,
+    **outcome: Any,
+) -> UsageEvent:
+    """The usage event of one request (`outcome`: error_code, usage_estimated,
+    client_disconnected, cache_hit, cache_status, saved_nanos, price_id)."""
+    price_id = outcome.pop("price_id", None if target.price is None else target.price.price_id)
+    return UsageEvent(
+        request_id=request_id,
+        created_at=created_at,
+        tenant_id=ctx.tenant_id,
+        key_id=ctx.key_id,
+        endpoint=endpoint,
+        public_model=target.public_model,
+        upstream_model=target.upstream_model,
+        provider=target.provider.name,
+        status_code=status,
+        usage=usage,
+        cost_nanos=cost,
+        price_id=price_id,
+        latency_ms=int((time.perf_counter() - started) * 1000),
+        ttft_ms=None if first_token_at is None else int((first_token_at - started) * 1000),
+        stream=stream,
+        **outcome,
+    )
+
+
+def cache_hit_recorded(
+    ctx: TenantContext,
+    target: RouteTarget,
+    *,
+    request_id: str,
+    endpoint: str,
+    stream: bool,
+    started: float,
+    saved_nanos: int,
+    price_id: int | None,
+) -> UsageEvent:
+    """A cache hit's event, pushed: billed at zero, with the cost it saved."""
+    event = usage_event(
+        ctx,
+        target,
+        request_id=request_id,
+        created_at=timezone.now(),
+        endpoint=endpoint,
+        status=200,
+        usage=Usage(),
+        cost=0,
+        started=started,
+        stream=stream,
+        cache_hit=True,
+        cache_status="hit",
+        saved_nanos=saved_nanos,
+        price_id=price_id,
+    )
+    meter.push(event)
+    return event
