@@ -9,7 +9,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from billing.api import router as billing_router
 from cachestore.api import router as cache_router
-from gateway.kernel.errors import ApiFormat, GatewayError, error_body
+from gateway.kernel.errors import ApiFormat, GatewayError, error_response
 from gateway.metrics import count_refusal
 from proxy.api import router as proxy_router
 
@@ -30,19 +30,14 @@ api.add_router("", cache_router)
 
 
 def _render(request: HttpRequest, status: int, code: str, message: str, param: str | None = None) -> HttpResponse:
-    if not code.startswith("upstream_"):  # those reached an upstream: counted from their usage events
-        count_refusal(code)
-    fmt = ApiFormat.for_path(request.path)
-    body = error_body(fmt, status=status, code=code, message=message, param=param)
-    return HttpResponse(body, status=status, content_type="application/json")
+    return on_gateway_error(request, GatewayError(status, code, message, param=param))
 
 
 @api.exception_handler(GatewayError)
 def on_gateway_error(request: HttpRequest, exc: GatewayError) -> HttpResponse:
-    response = _render(request, exc.status, exc.code, exc.message, exc.param)
-    for name, value in exc.headers.items():
-        response[name] = value
-    return response
+    if not exc.code.startswith("upstream_"):  # those reached an upstream: counted from their usage events
+        count_refusal(exc.code)
+    return error_response(exc, ApiFormat.for_path(request.path))
 
 
 @api.exception_handler(AuthenticationError)

@@ -3,10 +3,10 @@
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import markcoroutinefunction
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http import HttpRequest, HttpResponseNotAllowed
 from django.http.response import HttpResponseBase
 
-from gateway.kernel.errors import ApiFormat, error_body
+from gateway.kernel.errors import ApiFormat, GatewayError, error_response
 from gateway.kernel.logs import bind_request_id
 from gateway.kernel.requestid import request_id_for
 from gateway.metrics import observe_overhead, observe_upstream
@@ -30,14 +30,9 @@ def request_id_middleware(
         response = await get_response(request)
         if response.status_code == 405 and isinstance(response, HttpResponseNotAllowed):
             allowed = response["Allow"]
-            body = error_body(
-                ApiFormat.for_path(request.path),
-                status=405,
-                code="method_not_allowed",
-                message=f"{request.method} is not allowed here; use {allowed}.",
-            )
-            response = HttpResponse(body, status=405, content_type="application/json")
-            response["Allow"] = allowed
+            message = f"{request.method} is not allowed here; use {allowed}."
+            error = GatewayError(405, "method_not_allowed", message, headers={"Allow": allowed})
+            response = error_response(error, ApiFormat.for_path(request.path))
         for name, value in response_stamps(request_id, timing):
             response[name] = value
         return response

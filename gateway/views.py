@@ -5,7 +5,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found
 
-from gateway.kernel.errors import ApiFormat, error_body
+from gateway.kernel.errors import ApiFormat, GatewayError, error_response
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:
@@ -35,8 +35,6 @@ async def readyz(request: HttpRequest) -> JsonResponse:
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if request.path.startswith("/v1/"):
-        body = error_body(
-            ApiFormat.for_path(request.path), status=404, code="not_found", message=f"Unknown path {request.path}."
-        )
-        return HttpResponse(body, status=404, content_type="application/json")
+        error = GatewayError(404, "not_found", f"Unknown path {request.path}.")
+        return error_response(error, ApiFormat.for_path(request.path))
     return page_not_found(request, exception)

@@ -5,13 +5,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.http import HttpRequest, HttpResponseNotAllowed, JsonResponse
 from django.http.response import HttpResponseBase
 from ninja import Path, Router
 
 from accounts.auth import ApiKeyAuth
 from gateway.kernel.context import TenantContext
-from gateway.kernel.errors import ApiFormat, GatewayError
+from gateway.kernel.errors import ApiFormat, GatewayError, error_response
 from proxy import dialects, pipeline
 from proxy.catalog import current_catalog
 from proxy.routing import may_use
@@ -115,14 +115,10 @@ async def answer_in_envelope(
         request.auth = ctx = await ApiKeyAuth()(request)  # type: ignore[attr-defined]
         return await handle(ctx)
     except GatewayError as error:
-        response = HttpResponse(error.body(fmt), status=error.status, content_type="application/json")
-        for name, value in error.headers.items():
-            response[name] = value
-        return response
+        return error_response(error, fmt)
     except Exception:  # as the API's own handler does: log it, tell the client no secrets
         log.exception("unhandled error on %s", request.path)
-        internal = GatewayError(500, "internal_error", "The gateway failed to handle this request.")
-        return HttpResponse(internal.body(fmt), status=500, content_type="application/json")
+        return error_response(GatewayError(500, "internal_error", "The gateway failed to handle this request."), fmt)
 
 
 @router.get("/models", summary="List the models this key may use")

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from gateway.kernel.context import TenantContext
-from gateway.kernel.errors import ApiFormat, GatewayError, error_body, invalid_request
+from gateway.kernel.errors import ApiFormat, GatewayError, error_body, error_response, invalid_request
 from gateway.kernel.requestid import request_id_for
 from proxy import dialects, pipeline
 from proxy.api import answer_in_envelope
@@ -53,8 +53,7 @@ def _only(request: HttpRequest, methods: tuple[str, ...], fmt: ApiFormat = ApiFo
     if request.method in methods:
         return None
     message = f"{request.method} is not allowed on {request.path}; use {' or '.join(methods)}."
-    body = error_body(fmt, status=405, code="method_not_allowed", message=message)
-    return HttpResponseNotAllowed(methods, content=body, content_type="application/json")
+    return error_response(GatewayError(405, "method_not_allowed", message, headers={"Allow": ", ".join(methods)}), fmt)
 
 
 def _post_only(request: HttpRequest, fmt: ApiFormat = ApiFormat.OLLAMA) -> HttpResponse | None:
@@ -243,8 +242,7 @@ async def ollama_not_found(request: HttpRequest, rest: str = "") -> HttpResponse
         f"{request.path} is not served here: this gateway offers Ollama's "
         "chat, generate, embed, embeddings, tags, show, ps and version."
     )
-    body = error_body(ApiFormat.OLLAMA, status=404, code="not_found", message=message)
-    return HttpResponse(body, status=404, content_type="application/json")
+    return error_response(GatewayError(404, "not_found", message), ApiFormat.OLLAMA)
 
 
 _BY_OPERATION: dict[str, Callable[[HttpRequest], ClientCall]] = {
@@ -261,8 +259,7 @@ async def provider_in_path(request: HttpRequest, provider: str, operation: str) 
     parse = _BY_OPERATION.get(operation)
     fmt = ApiFormat.ANTHROPIC if operation.startswith("messages") else ApiFormat.OPENAI
     if parse is None:
-        error = GatewayError(404, "not_found", f"Unknown operation '/v1/{operation}'.")
-        return HttpResponse(error.body(fmt), status=404, content_type="application/json")
+        return error_response(GatewayError(404, "not_found", f"Unknown operation '/v1/{operation}'."), fmt)
     if refused := _post_only(request, fmt):
         return refused
 

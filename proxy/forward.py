@@ -21,7 +21,7 @@ from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 
 from gateway.kernel.context import ProviderConfig, RoutePlan, RouteTarget, TenantContext
-from gateway.kernel.errors import ApiFormat, GatewayError
+from gateway.kernel.errors import ApiFormat, GatewayError, error_response
 from proxy.breaker import breaker, state_reported, target_key
 from proxy.caching import (
     CacheFill,
@@ -295,7 +295,7 @@ async def _pass_through(
                 "upstream_bad_response",
                 f"The provider '{recorder.target.provider.name}' sent an answer that is not the JSON its API defines.",
             )
-            return HttpResponse(error.body(fmt), status=502, content_type="application/json")
+            return error_response(error, fmt)
         out = HttpResponse(answer, status=response.status, content_type="application/json")
     _copy_headers(response, out)
     return out

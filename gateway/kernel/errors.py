@@ -9,6 +9,7 @@ Anthropic's `{"type": "error", "error": {...}}` on `/v1/messages`.
 import enum
 
 import orjson
+from django.http import HttpResponse
 
 # The `type` each status gets; the names follow Anthropic's list, which
 # OpenAI's SDK does not care about (it maps errors by status code).
@@ -82,6 +83,15 @@ class GatewayError(Exception):
 
     def body(self, fmt: ApiFormat) -> bytes:
         return error_body(fmt, status=self.status, code=self.code, message=self.message, param=self.param)
+
+
+def error_response(error: GatewayError, fmt: ApiFormat) -> HttpResponse:
+    """The one way a refusal becomes an HTTP answer: the called API's envelope,
+    the error's status and its headers (Retry-After, Allow...)."""
+    response = HttpResponse(error.body(fmt), status=error.status, content_type="application/json")
+    for name, value in error.headers.items():
+        response[name] = value
+    return response
 
 
 def invalid_api_key(message: str = "Invalid API key.") -> GatewayError:
