@@ -130,6 +130,15 @@ class Attempts:
                     break
             if failure is not None and not failure.retryable:
                 break
+        if failure is None and (target := _longest_open(plans, tried, circuit)) is not None:
+            # Every deployment's circuit is open: send anyway, to the one open
+            # longest (Envoy's panic mode). Refusing would turn one upstream's
+            # blip into a cooldown-long outage of every model it serves.
+            self.count += 1
+            outcome = await self._attempt(target, policy, circuit)
+            if isinstance(outcome, HttpResponseBase):
+                return self._annotated(outcome, target)
+            failure = outcome
         if failure is None:
             error = no_healthy_upstream(plan.public_model, _soonest_retry(plans, circuit))
             error.headers[ATTEMPTS_HEADER] = "0"
@@ -246,6 +255,16 @@ async def _breaker_report(circuit: Any, key: str, *, failed: bool) -> None:
 
 def _not_open(circuit: Any, key: str | None) -> bool:
     return key is None or circuit.state(key) != "open"
+
+
+def _longest_open(plans: list[RoutePlan], tried: set[int], circuit: Any) -> RouteTarget | None:
+    """The untried deployment whose circuit closes soonest (it opened first)."""
+    candidates = [
+        (circuit.retry_in(key), n, target)
+        for n, target in enumerate(t for p in plans for t in p.deployments if t.deployment_id not in tried)
+        if (key := target_key(target)) is not None
+    ]
+    return min(candidates, key=lambda c: (c[0], c[1]))[2] if candidates else None
 
 
 def _soonest_retry(plans: list[RoutePlan], circuit: Any) -> float | None:

@@ -1,14 +1,14 @@
 """The circuit breaker end to end: a deployment that keeps failing is
 skipped (the upstream sees no more requests for it) until the cooldown has
 passed, then one probe decides whether it is taken back; when every
-deployment of a route is skipped the client gets 503 no_healthy_upstream.
+deployment of a route is open the request is sent anyway, to the one open
+longest (Envoy's panic mode), so a blip is never an outage.
 
 A gateway of its own opens a circuit after FAILURES failures and keeps it
 open for COOLDOWN seconds; every route here is used by one test only, so
 the circuits of one test are not another's.
 """
 
-import math
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -38,6 +38,7 @@ ROUTES = {
     "recovers": [Dep("fake-flaky-503-3", 0), Dep("gpt-up", 1)],  # fails 3 times per marker, then answers
     "stays-down": [Dep("fake-error-503", 0), Dep("gpt-up", 1)],
     "all-down": [Dep("fake-error-500", 0), Dep("fake-error-503", 1)],
+    "blip": [Dep("fake-flaky-502-3", 0)],  # its own upstream model: its own circuit
 }
 
 
@@ -113,7 +114,7 @@ def test_a_probe_that_fails_keeps_the_deployment_out_for_another_cooldown(
     assert len(seen_upstream(fake_upstream, marker, failing)) == FAILURES + 1
 
 
-def test_when_every_deployment_is_skipped_the_client_gets_503_no_healthy_upstream_with_retry_after(
+def test_when_every_deployment_is_open_the_request_is_still_sent_to_the_one_open_longest(
     gateway: LiveGateway, key: IssuedKey, fake_upstream: FakeUpstream
 ) -> None:
     marker = unique_marker()
@@ -121,7 +122,18 @@ def test_when_every_deployment_is_skipped_the_client_gets_503_no_healthy_upstrea
         answer = chat(gateway, key, route("all-down"), marker)
         assert_openai_error(answer, 503, "fake_503", "overloaded_error")
         assert answer.attempts == "2"
-    answer = chat(gateway, key, route("all-down"), marker)
-    assert_openai_error(answer, 503, "no_healthy_upstream", "overloaded_error")
-    assert 1 <= int(answer.headers["Retry-After"]) <= math.ceil(COOLDOWN)
-    assert len(seen_upstream(fake_upstream, marker)) == 2 * FAILURES  # the last request reached no upstream
+    answer = chat(gateway, key, route("all-down"), marker)  # both open now: sent anyway, once
+    assert (answer.status, answer.attempts) == (500, "1")
+    assert len(seen_upstream(fake_upstream, marker, "fake-error-500")) == FAILURES + 1  # opened first, closes first
+    assert len(seen_upstream(fake_upstream, marker, "fake-error-503")) == FAILURES
+
+
+def test_an_upstream_blip_behind_a_single_deployment_is_no_outage(
+    gateway: LiveGateway, key: IssuedKey, fake_upstream: FakeUpstream
+) -> None:
+    marker = unique_marker()
+    for _ in range(FAILURES):  # the blip: the only deployment fails until its circuit opens
+        assert chat(gateway, key, route("blip"), marker).status == 502
+    assert breaker_states(gateway, "fake-flaky-502-3") == {"open"}
+    answer = chat(gateway, key, route("blip"), marker)  # the upstream is back; the circuit still open
+    assert (answer.status, answer.deployment) == (200, f"{QUICK}/fake-flaky-502-3")
