@@ -19,12 +19,13 @@ from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.db.models import QuerySet
 
 from accounts.keys import key_digest
 from accounts.models import ApiKey, ConfigVersion
 from gateway.kernel.context import RateLimits, TenantContext
+from gateway.kernel.errors import backend_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,13 @@ async def tenant_context_for_key(plaintext: str) -> TenantContext | None:
     if until is not None and until > time.monotonic():
         return None
     generation = _generation
-    ctx = await sync_to_async(_load)(digest)
+    try:
+        # A hung database never answers: the request gets its 503 at the
+        # deadline (the load finishes in its thread once the database does).
+        ctx = await asyncio.wait_for(sync_to_async(_load)(digest), settings.DATABASE_LOAD_TIMEOUT_SECONDS)
+    except (DatabaseError, TimeoutError):
+        log.warning("a key could not be loaded: the database is unavailable", exc_info=True)
+        raise backend_unavailable("database") from None
     if generation == _generation:
         if ctx is None:
             if len(_unknown_until) >= _UNKNOWN_MAX:

@@ -25,8 +25,8 @@ from django.conf import settings
 from billing.periods import period_end, period_start
 from billing.pricing import nanos_to_usd
 from gateway.kernel.context import TenantContext
-from gateway.kernel.errors import GatewayError
-from gateway.kernel.redis import redis_client_for, redis_key
+from gateway.kernel.errors import GatewayError, backend_unavailable
+from gateway.kernel.redis import redis_client_for, redis_failed, redis_key
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,15 @@ class RedisSpendGuard:
         args: list[int] = [amount]
         for cap in caps:
             args += [cap.limit_nanos, cap.used_nanos, cap.ttl_seconds or 0]
-        refused, used = await client.eval(_RESERVE, len(caps), *[self._key(c) for c in caps], *args)  # type: ignore[attr-defined]
+        try:
+            refused, used = await client.eval(_RESERVE, len(caps), *[self._key(c) for c in caps], *args)
+        except Exception as exc:
+            if not redis_failed(exc):
+                raise
+            if settings.BILLING_ON_BACKEND_FAILURE != "open":
+                raise backend_unavailable("budget counter") from None
+            log.warning("budgets and credit not enforced: Redis is unavailable (%s)", exc)
+            return Reservation(caps=caps, amount=amount, settled=True)  # nothing was reserved to settle
         if refused:
             raise refusal(caps[int(refused) - 1], amount, int(used))
         return Reservation(caps=caps, amount=amount)
@@ -205,7 +213,7 @@ class RedisSpendGuard:
         if not delta:
             return
         try:
-            pipe = self._client().pipeline(transaction=False)  # type: ignore[attr-defined]
+            pipe = self._client().pipeline(transaction=False)
             for cap in reservation.caps:
                 pipe.incrby(self._key(cap), delta)
             await pipe.execute()

@@ -113,6 +113,9 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     # because Celery closes connections around every task anyway.
     _db["CONN_MAX_AGE"] = 0
     _db["CONN_HEALTH_CHECKS"] = True
+    # A cut or hung database answers a first-seen key with a quick 503
+    # backend_unavailable rather than after the driver's long default.
+    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=3))
     if env.bool("DATABASE_POOL", default=True):
         _db.setdefault("OPTIONS", {})["pool"] = {
             "min_size": env.int("DATABASE_POOL_MIN", default=2),
@@ -120,11 +123,22 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
             "timeout": env.float("DATABASE_POOL_TIMEOUT", default=5.0),
         }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# How long a request waits for a cold load (a key never seen, the catalog):
+# a hung database is a 503 backend_unavailable after this, not a hang.
+DATABASE_LOAD_TIMEOUT_SECONDS = env.float("DATABASE_LOAD_TIMEOUT_SECONDS", default=5.0)
 
 REDIS_URL = env("REDIS_URL", default="")
 # Namespaces the gateway's own Redis keys, so deployments (or test runs)
 # that share one Redis never read each other's counters.
 REDIS_KEY_PREFIX = env("REDIS_KEY_PREFIX", default="gw")
+# How long a Redis command (or connecting) may take before the request gets
+# 503 backend_unavailable: a cut or hung Redis never hangs a request.
+REDIS_TIMEOUT_SECONDS = env.float("REDIS_TIMEOUT_SECONDS", default=1.0)
+# With Redis unavailable: "closed" refuses (503 backend_unavailable), "open"
+# lets the request through unchecked. Budgets and credit stay closed unless
+# told otherwise: an open budget could be overspent during the outage.
+PROXY_RATELIMIT_ON_BACKEND_FAILURE = env.str("PROXY_RATELIMIT_ON_BACKEND_FAILURE", default="closed")
+BILLING_ON_BACKEND_FAILURE = env.str("BILLING_ON_BACKEND_FAILURE", default="closed")
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}

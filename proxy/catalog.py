@@ -7,8 +7,10 @@ import asyncio
 import weakref
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from accounts import snapshots
+from gateway.kernel.errors import backend_unavailable
 from proxy.routing import Catalog
 
 _current: Catalog | None = None
@@ -33,7 +35,10 @@ async def current_catalog() -> Catalog:
     if task is None or task.done():
         task = loop.create_task(_load_and_keep())
         _loads[loop] = task
-    return await asyncio.shield(task)
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), settings.DATABASE_LOAD_TIMEOUT_SECONDS)
+    except TimeoutError:  # a hung database: the load goes on for the next request, this one is told
+        raise backend_unavailable("database") from None
 
 
 async def _load_and_keep() -> Catalog:

@@ -6,12 +6,13 @@ import datetime as dt
 import logging
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from billing.models import Price
 from billing.pricing import snapshot_from_price
 from gateway.kernel.context import PriceSnapshot, ProviderConfig, RoutePlan, RouteTarget
+from gateway.kernel.errors import backend_unavailable
 from proxy.models import Deployment, ModelAlias, Provider, is_alias_pattern
 from proxy.routing import AliasPattern, Catalog, Wildcard
 
@@ -19,8 +20,13 @@ log = logging.getLogger(__name__)
 
 
 def catalog_load() -> Catalog:
+    """The catalog as the database has it now; a cut or hung database is a
+    quick 503 backend_unavailable for the request that waited on the load."""
     try:
         return _build()
+    except DatabaseError:
+        log.warning("the catalog could not be loaded: the database is unavailable", exc_info=True)
+        raise backend_unavailable("database") from None
     finally:
         if not connection.in_atomic_block:
             connection.close()

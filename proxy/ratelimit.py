@@ -14,6 +14,7 @@ processes. A refusal is a 429 with code `rate_limited`, `Retry-After` and
 """
 
 import asyncio
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,9 +23,10 @@ from typing import Any
 from django.conf import settings
 
 from gateway.kernel.context import RateLimits, TenantContext
-from gateway.kernel.errors import GatewayError
-from gateway.kernel.redis import redis_client, redis_key
+from gateway.kernel.errors import GatewayError, backend_unavailable
+from gateway.kernel.redis import redis_client, redis_failed, redis_key
 
+log = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
 _PARALLEL_TTL_SECONDS = 600  # an in-flight count whose process died frees itself
 
@@ -162,7 +164,15 @@ class RedisRateLimiter:
         for counter in counters:
             args += [counter.limit, counter.amount, counter.ttl]
         keys = [redis_key("rate", c.name) for c in counters]
-        result = await redis_client().eval(_ADMIT, len(keys), *keys, *args)
+        try:
+            result = await redis_client().eval(_ADMIT, len(keys), *keys, *args)
+        except Exception as exc:
+            if not redis_failed(exc):
+                raise
+            if settings.PROXY_RATELIMIT_ON_BACKEND_FAILURE != "open":
+                raise backend_unavailable("rate limiter") from None
+            log.warning("rate limits not applied: Redis is unavailable (%s)", exc)
+            return Admission(counters, {}, released=True)  # nothing was counted, so nothing is given back
         if result[0]:
             raise _refusal(counters[int(result[0]) - 1], int(result[1]), now)
         return Admission(counters, _headers(counters, [int(v) for v in result[1:]], now))

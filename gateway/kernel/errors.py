@@ -94,6 +94,17 @@ def error_response(error: GatewayError, fmt: ApiFormat) -> HttpResponse:
     return response
 
 
+def backend_unavailable(what: str) -> GatewayError:
+    """A backing service (Redis, the database) is cut or hung: a quick 503 the client may retry."""
+    return GatewayError(
+        503,
+        "backend_unavailable",
+        f"The gateway's {what} is unavailable right now; try again shortly.",
+        retryable=True,
+        headers={"Retry-After": "1"},
+    )
+
+
 def invalid_api_key(message: str = "Invalid API key.") -> GatewayError:
     return GatewayError(401, "invalid_api_key", message)
 

@@ -32,7 +32,16 @@ def redis_client_for(url: str) -> "aioredis.Redis":
     if client is None:
         # redis-py's default pool raises past 100 connections; under a burst
         # a request should wait a moment for a connection, not fail.
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=REDIS_MAX_CONNECTIONS, timeout=5)
+        # A cut or hung Redis fails within REDIS_TIMEOUT_SECONDS, so the
+        # request gets a quick 503 backend_unavailable, never a hang.
+        timeout = settings.REDIS_TIMEOUT_SECONDS
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=REDIS_MAX_CONNECTIONS,
+            timeout=5,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
         client = by_url[url] = aioredis.Redis(connection_pool=pool)
     return client
 
@@ -40,3 +49,10 @@ def redis_client_for(url: str) -> "aioredis.Redis":
 def redis_key(*parts: object) -> str:
     """A key in the gateway's namespace (REDIS_KEY_PREFIX)."""
     return ":".join([settings.REDIS_KEY_PREFIX, *map(str, parts)])
+
+
+def redis_failed(exc: BaseException) -> bool:
+    """Whether `exc` says Redis could not be reached or did not answer in time."""
+    import redis
+
+    return isinstance(exc, (redis.RedisError, OSError, TimeoutError))
