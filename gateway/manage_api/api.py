@@ -9,7 +9,7 @@ Errors are `{"error": {"code", "message"}}` with a stable `code`:
 import logging
 
 from django.http import HttpRequest, HttpResponse
-from ninja import NinjaAPI
+from ninja import NinjaAPI, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from gateway.kernel.errors import GatewayError
@@ -26,6 +26,7 @@ api = NinjaAPI(
     "(with CSRF on writes) or `Authorization: Bearer <staff token>` (`manage.py staff_token_create USERNAME`).",
     urls_namespace="manage",
     docs_url="/docs",
+    docs=Swagger(settings={"validatorUrl": None}),  # no badge fetched from validator.swagger.io
     auth=staff_auth,
 )
 for module in (tenants, keys, budgets, providers, prices, usage, audit_log):

@@ -171,6 +171,34 @@ def test_under_uvicorn_the_dashboards_live_feed_connects_and_shows_a_request(
     context.close()
 
 
+def test_a_tenants_dashboard_listens_to_that_tenants_feed_only(
+    uvicorn_gateway: LiveGateway, staff_login: tuple[str, str], browser: Any, issue_key: Any, django_db_blocker: Any
+) -> None:
+    from accounts.models import Tenant
+
+    watched, other = issue_key(), issue_key()
+    with django_db_blocker.unblock():
+        slug = Tenant.objects.get(pk=watched.tenant_id).slug
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    sockets: list[str] = []
+    page.on("websocket", lambda socket: sockets.append(socket.url))
+    page.goto(uvicorn_gateway.url + f"/admin/login/?next=/admin/dashboard/%3Ftenant%3D{slug}")
+    page.fill("#id_username", staff_login[0])
+    page.fill("#id_password", staff_login[1])
+    page.click("input[type=submit]")
+    page.wait_for_selector("#live-feed-state.live")
+    assert sockets and all(url.endswith(f"/ws/live/?tenant={slug}") for url in sockets)
+
+    for key in (other, watched):  # the other tenant's request first: it must never show
+        client = openai.OpenAI(base_url=uvicorn_gateway.url + "/v1", api_key=key.plaintext, max_retries=0, timeout=20)
+        client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hello"}])
+    page.wait_for_selector(f"#live-feed tbody tr:has-text('{watched.plaintext[:12]}')")
+    assert page.query_selector(f"#live-feed tbody tr:has-text('{other.plaintext[:12]}')") is None
+    context.close()
+
+
 @pytest.mark.parametrize(("docs", "title"), [("/v1/docs", "LLM Gateway"), ("/api/docs", "LLM Gateway management API")])
 def test_the_api_docs_render_in_a_browser_with_no_internet(
     live_gateway: LiveGateway, browser: Any, artifacts: Path, docs: str, title: str

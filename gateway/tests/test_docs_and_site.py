@@ -29,6 +29,13 @@ def test_the_api_docs_reference_no_other_host_and_every_asset_answers(live_gatew
         assert (asset, status, bool(body)) == (asset, 200, True)
 
 
+@pytest.mark.parametrize("docs", ["/v1/docs", "/api/docs"])
+def test_the_api_docs_fetch_no_validator_badge(live_gateway: LiveGateway, docs: str) -> None:
+    # Swagger's default badge is an image from validator.swagger.io on any non-local host.
+    page = get(live_gateway.url + docs)[1].decode()
+    assert re.search(r'"validatorUrl":\s*null', page), page[-800:]
+
+
 @pytest.mark.django_db
 def test_admins_view_site_link_leads_to_the_dashboard_not_a_404(admin_client: Any) -> None:
     index = admin_client.get("/admin/").content.decode()

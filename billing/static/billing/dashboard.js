@@ -103,7 +103,8 @@
   function openFeed(delay) {
     var body = document.querySelector("#live-feed tbody"), state = document.getElementById("live-feed-state");
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    var socket = new WebSocket(scheme + location.host + "/ws/live/");
+    var tenant = document.getElementById("content-main").getAttribute("data-tenant");  // the page's tenant only
+    var socket = new WebSocket(scheme + location.host + "/ws/live/" + (tenant ? "?tenant=" + encodeURIComponent(tenant) : ""));
     socket.onopen = function () { state.textContent = "live"; state.className = "ops-feed-state live"; delay = 1000; };
     socket.onmessage = function (message) {
       JSON.parse(message.data).forEach(function (event) {
