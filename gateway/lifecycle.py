@@ -15,7 +15,10 @@ trigger; uvicorn and granian call it through the ASGI lifespan protocol.
 import asyncio
 import contextvars
 import logging
+import signal
 import sys
+import threading
+import time
 import weakref
 from typing import Any
 
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 _started: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
 _tasks: set[asyncio.Task[Any]] = set()
 GATEWAY_BACKGROUND = True  # tests of the bare request path turn this off
+_CUT_MARGIN_SECONDS = 1.0
 
 
 def ensure_background_tasks() -> None:
@@ -48,7 +52,38 @@ def ensure_background_tasks() -> None:
     invalidation_listener_start()  # the response cache's pub/sub listener, with REDIS_URL only
 
 
+def _cut_streams_on_sigterm() -> None:
+    """uvicorn waits for open connections (up to --timeout-graceful-shutdown)
+    before it sends lifespan.shutdown, so the grace period starts at the
+    signal: from SIGTERM (or SIGINT), open streams have
+    GATEWAY_SHUTDOWN_GRACE_SECONDS to finish, then end with a
+    `server_shutdown` error event (proxy.streaming). uvicorn's own handler
+    still runs, after this one."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+        if getattr(previous, "gateway_cuts_streams", False):
+            continue
+
+        def handler(sig: int, frame: Any, previous: Any = previous) -> None:
+            _streams_cut_after_grace()
+            if callable(previous):
+                previous(sig, frame)
+
+        handler.gateway_cuts_streams = True  # type: ignore[attr-defined]
+        signal.signal(signum, handler)
+
+
+def _streams_cut_after_grace() -> None:
+    from proxy import streaming
+
+    if streaming._cut_at is None:
+        streaming.streams_cut_at(time.monotonic() + settings.GATEWAY_SHUTDOWN_GRACE_SECONDS)
+
+
 async def shutdown() -> None:
+    _streams_cut_after_grace()  # daphne: the grace starts here; uvicorn: it started at the signal
     from billing.guard import RedisSpendGuard, spend_guard
     from billing.meter import meter
     from cachestore.flight import writes_settled
@@ -57,7 +92,9 @@ async def shutdown() -> None:
     from proxy.upstream import upstream_sessions_close
 
     log.info("shutting down: %d requests in flight, %d usage events queued", meter.inflight, meter.pending)
-    await meter.drain(settings.GATEWAY_SHUTDOWN_GRACE_SECONDS)
+    # The grace, then a moment for the streams cut at its end to send their
+    # error event and be recorded, before whatever is left is abandoned.
+    await meter.drain(settings.GATEWAY_SHUTDOWN_GRACE_SECONDS + _CUT_MARGIN_SECONDS)
     guard = spend_guard()
     if isinstance(guard, RedisSpendGuard):
         await guard.wait_settled()
@@ -111,6 +148,7 @@ class LifespanApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                _cut_streams_on_sigterm()
                 ensure_background_tasks()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

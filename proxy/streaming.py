@@ -8,6 +8,7 @@ partial event.
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,31 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 INCOMPLETE = "upstream_stream_incomplete"
 INTERRUPTED = "upstream_stream_interrupted"
+SHUTDOWN = "server_shutdown"
+# When the server is stopping, streams still open at this monotonic time are
+# cut with an error event (set by gateway.lifecycle on SIGTERM; None: serving).
+_cut_at: float | None = None
+
+
+def streams_cut_at(deadline: float | None) -> None:
+    """From `deadline` on, every open stream ends at its next chunk with a
+    `server_shutdown` error event and is recorded so (None: never)."""
+    global _cut_at
+    _cut_at = deadline
+
+
+class _ShutdownCutError(Exception):
+    pass
+
+
+def _shutdown_check() -> None:
+    if _cut_at is not None and time.monotonic() >= _cut_at:
+        raise _ShutdownCutError
+
+
+def _shutdown_event(fmt: ApiFormat) -> bytes:
+    message = "The gateway is restarting and cut this stream; send the request again."
+    return stream_error_event(fmt, GatewayError(503, SHUTDOWN, message, retryable=True))
 
 
 async def relay_stream(
@@ -47,6 +73,7 @@ async def relay_stream(
         async for chunk in response.content.iter_any():
             recorder.first_token()
             budget.spend(chunk)
+            _shutdown_check()
             events = splitter.feed(chunk)
             if recorder.fill is not None:
                 for event in events:
@@ -68,6 +95,9 @@ async def relay_stream(
     except UpstreamTooLargeError as too_big:
         error_code = too_big.code
         yield _traced(recorder, stream_error_event(fmt, too_big))
+    except _ShutdownCutError:
+        error_code = SHUTDOWN
+        yield _traced(recorder, _shutdown_event(fmt))
     except _BROKEN_OFF as exc:
         error_code = INTERRUPTED
         yield _traced(recorder, stream_error_event(fmt, broken_off(exc, recorder)))
@@ -91,6 +121,7 @@ async def translate_stream(
         async for chunk in response.content.iter_any():
             recorder.first_token()
             budget.spend(chunk)
+            _shutdown_check()
             out: list[dict[str, Any]] = []
             for event in splitter.feed(chunk):
                 data = event_data(event)
@@ -117,6 +148,9 @@ async def translate_stream(
     except UpstreamTooLargeError as too_big:
         error_code = too_big.code
         yield _traced(recorder, stream_error_event(fmt, too_big))
+    except _ShutdownCutError:
+        error_code = SHUTDOWN
+        yield _traced(recorder, _shutdown_event(fmt))
     except _BROKEN_OFF as exc:
         error_code = INTERRUPTED
         yield _traced(recorder, stream_error_event(fmt, broken_off(exc, recorder)))
@@ -165,6 +199,8 @@ def stream_ended(response: aiohttp.ClientResponse, recorder: UsageRecorder, comp
         response.release()
     else:
         response.close()
+    if not completed and not error_code and _cut_at is not None:
+        error_code = SHUTDOWN  # the server cancelled it on its way out: not the client's doing
     recorder.finish(
         status=200,
         error_code=error_code or ("" if completed else "client_disconnected"),

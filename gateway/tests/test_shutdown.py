@@ -106,3 +106,20 @@ def test_sigterm_with_a_short_grace_records_unfinished_streams_as_estimated(
     cut = [r for r in records if r.error_code == "server_shutdown"]
     assert len(cut) >= unfinished
     assert all(r.usage_estimated and r.output_tokens > 0 and r.cost_nanos > 0 for r in cut)
+
+
+@pytest.mark.parametrize("server", ["daphne", "uvicorn"])
+def test_streams_longer_than_the_grace_end_with_an_error_event_and_are_recorded_as_cut(
+    start_gateway: Callable[..., LiveGateway], key: IssuedKey, ledger: Ledger, server: str
+) -> None:
+    gateway = start_gateway(server, BILLING_METER_FLUSH_SECONDS="60", GATEWAY_SHUTDOWN_GRACE_SECONDS="1")
+    bodies: list[bytes] = asyncio.run(streams_interrupted_by_sigterm(gateway, key))[0]
+    assert gateway.terminate() in (0, -signal.SIGTERM)
+    cut = [body for body in bodies if not body.endswith(b"data: [DONE]\n\n")]
+    assert cut, "the streams are slower than the grace"
+    assert all(b'"code":"server_shutdown"' in body.rsplit(b"data: ", 1)[-1] for body in cut), cut[0][-300:]
+    records = ledger.wait(key.key_id, STREAMS, timeout=5)
+    assert sum(r.error_code == "server_shutdown" for r in records) == len(cut)
+    assert all(r.error_code in ("", "server_shutdown") and not r.client_disconnected for r in records)
+    if server == "uvicorn":  # the production server cancelled them with a traceback each
+        assert "Traceback" not in gateway.log()

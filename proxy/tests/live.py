@@ -76,7 +76,7 @@ class LiveGateway:
         }
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                web_server_command(self.server, "127.0.0.1", self.port),
+                web_server_command(self.server, "127.0.0.1", self.port, float(env["GATEWAY_SHUTDOWN_GRACE_SECONDS"])),
                 cwd=ROOT,
                 env=env,
                 stdout=log,

@@ -1,5 +1,6 @@
 import asyncio
 import importlib.util
+import math
 import os
 import signal
 import subprocess
@@ -71,9 +72,14 @@ class Command(BaseCommand):
                 child.wait()
 
 
-def web_server_command(server: str, host: str, port: int) -> list[str]:
+def web_server_command(server: str, host: str, port: int, grace_seconds: float | None = None) -> list[str]:
     """One serving process. No access log: the usage ledger and /metrics
-    record every request, and a log line per request costs CPU on each."""
+    record every request, and a log line per request costs CPU on each.
+
+    uvicorn's graceful timeout is the gateway's grace plus a little: streams
+    still open at the grace are ended by the gateway itself, with an error
+    event and their usage recorded, before uvicorn would cancel them."""
+    grace = settings.GATEWAY_SHUTDOWN_GRACE_SECONDS if grace_seconds is None else grace_seconds
     if server == "daphne":
         return [sys.executable, "-m", "daphne", "-v", "1", "-b", host, "-p", str(port), "gateway.asgi:application"]
     return [
@@ -89,7 +95,7 @@ def web_server_command(server: str, host: str, port: int) -> list[str]:
         "--lifespan",
         "on",
         "--timeout-graceful-shutdown",
-        "20",
+        str(math.ceil(grace) + 2),
         "--no-server-header",
         # uvicorn itself never closes a connection whose request head is
         # slow to come (a half request line is held forever), and its
