@@ -137,6 +137,10 @@ REDIS_TIMEOUT_SECONDS = env.float("REDIS_TIMEOUT_SECONDS", default=1.0)
 # With Redis unavailable: "closed" refuses (503 backend_unavailable), "open"
 # lets the request through unchecked. Budgets and credit stay closed unless
 # told otherwise: an open budget could be overspent during the outage.
+# With Redis, each request in flight holds a lease its process renews while
+# the request lives: a slot whose release is lost (a Redis blip, a killed
+# process) frees itself within this long.
+PROXY_INFLIGHT_LEASE_SECONDS = env.float("PROXY_INFLIGHT_LEASE_SECONDS", default=30.0)
 PROXY_RATELIMIT_ON_BACKEND_FAILURE = env.str("PROXY_RATELIMIT_ON_BACKEND_FAILURE", default="closed")
 BILLING_ON_BACKEND_FAILURE = env.str("BILLING_ON_BACKEND_FAILURE", default="closed")
 CACHES = {

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import math
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ from gateway.kernel.redis import redis_client, redis_failed, redis_key
 
 log = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
-_PARALLEL_TTL_SECONDS = 600  # an in-flight count whose process died frees itself
+_PARALLEL_TTL_SECONDS = 600  # in-process counts only; Redis holds in-flight slots as leases
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,7 @@ class Admission:
     counters: tuple[Counter, ...]
     headers: dict[str, str] = field(default_factory=dict)
     released: bool = False
+    slot: str = ""  # with Redis: this request's lease in each in-flight set
 
 
 def counters_for(ctx: TenantContext, *, tokens: int, now: float) -> tuple[Counter, ...]:
@@ -138,32 +140,69 @@ class LocalRateLimiter:
                 self._used[counter.name] = max(self._used[counter.name] + tokens - counter.amount, 0)
 
 
-# KEYS: counters. ARGV: limit, amount, ttl per counter. Returns {0, used...}
+# KEYS: counters. ARGV: the slot id and the lease (ms), then limit, amount,
+# ttl and "lease" (1 for requests in flight) per counter. Returns {0, used...}
 # when admitted, or {index, used} of the first counter without room.
+#
+# Requests in flight are a sorted set of slots scored by when their lease
+# ends (Redis's own clock): an expired slot is dropped before counting, so a
+# slot whose release never arrived (a Redis blip, a process killed) frees
+# itself within one lease, not after a fixed ten-minute TTL.
 _ADMIT = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local slot, lease = ARGV[1], tonumber(ARGV[2])
+local used = {}
 for i, key in ipairs(KEYS) do
-  local limit, amount = tonumber(ARGV[i * 3 - 2]), tonumber(ARGV[i * 3 - 1])
-  local used = tonumber(redis.call('GET', key) or '0')
-  if used + amount > limit then return {i, used} end
+  local limit, amount = tonumber(ARGV[i * 4 - 1]), tonumber(ARGV[i * 4])
+  if ARGV[i * 4 + 2] == '1' then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    used[i] = redis.call('ZCARD', key)
+  else
+    used[i] = tonumber(redis.call('GET', key) or '0')
+  end
+  if used[i] + amount > limit then return {i, used[i]} end
 end
 local out = {0}
 for i, key in ipairs(KEYS) do
-  out[#out + 1] = redis.call('INCRBY', key, tonumber(ARGV[i * 3 - 1]))
-  redis.call('EXPIRE', key, tonumber(ARGV[i * 3]), 'NX')  -- from creation, not refreshed by traffic
+  if ARGV[i * 4 + 2] == '1' then
+    redis.call('ZADD', key, now + lease, slot)
+    redis.call('PEXPIRE', key, lease * 2)
+    out[#out + 1] = used[i] + 1
+  else
+    out[#out + 1] = redis.call('INCRBY', key, tonumber(ARGV[i * 4]))
+    redis.call('EXPIRE', key, tonumber(ARGV[i * 4 + 1]), 'NX')  -- from creation, not refreshed by traffic
+  end
 end
 return out
+"""
+
+# KEYS: in-flight sets. ARGV: the lease (ms), then one slot per key: the
+# slot's lease runs again from now, if it is still there.
+_RENEW = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local lease = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, 'XX', now + lease, ARGV[i + 1])
+  redis.call('PEXPIRE', key, lease * 2)  -- a no-op once the set is gone
+end
+return 0
 """
 
 
 class RedisRateLimiter:
     def __init__(self) -> None:
         self._pending: set[asyncio.Task[None]] = set()
+        self._held: dict[str, tuple[str, ...]] = {}  # slot -> its in-flight sets, while the request lives
+        self._renewer: asyncio.Task[None] | None = None
 
     async def admit(self, counters: tuple[Counter, ...], now: float) -> Admission:
-        args: list[int] = []
+        slot = uuid.uuid4().hex
+        args: list[str | int] = [slot, self._lease_ms()]
         for counter in counters:
-            args += [counter.limit, counter.amount, counter.ttl]
-        keys = [redis_key("rate", c.name) for c in counters]
+            args += [counter.limit, counter.amount, counter.ttl, 1 if counter.kind == "parallel" else 0]
+        keys = [_redis_name(c) for c in counters]
         try:
             result = await redis_client().eval(_ADMIT, len(keys), *keys, *args)
         except Exception as exc:
@@ -175,28 +214,71 @@ class RedisRateLimiter:
             return Admission(counters, {}, released=True)  # nothing was counted, so nothing is given back
         if result[0]:
             raise _refusal(counters[int(result[0]) - 1], int(result[1]), now)
-        return Admission(counters, _headers(counters, [int(v) for v in result[1:]], now))
+        held = tuple(_redis_name(c) for c in counters if c.kind == "parallel")
+        if held:
+            self._held[slot] = held
+            self._renew_start()
+        return Admission(counters, _headers(counters, [int(v) for v in result[1:]], now), slot=slot)
 
     def release(self, admission: Admission, tokens: int) -> None:
         if admission.released:
             return
         admission.released = True
-        task = asyncio.get_running_loop().create_task(self._release(admission.counters, tokens))
+        self._held.pop(admission.slot, None)  # no longer renewed: if the release is lost, the lease ends it
+        task = asyncio.get_running_loop().create_task(self._release(admission, tokens))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _release(self, counters: tuple[Counter, ...], tokens: int) -> None:
+    async def _release(self, admission: Admission, tokens: int) -> None:
         pipe = redis_client().pipeline(transaction=False)
-        for counter in counters:
+        for counter in admission.counters:
             if counter.kind == "parallel":
-                pipe.decr(redis_key("rate", counter.name))
+                pipe.zrem(_redis_name(counter), admission.slot)
             elif counter.kind == "tokens" and tokens != counter.amount:
-                pipe.incrby(redis_key("rate", counter.name), tokens - counter.amount)
-        await pipe.execute()
+                pipe.incrby(_redis_name(counter), tokens - counter.amount)
+        try:
+            await pipe.execute()
+        except Exception as exc:
+            if not redis_failed(exc):
+                raise
+            log.warning("a rate-limit release was lost (Redis unavailable); its lease ends it (%s)", exc)
 
     async def wait_released(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
         if self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    def _lease_ms(self) -> int:
+        return max(int(settings.PROXY_INFLIGHT_LEASE_SECONDS * 1000), 100)
+
+    def _renew_start(self) -> None:
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+
+    async def _renew_forever(self) -> None:
+        """Every third of a lease, renew the slots of the requests still open
+        (one script call for all of them)."""
+        while self._held:
+            await asyncio.sleep(self._lease_ms() / 3000)
+            pairs = [(key, slot) for slot, keys in list(self._held.items()) for key in keys]
+            if not pairs:
+                continue
+            try:
+                await redis_client().eval(
+                    _RENEW, len(pairs), *[k for k, _ in pairs], self._lease_ms(), *[s for _, s in pairs]
+                )
+            except Exception as exc:
+                if not redis_failed(exc):
+                    raise
+                log.warning("in-flight leases not renewed (Redis unavailable): %s", exc)
+
+
+def _redis_name(counter: Counter) -> str:
+    # A new name for the in-flight sets: the counters of earlier versions were strings.
+    return redis_key(
+        "rate", counter.name.replace(":parallel", ":inflight") if counter.kind == "parallel" else counter.name
+    )
 
 
 _limiter: LocalRateLimiter | RedisRateLimiter | None = None

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -110,6 +111,80 @@ def test_the_redis_limiter_is_atomic_across_instances(settings: Any) -> None:
         return sum(await asyncio.gather(*(attempt(i) for i in range(30))))
 
     assert asyncio.run(contend()) == 10
+
+
+@pytest.fixture
+def redis_limits(settings: Any) -> Any:
+    import redis
+
+    try:
+        redis.Redis.from_url("redis://127.0.0.1:6379/15").ping()
+    except redis.ConnectionError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    settings.REDIS_URL = "redis://127.0.0.1:6379/15"
+    settings.REDIS_KEY_PREFIX = f"test-lease-{os.getpid()}-{id(settings)}"
+    settings.PROXY_INFLIGHT_LEASE_SECONDS = 0.3
+    return settings
+
+
+def refused_for(limiter: RedisRateLimiter, ctx: TenantContext, seconds: float) -> bool:
+    """Whether every admission is refused for `seconds` (a lease would have lapsed meanwhile)."""
+
+    async def watch() -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                admission = await limiter.admit(counters_for(ctx, tokens=1, now=NOON), NOON)
+            except GatewayError:
+                await asyncio.sleep(0.02)
+                continue
+            limiter.release(admission, 1)
+            return False
+        return True
+
+    return asyncio.run(watch())
+
+
+def test_an_in_flight_slot_whose_release_is_lost_frees_itself_within_one_lease(redis_limits: Any) -> None:
+    ctx = caller(RateLimits(parallel=1))
+
+    async def lost_release() -> None:
+        dead = RedisRateLimiter()  # a process that admits a request, then dies (or Redis blinks at its release)
+        await dead.admit(counters_for(ctx, tokens=1, now=NOON), NOON)
+        dead._held.clear()  # nothing renews it any more
+        assert dead._renewer is not None
+        dead._renewer.cancel()
+
+    asyncio.run(lost_release())
+    other = RedisRateLimiter()
+    started = time.monotonic()
+    assert not refused_for(other, ctx, 5), "the slot was never given back"
+    assert time.monotonic() - started < 2  # one lease (0.3 s) and the polling, not ten minutes
+
+
+def test_a_request_still_in_flight_keeps_its_slot_past_the_lease(redis_limits: Any) -> None:
+    ctx = caller(RateLimits(parallel=1))
+
+    async def long_request() -> bool:
+        living = RedisRateLimiter()
+        admission = await living.admit(counters_for(ctx, tokens=1, now=NOON), NOON)
+        other = RedisRateLimiter()
+        deadline = time.monotonic() + 4 * 0.3  # four leases: renewed all along
+        refused = True
+        while time.monotonic() < deadline:
+            try:
+                other.release(await other.admit(counters_for(ctx, tokens=1, now=NOON), NOON), 1)
+                refused = False
+            except GatewayError:
+                await asyncio.sleep(0.05)
+        living.release(admission, 1)
+        await living.wait_released()
+        after = await other.admit(counters_for(ctx, tokens=1, now=NOON), NOON)  # released: in at once
+        other.release(after, 1)
+        await other.wait_released()
+        return refused
+
+    assert asyncio.run(long_request())
 
 
 def post(gateway: LiveGateway, key: IssuedKey) -> tuple[int, Any, dict[str, Any]]:
