@@ -21,7 +21,7 @@ router = Router(tags=["Prices"])
 
 @router.get("/prices", response=list[PriceOut])
 @paginate
-def prices_list(request: HttpRequest, model: str | None = None):  # type: ignore[no-untyped-def]
+def prices_list(request: HttpRequest, model: str | None = None):
     """The price in force now for each model (and provider)."""
     rows = (
         Price.objects.effective_at(timezone.now())
@@ -38,7 +38,7 @@ def prices_list(request: HttpRequest, model: str | None = None):  # type: ignore
 
 @router.get("/prices/history", response=list[PriceOut])
 @paginate
-def prices_history(request: HttpRequest, model: str, provider: str | None = None):  # type: ignore[no-untyped-def]
+def prices_history(request: HttpRequest, model: str, provider: str | None = None):
     """Every price of a model, newest first (future ones included)."""
     rows = Price.objects.filter(model=model).select_related("provider").order_by("-effective_from", "-id")
     return rows.filter(provider__name=provider) if provider else rows
