@@ -8,9 +8,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing.histograms import LATENCY_COLUMNS, TTFT_COLUMNS
+from billing.pricing import MAX_REQUEST_FEE_USD, MAX_USD_PER_MTOK
 
 # Any: these are spread into DecimalField(**...), whose parameters differ in type.
-USD_PER_MTOK: dict[str, Any] = {"max_digits": 18, "decimal_places": 9, "validators": [MinValueValidator(Decimal(0))]}
+USD_PER_MTOK: dict[str, Any] = {
+    "max_digits": 18,
+    "decimal_places": 9,
+    "validators": [MinValueValidator(Decimal(0)), MaxValueValidator(MAX_USD_PER_MTOK)],
+}
 OPTIONAL_USD_PER_MTOK: dict[str, Any] = {**USD_PER_MTOK, "null": True, "blank": True}
 
 
@@ -52,7 +57,10 @@ class Price(models.Model):
     long_cache_write_1h_usd_per_mtok = models.DecimalField(**OPTIONAL_USD_PER_MTOK)
     long_output_usd_per_mtok = models.DecimalField(**OPTIONAL_USD_PER_MTOK)
     request_fee_usd = models.DecimalField(
-        max_digits=18, decimal_places=9, default=Decimal(0), validators=[MinValueValidator(Decimal(0))]
+        max_digits=18,
+        decimal_places=9,
+        default=Decimal(0),
+        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(MAX_REQUEST_FEE_USD)],
     )
     max_output_tokens = models.PositiveIntegerField(
         null=True, blank=True, help_text="The model's output limit: the worst case a budget reserves."

@@ -14,6 +14,28 @@ from gateway.kernel.context import PriceSnapshot, Rates, Usage
 
 NANOS_PER_USD = 10**9
 TOKENS_PER_MTOK = 10**6
+# The most a price may say. Far above any model's list price (the dearest
+# output is a few hundred dollars per million tokens), far below the column's
+# 999,999,999.999999999 that a typo such as `--input 1000000000` reaches.
+MAX_USD_PER_MTOK = Decimal(100_000)
+MAX_REQUEST_FEE_USD = Decimal(100)
+
+
+def price_amount_check(name: str, value: Decimal) -> None:
+    """Raise ValueError, saying what is expected, unless `value` is a price
+    the books can hold: finite, from 0 to the cap, in whole nano-dollars."""
+    fee = name == "request_fee_usd"
+    unit, cap = ("USD per request", MAX_REQUEST_FEE_USD) if fee else ("USD per million tokens", MAX_USD_PER_MTOK)
+    if not value.is_finite():
+        raise ValueError(f"{name}: {value} is not a price; give {unit}, such as 2.50")
+    if value < 0:
+        raise ValueError(f"{name}: prices cannot be negative")
+    if value > cap:
+        raise ValueError(
+            f"{name}: {value:f} {unit} is above the {cap:f} this gateway accepts; prices are {unit} "
+            "(gpt-4o's input is 2.50), not per token or per thousand"
+        )
+    usd_to_nanos(value)  # refuses sub-nano precision
 
 
 def usd_to_nanos(usd: Decimal) -> int:

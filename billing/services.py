@@ -12,7 +12,7 @@ from accounts.models import ApiKey, Tenant
 from accounts.signals import config_version_bump
 from billing.models import Budget, BudgetSpend, CreditEntry, Period, Price
 from billing.periods import period_end, period_start
-from billing.pricing import usd_to_nanos
+from billing.pricing import price_amount_check, usd_to_nanos
 from billing.reconcile import usage_cost_nanos
 
 # The optional rates (USD per million tokens) a price can carry, by the short
@@ -74,16 +74,17 @@ def price_set(
     }
     for name, value in fields.items():
         if isinstance(value, Decimal):
-            if value < 0 or not value.is_finite():
-                raise ValueError(f"{name}: prices cannot be negative")
-            usd_to_nanos(value)  # refuses sub-nano precision before anything is stored
+            price_amount_check(name, value)  # the one check of every entry: commands, apply, API, sync
     when = effective_from or timezone.now()
-    current = (
-        Price.objects.filter(model=model, provider=provider)
-        .effective_at(when)
-        .order_by("-effective_from", "-id")
-        .first()
-    )
+    try:
+        current = (
+            Price.objects.filter(model=model, provider=provider)
+            .effective_at(when)
+            .order_by("-effective_from", "-id")
+            .first()
+        )
+    except ArithmeticError:  # a row stored before amounts were checked, beyond its column: superseded now
+        current = None
     if current is not None and all(getattr(current, name) == value for name, value in fields.items()):
         return current, False
     price = Price.objects.create(model=model, provider=provider, effective_from=when, source=source, **fields)

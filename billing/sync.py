@@ -282,18 +282,22 @@ def prices_apply(
         if in_force == Price.Source.MANUAL:
             result.skipped[price.model] = "hand-set price"
         else:
-            _, changed = price_set(
-                model=price.model,
-                input_usd=price.input_usd,
-                output_usd=price.output_usd,
-                cached_input_usd=price.cached_input_usd,
-                provider=None,
-                effective_from=now,
-                source=Price.Source.SYNC,
-                **price.optional,
-            )
-            bucket = result.unchanged if not changed else result.added if in_force is None else result.changed
-            bucket.append(price.model)
+            try:
+                _, changed = price_set(
+                    model=price.model,
+                    input_usd=price.input_usd,
+                    output_usd=price.output_usd,
+                    cached_input_usd=price.cached_input_usd,
+                    provider=None,
+                    effective_from=now,
+                    source=Price.Source.SYNC,
+                    **price.optional,
+                )
+            except ValueError as exc:  # one absurd entry in the file must not stop the sync
+                result.skipped[price.model] = str(exc)
+            else:
+                bucket = result.unchanged if not changed else result.added if in_force is None else result.changed
+                bucket.append(price.model)
         if progress is not None:
             progress(done, len(prices))
 

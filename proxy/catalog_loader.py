@@ -4,6 +4,8 @@ catalog is read at once (four queries); proxy.catalog keeps it."""
 
 import datetime as dt
 import logging
+from collections.abc import Iterator
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
@@ -167,7 +169,7 @@ def _current_prices(
     scheduled price takes effect (the catalog reloads itself then)."""
     prices: dict[tuple[str, str], PriceSnapshot] = {}
     valid_until = float("inf")
-    for row in Price.objects.order_by("model", "provider_id", "-effective_from", "-id"):
+    for row in _readable_prices():
         if row.effective_from > now:
             valid_until = min(valid_until, row.effective_from.timestamp())
             continue
@@ -175,5 +177,32 @@ def _current_prices(
             continue
         key = (provider_names.get(row.provider_id, "") if row.provider_id else "", row.model)
         if key not in prices:  # rows come newest first
-            prices[key] = snapshot_from_price(row)
+            try:
+                prices[key] = snapshot_from_price(row)
+            except ArithmeticError:
+                log.error("price %s (%s) skipped: an amount the books cannot hold", row.pk, row.model)
     return prices, valid_until
+
+
+_PRICE_ORDER = ("model", "provider_id", "-effective_from", "-id")
+_PRICES_PER_QUERY = 500
+
+
+def _readable_prices() -> Iterator[Any]:
+    """Every price row, newest first per model, except a row whose amounts
+    the column cannot give back (stored before amounts were checked): that
+    one is reported and skipped, and the older price of its model stays in
+    force. One query for the ids, one per 500 rows."""
+    ids = list(Price.objects.order_by(*_PRICE_ORDER).values_list("pk", flat=True))
+    for start in range(0, len(ids), _PRICES_PER_QUERY):
+        chunk = ids[start : start + _PRICES_PER_QUERY]
+        try:
+            rows = {row.pk: row for row in Price.objects.filter(pk__in=chunk)}
+        except ArithmeticError:
+            rows = {}
+            for pk in chunk:
+                try:
+                    rows[pk] = Price.objects.get(pk=pk)
+                except ArithmeticError:
+                    log.error("price %s skipped: an amount the books cannot hold; set the model's price again", pk)
+        yield from (rows[pk] for pk in chunk if pk in rows)
