@@ -103,6 +103,9 @@ def gateway_config(django_db_setup: None, django_db_blocker: Any, fake_upstream:
         price_set(model="fake-budget", input_usd=Decimal("0"), output_usd=Decimal("1"))
         dead, _ = provider_upsert(name="dead", kind="openai", base_url=f"http://127.0.0.1:{free_port()}/v1")
         route_upsert(model="dead-model", provider=dead)
+        # Priced, so that keys with budgets may reach them (an unpriced model is refused to those).
+        for failing in ("dead-model", "fake-error-500"):
+            price_set(model=failing, input_usd=Decimal("1"), output_usd=Decimal("1"))
         # The same fake as an Anthropic upstream, and as an OpenAI-compatible
         # server without the Responses API or legacy completions.
         anthropic, _ = provider_upsert(

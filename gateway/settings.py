@@ -6,6 +6,7 @@ app that reads them.
 """
 
 import os
+from decimal import Decimal
 from pathlib import Path
 
 import environ
@@ -264,6 +265,13 @@ BILLING_PRICES_URL = env(
 )
 # Raw usage records older than this are pruned (only once rolled up).
 BILLING_USAGE_RETENTION_DAYS = env.int("BILLING_USAGE_RETENTION_DAYS", default=90)
+# A model without a price, for a key with a budget or prepaid credit:
+# "refuse" (400 model_not_priced: a budget is never bypassed), "default"
+# (charge the default rates below, USD per million tokens), or "allow"
+# (answer at cost 0: the budget does not limit that model).
+BILLING_UNPRICED_POLICY = env.str("BILLING_UNPRICED_POLICY", default="refuse")
+BILLING_UNPRICED_DEFAULT_INPUT_USD = Decimal(env.str("BILLING_UNPRICED_DEFAULT_INPUT_USD", default="10"))
+BILLING_UNPRICED_DEFAULT_OUTPUT_USD = Decimal(env.str("BILLING_UNPRICED_DEFAULT_OUTPUT_USD", default="30"))
 BILLING_SPOOL_DIR = Path(env("BILLING_SPOOL_DIR", default=str(VAR_DIR / "usage-spool")))
 # Each process's usage journal (billing.journal): every event is written here
 # as its request ends, so a SIGKILL loses none. Processes sharing a machine

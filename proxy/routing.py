@@ -8,10 +8,14 @@ form `<provider>/<upstream model>` (when the catalog holds providers for it).
 
 import fnmatch
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
+from django.conf import settings
+
+from billing.pricing import PriceRates, rates_from_usd
 from gateway.kernel.context import PriceSnapshot, ProviderConfig, RoutePlan, RouteTarget, TenantContext
 from gateway.kernel.errors import GatewayError
 
@@ -70,11 +74,16 @@ class Catalog:
         return time.time() < self.valid_until
 
     def price_for(self, provider: str, *models: str) -> PriceSnapshot | None:
-        for model in models:
-            price = self.prices.get((provider, model)) or self.prices.get(("", model))
-            if price is not None:
-                return price
-        return None
+        """The price of the first of `models` that has one, as named or as
+        LiteLLM's price file names it (price_names): a name variant must never
+        run unpriced past a budget. With BILLING_UNPRICED_POLICY=default, an
+        unpriced model gets the default rates."""
+        for names in (models, [v for model in models for v in price_names(model)]):
+            for model in names:
+                price = self.prices.get((provider, model)) or self.prices.get(("", model))
+                if price is not None:
+                    return price
+        return unpriced_default()
 
     def resolve(self, model: str) -> RoutePlan | None:
         found = self.lookup(model)
@@ -219,3 +228,34 @@ def choose(
         if point < 0:
             return target
     return next(t for t in reversed(tier) if t.weight > 0)  # float rounding at the top of the range
+
+
+_DATED = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|@\d{8}|-latest)$")
+
+
+def price_names(model: str) -> list[str]:
+    """The names a model's price may be filed under, best first: lower case,
+    without a provider prefix (`openai/gpt-4o`), without a dated snapshot
+    (`gpt-4o-2024-08-06`, `gpt-4-0613`, `claude-3-5-sonnet-20241022`)."""
+    names: list[str] = []
+    for name in (model, model.lower()):
+        bare = name.rsplit("/", 1)[-1]
+        for candidate in (name, bare, _DATED.sub("", name), _DATED.sub("", bare)):
+            if candidate and candidate != model and candidate not in names:
+                names.append(candidate)
+    return names
+
+
+def unpriced_default() -> PriceSnapshot | None:
+    """BILLING_UNPRICED_POLICY=default: these rates for a model without a price."""
+    if settings.BILLING_UNPRICED_POLICY != "default":
+        return None
+    usd = PriceRates(
+        input=settings.BILLING_UNPRICED_DEFAULT_INPUT_USD,
+        output=settings.BILLING_UNPRICED_DEFAULT_OUTPUT_USD,
+        cached_input=None,
+        cache_write_5m=None,
+        cache_write_1h=None,
+        reasoning=None,
+    )
+    return PriceSnapshot(base=rates_from_usd(usd))

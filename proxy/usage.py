@@ -18,6 +18,7 @@ from billing.guard import Reservation, spend_caps, spend_guard
 from billing.meter import meter
 from billing.pricing import cost_nanos, worst_case_cost_nanos
 from gateway.kernel.context import RouteTarget, TenantContext, Usage, UsageEvent
+from gateway.kernel.errors import GatewayError
 from proxy.providers.base import StreamObserver
 from proxy.ratelimit import rate_limit_release
 
@@ -115,6 +116,15 @@ async def reserve_worst_case(
     caps = spend_caps(ctx, timezone.now())
     if not caps:
         return None
+    if target.price is None and settings.BILLING_UNPRICED_POLICY != "allow":
+        # Unpriced, it would cost 0: a budget or prepaid credit would be no limit at all.
+        raise GatewayError(
+            400,
+            "model_not_priced",
+            f"The model '{target.public_model}' ({target.upstream_model} at {target.provider.name}) has no price, "
+            "and this key has a budget or prepaid credit. Ask an administrator to set its price (price_set).",
+            param="model",
+        )
     output = output_limit(body, target) if output_tokens is None else output_tokens
     prompt = prompt_bytes + media_parts(body) * settings.BILLING_MEDIA_PART_MAX_TOKENS
     amount = worst_case_cost_nanos(target.price, prompt_tokens=prompt, output_tokens=output)
