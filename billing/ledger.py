@@ -67,7 +67,7 @@ def _store(events: list[UsageEvent]) -> int:
 _TOKENS_MAX = 2**31 - 1  # PositiveIntegerField
 _TEXT_LIMITS = {
     name: UsageRecord._meta.get_field(name).max_length
-    for name in ("endpoint", "public_model", "upstream_model", "provider", "error_code")
+    for name in ("endpoint", "public_model", "upstream_model", "provider", "error_code", "purpose", "guardrails")
 }
 # Every column but the id, in the table's order.
 _FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
@@ -141,6 +141,8 @@ def _record(e: UsageEvent, prepaid: bool) -> dict[str, Any]:
         prepaid=prepaid,
         latency_ms=e.latency_ms,
         ttft_ms=e.ttft_ms,
+        purpose=_text(e.purpose, "purpose"),
+        guardrails=_text(e.guardrails, "guardrails"),
     )
 
 

@@ -122,6 +122,14 @@ class UsageRecord(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time to first token (streams).")
     rolled_up = models.BooleanField(default=False, help_text="Counted in the hourly and daily rollups.")
+    purpose = models.CharField(
+        max_length=20,
+        blank=True,
+        help_text="Why the gateway made this call itself (routing, augmentation...); empty for a client's request.",
+    )
+    guardrails = models.CharField(
+        max_length=200, blank=True, help_text="Guardrail verdicts, e.g. 'pii:redact:2'; never the matched text."
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -186,6 +186,10 @@ class UsageEvent:
     cache_hit: bool = False
     cache_status: str = ""  # hit, miss or bypass when the cache was asked
     saved_nanos: int = 0
+    # Why the gateway made this call itself (routing, augmentation...); empty
+    # for a client's own request.
+    purpose: str = ""
+    guardrails: str = ""  # the verdicts, e.g. "pii:redact:2", never the matched text
 
 
 # Where the cache lane leaves a request it prepared (proxy.pipeline.Prepared)
