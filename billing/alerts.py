@@ -5,7 +5,10 @@
   ALERT_ERROR_RATE, once it has served at least ALERT_MIN_REQUESTS;
 * a budget whose spend this period has reached its soft limit;
 * the latest reconciliation report, when it found differences;
-* the latest price sync, when it failed.
+* the latest price sync, when it failed;
+* models that answered without a price over the last
+  ALERT_UNPRICED_WINDOW_HOURS (BILLING_UNPRICED_POLICY allow or default):
+  their spend is not on the books at its real rate.
 
 The error rate reads raw records, but only the window's: the created_at
 index bounds it to a few minutes of traffic.
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 
@@ -31,7 +34,7 @@ FAILED = Q(status_code__in=(401, 404, 429)) | Q(status_code__gte=500)
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    kind: str  # error_rate, budget, reconciliation, price_sync
+    kind: str  # error_rate, budget, reconciliation, price_sync, unpriced
     title: str
     detail: str
     url: str = ""
@@ -39,7 +42,13 @@ class Alert:
 
 def alerts_current(now: dt.datetime | None = None) -> list[Alert]:
     now = now or timezone.now()
-    return [*error_rate_alerts(now), *budget_alerts(now), *reconciliation_alerts(), *price_sync_alerts()]
+    return [
+        *error_rate_alerts(now),
+        *budget_alerts(now),
+        *reconciliation_alerts(),
+        *price_sync_alerts(),
+        *unpriced_alerts(now),
+    ]
 
 
 def error_rate_alerts(now: dt.datetime) -> list[Alert]:
@@ -115,4 +124,39 @@ def price_sync_alerts() -> list[Alert]:
             detail=f"{latest.started_at:%Y-%m-%d %H:%M} UTC: {latest.error[:300] or 'no error recorded'}",
             url=reverse("admin:billing_pricesyncrun_change", args=[latest.pk]),
         )
+    ]
+
+
+def unpriced_alerts(now: dt.datetime) -> list[Alert]:
+    """One alert per deployment that answered without a price: free under
+    BILLING_UNPRICED_POLICY=allow, at the default rates under =default.
+    (Under =refuse such requests never reach an upstream, so never a row.)"""
+    hours = settings.ALERT_UNPRICED_WINDOW_HOURS
+    rows = (
+        UsageRecord.objects.filter(
+            created_at__gte=now - dt.timedelta(hours=hours),
+            created_at__lte=now,
+            price__isnull=True,
+            cache_hit=False,
+            status_code__lt=400,
+        )
+        .order_by()
+        .values("provider", "upstream_model")
+        .annotate(requests=Count("pk"), cost=Sum("cost_nanos"), last=Max("created_at"))
+        .order_by("-requests", "provider", "upstream_model")
+    )
+    return [
+        Alert(
+            kind="unpriced",
+            title=f"{row['provider']} / {row['upstream_model']} answered {row['requests']} requests without a price",
+            detail=(
+                f"In the last {hours} hours, charged {usd_string(row['cost'] or 0)} USD "
+                f"({'default rates' if row['cost'] else 'nothing'}); last at {row['last']:%Y-%m-%d %H:%M} UTC. "
+                "Set its price with price_set or in admin."
+            ),
+            url=reverse("admin:billing_usagerecord_changelist")
+            + "?"
+            + urlencode({"provider": row["provider"], "upstream_model": row["upstream_model"]}),
+        )
+        for row in rows
     ]

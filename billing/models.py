@@ -137,6 +137,11 @@ class UsageRecord(models.Model):
             models.Index(fields=["tenant", "created_at"]),
             models.Index(fields=["api_key", "created_at"]),
             models.Index(fields=["rolled_up", "created_at"], name="usage_not_rolled_up", condition=Q(rolled_up=False)),
+            # The unpriced-traffic alert reads a day of these: a handful of
+            # rows, never the whole day's traffic.
+            models.Index(
+                fields=["created_at"], name="usage_unpriced", condition=Q(price__isnull=True, cache_hit=False)
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(cost_nanos__gte=0), name="usage_cost_not_negative"),

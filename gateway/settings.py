@@ -310,6 +310,10 @@ PROXY_BREAKER_COOLDOWN_SECONDS = env.float("PROXY_BREAKER_COOLDOWN_SECONDS", def
 ALERT_ERROR_RATE = env.float("ALERT_ERROR_RATE", default=0.2)
 ALERT_WINDOW_MINUTES = env.int("ALERT_WINDOW_MINUTES", default=15)
 ALERT_MIN_REQUESTS = env.int("ALERT_MIN_REQUESTS", default=20)
+# Requests answered by a model without a price (BILLING_UNPRICED_POLICY
+# allow or default) over the last ALERT_UNPRICED_WINDOW_HOURS: each is spend
+# the books do not see at its real rate.
+ALERT_UNPRICED_WINDOW_HOURS = env.int("ALERT_UNPRICED_WINDOW_HOURS", default=24)
 
 # --- Operations: metrics, logs, errors ------------------------------------------
 # /metrics (Prometheus). With METRICS_TOKEN set it needs `Authorization:

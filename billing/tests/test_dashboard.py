@@ -15,9 +15,9 @@ from billing import dashboard
 from billing.alerts import Alert, alerts_current
 from billing.dashboard import Window, dashboard_data, projected_nanos, spend_stacks, traffic
 from billing.histograms import BUCKET_COUNT, LATENCY_COLUMNS, TTFT_COLUMNS, histogram_of, percentile_ms
-from billing.models import BudgetSpend, PriceSyncRun, ReconciliationReport, UsageRecord, UsageRollup
+from billing.models import BudgetSpend, Price, PriceSyncRun, ReconciliationReport, UsageRecord, UsageRollup
 from billing.rollups import usage_rollup
-from billing.services import budget_set
+from billing.services import budget_set, price_set
 
 UTC = dt.UTC
 NOW = dt.datetime(2025, 3, 5, 12, 30, tzinfo=UTC)
@@ -73,7 +73,15 @@ def new_key(slug: str) -> ApiKey:
     return api_key_issue(tenant=tenant_create(slug=slug), name=f"{slug} key")[1]
 
 
+def gpt_up_price() -> Price:
+    return (
+        Price.objects.filter(model="gpt-up").first()
+        or price_set(model="gpt-up", input_usd=Decimal("1"), output_usd=Decimal("2"))[0]
+    )
+
+
 def record(api_key: ApiKey, at: dt.datetime, **fields: Any) -> UsageRecord:
+    """A priced usage row (pass price=None for an unpriced one)."""
     values: dict[str, Any] = {
         "request_id": f"req_{uuid.uuid4().hex}",
         "created_at": at,
@@ -87,6 +95,8 @@ def record(api_key: ApiKey, at: dt.datetime, **fields: Any) -> UsageRecord:
         "latency_ms": 120,
         **fields,
     }
+    if "price" not in values:
+        values["price"] = gpt_up_price()
     return UsageRecord.objects.create(**values)
 
 
@@ -345,3 +355,37 @@ def test_the_dashboard_can_show_one_tenant_alone() -> None:
     data = dashboard_data(7, now, tenant_id=totals["shown"])
     assert [series["name"] for series in data["spend_by_tenant"]["series"]] == ["shown"]
     assert sum(data["spend_by_tenant"]["series"][0]["values"]) == 7
+
+
+@pytest.mark.django_db
+def test_a_model_answering_without_a_price_raises_an_alert_that_links_to_its_requests(
+    settings: Any, admin_client: Client
+) -> None:
+    settings.ALERT_UNPRICED_WINDOW_HOURS = 24
+    key = new_key("acme")
+    for _ in range(3):  # allowed through at no cost
+        record(key, NOW - dt.timedelta(hours=2), price=None, upstream_model="free-lunch")
+    record(key, NOW - dt.timedelta(hours=1), price=None, upstream_model="defaulted", cost_nanos=30_000_000)
+    record(key, NOW - dt.timedelta(hours=30), price=None, upstream_model="long-ago")  # before the window
+    record(key, NOW - dt.timedelta(hours=1), price=None, upstream_model="cached", cache_hit=True)  # cost nothing
+    record(key, NOW - dt.timedelta(hours=1), price=None, upstream_model="broken", status_code=502)  # not served
+    record(key, NOW - dt.timedelta(hours=1))  # priced
+
+    assert alerts_current(NOW) == [
+        Alert(
+            kind="unpriced",
+            title="fake / free-lunch answered 3 requests without a price",
+            detail="In the last 24 hours, charged 0.000000000 USD (nothing); last at 2025-03-05 10:30 UTC. "
+            "Set its price with price_set or in admin.",
+            url="/admin/billing/usagerecord/?provider=fake&upstream_model=free-lunch",
+        ),
+        Alert(
+            kind="unpriced",
+            title="fake / defaulted answered 1 requests without a price",
+            detail="In the last 24 hours, charged 0.030000000 USD (default rates); last at 2025-03-05 11:30 UTC. "
+            "Set its price with price_set or in admin.",
+            url="/admin/billing/usagerecord/?provider=fake&upstream_model=defaulted",
+        ),
+    ]
+    listed = admin_client.get("/admin/billing/usagerecord/?provider=fake&upstream_model=free-lunch").content.decode()
+    assert listed.count("free-lunch") >= 3 and "defaulted" not in listed
