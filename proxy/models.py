@@ -75,6 +75,9 @@ class Route(models.Model):
     # Other routes to try, in order, when every deployment of this one failed.
     # Cycles are ignored when the catalog loads (with a log line).
     fallbacks = models.JSONField(default=list, blank=True, validators=[fallbacks_validate])
+    # What the model is good at, for smart routers' designators (filled by
+    # descriptions_sync when empty).
+    description = models.TextField(blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -157,3 +160,38 @@ class ModelAlias(models.Model):
     @property
     def is_pattern(self) -> bool:
         return is_alias_pattern(self.pattern)
+
+
+def candidates_validate(value: object) -> None:
+    if not isinstance(value, list) or not value or not all(isinstance(name, str) and name for name in value):
+        raise ValidationError("Candidates are a non-empty list of model names.")
+
+
+class Router(models.Model):
+    """A smart router: a client asks for `name` (say `auto`) and is answered
+    by the candidate that the designator model picks for its query. The name
+    is unique among route and alias names; routers, like routes and aliases,
+    serve every tenant."""
+
+    name = models.CharField(max_length=200, unique=True, help_text="The model name clients ask for.")
+    designator = models.CharField(max_length=200, help_text="The model that picks a candidate for each query.")
+    candidates = models.JSONField(
+        default=list, validators=[candidates_validate], help_text="Model names the designator chooses from, in order."
+    )
+    purpose = models.TextField(blank=True, help_text="What the router is for, told to the designator.")
+    fallback = models.CharField(
+        max_length=200, blank=True, help_text="The candidate used when the designator fails; empty: the first."
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} → {', '.join(self.candidates or [])}"
+
+    def clean(self) -> None:
+        if self.fallback and self.fallback not in (self.candidates or []):
+            raise ValidationError({"fallback": "The fallback must be one of the candidates."})
