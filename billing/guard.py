@@ -84,6 +84,9 @@ def spend_caps(ctx: TenantContext, now: dt.datetime) -> tuple[SpendCap, ...]:
 
 
 def refusal(cap: SpendCap, amount: int, used: int) -> GatewayError:
+    from billing.webhook_events import spend_refused  # loaded on the first refusal, not with the request path
+
+    spend_refused(cap, amount, used)  # budget.exceeded or credit.low, handed off: a set lookup once sent
     left = max(cap.limit_nanos - used, 0)
     if cap.kind == "credit":
         return GatewayError(

@@ -20,6 +20,7 @@ from accounts.models import Tenant
 from billing.models import Budget, BudgetSpend, CreditEntry, UsageRecord
 from billing.periods import period_start
 from billing.pricing import usd_to_nanos
+from billing.webhook_events import budget_spend_events, credit_low_events
 from gateway.kernel.context import UsageEvent
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,7 @@ def _add_budget_spend(events: list[UsageEvent]) -> None:
     for (budget_id, start), amount in totals.items():
         spend = _spend_add(budget_id, start, amount)
         _alert_if_soft_limit_crossed(limits[budget_id], spend)
+        budget_spend_events(limits[budget_id], spend, added=amount)  # webhooks, in this batch's transaction
 
 
 def _spend_add(budget_id: int, start: dt.datetime, amount: int) -> BudgetSpend:
@@ -210,3 +212,4 @@ def _charge_credit(events: list[UsageEvent]) -> None:
             if amount
         ]
     )
+    credit_low_events({t for t, amount in per_tenant.items() if amount})

@@ -31,6 +31,7 @@ from django.utils import timezone
 from accounts.signals import config_changes_batched
 from billing.models import Price, PriceSyncRun
 from billing.services import price_set
+from billing.webhook_events import price_sync_failed
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +332,9 @@ def _run_record(result: SyncResult, *, started_at: dt.datetime, ok: bool, error:
 def _run_failed(source: str, *, started_at: dt.datetime, error: str) -> None:
     """Record a failed run (nothing applied, so every count is zero)."""
     try:
-        _run_record(SyncResult(source=source), started_at=started_at, ok=False, error=error)
+        with transaction.atomic():  # the failed run and its webhook event commit together
+            run = _run_record(SyncResult(source=source), started_at=started_at, ok=False, error=error)
+            price_sync_failed(run)
     except DatabaseError:
         # The database may be what failed: the caller still gets the original error.
         log.exception("price sync: the failed run could not be recorded")

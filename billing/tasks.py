@@ -43,3 +43,11 @@ def books_reconcile_task() -> bool:
     from billing.reconcile import books_reconcile
 
     return books_reconcile().ok
+
+
+@shared_task
+def webhook_deliveries_send_task() -> int:
+    """Send the webhook outbox: what is due now, new events and retries."""
+    from billing.webhook_delivery import webhook_deliveries_send
+
+    return webhook_deliveries_send()

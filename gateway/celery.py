@@ -19,6 +19,9 @@ app.conf.beat_schedule = {
     "books-reconcile": {"task": "billing.tasks.books_reconcile_task", "schedule": crontab(minute=17)},
     "usage-retention": {"task": "billing.tasks.usage_retention_task", "schedule": crontab(hour=3, minute=30)},
     "trace-retention": {"task": "proxy.tasks.trace_retention_task", "schedule": crontab(hour=3, minute=45)},
+    "responses-retention": {"task": "proxy.tasks.responses_retention_task", "schedule": crontab(minute=25)},
     "prices-sync": {"task": "billing.tasks.prices_sync_task", "schedule": crontab(hour=2, minute=10)},
     "cache-expire": {"task": "cachestore.tasks.cache_expire_task", "schedule": crontab(minute="*/10")},
+    # Every 10 seconds: a webhook event waits at most that long for its first attempt.
+    "webhooks-send": {"task": "billing.tasks.webhook_deliveries_send_task", "schedule": 10.0},
 }

@@ -265,6 +265,14 @@ BILLING_PRICES_URL = env(
 )
 # Raw usage records older than this are pruned (only once rolled up).
 BILLING_USAGE_RETENTION_DAYS = env.int("BILLING_USAGE_RETENTION_DAYS", default=90)
+# Webhooks (billing.webhooks): a prepaid balance below this raises credit.low;
+# each POST waits this long; a delivery is retried after RETRY seconds,
+# doubling up to an hour, and given up after MAX_ATTEMPTS.
+BILLING_CREDIT_LOW_USD = Decimal(env.str("BILLING_CREDIT_LOW_USD", default="1"))
+BILLING_WEBHOOK_TIMEOUT_SECONDS = env.float("BILLING_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+BILLING_WEBHOOK_RETRY_SECONDS = env.float("BILLING_WEBHOOK_RETRY_SECONDS", default=30.0)
+BILLING_WEBHOOK_MAX_ATTEMPTS = env.int("BILLING_WEBHOOK_MAX_ATTEMPTS", default=10)
+BILLING_WEBHOOK_CACHE_SECONDS = env.float("BILLING_WEBHOOK_CACHE_SECONDS", default=10.0)
 # A model without a price, for a key with a budget or prepaid credit:
 # "refuse" (400 model_not_priced: a budget is never bypassed), "default"
 # (charge the default rates below, USD per million tokens), or "allow"
@@ -278,6 +286,17 @@ BILLING_SPOOL_DIR = Path(env("BILLING_SPOOL_DIR", default=str(VAR_DIR / "usage-s
 # share the folder; it must be local disk.
 BILLING_JOURNAL_DIR = Path(env("BILLING_JOURNAL_DIR", default=str(VAR_DIR / "usage-journal")))
 GATEWAY_SHUTDOWN_GRACE_SECONDS = env.float("GATEWAY_SHUTDOWN_GRACE_SECONDS", default=25.0)
+# The last flush at shutdown gets what is left of the grace, but at least
+# this long; what the database has not taken by then waits on disk (spool and
+# journal) for the next process.
+BILLING_SHUTDOWN_FLUSH_MIN_SECONDS = env.float("BILLING_SHUTDOWN_FLUSH_MIN_SECONDS", default=2.0)
+# After shutdown, a thread still blocked on a backing service (a query on a
+# hung database) gets this long before the process exits without it.
+GATEWAY_SHUTDOWN_EXIT_SECONDS = env.float("GATEWAY_SHUTDOWN_EXIT_SECONDS", default=5.0)
+# The reconciliation reports a usage event on disk (journal, spool, refused)
+# that is older than this and not in the books: the meter and the replays
+# should have stored it by then.
+BILLING_RECONCILE_UNSTORED_SECONDS = env.int("BILLING_RECONCILE_UNSTORED_SECONDS", default=600)
 
 # The response cache: lifetime for the /cache/... paths when the key has none,
 # the in-process LRU in front of the backend, and how long an identical
@@ -365,3 +384,19 @@ TRACE_DIR = Path(env("TRACE_DIR", default=str(VAR_DIR / "traces")))
 TRACE_MAX_BODY_BYTES = env.int("TRACE_MAX_BODY_BYTES", default=256 * 1024)
 TRACE_RETENTION_DAYS = env.int("TRACE_RETENTION_DAYS", default=7)
 TRACE_QUEUE_MAX = env.int("TRACE_QUEUE_MAX", default=1000)
+
+# --- Responses API state (proxy.responses_state) -------------------------------------
+# Responses the gateway translates for providers without the Responses API are
+# kept this many days (unless the request says `store: false`), for
+# `previous_response_id` and GET/DELETE /v1/responses/{id}; a beat task deletes
+# them afterwards.
+GATEWAY_RESPONSES_RETENTION_DAYS = env.int("GATEWAY_RESPONSES_RETENTION_DAYS", default=30)
+
+# Smart routers (proxy.routers): the longest wait for a designator's answer
+# before the router's fallback answers; how long an identical query to the
+# same router reuses its designation (0: never); how much of the query the
+# designator reads. descriptions_sync reads OpenRouter's public model list.
+PROXY_ROUTER_TIMEOUT_SECONDS = env.float("PROXY_ROUTER_TIMEOUT_SECONDS", default=10.0)
+PROXY_ROUTER_CACHE_TTL_SECONDS = env.float("PROXY_ROUTER_CACHE_TTL_SECONDS", default=300.0)
+PROXY_ROUTER_QUERY_MAX_CHARS = env.int("PROXY_ROUTER_QUERY_MAX_CHARS", default=4000)
+PROXY_DESCRIPTIONS_URL = env("PROXY_DESCRIPTIONS_URL", default="https://openrouter.ai/api/v1/models")

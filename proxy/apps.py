@@ -7,6 +7,10 @@ class ProxyConfig(AppConfig):
 
     def ready(self) -> None:
         from accounts.signals import watch
-        from proxy.models import Deployment, ModelAlias, Provider, Route
+        from proxy.breaker import state_listeners
+        from proxy.circuit_events import circuit_state_reported
+        from proxy.models import Deployment, ModelAlias, Provider, Route, Router
 
-        watch(Provider, Route, Deployment, ModelAlias)
+        watch(Provider, Route, Deployment, ModelAlias, Router)
+        if circuit_state_reported not in state_listeners:
+            state_listeners.append(circuit_state_reported)  # deployment.circuit_open webhooks
