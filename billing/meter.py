@@ -7,9 +7,13 @@ on the server's event loop drains the queue every BILLING_METER_FLUSH_SECONDS
 on a thread of its own off the request path.
 
 Nothing is dropped: each event is in the process's journal (billing.journal)
-before the queue holds it, so a SIGKILL loses none; a failed write puts the
-batch back and is retried; at shutdown, whatever the database will not take
-is appended to a JSON Lines spool. Both are replayed when a process starts
+before the queue holds it, so a SIGKILL loses none; a write that fails
+because the database is unreachable puts the batch back, whole, for the next
+try; a batch the database refuses is split in halves until the events it
+refuses are found, and only those are set aside (a `.refused` file). At
+shutdown, whatever the database will not take within the grace is appended
+to a JSON Lines spool, and a write still hanging is left to the journal.
+Journals, spools and refused files are all replayed when a process starts
 and every minute. `request_id` is unique and writes ignore conflicts, so a
 replayed or retried batch never counts twice.
 """
@@ -21,17 +25,19 @@ import datetime as dt
 import functools
 import logging
 import os
+import queue
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from billing.journal import UsageJournal, orphaned_segments
 from gateway.kernel.context import Usage, UsageEvent
@@ -54,7 +60,7 @@ class UsageMeter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._write_lock = threading.Lock()
         self._listeners: list[Callable[[UsageEvent], None]] = []
-        self._writer: ThreadPoolExecutor | None = None
+        self._writer: DaemonWorker | None = None
         self._writing = 0  # events taken from the queue whose batch is not stored yet
         self.journal = UsageJournal()
 
@@ -129,31 +135,35 @@ class UsageMeter:
 
     async def _on_writer(self, work: Callable[[], int]) -> int:
         if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-writer")
-        return await asyncio.get_running_loop().run_in_executor(self._writer, work)
+            self._writer = DaemonWorker("usage-writer")
+        return await asyncio.wrap_future(self._writer.submit(work))
 
     async def flush(self) -> int:
         """On the meter's one writer thread, which keeps its connection
         between batches (see billing.ledger.usage_events_store)."""
         return await self._on_writer(functools.partial(self.flush_sync, keep_connection=True))
 
-    def writer_stop(self) -> None:
-        """Close the writer thread's connection and end the thread (shutdown, tests)."""
+    def writer_stop(self, *, hung: bool = False) -> None:
+        """Close the writer thread's connection and end the thread (shutdown,
+        tests). A `hung` writer (a write the database never answers) is left
+        behind: it is a daemon thread, so it cannot hold the process up."""
         if self._writer is None:
             return
-        from django.db import connections
+        if not hung:
+            from django.db import connections
 
-        self._writer.submit(connections.close_all).result()
-        self._writer.shutdown()
+            self._writer.submit(connections.close_all).result()
+        self._writer.stop()
         self._writer = None
 
     def flush_sync(self, *, keep_connection: bool = False) -> int:
         """Write everything queued; on failure the events stay queued.
 
-        A batch that fails is retried one event at a time: if some events
-        store and others do not, the database is up and those others can
-        never be stored (a poison event), so they are set aside in the
-        spool's `.bad` file instead of blocking every later event.
+        A batch the database refuses (as opposed to one it cannot be reached
+        for) is split in halves, and halves again, until the events it
+        refuses are found: those are set aside in a `.refused` file, replayed
+        like the rest, so one poison event never blocks every later one and
+        a batch of good events is never set aside with it.
         """
         written = 0
         with self._write_lock:  # one writer at a time keeps batches in order
@@ -169,18 +179,14 @@ class UsageMeter:
                 due -= len(batch)
                 self._writing = len(batch)
                 try:
-                    usage_events_store(batch, keep_connection=keep_connection)
-                except Exception:
-                    stored, poison = _store_one_by_one(batch)
-                    if not stored:  # nothing stores: the database is down, keep everything
-                        self._queue.extendleft(reversed(batch))
-                        raise
-                    quarantine(poison)
-                    written += stored
-                    continue
+                    stored, refused = store_split(batch, keep_connection=keep_connection)
+                except Exception:  # the database is unreachable: keep it all for the next try
+                    self._queue.extendleft(reversed(batch))
+                    raise
                 finally:
                     self._writing = 0
-                written += len(batch)
+                quarantine(refused)
+                written += stored
             self.journal.trim(sealed)  # every event they hold is stored (or set aside as refused)
         return written
 
@@ -191,22 +197,39 @@ class UsageMeter:
             batch.append(self._queue.popleft())
         return batch
 
-    async def drain(self, grace_seconds: float) -> None:
-        """Shutdown: let open streams finish, record the rest, store it all."""
+    async def drain(self, grace_seconds: float) -> bool:
+        """Shutdown: let open streams finish, record the rest, store it all,
+        within `grace_seconds` whatever the database does. True when the
+        books have every event; False when some wait in the spool or the
+        journal for the next process."""
         deadline = time.monotonic() + grace_seconds
         while self._inflight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for request in list(self._inflight):
             request.abandon()
+        # At least a moment to write, even when the streams took the grace.
+        left = max(deadline - time.monotonic(), settings.BILLING_SHUTDOWN_FLUSH_MIN_SECONDS)
         try:
-            await self.flush()
+            await asyncio.wait_for(self.flush(), left)
+        except TimeoutError:
+            # The batch being written stays in the journal: its segment is
+            # trimmed only once stored, and replayed after this process.
+            log.error("usage flush still hanging at the end of the grace; spooling %d events", len(self._queue))
+            self.spool(journal_trim=False)
+            self.writer_stop(hung=True)
+            return False
         except Exception:
             log.exception("usage flush failed at shutdown; spooling %d events to disk", self.pending)
             self.spool()
+            self.writer_stop()
+            return False
         self.writer_stop()
+        return True
 
-    def spool(self) -> Path | None:
-        """Append every queued event to a JSON Lines file for a later replay."""
+    def spool(self, *, journal_trim: bool = True) -> Path | None:
+        """Append every queued event to a JSON Lines file for a later replay.
+        Without `journal_trim` the journal keeps them too (a hung write may
+        hold a sealed segment's events: replaying both counts each once)."""
         batch = self.take(len(self._queue))
         if not batch:
             return None
@@ -218,31 +241,76 @@ class UsageMeter:
                 f.write(orjson.dumps(dataclasses.asdict(event)) + b"\n")
             f.flush()
             os.fsync(f.fileno())
-        with self.journal.lock:
-            self.journal.trim(self.journal.seal())  # the spool holds them now
+        if journal_trim:
+            with self.journal.lock:
+                self.journal.trim(self.journal.seal())  # the spool holds them now
         return path
 
 
-def _store_one_by_one(batch: list[UsageEvent]) -> tuple[int, list[UsageEvent]]:
-    stored, poison = 0, []
-    for event in batch:
-        try:
-            usage_events_store([event])
-            stored += 1
-        except Exception:
-            poison.append(event)
-    return stored, poison
+class DaemonWorker:
+    """One daemon thread running submitted calls in order. A standard
+    executor's threads are joined when the interpreter exits, so a write the
+    database never answers would hold a stopping process for ever."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def submit(self, work: Callable[[], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._jobs.put((future, work))
+        return future
+
+    def stop(self) -> None:
+        self._jobs.put(None)  # after what is queued
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, work = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(work())
+            except BaseException as error:
+                future.set_exception(error)
+
+
+def is_outage(error: BaseException) -> bool:
+    """The database could not be reached or answer, as opposed to refusing
+    these rows: retry them all later, never set them aside."""
+    return isinstance(error, OperationalError | InterfaceError | OSError | TimeoutError)
+
+
+def store_split(batch: list[UsageEvent], *, keep_connection: bool = False) -> tuple[int, list[UsageEvent]]:
+    """Store `batch`; returns how many stored and the events refused. An
+    outage raises (some halves may be stored: request_id makes that safe)."""
+    try:
+        usage_events_store(batch, keep_connection=keep_connection)
+        return len(batch), []
+    except Exception as error:
+        if is_outage(error):
+            raise
+        if len(batch) == 1:
+            return 0, batch
+    half = len(batch) // 2
+    stored_a, refused_a = store_split(batch[:half], keep_connection=keep_connection)
+    stored_b, refused_b = store_split(batch[half:], keep_connection=keep_connection)
+    return stored_a + stored_b, refused_a + refused_b
 
 
 def quarantine(events: list[UsageEvent]) -> None:
-    """Set aside events the database refuses, for a person to look at."""
+    """Set aside events the database refuses; replayed with the spools (a
+    fix to the schema or the data lets them in), and counted by the
+    reconciliation until they are stored."""
     if not events:
         return
     folder = Path(settings.BILLING_SPOOL_DIR)
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / f"usage-{os.getpid()}-refused.bad").open("ab") as f:
+    with (folder / f"usage-{os.getpid()}-{uuid.uuid4().hex}.refused").open("ab") as f:
         for event in events:
             f.write(orjson.dumps(dataclasses.asdict(event)) + b"\n")
+        f.flush()
+        os.fsync(f.fileno())  # the journal segment that held them is trimmed next
     log.error("%d usage events refused by the database set aside in %s", len(events), folder)
 
 
@@ -264,32 +332,36 @@ def usage_event_from_json(line: bytes) -> UsageEvent:
 meter = UsageMeter()
 
 
+SPOOLED = ("usage-*.jsonl", "usage-*.refused")  # shutdown spools, refused events
+
+
 def usage_spool_replay(folder: Path | None = None) -> int:
-    """Store the events a shutdown could not write; returns how many.
+    """Store the events a shutdown could not write and those the database
+    refused before; returns how many are stored now.
 
     A file is claimed by renaming it, so two workers never replay the same
     one, and put back if storing fails (the database may still be down).
-    Lines that cannot be read (a write cut short) are set aside in a `.bad`
-    file for a person to look at, never silently dropped.
+    Events refused again go to a new `.refused` file. Lines that cannot be
+    read (a write cut short) are set aside in a `.bad` file for a person to
+    look at, never silently dropped.
     """
     folder = Path(folder or settings.BILLING_SPOOL_DIR)
     if not folder.is_dir():
         return 0
     stored = 0
-    for path in sorted(folder.glob("usage-*.jsonl")):
-        claimed = path.with_suffix(".replaying")
+    for path in sorted(p for pattern in SPOOLED for p in folder.glob(pattern)):
+        claimed = path.with_name(path.name + ".replaying")
         try:
             path.rename(claimed)
         except FileNotFoundError:
             continue  # another worker took it
         try:
             events = _spooled_events(claimed)
-            _store_in_batches(events)
+            stored += _store_in_batches(events)
         except BaseException:
             claimed.rename(path)  # stored batches are skipped next time: request_id is unique
             raise
         claimed.unlink()
-        stored += len(events)
     return stored
 
 
@@ -303,9 +375,10 @@ def _spooled_events(path: Path) -> list[UsageEvent]:
         except (ValueError, TypeError, KeyError):
             bad.append(line)
     if bad:
-        with path.with_suffix(".bad").open("ab") as f:
+        bad_path = path.with_name(path.name.split(".")[0] + ".bad")
+        with bad_path.open("ab") as f:
             f.write(b"\n".join(bad) + b"\n")
-        log.error("usage spool %s: %d unreadable lines set aside in %s", path.name, len(bad), path.with_suffix(".bad"))
+        log.error("usage spool %s: %d unreadable lines set aside in %s", path.name, len(bad), bad_path)
     return events
 
 
@@ -316,9 +389,8 @@ def usage_journal_replay(folder: Path | None = None) -> int:
     for path, f in orphaned_segments(Path(folder or settings.BILLING_JOURNAL_DIR)):
         with f:
             events = _spooled_events(path)
-            _store_in_batches(events)
+            stored += _store_in_batches(events)
             path.unlink(missing_ok=True)
-        stored += len(events)
     return stored
 
 
@@ -327,13 +399,12 @@ def usage_left_behind_replay() -> int:
     return usage_journal_replay() + usage_spool_replay()
 
 
-def _store_in_batches(events: list[UsageEvent]) -> None:
+def _store_in_batches(events: list[UsageEvent]) -> int:
+    """Store a file's events; those refused go to a new `.refused` file. An
+    outage raises: the caller keeps the file."""
+    stored = 0
     for start in range(0, len(events), settings.BILLING_METER_BATCH_SIZE):
-        batch = events[start : start + settings.BILLING_METER_BATCH_SIZE]
-        try:
-            usage_events_store(batch)
-        except Exception:
-            stored, poison = _store_one_by_one(batch)
-            if not stored:  # the database is down: keep the file
-                raise
-            quarantine(poison)
+        done, refused = store_split(events[start : start + settings.BILLING_METER_BATCH_SIZE])
+        quarantine(refused)
+        stored += done
+    return stored

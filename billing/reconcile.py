@@ -4,7 +4,11 @@
 * every hourly rollup bucket == the raw records it covers (while they are
   kept), and every daily rollup == its hours;
 * each prepaid tenant's usage entries in the credit ledger == the prepaid
-  part of its usage.
+  part of its usage;
+* every usage event on this machine's disk (journals, shutdown spools,
+  events the database refused) older than BILLING_RECONCILE_UNSTORED_SECONDS
+  is in the books: an event that never arrived is a gap the other checks
+  cannot see, since the spend counters are written with the records.
 
 Raw records are pruned after a while, so "the usage" of a scope is read as
 the daily rollups plus the raw records not rolled up yet: exact whether or
@@ -14,15 +18,20 @@ not the older raw records still exist.
 import datetime as dt
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import orjson
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from billing.models import Budget, BudgetSpend, CreditEntry, ReconciliationReport, UsageRecord, UsageRollup
 from billing.periods import period_end
+from billing.webhook_events import reconciliation_mismatch
 
 log = logging.getLogger(__name__)
 HOUR, DAY = UsageRollup.Granularity.HOUR, UsageRollup.Granularity.DAY
@@ -168,6 +177,56 @@ def _credit_differences() -> tuple[int, list[dict[str, Any]]]:
     return checked, differences
 
 
+def _events_on_disk() -> Iterator[tuple[Path, dict[str, Any] | None]]:
+    """(file, event) for every line of the journals and spools; None for a
+    line that cannot be read (a live journal's last line may be half written)."""
+    folders = ((Path(settings.BILLING_JOURNAL_DIR), "journal-*"), (Path(settings.BILLING_SPOOL_DIR), "usage-*"))
+    for folder, pattern in folders:
+        for path in sorted(folder.glob(pattern)) if folder.is_dir() else []:
+            try:
+                lines = path.read_bytes().splitlines()
+            except FileNotFoundError:
+                continue  # stored and trimmed meanwhile
+            for line in lines:
+                try:
+                    yield path, orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    yield path, None
+
+
+def _unstored_differences(now: dt.datetime) -> tuple[int, list[dict[str, Any]]]:
+    """Usage events on disk that the books do not have, once they are old
+    enough that the meter or a replay should have stored them."""
+    before = now - dt.timedelta(seconds=settings.BILLING_RECONCILE_UNSTORED_SECONDS)
+    waiting: dict[str, tuple[Path, int]] = {}
+    unreadable: dict[Path, int] = defaultdict(int)
+    for path, event in _events_on_disk():
+        if event is None or path.suffix == ".bad":
+            unreadable[path] += 1
+        elif dt.datetime.fromisoformat(event["created_at"]) < before:
+            waiting[str(event["request_id"])] = (path, int(event.get("cost_nanos") or 0))
+    ids = list(waiting)
+    for start in range(0, len(ids), 1000):
+        stored = UsageRecord.objects.filter(request_id__in=ids[start : start + 1000]).values_list(
+            "request_id", flat=True
+        )
+        for request_id in stored:
+            del waiting[request_id]
+    missing: dict[Path, list[int]] = defaultdict(list)
+    for path, cost in waiting.values():
+        missing[path].append(cost)
+    differences: list[dict[str, Any]] = [
+        {"check": "usage not in the books", "file": path.name, "events": len(costs), "cost_nanos": sum(costs)}
+        for path, costs in sorted(missing.items())
+    ]
+    differences += [
+        {"check": "unreadable usage", "file": path.name, "lines": lines}
+        for path, lines in sorted(unreadable.items())
+        if path.suffix == ".bad"  # a journal's half-written last line is its live end, not a loss
+    ]
+    return len(ids), differences
+
+
 def books_reconcile() -> ReconciliationReport:
     """Roll up what is due, compare every pair of books, store and log the report."""
     from billing.rollups import usage_rollup
@@ -182,10 +241,13 @@ def books_reconcile() -> ReconciliationReport:
         ("hourly rollups", lambda: _rollup_differences(kept_since)),
         ("daily rollups", _day_differences),
         ("prepaid ledgers", _credit_differences),
+        ("usage on disk", lambda: _unstored_differences(timezone.now())),
     ):
         checked[name], found = check()
         differences += found
-    report = ReconciliationReport.objects.create(ok=not differences, checked=checked, differences=differences)
+    with transaction.atomic():  # the report and its webhook event commit together
+        report = ReconciliationReport.objects.create(ok=not differences, checked=checked, differences=differences)
+        reconciliation_mismatch(report)
     if differences:
         log.error("reconciliation found %d differences: %s", len(differences), differences[:20])
     else:

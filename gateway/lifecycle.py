@@ -6,7 +6,10 @@ sends no lifespan events) in a fresh context, so they never inherit a
 request's thread-sensitive context.
 
 On shutdown the meter waits up to GATEWAY_SHUTDOWN_GRACE_SECONDS for open
-requests, records the ones still open, and stores everything queued.
+requests, records the ones still open, and stores everything queued (what
+the database will not take waits on disk). A thread still blocked on a
+backing service then gets GATEWAY_SHUTDOWN_EXIT_SECONDS before the process
+exits without it: the interpreter would otherwise wait on it for ever.
 Daphne abandons in-flight streams on SIGTERM without running their
 `finally` blocks, so under daphne this runs as a Twisted "before shutdown"
 trigger; uvicorn and granian call it through the ASGI lifespan protocol.
@@ -15,6 +18,7 @@ trigger; uvicorn and granian call it through the ASGI lifespan protocol.
 import asyncio
 import contextvars
 import logging
+import os
 import signal
 import sys
 import threading
@@ -94,7 +98,7 @@ async def shutdown() -> None:
     log.info("shutting down: %d requests in flight, %d usage events queued", meter.inflight, meter.pending)
     # The grace, then a moment for the streams cut at its end to send their
     # error event and be recorded, before whatever is left is abandoned.
-    await meter.drain(settings.GATEWAY_SHUTDOWN_GRACE_SECONDS + _CUT_MARGIN_SECONDS)
+    stored = await meter.drain(settings.GATEWAY_SHUTDOWN_GRACE_SECONDS + _CUT_MARGIN_SECONDS)
     guard = spend_guard()
     if isinstance(guard, RedisSpendGuard):
         await guard.wait_settled()
@@ -106,7 +110,28 @@ async def shutdown() -> None:
     for task in list(_tasks):
         task.cancel()
     await upstream_sessions_close()
-    log.info("shutdown complete: usage stored")
+    if stored:
+        log.info("shutdown complete: usage stored")
+    else:
+        log.warning("shutdown complete: usage the database did not take waits on disk for the next process")
+    _exit_watchdog(settings.GATEWAY_SHUTDOWN_EXIT_SECONDS)
+
+
+def _exit_watchdog(seconds: float) -> None:
+    """Exit `seconds` from now if the process is still here. Everything is
+    stored or on disk by now; what can still hold the process is a worker
+    thread stuck on a database that never answers (Python joins executor
+    threads at exit, and a hung socket has no timeout of its own)."""
+
+    def exit_if_still_here() -> None:
+        time.sleep(seconds)
+        stuck = [t.name for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
+        log.error("exiting: threads still blocked %.0fs after shutdown: %s", seconds, ", ".join(stuck) or "none")
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(0)
+
+    threading.Thread(target=exit_if_still_here, name="exit-watchdog", daemon=True).start()
 
 
 def install_daphne_triggers() -> None:

@@ -4,6 +4,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import re
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -11,16 +12,26 @@ from typing import Any
 
 import orjson
 import pytest
+from django.db import OperationalError
 
 from accounts.models import ApiKey, Tenant
 from accounts.services import api_key_issue, tenant_create
 from billing import meter as meter_module
+from billing.journal import UsageJournal
 from billing.meter import UsageMeter, usage_event_from_json, usage_spool_replay
 from billing.models import UsageRecord
 from billing.tasks import usage_spool_replay_task
 from gateway.kernel.context import Usage, UsageEvent
 
 CREATED_AT = dt.datetime(2025, 3, 4, 5, 6, 7, 891011, tzinfo=dt.UTC)
+
+
+@pytest.fixture(autouse=True)
+def disk_of_its_own(settings: Any, tmp_path: Path) -> None:
+    """Each test's meters journal and set aside in folders of their own:
+    what a test leaves on disk must not reach the books of a later one."""
+    settings.BILLING_JOURNAL_DIR = tmp_path / "journal"
+    settings.BILLING_SPOOL_DIR = tmp_path / "spool"
 
 
 @pytest.fixture
@@ -185,16 +196,16 @@ def test_a_failure_on_a_later_batch_keeps_only_the_unwritten_events_in_order(mon
         nonlocal down
         if down:
             batches.append(["<failed>"])
-            raise RuntimeError("database is down")
+            raise OperationalError("database is down")
         batches.append([e.request_id for e in events])
         down = True
 
     monkeypatch.setattr(meter_module, "usage_events_store", down_after_the_first_batch)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(OperationalError):
         meter.flush_sync()
 
-    # The batch, then each of its events alone: none stored, so nothing is set aside.
-    assert batches == [["a", "b"], ["<failed>"], ["<failed>"], ["<failed>"]]
+    # One try of the next batch: an unreachable database is not asked again per event.
+    assert batches == [["a", "b"], ["<failed>"]]
     assert meter.pending == 3
     down = False
     monkeypatch.setattr(
@@ -463,26 +474,83 @@ def test_a_line_cut_short_is_set_aside_and_the_rest_of_the_spool_is_stored(
 
 
 @pytest.mark.django_db
-def test_an_event_the_database_refuses_is_set_aside_and_the_rest_still_flows(
-    owner: tuple[Tenant, ApiKey], monkeypatch: Any, spool_dir: Path
+def test_an_event_the_database_refuses_is_found_by_halving_and_the_rest_still_flows(
+    owner: tuple[Tenant, ApiKey], monkeypatch: Any, spool_dir: Path, settings: Any
 ) -> None:
+    settings.BILLING_METER_BATCH_SIZE = 100
     real_store = meter_module.usage_events_store
+    writes: list[int] = []
 
     def refuse_poison(events: Any, **_: Any) -> int:
+        writes.append(len(events))
         if any(e.request_id == "poison" for e in events):
             raise RuntimeError("value too long")
         return real_store(events)
 
     monkeypatch.setattr(meter_module, "usage_events_store", refuse_poison)
     meter = UsageMeter()
-    for request_id in ("ok-1", "poison", "ok-2"):
-        meter.push(owned(owner, request_id))
+    for i in range(99):
+        meter.push(owned(owner, "poison" if i == 41 else f"ok-{i}"))
 
-    assert meter.flush_sync() == 2
-    assert stored_ids() == ["ok-1", "ok-2"]
+    assert meter.flush_sync() == 98
+    assert len(stored_ids()) == 98 and "poison" not in stored_ids()
     assert meter.pending == 0
-    [bad] = list(spool_dir.glob("*.bad"))
-    assert orjson.loads(bad.read_bytes().splitlines()[0])["request_id"] == "poison"
+    assert len(writes) <= 2 * 7 + 1  # halving: a logarithm of the batch, not one write per event
+    [refused] = list(spool_dir.glob("*.refused"))
+    assert [orjson.loads(line)["request_id"] for line in refused.read_bytes().splitlines()] == ["poison"]
+
+    monkeypatch.setattr(meter_module, "usage_events_store", real_store)  # the cause is fixed
+    assert usage_spool_replay() == 1
+    assert "poison" in stored_ids()
+    assert list(spool_dir.iterdir()) == []
+
+
+@pytest.mark.django_db
+def test_an_unreachable_database_sets_nothing_aside_and_is_asked_once_per_flush(
+    owner: tuple[Tenant, ApiKey], monkeypatch: Any, spool_dir: Path
+) -> None:
+    writes: list[int] = []
+
+    def unreachable(events: Any, **_: Any) -> int:
+        writes.append(len(events))
+        raise OperationalError("connection timeout expired")
+
+    monkeypatch.setattr(meter_module, "usage_events_store", unreachable)
+    meter = UsageMeter()
+    for i in range(20):
+        meter.push(owned(owner, f"req-{i}"))
+
+    with pytest.raises(OperationalError):
+        meter.flush_sync()
+    assert writes == [20]  # not twenty connection attempts of five seconds each
+    assert meter.pending == 20
+    assert not spool_dir.exists() or list(spool_dir.iterdir()) == []
+
+
+def test_shutdown_ends_within_its_grace_while_a_write_hangs_and_leaves_every_event_on_disk(
+    monkeypatch: Any, spool_dir: Path, settings: Any, tmp_path: Path
+) -> None:
+    settings.BILLING_METER_BATCH_SIZE, settings.BILLING_SHUTDOWN_FLUSH_MIN_SECONDS = 5, 0.2
+    never = threading.Event()
+    monkeypatch.setattr(meter_module, "usage_events_store", lambda events, **_: never.wait())
+    meter = UsageMeter()
+    meter.journal = UsageJournal(tmp_path / "journal")
+    for i in range(12):
+        meter.push(event(f"req-{i}"))
+
+    started = time.monotonic()
+    assert asyncio.run(meter.drain(grace_seconds=0.2)) is False
+    assert time.monotonic() - started < 2
+
+    spooled = [usage_event_from_json(line).request_id for p in spool_dir.iterdir() for line in p.read_bytes().split()]
+    journaled = [
+        usage_event_from_json(line).request_id
+        for p in (tmp_path / "journal").iterdir()
+        for line in p.read_bytes().split()
+    ]
+    assert spooled == [f"req-{i}" for i in range(5, 12)]  # queued behind the hung batch
+    assert {f"req-{i}" for i in range(5)} <= set(journaled)  # the hung batch: replayed after this process
+    never.set()
 
 
 @pytest.mark.django_db
@@ -522,3 +590,35 @@ def test_the_writer_stores_every_batch_through_one_connection_on_sqlite(owner: t
 
     assert stored_ids() == ["batch-0", "batch-1", "batch-2"]
     assert len(opened) == 1
+
+
+@pytest.mark.django_db
+def test_the_reconciliation_sees_usage_left_on_disk_until_a_replay_stores_it(
+    owner: tuple[Tenant, ApiKey], monkeypatch: Any, spool_dir: Path, settings: Any, tmp_path: Path
+) -> None:
+    from billing.reconcile import books_reconcile
+
+    settings.BILLING_JOURNAL_DIR, settings.BILLING_RECONCILE_UNSTORED_SECONDS = tmp_path / "journal", 0
+    real_store = meter_module.usage_events_store
+    monkeypatch.setattr(meter_module, "usage_events_store", lambda events, **_: (_ for _ in ()).throw(ValueError()))
+    meter = UsageMeter()
+    meter.push(owned(owner, "refused", cost_nanos=7_000))
+    meter.flush_sync()
+    (spool_dir / "usage-1-cut.bad").write_bytes(b'{"request_id": "half\n')
+
+    report = books_reconcile()
+    assert not report.ok
+    assert [d for d in report.differences if d["check"] == "usage not in the books"] == [
+        {
+            "check": "usage not in the books",
+            "file": next(spool_dir.glob("*.refused")).name,
+            "events": 1,
+            "cost_nanos": 7_000,
+        }
+    ]
+    assert [d["lines"] for d in report.differences if d["check"] == "unreadable usage"] == [1]
+
+    monkeypatch.setattr(meter_module, "usage_events_store", real_store)
+    assert usage_spool_replay() == 1
+    (spool_dir / "usage-1-cut.bad").unlink()  # a person has looked at it
+    assert books_reconcile().ok
