@@ -790,3 +790,8 @@ class ReconciliationReportAdmin(ReadOnlyAdmin):
     @admin.display(description="differences")
     def difference_count(self, obj: ReconciliationReport) -> int:
         return len(obj.differences)
+
+
+# --- Webhooks and their deliveries (billing.webhook_admin) ------------------------------
+
+from billing import webhook_admin  # noqa: E402, F401  (registers its pages)
