@@ -132,6 +132,10 @@ class UsageMeter:
         else:
             if stored:
                 log.warning("replayed %d usage events left behind by earlier processes", stored)
+        try:  # then the books are complete enough to bring Redis's spend counters up to them
+            await self._on_writer(_spend_counters_resync)
+        except Exception:
+            log.warning("spend counters not resynchronised at start; the minute task retries", exc_info=True)
 
     async def _on_writer(self, work: Callable[[], int]) -> int:
         if self._writer is None:
@@ -320,6 +324,12 @@ def usage_events_store(events: Iterable[UsageEvent], *, keep_connection: bool = 
     from billing.ledger import usage_events_store as store
 
     return store(events, keep_connection=keep_connection)
+
+
+def _spend_counters_resync() -> int:
+    from billing.counters import spend_counters_resync  # the ORM, off the request path's imports
+
+    return spend_counters_resync()
 
 
 def usage_event_from_json(line: bytes) -> UsageEvent:

@@ -14,6 +14,14 @@ def usage_spool_replay_task() -> int:
 
 
 @shared_task
+def spend_counters_resync_task() -> int:
+    """Raise Redis spend counters that fell behind the books."""
+    from billing.counters import spend_counters_resync
+
+    return spend_counters_resync()
+
+
+@shared_task
 def prices_sync_task() -> dict[str, int]:
     """The nightly price sync from the LiteLLM pricing file."""
     from billing.sync import prices_sync

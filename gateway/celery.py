@@ -15,6 +15,10 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 app.conf.beat_schedule = {
     "usage-spool-replay": {"task": "billing.tasks.usage_spool_replay_task", "schedule": crontab(minute="*")},
+    "spend-counters-resync": {
+        "task": "billing.tasks.spend_counters_resync_task",
+        "schedule": crontab(minute="*"),
+    },
     "usage-rollup": {"task": "billing.tasks.usage_rollup_task", "schedule": crontab(minute="*/5")},
     "books-reconcile": {"task": "billing.tasks.books_reconcile_task", "schedule": crontab(minute=17)},
     "usage-retention": {"task": "billing.tasks.usage_retention_task", "schedule": crontab(hour=3, minute=30)},

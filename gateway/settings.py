@@ -142,6 +142,9 @@ REDIS_TIMEOUT_SECONDS = env.float("REDIS_TIMEOUT_SECONDS", default=1.0)
 # the request lives: a slot whose release is lost (a Redis blip, a killed
 # process) frees itself within this long.
 PROXY_INFLIGHT_LEASE_SECONDS = env.float("PROXY_INFLIGHT_LEASE_SECONDS", default=30.0)
+# The same for a budget or credit reservation: one whose settlement is lost
+# stops counting against the budget within this long.
+BILLING_RESERVATION_LEASE_SECONDS = env.float("BILLING_RESERVATION_LEASE_SECONDS", default=30.0)
 PROXY_RATELIMIT_ON_BACKEND_FAILURE = env.str("PROXY_RATELIMIT_ON_BACKEND_FAILURE", default="closed")
 BILLING_ON_BACKEND_FAILURE = env.str("BILLING_ON_BACKEND_FAILURE", default="closed")
 CACHES = {
@@ -321,6 +324,14 @@ PROXY_RETRY_BACKOFF_MAX = env.float("PROXY_RETRY_BACKOFF_MAX", default=2.0)
 PROXY_BREAKER_FAILURES = env.int("PROXY_BREAKER_FAILURES", default=5)
 PROXY_BREAKER_WINDOW_SECONDS = env.float("PROXY_BREAKER_WINDOW_SECONDS", default=30.0)
 PROXY_BREAKER_COOLDOWN_SECONDS = env.float("PROXY_BREAKER_COOLDOWN_SECONDS", default=30.0)
+
+# /v1/realtime (proxy.realtime): open sessions per key (0: no limit), the
+# longest silence both ways, and the longest session (OpenAI's own is 60 min).
+PROXY_REALTIME_MAX_SESSIONS_PER_KEY = env.int("PROXY_REALTIME_MAX_SESSIONS_PER_KEY", default=10)
+PROXY_REALTIME_IDLE_TIMEOUT_SECONDS = env.float("PROXY_REALTIME_IDLE_TIMEOUT_SECONDS", default=300.0)
+PROXY_REALTIME_MAX_SESSION_SECONDS = env.float("PROXY_REALTIME_MAX_SESSION_SECONDS", default=3600.0)
+# Azure serves realtime under preview API versions only.
+AZURE_OPENAI_REALTIME_API_VERSION = env("AZURE_OPENAI_REALTIME_API_VERSION", default="2025-04-01-preview")
 
 # --- Operations dashboard: alerts (CHANNEL_LAYERS for its live feed is above) ---
 # A deployment is flagged when this share of its requests in the last

@@ -3,6 +3,8 @@
 import asyncio
 import datetime as dt
 import logging
+import time
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -133,7 +135,103 @@ def test_the_redis_guard_reserves_atomically_across_clients(settings: Any) -> No
     try:
         assert asyncio.run(contend()) == 10
     finally:
-        redis.Redis.from_url(url).delete(*[f"{settings.REDIS_KEY_PREFIX}:spend:{c.key}" for c in caps])
+        counters_delete(url, settings, caps)
+
+
+def counters_delete(url: str, settings: Any, caps: Any) -> None:
+    import redis
+
+    names = [f"{settings.REDIS_KEY_PREFIX}:spent:{c.key}" for c in caps]
+    redis.Redis.from_url(url).delete(*names, *[n + part for n in names for part in (":held", ":amounts", ":heldsum")])
+
+
+@pytest.fixture
+def redis_guards(settings: Any) -> Any:
+    """A fresh namespace on the real Redis, with short reservation leases."""
+    import redis
+
+    url = "redis://127.0.0.1:6379/15"
+    try:
+        redis.Redis.from_url(url).ping()
+    except redis.ConnectionError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    settings.REDIS_URL, settings.REDIS_KEY_PREFIX = url, f"test-leases-{uuid.uuid4().hex}"
+    settings.BILLING_RESERVATION_LEASE_SECONDS = 0.3
+    caps = spend_caps(caller(BudgetRule(98, "day", 70)), dt.datetime.now(UTC))
+    yield url, caps
+    counters_delete(url, settings, caps)
+
+
+async def refused(guard: RedisSpendGuard, caps: Any, amount: int) -> bool:
+    try:
+        reservation = await guard.reserve(caps, amount)
+    except GatewayError:
+        return True
+    guard.settle_soon(reservation, 0)
+    await guard.wait_settled()
+    return False
+
+
+def test_a_reservation_whose_process_died_stops_counting_within_one_lease(redis_guards: Any) -> None:
+    url, caps = redis_guards
+
+    async def scenario() -> float:
+        dead = RedisSpendGuard(url)
+        await dead.reserve(caps, 70)  # the whole budget, then the process is killed: no settlement, no renewal
+        assert dead._renewer is not None
+        dead._renewer.cancel()
+        alive = RedisSpendGuard(url)
+        assert await refused(alive, caps, 7)
+        started = time.monotonic()
+        while await refused(alive, caps, 7):
+            assert time.monotonic() - started < 3, "the dead reservation still counts"
+            await asyncio.sleep(0.05)
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) <= 1.0  # one lease (0.3 s) and the polling, not the rest of the day
+
+
+def test_a_long_request_keeps_its_reservation_for_as_long_as_it_lives(redis_guards: Any) -> None:
+    url, caps = redis_guards
+
+    async def scenario() -> None:
+        living, other = RedisSpendGuard(url), RedisSpendGuard(url)
+        reservation = await living.reserve(caps, 70)
+        until = time.monotonic() + 4 * 0.3  # four leases: renewed every third of one
+        while time.monotonic() < until:
+            assert await refused(other, caps, 7)
+            await asyncio.sleep(0.05)
+        living.settle_soon(reservation, 20)
+        await living.wait_settled()
+        assert not await refused(other, caps, 50)  # 20 spent: 50 fits
+        assert await refused(other, caps, 51)
+
+    asyncio.run(scenario())
+
+
+def test_the_resync_raises_a_counter_left_short_by_a_lost_settlement_and_never_lowers_one(redis_guards: Any) -> None:
+    url, caps = redis_guards
+    [cap] = caps
+
+    async def reserve_and_die() -> None:
+        dead = RedisSpendGuard(url)
+        await dead.reserve(caps, 40)  # it spent 40, but Redis never heard
+        assert dead._renewer is not None
+        dead._renewer.cancel()
+
+    asyncio.run(reserve_and_die())
+    guard = RedisSpendGuard(url)
+    assert guard.resync_sync({cap.key: 40}) == 1  # what the books say once the meter stored it
+    assert guard.resync_sync({cap.key: 10}) == 0  # the books trail Redis: never lowered
+
+    async def once_the_lease_ended() -> None:
+        started = time.monotonic()
+        while await refused(guard, caps, 30):  # the dead reservation's lease runs out
+            assert time.monotonic() - started < 3
+            await asyncio.sleep(0.05)
+        assert await refused(guard, caps, 31)  # 40 spent of 70: the lost settlement counts again
+
+    asyncio.run(once_the_lease_ended())
 
 
 @pytest.fixture
