@@ -32,15 +32,21 @@ from gateway import lifecycle  # noqa: E402
 from gateway.cache_lane import cache_lane  # noqa: E402
 from gateway.handlers import ApiHandler, body_limit_guard, split_by_path  # noqa: E402
 from gateway.livefeed import live_feed_install, websocket_urlpatterns  # noqa: E402
+from proxy.telemetry import telemetry_asgi, telemetry_setup  # noqa: E402
 
 if settings.GATEWAY_SERVE_STATIC:
     # The admin's CSS and JS, for the embedded run; behind a web server in
     # production, set GATEWAY_SERVE_STATIC=0 and serve `collectstatic` output.
     admin_app = ASGIStaticFilesHandler(admin_app)
 
+# OpenTelemetry traces when OTEL_EXPORTER_OTLP_ENDPOINT is set; unset, telemetry_asgi
+# returns the app as it is and nothing of the SDK is loaded.
+telemetry_setup()
+api_app = telemetry_asgi(body_limit_guard(cache_lane(ApiHandler())))
+
 application = ProtocolTypeRouter(
     {
-        "http": split_by_path(api_app=body_limit_guard(cache_lane(ApiHandler())), admin_app=admin_app),
+        "http": split_by_path(api_app=api_app, admin_app=admin_app),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         # uvicorn and granian send lifespan; daphne never does (see lifecycle).
         "lifespan": lifecycle.LifespanApp(),

@@ -93,6 +93,7 @@ async def shutdown() -> None:
     from cachestore.flight import writes_settled
     from cachestore.store import cache_store
     from proxy.ratelimit import RedisRateLimiter, rate_limiter
+    from proxy.telemetry import telemetry_shutdown
     from proxy.upstream import upstream_sessions_close
 
     log.info("shutting down: %d requests in flight, %d usage events queued", meter.inflight, meter.pending)
@@ -110,6 +111,7 @@ async def shutdown() -> None:
     for task in list(_tasks):
         task.cancel()
     await upstream_sessions_close()
+    await telemetry_shutdown()  # OpenTelemetry: the spans still queued go to the collector
     if stored:
         log.info("shutdown complete: usage stored")
     else:

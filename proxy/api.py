@@ -3,16 +3,16 @@
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from django.http import HttpRequest, HttpResponseNotAllowed, JsonResponse
 from django.http.response import HttpResponseBase
-from ninja import Path, Router
+from ninja import Path, Query, Router
 
 from accounts.auth import ApiKeyAuth
 from gateway.kernel.context import TenantContext
 from gateway.kernel.errors import ApiFormat, GatewayError, error_response
-from proxy import dialects, pipeline
+from proxy import dialects, pipeline, responses_state
 from proxy.catalog import current_catalog
 from proxy.routing import may_use
 
@@ -62,8 +62,42 @@ async def completions(request: HttpRequest) -> HttpResponseBase:
 @router.post("/responses", summary="Create a model response (Responses API)")
 async def responses(request: HttpRequest) -> HttpResponseBase:
     """Passed through to providers with the Responses API, translated to chat
-    completions for the others (stateless: send the whole input each time)."""
+    completions for the others; those answers are stored by the gateway
+    (unless `store` is false) so that `previous_response_id` works with
+    every provider."""
     return await pipeline.handle(await pipeline.prepared_for(request, lambda r: dialects.responses_call(r.body)))
+
+
+# The responses the gateway stored (translated ones: a provider with the
+# Responses API keeps its own). Another tenant's id is a 404, like an unknown one.
+@router.get("/responses/{response_id}", summary="Retrieve a stored model response")
+async def response_retrieve(request: HttpRequest, response_id: str) -> JsonResponse:
+    return JsonResponse(await responses_state.response_retrieve(request.auth, response_id))  # type: ignore[attr-defined]
+
+
+@router.delete("/responses/{response_id}", summary="Delete a stored model response")
+async def response_delete(request: HttpRequest, response_id: str) -> JsonResponse:
+    return JsonResponse(await responses_state.response_delete(request.auth, response_id))  # type: ignore[attr-defined]
+
+
+@router.get("/responses/{response_id}/input_items", summary="List the input items of a stored model response")
+async def response_input_items(
+    request: HttpRequest,
+    response_id: str,
+    limit: int = Query(20, ge=1, le=responses_state.INPUT_ITEMS_LIMIT_MAX),
+    order: Literal["asc", "desc"] = "desc",
+    after: str | None = None,
+) -> JsonResponse:
+    """OpenAI's list: `data`, `first_id`, `last_id`, `has_more`; newest first
+    unless `order=asc`, `after` an item id of the previous page."""
+    page = await responses_state.response_input_items(
+        request.auth,  # type: ignore[attr-defined]
+        response_id,
+        limit=limit,
+        order=order,
+        after=after,
+    )
+    return JsonResponse(page)
 
 
 @router.post("/messages", tags=["Anthropic-compatible"], summary="Create a message (Anthropic Messages API)")

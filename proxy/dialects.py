@@ -54,6 +54,9 @@ class ClientCall:
     # anthropic-beta).
     headers: Mapping[str, str] = field(default_factory=dict)
     query: str = ""  # passed on to a native upstream (Claude Code's `?beta=true`)
+    # A Responses call's earlier turns (its previous_response_id), as input
+    # items, once the gateway's store found them (proxy.responses_state).
+    history: tuple[dict[str, Any], ...] | None = None
 
 
 def _json_object_with_model(raw: bytes, what: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from proxy.presets import ANTHROPIC, AZURE, preset_for
 from proxy.providers.anthropic import AnthropicAdapter
 from proxy.providers.base import StreamObserver, UpstreamRequest
 from proxy.providers.openai import AzureOpenAIAdapter, OpenAIAdapter
+from proxy.responses_state import ResponseKeeper, conversation_body, response_keeper
 
 # The translators (proxy.translate's modules) are imported where a request
 # needs one: a process whose clients and upstreams speak the same API never
@@ -95,6 +96,8 @@ class Exchange:
     translators: list[StreamTranslator] | None = None
     shape: StreamShape = _CHAT_STREAM
     notes: list[str] = field(default_factory=list)
+    # A translated Responses answer to store once complete (proxy.responses_state).
+    keeper: ResponseKeeper | None = None
 
     @property
     def translated(self) -> bool:
@@ -181,6 +184,8 @@ def _openai_adapter(kind: str) -> OpenAIAdapter:
 
 def _native(call: ClientCall, target: RouteTarget) -> Exchange:
     provider, model, body, stream = target.provider, target.upstream_model, call.body, call.stream
+    if call.dialect is Dialect.RESPONSES:  # the stored conversation, for an id the gateway resolved
+        body = conversation_body(call, native=True)
     observer: StreamObserver | None
     if preset_for(provider.kind).protocol == ANTHROPIC:
         if call.dialect is Dialect.COUNT_TOKENS:
@@ -248,9 +253,13 @@ def _translated(call: ClientCall, target: RouteTarget) -> Exchange:
 
     if call.stream and from_hub_stream is not None:
         translators.append(from_hub_stream())
+    keeper = response_keeper(call)
+    if keeper is not None and call.stream:
+        translators.append(keeper)  # last: it sees the client's events
 
     def answer_json(data: dict[str, Any]) -> dict[str, Any]:
-        return from_hub_json(upstream_to_hub(data))
+        answer = from_hub_json(upstream_to_hub(data))
+        return answer if keeper is None else keeper.caught(answer)
 
     return Exchange(
         request,
@@ -260,6 +269,7 @@ def _translated(call: ClientCall, target: RouteTarget) -> Exchange:
         translators if call.stream else None,
         _SHAPES[call.dialect],
         notes,
+        keeper,
     )
 
 
@@ -319,7 +329,10 @@ def _client_side(call: ClientCall, names: _Names) -> tuple[ToHub, FromHubJson, C
 
             response_id = "resp_" + names.completion_id
             return (
-                responses.responses_request_to_chat,
+                # With the stored conversation in place of previous_response_id.
+                lambda body, upstream_model: responses.responses_request_to_chat(
+                    conversation_body(call, native=False), upstream_model=upstream_model
+                ),
                 lambda data: responses.chat_response_to_responses(
                     data, model=model, response_id=response_id, created_at=names.created, request=body
                 ),

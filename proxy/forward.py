@@ -38,6 +38,7 @@ from proxy.ratelimit import Admission
 from proxy.retry import RetryPolicy, no_healthy_upstream, retry_policy
 from proxy.routing import Catalog, choose
 from proxy.streaming import RelayResponse
+from proxy.telemetry import AttemptSpan, RequestSpan
 from proxy.timing import upstream_waited
 from proxy.tracing import TraceCapture
 from proxy.upstream import UpstreamTooLargeError, read_bounded, upstream_failure, upstream_session
@@ -101,6 +102,7 @@ class Attempts:
     admission: Admission | None
     trace: TraceCapture | None = None  # a sampled request's capture (proxy.tracing)
     count: int = 0
+    span: RequestSpan | None = None  # OpenTelemetry's span of the request (proxy.telemetry); None: off
 
     async def run(self, catalog: Catalog, plan: RoutePlan) -> HttpResponseBase:
         policy, circuit = retry_policy(), breaker()
@@ -173,17 +175,19 @@ class Attempts:
             admission=self.admission,
             trace=self.trace,
         )
+        if self.span is not None:  # OpenTelemetry: this attempt's CLIENT span, ended with its record
+            recorder.otel = self.span.attempt(target, self.count)
         key = target_key(target)
         sent = time.perf_counter()
         try:
-            response = await _post(exchange, target)
+            response = await _post(exchange, target, recorder.otel)
             if response.status == 404 and (fallback := native_fallback(call, target)) is not None:
                 # The kind promised this endpoint, the server lacks it: the
                 # same call as chat completions (nothing reached the client yet).
                 response.close()
                 exchange = fallback
                 recorder.observer = exchange.observer
-                response = await _post(exchange, target)
+                response = await _post(exchange, target, recorder.otel)
                 if response.status < 400:
                     native_missing_remember(call, target)
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -225,10 +229,11 @@ class Attempts:
         return out
 
 
-async def _post(exchange: Exchange, target: RouteTarget) -> aiohttp.ClientResponse:
+async def _post(exchange: Exchange, target: RouteTarget, otel: AttemptSpan | None) -> aiohttp.ClientResponse:
     upstream = exchange.request
+    headers = upstream.headers if otel is None else otel.headers(upstream.headers)  # with its traceparent
     return await upstream_session().post(
-        upstream.url, data=upstream.body, headers=upstream.headers, timeout=_timeouts(target.provider)
+        upstream.url, data=upstream.body, headers=headers, timeout=_timeouts(target.provider)
     )
 
 

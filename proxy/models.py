@@ -195,3 +195,41 @@ class Router(models.Model):
     def clean(self) -> None:
         if self.fallback and self.fallback not in (self.candidates or []):
             raise ValidationError({"fallback": "The fallback must be one of the candidates."})
+
+
+class StoredResponseQuerySet(models.QuerySet["StoredResponse"]):
+    def for_tenant(self, tenant_id: int) -> "StoredResponseQuerySet":
+        """A tenant's responses that have not expired (the retention task
+        deletes the others, which are gone to readers already)."""
+        return self.filter(tenant_id=tenant_id, expires_at__gt=timezone.now())
+
+
+class StoredResponse(models.Model):
+    """A Responses API answer the gateway translated (from a provider without
+    the Responses API) and keeps for `previous_response_id`, GET and DELETE.
+
+    `input_items` is the whole conversation the answer was made from (the
+    earlier turns' items followed by this request's own), so the next turn
+    is one read however long the chain: its history is these items plus
+    `response["output"]`.
+    """
+
+    response_id = models.CharField(max_length=100, unique=True)  # as the client saw it
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="stored_responses")
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", null=True, on_delete=models.SET_NULL, related_name="stored_responses"
+    )
+    model = models.CharField(max_length=200)  # the public name the client asked for
+    previous_response_id = models.CharField(max_length=100, blank=True)
+    input_items = models.JSONField(default=list)
+    response = models.JSONField()  # the whole `response` object, output included
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    objects = StoredResponseQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.response_id

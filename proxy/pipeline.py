@@ -30,6 +30,7 @@ from django.http.response import HttpResponseBase
 from cachestore.entry import CachedEntry
 from gateway.kernel.context import PREPARED_SCOPE_KEY, RoutePlan, TenantContext
 from gateway.kernel.requestid import request_id_for
+from proxy import telemetry
 from proxy.caching import (
     HitAnswer,
     cache_hit_answer,
@@ -66,13 +67,18 @@ class Prepared:
     plan: RoutePlan
     cache_key: str | None = None
     cache_read: bool = False  # the store was read for this key and held no hit
+    span: "telemetry.RequestSpan | None" = None  # OpenTelemetry's (proxy.telemetry); None: off
 
 
 async def prepare(ctx: TenantContext, call: ClientCall, request_id: str, *, cache_control: str = "") -> Prepared:
     """Route an authenticated, parsed request (raises the refusals: unknown
     model, a model the key may not use)."""
+    span = telemetry.request_span(ctx, call, request_id) if telemetry.active else None
     catalog = await current_catalog()
-    return Prepared(ctx, call, request_id, cache_control, catalog, plan_for(catalog, ctx, call.body["model"]))
+    plan = plan_for(catalog, ctx, call.body["model"])
+    if span is not None:
+        span.routed()  # the prepare step's span ends: authenticated, parsed, routed
+    return Prepared(ctx, call, request_id, cache_control, catalog, plan, span=span)
 
 
 async def prepared_for(request: HttpRequest, parse: Any) -> Prepared:
@@ -91,10 +97,13 @@ async def handle(p: Prepared, *, force_cache: bool = False) -> HttpResponseBase:
     headers on whatever the answer is."""
     if p.call.dialect is Dialect.COUNT_TOKENS and not _counted_upstream(p.plan):
         return _count_tokens_estimated(p.call)
-    admission = await rate_limit_admit(p.ctx, tokens=tokens_estimate(p.call.body, p.call.size))
+    span = p.span  # OpenTelemetry: each step a child span (off: None, and the steps are awaited as they are)
+    admit = rate_limit_admit(p.ctx, tokens=tokens_estimate(p.call.body, p.call.size))
+    admission = await (admit if span is None else span.step("admit", admit))
     fill = None
     try:
-        cache = await _cache(p, forced=force_cache) if p.call.dialect in CACHEABLE else None
+        lookup = _cache(p, forced=force_cache) if p.call.dialect in CACHEABLE else None
+        cache = None if lookup is None else await (lookup if span is None else span.step("cache", lookup))
         if cache is not None and cache.entry is not None:
             response = cache_hit_response(_hit(p, cache.entry))
             rate_limit_release(admission)
@@ -104,8 +113,9 @@ async def handle(p: Prepared, *, force_cache: bool = False) -> HttpResponseBase:
             trace = (
                 trace_start(p.ctx, p.request_id, p.call.dialect.value, p.call.body) if p.ctx.trace_sample_rate else None
             )
-            attempts = Attempts(p.ctx, p.call, p.request_id, fill, admission, trace)
-            response = await attempts.run(p.catalog, p.plan)
+            attempts = Attempts(p.ctx, p.call, p.request_id, fill, admission, trace, span=span)
+            run = attempts.run(p.catalog, p.plan)
+            response = await (run if span is None else span.forward(run))
             if cache is not None:
                 response["x-cache"] = cache.status
     except BaseException:
@@ -126,13 +136,13 @@ async def hit_only(p: Prepared) -> HitAnswer | None:
     policy = cache_lookup_policy(p.ctx, cache_control=p.cache_control)
     if p.call.dialect not in CACHEABLE or policy is None:
         return None
-    entry, p.cache_key = await cache_peek(
-        p.ctx, p.plan.deployments[0], p.call.body, endpoint=p.call.dialect.value, policy=policy
-    )
+    peek = cache_peek(p.ctx, p.plan.deployments[0], p.call.body, endpoint=p.call.dialect.value, policy=policy)
+    entry, p.cache_key = await (peek if p.span is None else p.span.step("cache", peek))
     if entry is None:
         p.cache_read = policy.lookup
         return None
-    admission = await rate_limit_admit(p.ctx, tokens=tokens_estimate(p.call.body, p.call.size))
+    admit = rate_limit_admit(p.ctx, tokens=tokens_estimate(p.call.body, p.call.size))
+    admission = await (admit if p.span is None else p.span.step("admit", admit))
     try:
         answer = _hit(p, entry)
     finally:
@@ -157,9 +167,12 @@ async def _cache(p: Prepared, *, forced: bool) -> Any:
 
 
 def _hit(p: Prepared, entry: CachedEntry) -> HitAnswer:
-    return cache_hit_answer(
+    answer = cache_hit_answer(
         p.ctx, p.plan.deployments[0], entry, p.call.body, request_id=p.request_id, stream=p.call.stream
     )
+    if p.span is not None:
+        p.span.cache_hit(p.plan.deployments[0], entry, answer)
+    return answer
 
 
 def _counted_upstream(plan: RoutePlan) -> bool:

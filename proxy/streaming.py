@@ -137,11 +137,14 @@ async def translate_stream(
                 if isinstance(parsed, dict):
                     out += _through(exchange.translators, parsed)
             if out:
+                if exchange.keeper is not None and exchange.keeper.due:  # see _kept
+                    await _kept(exchange, recorder)
                 yield _encoded(out, exchange, recorder)
         # The translators end the client's stream properly (stop events,
         # usage) once the upstream's has ended; stored before the recorder
         # completes the cache entry.
         tail = _encoded(_close(exchange.translators), exchange, recorder, end=True)
+        await _kept(exchange, recorder)
         if not observer.finished:  # the translators closed the client's stream; the books say why
             error_code = INCOMPLETE
         completed = True
@@ -168,6 +171,14 @@ async def translate_stream(
 
 
 _BROKEN_OFF = (aiohttp.ClientError, TimeoutError, SSEOverflowError)
+
+
+async def _kept(exchange: "Exchange", recorder: UsageRecorder) -> None:
+    """A Responses answer the stream just completed is stored before the
+    event that completes it reaches the client (proxy.responses_state): a
+    next turn sent at once finds it. Nothing earlier waits for it."""
+    if exchange.keeper is not None and exchange.keeper.due:
+        await exchange.keeper.keep(recorder.ctx)
 
 
 class _ByteBudget:

@@ -10,3 +10,11 @@ def trace_retention_task() -> int:
     from proxy.tracing import trace_retention
 
     return trace_retention(settings.TRACE_RETENTION_DAYS)
+
+
+@shared_task
+def responses_retention_task() -> int:
+    """Delete stored Responses answers past GATEWAY_RESPONSES_RETENTION_DAYS."""
+    from proxy.responses_store import stored_responses_expire
+
+    return stored_responses_expire()

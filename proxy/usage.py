@@ -25,6 +25,7 @@ from proxy.ratelimit import rate_limit_release
 if TYPE_CHECKING:
     from proxy.caching import CacheFill
     from proxy.ratelimit import Admission
+    from proxy.telemetry import AttemptSpan
     from proxy.tracing import TraceCapture
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text and code
@@ -154,6 +155,7 @@ class UsageRecorder:
     ) -> None:
         self.ctx = ctx
         self.trace = trace  # a sampled request's capture (proxy.tracing); None: not traced
+        self.otel: AttemptSpan | None = None  # OpenTelemetry: this attempt's CLIENT span (proxy.telemetry)
         self.reservation = reservation
         self.fill = fill  # a cache miss to store once the answer completes
         self.admission = admission  # rate-limit counters held until the request ends
@@ -220,6 +222,8 @@ class UsageRecorder:
         meter.push(event)  # journaled, then stored in the next batch
         if self.trace is not None:  # tracing: the attempt's outcome (and a JSON answer's bytes)
             self.trace.attempt_finished(event, body)
+        if self.otel is not None:  # OpenTelemetry: the attempt's span ends (a stream's at its end)
+            self.otel.finished(event, self.trace)
         rate_limit_release(self.admission, event.usage.total_tokens)
         if self.fill is not None:
             self._fill_cache(event, succeeded, body)

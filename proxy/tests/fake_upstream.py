@@ -5,6 +5,9 @@ It records every request it receives and answers by the requested model:
 * any name: a chat completion of `words` (one SSE chunk per word when
   streaming, usage in a final chunk when `stream_options.include_usage`);
 * `fake-cached`: usage with cached prompt tokens and reasoning tokens;
+* a name containing `fake-reasoning`: the answer's message also carries
+  REASONING_TEXT as `reasoning_content` (streamed as one delta before the
+  words), as DeepSeek and vLLM send a reasoning model's thinking;
 * `fake-slow`: streams with `slow_delay` seconds between chunks;
 * `fake-error-<status>`: that status with an OpenAI error envelope;
 * `fake-hang`: never answers (until the client gives up);
@@ -111,6 +114,7 @@ EMBEDDING_TOKENS_PER_INPUT = 8
 CREATED = 1_700_000_000
 DEFAULT_WORDS = tuple(f"w{i}" for i in range(20))
 TOOL_ARGUMENTS = '{"q": "w0"}'  # what a tool call from the fake asks
+REASONING_TEXT = "The user wants the words."  # the thinking of a `fake-reasoning` model
 ANTHROPIC_CACHED_USAGE = {
     "input_tokens": 50,
     "cache_read_input_tokens": 40,
@@ -192,7 +196,8 @@ class FakeUpstream:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": " ".join(self.words)},
+                    "message": {"role": "assistant", "content": " ".join(self.words)}
+                    | ({"reasoning_content": REASONING_TEXT} if "fake-reasoning" in model else {}),
                     "finish_reason": "stop",
                 }
             ],
@@ -211,6 +216,8 @@ class FakeUpstream:
 
     def stream_events(self, model: str, include_usage: bool) -> list[bytes]:
         events = [self.chunk(model, {"role": "assistant", "content": ""})]
+        if "fake-reasoning" in model:
+            events.append(self.chunk(model, {"reasoning_content": REASONING_TEXT}))
         events += [self.chunk(model, {"content": (" " if i else "") + w}) for i, w in enumerate(self.words)]
         events.append(self.chunk(model, {}, finish="stop"))
         if include_usage:

@@ -3,8 +3,11 @@
 For upstreams that do not serve /v1/responses. The Responses API can keep a
 conversation on OpenAI's servers (previous_response_id, conversation, stored
 prompts and items); an upstream reached through chat completions keeps
-nothing, so such requests are refused instead of answered without their
-history.
+nothing. The gateway keeps translated answers itself and puts the
+conversation a previous_response_id names in the input before this module
+sees it (proxy.responses_state); what is left unresolved here (conversation,
+stored prompts, item references, or a previous_response_id nobody resolved)
+is refused instead of answered without its history.
 
 Item ids are derived from the response id and the item's output index
 (`msg_<id>_0`, `fc_<id>_1`): the same answer always gets the same ids, and
@@ -83,8 +86,7 @@ def _map_field(key: str, value: Any, out: dict[str, Any], notes: list[str]) -> N
             out["stream"] = True
             out["stream_options"] = {"include_usage": True}
     elif key == "store":
-        if value:
-            _note(notes, "dropped: store")
+        pass  # the gateway's to honour (proxy.responses_state), not the upstream's
     elif key == "prompt":
         raise TranslationError(
             "prompt (a stored prompt template) is not supported: the upstream does not support the Responses API.",
@@ -329,6 +331,7 @@ def response_object(
         "model": model,
         "output": output,
         "parallel_tool_calls": request.get("parallel_tool_calls", True),
+        "previous_response_id": request.get("previous_response_id"),
         "reasoning": request.get("reasoning"),
         "temperature": request.get("temperature"),
         "text": request.get("text") or {"format": {"type": "text"}},
