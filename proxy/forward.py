@@ -320,6 +320,8 @@ async def _pass_through(
                 f"The provider '{recorder.target.provider.name}' sent an answer that is not the JSON its API defines.",
             )
             return error_response(error, fmt)
+        if exchange.keeper is not None:  # stored before the client has it (proxy.responses_state)
+            await exchange.keeper.keep(recorder.ctx)
         out = HttpResponse(answer, status=response.status, content_type="application/json")
     _copy_headers(response, out)
     return out

@@ -1,6 +1,8 @@
 """The request path: every /v1 and Ollama request, top to bottom.
 
     prepare   authenticate (accounts.auth) -> parse (proxy.dialects) -> route
+    state     a Responses call's earlier turns, when it names a previous
+              response the gateway stored (proxy.responses_state)
     admit     rate limits and requests in flight (proxy.ratelimit)
     cache     the exact cache (proxy.caching); a hit is answered and recorded here
     forward   reserve the worst case against budgets and credit, then the
@@ -44,6 +46,7 @@ from proxy.dialects import ClientCall, Dialect
 from proxy.exchange import native_dialects
 from proxy.forward import Attempts
 from proxy.ratelimit import rate_limit_admit, rate_limit_release, tokens_estimate
+from proxy.responses_state import conversation_resolved
 from proxy.routing import Catalog, plan_for
 from proxy.tracing import trace_start
 
@@ -97,6 +100,8 @@ async def handle(p: Prepared, *, force_cache: bool = False) -> HttpResponseBase:
     headers on whatever the answer is."""
     if p.call.dialect is Dialect.COUNT_TOKENS and not _counted_upstream(p.plan):
         return _count_tokens_estimated(p.call)
+    if p.call.dialect is Dialect.RESPONSES:  # the conversation a previous_response_id names, before it is counted
+        p.call = await conversation_resolved(p.ctx, p.call)
     span = p.span  # OpenTelemetry: each step a child span (off: None, and the steps are awaited as they are)
     admit = rate_limit_admit(p.ctx, tokens=tokens_estimate(p.call.body, p.call.size))
     admission = await (admit if span is None else span.step("admit", admit))
