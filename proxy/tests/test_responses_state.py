@@ -33,6 +33,11 @@ def sent_upstream(fake: FakeUpstream, marker: str) -> Any:
     return matches[0]
 
 
+def text_of(item: Any) -> str:
+    """The text of a listed message item."""
+    return str(item.content[0].text)
+
+
 def stored_row(blocker: Any, response_id: str) -> Any:
     from proxy.models import StoredResponse
 
@@ -98,7 +103,7 @@ def test_a_tool_call_and_its_output_are_sent_back_as_the_chat_upstream_expects(
 ) -> None:
     marker = unique_marker()
     client = client_for(live_gateway, key)
-    r1 = client.responses.create(model=TRANSLATED, input=marker, tools=[LOOKUP_TOOL])  # type: ignore[list-item]
+    r1 = client.responses.create(model=TRANSLATED, input=marker, tools=[LOOKUP_TOOL])
     [call] = r1.output
     assert call.type == "function_call" and call.arguments == TOOL_ARGUMENTS
     output = unique_marker()
@@ -106,7 +111,7 @@ def test_a_tool_call_and_its_output_are_sent_back_as_the_chat_upstream_expects(
         model=TRANSLATED,
         previous_response_id=r1.id,
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": output}],
-        tools=[LOOKUP_TOOL],  # type: ignore[list-item]
+        tools=[LOOKUP_TOOL],
     )
     assert r2.output_text == TEXT
     assert sent_upstream(fake_upstream, output).body["messages"] == [
@@ -137,7 +142,7 @@ def test_reasoning_items_are_kept_in_the_conversation_and_listed_with_its_input(
         ("message", "assistant"),
         ("message", "user"),
     ]
-    assert items[1].summary[0].text == REASONING_TEXT  # type: ignore[union-attr]
+    assert items[1].summary[0].text == REASONING_TEXT
     # A chat upstream takes no reasoning back: the rest of the turn goes, and the answer says what did not.
     assert [m["role"] for m in sent_upstream(fake_upstream, second).body["messages"]] == ["user", "assistant", "user"]
     response = client.responses.with_raw_response.create(
@@ -185,17 +190,17 @@ def test_input_items_are_listed_newest_first_in_pages_as_openai_lists_them(
         previous_response_id=r1.id,
         input=[{"role": "user", "content": [{"type": "input_text", "text": second}]}],
     )
-    listed = client.responses.input_items.list(r2.id)
-    texts = [item.content[0].text for item in listed.data]  # type: ignore[union-attr]
+    listed: Any = client.responses.input_items.list(r2.id)  # its first_id and last_id are not typed
+    texts = [text_of(item) for item in listed.data]
     assert texts == [second, TEXT, first]  # newest first by default
     assert (listed.first_id, listed.last_id, listed.has_more) == (listed.data[0].id, listed.data[-1].id, False)
     assert len({item.id for item in listed.data}) == 3 and r1.output[0].id in {item.id for item in listed.data}
-    page = client.responses.input_items.list(r2.id, order="asc", limit=2)
-    assert [item.content[0].text for item in page.data] == [first, TEXT]  # type: ignore[union-attr]
+    page: Any = client.responses.input_items.list(r2.id, order="asc", limit=2)
+    assert [text_of(item) for item in page.data] == [first, TEXT]
     assert page.has_more and page.last_id == page.data[-1].id
     # The SDK follows `after` to the end.
     every = client.responses.input_items.list(r2.id, order="asc", limit=1)
-    assert [item.content[0].text for item in every] == [first, TEXT, second]  # type: ignore[union-attr]
+    assert [text_of(item) for item in every] == [first, TEXT, second]
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.input_items.list(r2.id, limit=101)
     assert caught.value.code == "invalid_request"
