@@ -233,3 +233,50 @@ class StoredResponse(models.Model):
 
     def __str__(self) -> str:
         return self.response_id
+
+
+class Guardrail(models.Model):
+    """What to look for in requests (input) or answers (output), and what to
+    do on a match: refuse the request, redact the match, or only record it.
+    Applies to the tenants and keys it is attached to (proxy.guardrails)."""
+
+    class Kind(models.TextChoices):
+        SECRETS = "secrets", "Secrets (cloud and API keys, private keys)"
+        PII = "pii", "Personal data (e-mail, phone, cards, IBAN, national ids)"
+        REGEX = "regex", "Regular expression"
+
+    class Action(models.TextChoices):
+        BLOCK = "block", "Block (400 guardrail_blocked)"
+        REDACT = "redact", "Redact ([REDACTED:TYPE])"
+        FLAG = "flag", "Flag (record only)"
+
+    class Stage(models.TextChoices):
+        INPUT = "input", "Input (before the provider)"
+        OUTPUT = "output", "Output (the answer, streams included)"
+
+    name = models.SlugField(max_length=64, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    pattern = models.TextField(blank=True, help_text="The regular expression (Python syntax) of a regex guardrail.")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    stage = models.CharField(max_length=16, choices=Stage.choices)
+    enabled = models.BooleanField(default=True)
+    tenants = models.ManyToManyField("accounts.Tenant", blank=True, related_name="guardrails")
+    api_keys = models.ManyToManyField("accounts.ApiKey", blank=True, related_name="guardrails")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind}: {self.action} {self.stage})"
+
+    def clean(self) -> None:
+        from proxy.guardrails.regex import pattern_error
+
+        if self.kind == self.Kind.REGEX:
+            error = pattern_error(self.pattern)
+            if error is not None:
+                raise ValidationError({"pattern": error})
+        elif self.pattern:
+            raise ValidationError({"pattern": "Only a regex guardrail has a pattern."})
