@@ -50,6 +50,15 @@ def send_later(seconds: float = 0) -> int:
 
 
 @pytest.fixture
+def committed_webhooks(receiver: WebhookReceiver, django_db_blocker: Any) -> Iterator[None]:
+    """For tests whose webhooks are committed (a gateway under daphne reads
+    them): removed afterwards, so no later test's events reach them."""
+    yield
+    with django_db_blocker.unblock():
+        Webhook.objects.filter(url__startswith=receiver.url("")).delete()
+
+
+@pytest.fixture
 def owner() -> Any:
     tenant = tenant_create(slug="hooked")
     _, key = api_key_issue(tenant=tenant)
@@ -106,7 +115,7 @@ def test_an_event_raised_again_for_the_same_cause_is_written_and_sent_once(recei
     assert receiver.events == ["budget.exceeded", "budget.exceeded"]
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
 def test_an_event_commits_with_its_cause_or_not_at_all(receiver: WebhookReceiver) -> None:
     hook(receiver, ["reconciliation.mismatch"])
     with pytest.raises(RuntimeError), transaction.atomic():
@@ -290,7 +299,7 @@ def test_a_prepaid_balance_falling_below_the_threshold_raises_credit_low_once_pe
     assert WebhookDelivery.objects.count() == 2
 
     send_later()
-    assert [r.json["data"]["balance_usd"] for r in receiver.received] == ["0.000004000", "0.000003000"]
+    assert sorted(r.json["data"]["balance_usd"] for r in receiver.received) == ["0.000003000", "0.000004000"]
 
 
 @pytest.mark.django_db
@@ -328,19 +337,20 @@ def test_books_that_disagree_raise_reconciliation_mismatch_once_a_day(receiver: 
     assert got.json["data"]["differences"] >= 1
 
 
-@pytest.mark.django_db(transaction=True)
-def test_an_open_circuit_raises_deployment_circuit_open_once_off_the_event_loop(receiver: WebhookReceiver) -> None:
+def test_an_open_circuit_raises_deployment_circuit_open_once_off_the_event_loop(
+    django_db_blocker: Any, receiver: WebhookReceiver, committed_webhooks: None
+) -> None:
     import asyncio
 
     from proxy.circuit_events import circuit_state_reported
+    from proxy.models import Deployment
     from proxy.services import provider_upsert, route_upsert
 
-    hook(receiver, ["deployment.circuit_open"])
-    provider, _ = provider_upsert(name="circuit-fake", kind="openai", base_url="http://127.0.0.1:9/v1")
-    route_upsert(model="circuit-test", provider=provider, upstream_model="up")
-    from proxy.models import Deployment
-
-    deployment = Deployment.objects.get(route__model="circuit-test")
+    with django_db_blocker.unblock():  # committed: the webhook thread has a connection of its own
+        hook(receiver, ["deployment.circuit_open"])
+        provider, _ = provider_upsert(name="circuit-fake", kind="openai", base_url="http://127.0.0.1:9/v1")
+        route_upsert(model="circuit-test", provider=provider, upstream_model="up")
+        deployment = Deployment.objects.get(route__model="circuit-test")
     key = f"dep:{deployment.pk}:up"
 
     async def on_the_loop() -> float:
@@ -350,9 +360,10 @@ def test_an_open_circuit_raises_deployment_circuit_open_once_off_the_event_loop(
         circuit_state_reported(key, "closed")
         return time.perf_counter() - started
 
-    assert asyncio.run(on_the_loop()) < 0.05  # hands off: no query on the loop
-    assert emits_settled()
-    [delivery] = WebhookDelivery.objects.all()
+    with django_db_blocker.unblock():
+        assert asyncio.run(on_the_loop()) < 0.05  # a set lookup each: the write is on the webhook thread
+        assert emits_settled()
+        [delivery] = WebhookDelivery.objects.filter(payload__deployment=key)
     assert delivery.payload["deployment"] == key
     assert (delivery.payload["provider"], delivery.payload["route"]) == ("circuit-fake", "circuit-test")
 
@@ -384,7 +395,12 @@ def send_all(blocker: Any) -> None:
 
 
 def test_a_budget_spent_through_the_gateway_posts_threshold_and_exceeded_once_however_often_it_refuses(
-    live_gateway: LiveGateway, key: IssuedKey, ledger: Ledger, django_db_blocker: Any, receiver: WebhookReceiver
+    live_gateway: LiveGateway,
+    key: IssuedKey,
+    ledger: Ledger,
+    django_db_blocker: Any,
+    receiver: WebhookReceiver,
+    committed_webhooks: None,
 ) -> None:
     from billing.tests.test_budgets_live import post
 
@@ -404,7 +420,12 @@ def test_a_budget_spent_through_the_gateway_posts_threshold_and_exceeded_once_ho
 
 
 def test_a_budget_that_refuses_before_it_is_spent_posts_exceeded_from_the_refusal(
-    live_gateway: LiveGateway, key: IssuedKey, ledger: Ledger, django_db_blocker: Any, receiver: WebhookReceiver
+    live_gateway: LiveGateway,
+    key: IssuedKey,
+    ledger: Ledger,
+    django_db_blocker: Any,
+    receiver: WebhookReceiver,
+    committed_webhooks: None,
 ) -> None:
     from billing.tests.test_budgets_live import post
 
@@ -420,3 +441,37 @@ def test_a_budget_that_refuses_before_it_is_spent_posts_exceeded_from_the_refusa
     assert got.signature_valid and got.json["event"] == "budget.exceeded"
     assert got.json["data"]["refused_request_usd"] == "0.000020000"
     assert got.json["data"]["spent_nanos"] == 20_000
+
+
+def test_a_circuit_that_opens_in_the_gateway_posts_deployment_circuit_open_once(
+    gateway_config: None,
+    django_db_blocker: Any,
+    fake_upstream: Any,
+    key: IssuedKey,
+    receiver: WebhookReceiver,
+    committed_webhooks: None,
+) -> None:
+    from proxy.tests.test_faults import QUICK, RESILIENCE_ENV, Dep, chat, route, routes_create
+
+    routes_create(django_db_blocker, fake_upstream, {"hooked-down": [Dep("fake-error-503", 0)]})
+    with django_db_blocker.unblock():
+        webhook_set(url=receiver.url(), events=["deployment.circuit_open"], secret=SECRET)
+    env = {**RESILIENCE_ENV, "PROXY_RETRY_ATTEMPTS": "1", "PROXY_BREAKER_FAILURES": "2"}
+    gateway = LiveGateway(env=env).start()
+    try:
+        for _ in range(6):  # opens after 2; the rest are sent anyway (every deployment is open)
+            chat(gateway, key, route("hooked-down"), "circuit")
+
+        def queued() -> list[Any]:
+            with django_db_blocker.unblock():
+                return list(WebhookDelivery.objects.filter(event="deployment.circuit_open"))
+
+        wait_until(queued, message="no deployment.circuit_open in the outbox")
+    finally:
+        gateway.terminate()
+    send_all(django_db_blocker)
+    [got] = receiver.received
+    assert got.signature_valid and got.json["event"] == "deployment.circuit_open"
+    assert got.json["tenant_id"] is None
+    assert (got.json["data"]["provider"], got.json["data"]["upstream_model"]) == (QUICK, "fake-error-503")
+    assert got.json["data"]["route"] == route("hooked-down")
