@@ -7,8 +7,9 @@ from django.http import HttpRequest
 
 from accounts.audit import audit_by, changes_between, credential_changes
 from proxy.breaker import deployment_key, shared_state
-from proxy.models import Deployment, ModelAlias, Provider, Route
+from proxy.models import Deployment, ModelAlias, Provider, Route, Router
 from proxy.presets import base_url_normalize
+from proxy.router_services import router_check
 from proxy.services import alias_check, fallbacks_check, provider_connection_test
 
 
@@ -138,7 +139,7 @@ class RouteForm(forms.ModelForm):
 
     class Meta:
         model = Route
-        fields = ["model", "fallbacks", "is_active"]
+        fields = ["model", "fallbacks", "description", "is_active"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -158,9 +159,9 @@ class RouteForm(forms.ModelForm):
 class RouteAdmin(admin.ModelAdmin):
     form = RouteForm
     inlines = [DeploymentInline]
-    list_display = ["model", "served_by", "fallback_list", "is_active"]
+    list_display = ["model", "served_by", "fallback_list", "described", "is_active"]
     list_filter = ["is_active", "deployments__provider"]
-    search_fields = ["model", "deployments__upstream_model"]
+    search_fields = ["model", "deployments__upstream_model", "description"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Route]:
         return super().get_queryset(request).prefetch_related("deployments__provider")
@@ -175,6 +176,11 @@ class RouteAdmin(admin.ModelAdmin):
     @admin.display(description="Fallbacks")
     def fallback_list(self, obj: Route) -> str:
         return " → ".join(obj.fallbacks or [])
+
+    # What smart routers' designators read; descriptions_sync fills empty ones.
+    @admin.display(description="Described", boolean=True)
+    def described(self, obj: Route) -> bool:
+        return bool(obj.description)
 
 
 @admin.register(Deployment)
@@ -222,3 +228,45 @@ class ModelAliasAdmin(admin.ModelAdmin):
     @admin.display(description="Target route active", boolean=True)
     def target_served(self, obj: ModelAlias) -> bool:
         return bool(getattr(obj, "target_route_active", False))
+
+
+class RouterForm(forms.ModelForm):
+    candidates = forms.CharField(help_text="Model names the designator chooses from, in order (comma-separated).")
+
+    class Meta:
+        model = Router
+        fields = ["name", "designator", "candidates", "purpose", "fallback", "is_active"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["candidates"] = ", ".join(self.instance.candidates or [])
+
+    def clean_candidates(self) -> list[str]:
+        return [name.strip() for name in (self.cleaned_data.get("candidates") or "").split(",") if name.strip()]
+
+    def clean(self) -> dict[str, Any]:
+        """The checks router_create makes: routable names, a fallback among the candidates."""
+        cleaned = super().clean() or {}
+        name, designator = cleaned.get("name"), cleaned.get("designator")
+        if name and designator and "candidates" in cleaned:
+            try:
+                router_check(name, designator, cleaned["candidates"], cleaned.get("fallback") or "")
+            except ValueError as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return cleaned
+
+
+@admin.register(Router)
+class RouterAdmin(admin.ModelAdmin):
+    """Smart routers: a client asking for `name` is answered by the
+    candidate the designator picks (proxy.routers)."""
+
+    form = RouterForm
+    list_display = ["name", "designator", "candidate_list", "fallback", "is_active"]
+    list_filter = ["is_active"]
+    search_fields = ["name", "designator", "purpose"]
+
+    @admin.display(description="Candidates")
+    def candidate_list(self, obj: Router) -> str:
+        return ", ".join(obj.candidates or [])

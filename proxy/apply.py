@@ -1,8 +1,9 @@
-"""`gateway_apply`: providers, routes, aliases and prices from one declarative file.
+"""`gateway_apply`: providers, routes, aliases, smart routers and prices from one declarative file.
 
 The whole file is checked first, then applied in one transaction: either
 every entry lands or none does. Applying the same file twice changes nothing.
-Aliases not in the file are removed, but only when the file has `aliases:`.
+Aliases not in the file are removed, but only when the file has `aliases:`
+(routers likewise, with `routers:`).
 Every change leaves an audit entry (accounts.audit) naming who applied it.
 """
 
@@ -16,7 +17,9 @@ from django.db import transaction
 from accounts.audit import AuditActor, audit, changes_between, credential_changes
 from billing.services import PRICE_RATE_OPTIONS, price_set
 from gateway.kernel import cli
+from proxy.catalog_loader import catalog_load
 from proxy.models import Provider
+from proxy.router_services import router_upsert, routers_prune
 from proxy.services import TIMEOUT_FIELDS, DeploymentSpec, alias_upsert, aliases_prune, provider_upsert, route_set
 
 
@@ -44,7 +47,7 @@ def config_load(path: Path) -> dict[str, Any]:
         raise ApplyError(f"cannot read {path}: {exc}") from None
     if not isinstance(doc, dict):
         raise ApplyError("the file must be a mapping with providers, routes, aliases and prices")
-    unknown = set(doc) - {"providers", "routes", "aliases", "prices"}
+    unknown = set(doc) - {"providers", "routes", "aliases", "routers", "prices"}
     if unknown:
         raise ApplyError(f"unknown sections: {', '.join(sorted(unknown))}")
     return doc
@@ -59,13 +62,19 @@ def config_apply(doc: dict[str, Any], *, actor: AuditActor = None) -> Counter[st
     for item in _entries(doc, "routes", ("model",)):
         try:
             _, changed = route_set(
-                model=item["model"], deployments=_deployments(item), fallbacks=_names(item, "fallbacks"), actor=actor
+                model=item["model"],
+                deployments=_deployments(item),
+                fallbacks=_names(item, "fallbacks"),
+                description=_description(item),
+                actor=actor,
             )
         except ValueError as exc:
             raise ApplyError(str(exc)) from None
         counts["route " + ("saved" if changed else "unchanged")] += 1
     if "aliases" in doc:
         counts += _apply_aliases(_entries(doc, "aliases", ("pattern", "to")), actor)
+    if "routers" in doc:
+        counts += _apply_routers(_entries(doc, "routers", ("name", "designator", "candidates")), actor)
     for item in _entries(doc, "prices", ("model",)):
         counts["price " + ("set" if _apply_price(item, actor) else "unchanged")] += 1
     return counts
@@ -142,7 +151,54 @@ def _apply_aliases(items: list[dict[str, Any]], actor: AuditActor) -> Counter[st
     return counts
 
 
-_ROUTE_KEYS = {"model", "provider", "upstream_model", "deployments", "fallbacks"}
+_ROUTER_KEYS = {"name", "designator", "candidates", "purpose", "fallback"}
+
+
+def _apply_routers(items: list[dict[str, Any]], actor: AuditActor) -> Counter[str]:
+    """The file's smart routers exactly, checked against the routes and
+    aliases as the file left them."""
+    counts: Counter[str] = Counter()
+    names = [str(item["name"]) for item in items]
+    if len(set(names)) != len(names):
+        raise ApplyError("a router name is listed twice")
+    removed = routers_prune(keep=names, actor=actor)
+    if removed:
+        counts["router removed"] = removed
+    catalog = catalog_load() if items else None
+    for item in items:
+        name = str(item["name"])
+        unknown = set(item) - _ROUTER_KEYS
+        if unknown:
+            raise ApplyError(f"router {name}: unknown fields {', '.join(sorted(unknown))}")
+        candidates = item["candidates"]
+        if not isinstance(candidates, list) or not all(isinstance(c, str) for c in candidates):
+            raise ApplyError(f"router {name}: candidates must be a list of model names")
+        try:
+            _, changed = router_upsert(
+                name=name,
+                designator=str(item["designator"]),
+                candidates=candidates,
+                purpose=str(item.get("purpose") or ""),
+                fallback=str(item.get("fallback") or ""),
+                actor=actor,
+                catalog=catalog,
+            )
+        except ValueError as exc:
+            raise ApplyError(str(exc)) from None
+        counts["router " + ("saved" if changed else "unchanged")] += 1
+    return counts
+
+
+def _description(item: dict[str, Any]) -> str | None:
+    """A route's description; absent: kept as it is (descriptions_sync may have filled it)."""
+    if "description" not in item:
+        return None
+    if not isinstance(item["description"], str):
+        raise ApplyError(f"route {item['model']}: description must be text")
+    return item["description"]
+
+
+_ROUTE_KEYS = {"model", "provider", "upstream_model", "deployments", "fallbacks", "description"}
 _DEPLOYMENT_KEYS = {"provider", "upstream_model", "weight", "priority"}
 
 

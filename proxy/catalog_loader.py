@@ -1,7 +1,8 @@
 """Reads the routing `Catalog` from the database. Providers, deployments
-(with their routes), prices and aliases are small tables, so the whole
-catalog is read at once (four queries); proxy.catalog keeps it."""
+(with their routes), prices, aliases and smart routers are small tables, so
+the whole catalog is read at once (five queries); proxy.catalog keeps it."""
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Iterator
@@ -15,8 +16,8 @@ from billing.models import Price
 from billing.pricing import snapshot_from_price
 from gateway.kernel.context import PriceSnapshot, ProviderConfig, RoutePlan, RouteTarget
 from gateway.kernel.errors import backend_unavailable
-from proxy.models import Deployment, ModelAlias, Provider, is_alias_pattern
-from proxy.routing import AliasPattern, Catalog, Wildcard
+from proxy.models import Deployment, ModelAlias, Provider, Router, is_alias_pattern
+from proxy.routing import AliasPattern, Candidate, Catalog, SmartRouter, Wildcard
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def _build() -> Catalog:
     pricing = Catalog(routes={}, wildcards=(), prices=prices, valid_until=valid_until)
     deployments: dict[str, list[RouteTarget]] = {}
     direct_fallbacks: dict[str, list[str]] = {}
+    descriptions: dict[str, str] = {}
     rows = (
         Deployment.objects.filter(is_active=True, route__is_active=True, provider_id__in=providers.keys())
         .select_related("route")
@@ -49,6 +51,7 @@ def _build() -> Catalog:
     for row in rows:
         route, provider = row.route, providers[row.provider_id]
         direct_fallbacks[route.model] = list(route.fallbacks or [])
+        descriptions[route.model] = route.description
         # A wildcard's upstream_model is a prefix; the name completes it per request.
         upstream = row.upstream_model if route.is_wildcard else row.upstream_model or route.model
         price = None if route.is_wildcard else pricing.price_for(provider.name, upstream, route.model)
@@ -76,7 +79,7 @@ def _build() -> Catalog:
     aliases, patterns = _aliases(routes)
     # Read at each load, so a changed setting takes effect with the next one.
     prefix = {cfg.name: cfg for cfg in providers.values()} if settings.PROXY_PROVIDER_PREFIX_ROUTING else {}
-    return Catalog(
+    catalog = Catalog(
         routes=routes,
         wildcards=tuple(wildcards),
         prices=prices,
@@ -85,6 +88,45 @@ def _build() -> Catalog:
         alias_patterns=patterns,
         prefix_providers=prefix,
     )
+    return dataclasses.replace(catalog, routers=_routers(catalog, descriptions))
+
+
+def _routers(catalog: Catalog, descriptions: dict[str, str]) -> dict[str, SmartRouter]:
+    """The active smart routers, each with the candidates the catalog
+    resolves (and their routes' descriptions); a router left with none is
+    kept out with a log line. A router's name is asked before any other
+    (proxy.pipeline.route), so it hides a route or alias of the same name,
+    which the commands refuse to create."""
+    routers: dict[str, SmartRouter] = {}
+    for row in Router.objects.filter(is_active=True):
+        if row.name in catalog.routes or row.name in catalog.aliases:
+            log.warning("router %s: hides the route or alias of the same name", row.name)
+        candidates = []
+        for name in row.candidates or []:
+            found = catalog.lookup(name)
+            if found is None:
+                log.warning("router %s: candidate %r is not a served model; left out", row.name, name)
+            else:
+                candidates.append(Candidate(name, _description(catalog, descriptions, name, found.alias_of)))
+        if not candidates:
+            log.warning("router %s: no candidate is a served model; ignored", row.name)
+            continue
+        names = [c.name for c in candidates]
+        fallback = row.fallback if row.fallback in names else names[0]
+        routers[row.name] = SmartRouter(row.name, row.designator, tuple(candidates), fallback, row.purpose)
+    return routers
+
+
+def _description(catalog: Catalog, descriptions: dict[str, str], name: str, alias_of: str | None) -> str:
+    """The description of the route that serves `name`: itself, an alias's
+    target, or the wildcard route it matches (a provider prefix has none)."""
+    route = alias_of or name
+    if route in catalog.routes:
+        return descriptions.get(route, "")
+    for wildcard in catalog.wildcards:
+        if name.startswith(wildcard.prefix):
+            return descriptions.get(wildcard.prefix + "*", "")
+    return ""
 
 
 def _aliases(routes: dict[str, RoutePlan]) -> tuple[dict[str, str], tuple[AliasPattern, ...]]:

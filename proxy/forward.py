@@ -102,6 +102,7 @@ class Attempts:
     admission: Admission | None
     trace: TraceCapture | None = None  # a sampled request's capture (proxy.tracing)
     count: int = 0
+    purpose: str = ""  # why the gateway makes this call itself (UsageEvent.purpose); "": the client's
     span: RequestSpan | None = None  # OpenTelemetry's span of the request (proxy.telemetry); None: off
 
     async def run(self, catalog: Catalog, plan: RoutePlan) -> HttpResponseBase:
@@ -174,6 +175,7 @@ class Attempts:
             fill=self.fill,
             admission=self.admission,
             trace=self.trace,
+            purpose=self.purpose,
         )
         if self.span is not None:  # OpenTelemetry: this attempt's CLIENT span, ended with its record
             recorder.otel = self.span.attempt(target, self.count)

@@ -1,6 +1,8 @@
 """The request path: every /v1 and Ollama request, top to bottom.
 
     prepare   authenticate (accounts.auth) -> parse (proxy.dialects) -> route
+              (a smart router's designator first: proxy.routers; then the
+              names proxy.routing resolves)
     state     a Responses call's earlier turns, when it names a previous
               response the gateway stored (proxy.responses_state)
     admit     rate limits and requests in flight (proxy.ratelimit)
@@ -16,11 +18,12 @@
 `Prepared` request in the ASGI scope, where the view takes it instead of
 authenticating, parsing, routing, hashing and reading the cache again.
 
-Where later features plug in, each as a step of `handle`: a routing decision
-(smart routers) in `route`; a second lookup (the semantic cache) after the
-exact one in `cache`; input guardrails and prompt augmentation after the
-cache and before `forward`, so nothing leaves unchecked; output guardrails
-on the relay; spans around each step.
+Where later features plug in, each as a step of `handle`: routing decisions
+in `route` (smart routers come first: see its docstring for the order); a
+second lookup (the semantic cache) after the exact one in `cache`; input
+guardrails and prompt augmentation after the cache and before `forward`, so
+nothing leaves unchecked; output guardrails on the relay; spans around each
+step.
 """
 
 from dataclasses import dataclass
@@ -47,6 +50,7 @@ from proxy.exchange import native_dialects
 from proxy.forward import Attempts
 from proxy.ratelimit import rate_limit_admit, rate_limit_release, tokens_estimate
 from proxy.responses_state import conversation_resolved
+from proxy.routers import ROUTED_HEADER, routed_plan
 from proxy.routing import Catalog, plan_for
 from proxy.tracing import trace_start
 
@@ -70,6 +74,7 @@ class Prepared:
     plan: RoutePlan
     cache_key: str | None = None
     cache_read: bool = False  # the store was read for this key and held no hit
+    routed_to: str = ""  # the candidate a smart router chose ("": the name asked was routed as is)
     span: "telemetry.RequestSpan | None" = None  # OpenTelemetry's (proxy.telemetry); None: off
 
 
@@ -78,10 +83,23 @@ async def prepare(ctx: TenantContext, call: ClientCall, request_id: str, *, cach
     model, a model the key may not use)."""
     span = telemetry.request_span(ctx, call, request_id) if telemetry.active else None
     catalog = await current_catalog()
-    plan = plan_for(catalog, ctx, call.body["model"])
+    plan, routed_to = await route(catalog, ctx, call, request_id)
     if span is not None:
         span.routed()  # the prepare step's span ends: authenticated, parsed, routed
-    return Prepared(ctx, call, request_id, cache_control, catalog, plan, span=span)
+    return Prepared(ctx, call, request_id, cache_control, catalog, plan, routed_to=routed_to, span=span)
+
+
+async def route(catalog: Catalog, ctx: TenantContext, call: ClientCall, request_id: str) -> tuple[RoutePlan, str]:
+    """The plan for the model asked, and the candidate a smart router chose
+    ("" when none did). The resolution order: a smart router first (its
+    designator picks the candidate, which resolves as any name: proxy.routers);
+    then, in `handle`, the exact and semantic cache and augmentation, for the
+    plan chosen here; names that are no router resolve through proxy.routing:
+    exact route, alias, wildcard route, provider prefix."""
+    router = catalog.routers.get(call.body["model"])
+    if router is not None:
+        return await routed_plan(catalog, ctx, router, call, request_id)
+    return plan_for(catalog, ctx, call.body["model"]), ""
 
 
 async def prepared_for(request: HttpRequest, parse: Any) -> Prepared:
@@ -130,6 +148,8 @@ async def handle(p: Prepared, *, force_cache: bool = False) -> HttpResponseBase:
         raise
     for name, value in (admission.headers if admission else {}).items():
         response[name] = value
+    if p.routed_to:
+        response[ROUTED_HEADER] = p.routed_to
     return response
 
 
@@ -154,6 +174,8 @@ async def hit_only(p: Prepared) -> HitAnswer | None:
         rate_limit_release(admission)
     if admission is not None:
         answer.headers.update(admission.headers)
+    if p.routed_to:
+        answer.headers[ROUTED_HEADER] = p.routed_to
     return answer
 
 

@@ -4,6 +4,10 @@ A name resolves, first match wins: an exact route; an exact alias (`big`);
 an alias pattern (`claude-*-opus-*`), by priority then the longest pattern;
 a wildcard route (`openai/*`), the longest prefix first; the provider-prefix
 form `<provider>/<upstream model>` (when the catalog holds providers for it).
+
+A smart router's name (`Catalog.routers`) is asked before all of these, by
+the pipeline's route step (proxy.pipeline.route, proxy.routers): its
+designator picks one of its candidates, which then resolves as above.
 """
 
 import fnmatch
@@ -42,6 +46,24 @@ class AliasPattern:
 
 
 @dataclass(frozen=True, slots=True)
+class Candidate:
+    name: str  # a model name the catalog resolves
+    description: str = ""  # its route's description, for the designator
+
+
+@dataclass(frozen=True, slots=True)
+class SmartRouter:
+    """A name whose requests go to the candidate a designator model picks
+    (proxy.routers); `fallback` when the designator cannot say."""
+
+    name: str
+    designator: str
+    candidates: tuple[Candidate, ...]
+    fallback: str
+    purpose: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Resolution:
     """A resolved name: its plan and, when it is an alias, the route it names
     (the key's allowed models are checked against that route too)."""
@@ -63,6 +85,7 @@ class Catalog:
     alias_patterns: tuple[AliasPattern, ...] = ()  # kept in AliasPattern.order
     # Providers that `<provider>/<model>` reaches directly; empty: that form is off.
     prefix_providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
+    routers: Mapping[str, SmartRouter] = field(default_factory=dict)  # by the name clients ask for
     # Names resolved past the exact routes (aliases, wildcards, provider
     # prefixes): each is built once, then served from here.
     _resolved: dict[str, Resolution] = field(default_factory=dict, repr=False, compare=False)
@@ -155,13 +178,16 @@ class Catalog:
         return Resolution(RoutePlan(public_model=model, deployments=(target,)))
 
     def listed_models(self) -> list[str]:
-        """Concrete names for /v1/models: routes and exact aliases (wildcards
-        and patterns cannot be enumerated)."""
+        """Concrete names for /v1/models: routes, exact aliases and smart
+        routers (wildcards and patterns cannot be enumerated)."""
         served_aliases = (name for name, target in self.aliases.items() if target in self.routes)
-        return sorted({*self.routes, *served_aliases})
+        return sorted({*self.routes, *served_aliases, *self.routers})
 
     def owner(self, model: str) -> str:
-        """The provider named as a listed model's owner: its (target's) first deployment's."""
+        """The provider named as a listed model's owner: its (target's) first
+        deployment's; `gateway` for a smart router."""
+        if model in self.routers:
+            return "gateway"
         plan = self.routes.get(model) or self.routes[self.aliases[model]]
         return plan.deployments[0].provider.name
 
@@ -174,6 +200,9 @@ def _allowed(ctx: TenantContext, model: str, alias_of: str | None) -> bool:
 
 def may_use(catalog: Catalog, ctx: TenantContext, model: str) -> bool:
     """Whether this key may call `model` and it resolves (for model lists)."""
+    router = catalog.routers.get(model)
+    if router is not None:  # and some candidate it may be sent to
+        return ctx.allows(model) and any(may_use(catalog, ctx, c.name) for c in router.candidates)
     found = catalog.lookup(model)
     return found is not None and _allowed(ctx, model, found.alias_of)
 

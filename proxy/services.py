@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from accounts.audit import AuditActor, audit
-from proxy.models import Deployment, ModelAlias, Provider, Route, is_alias_pattern
+from proxy.models import Deployment, ModelAlias, Provider, Route, Router, is_alias_pattern
 from proxy.presets import base_url_normalize
 
 TIMEOUT_FIELDS = ("connect_timeout", "first_byte_timeout", "idle_timeout")
@@ -86,14 +86,15 @@ def route_upsert(
     weight: int = 1,
     priority: int = 0,
     fallbacks: Sequence[str] | None = None,
+    description: str | None = None,
     actor: AuditActor = None,
     request_id: str = "",
 ) -> tuple[Route, bool]:
     """Add a deployment to a route (created if new), or update the weight and
     priority of the one with this provider and upstream model; returns
-    (route, changed). `fallbacks` None keeps the route's fallbacks. A change
-    is audited (accounts.audit) as made by `actor`."""
-    route, changed = _route_activate(model, fallbacks)
+    (route, changed). `fallbacks` and `description` None keep the route's.
+    A change is audited (accounts.audit) as made by `actor`."""
+    route, changed = _route_activate(model, fallbacks, description)
     changed |= _deployment_put(route, DeploymentSpec(provider, upstream_model, weight, priority))
     if changed:
         route.save()  # also tells every process to reload its catalog
@@ -103,7 +104,7 @@ def route_upsert(
             "weight": weight,
             "priority": priority,
         }
-        changes = {"model": model, **deployment, "fallbacks": route.fallbacks}
+        changes = {"model": model, **deployment, "fallbacks": route.fallbacks, "description": route.description}
         audit(actor, "route.upsert", route, changes, request_id=request_id)
     return route, changed
 
@@ -114,17 +115,19 @@ def route_set(
     model: str,
     deployments: Sequence[DeploymentSpec],
     fallbacks: Sequence[str] = (),
+    description: str | None = None,
     actor: AuditActor = None,
     request_id: str = "",
 ) -> tuple[Route, bool]:
     """Make a route exactly this (the declarative file): these deployments,
-    the others deleted, these fallbacks; returns (route, changed)."""
+    the others deleted, these fallbacks, this description (None: kept, so a
+    synced one survives a file without it); returns (route, changed)."""
     if not deployments:
         raise ValueError(f"route {model}: needs at least one deployment")
     keys = [(spec.provider.pk, spec.upstream_model) for spec in deployments]
     if len(set(keys)) != len(keys):
         raise ValueError(f"route {model}: the same provider and upstream_model are listed twice")
-    route, changed = _route_activate(model, fallbacks)
+    route, changed = _route_activate(model, fallbacks, description)
     for spec in deployments:
         changed |= _deployment_put(route, spec)
     stale = [d.pk for d in route.deployments.all() if (d.provider_id, d.upstream_model) not in keys]
@@ -133,7 +136,7 @@ def route_set(
         changed = True
     if changed:
         route.save()
-        changes = {"model": model, **_route_changes(deployments, fallbacks)}
+        changes = {"model": model, **_route_changes(deployments, fallbacks), "description": route.description}
         audit(actor, "route.set", route, changes, request_id=request_id)
     return route, changed
 
@@ -146,14 +149,19 @@ def _route_changes(deployments: Sequence[DeploymentSpec], fallbacks: Sequence[st
     return {"deployments": listed, "fallbacks": list(fallbacks)}
 
 
-def _route_activate(model: str, fallbacks: Sequence[str] | None) -> tuple[Route, bool]:
-    """The route, active, with these fallbacks (None: unchanged); not saved yet."""
+def _route_activate(model: str, fallbacks: Sequence[str] | None, description: str | None = None) -> tuple[Route, bool]:
+    """The route, active, with these fallbacks and description (None:
+    unchanged); not saved yet."""
     if fallbacks is not None:
         fallbacks_check(model, fallbacks)
     route = Route.objects.select_for_update().filter(model=model).first() or Route(model=model)
+    if route.pk is None and Router.objects.filter(name=model).exists():
+        raise ValueError(f"route {model}: a smart router of that name exists and is asked first")
     changed = route.pk is None or not route.is_active
     if fallbacks is not None and list(fallbacks) != route.fallbacks:
         route.fallbacks, changed = list(fallbacks), True
+    if description is not None and description != route.description:
+        route.description, changed = description, True
     route.is_active = True
     if route.pk is None:
         route.save()
@@ -211,6 +219,8 @@ def alias_check(pattern: str, target: str, *, alias_id: int | None = None) -> No
         raise ValueError(f"alias {pattern}: cannot point at itself")
     if Route.objects.filter(model=pattern).exists():
         raise ValueError(f"alias {pattern}: a route of that name exists and would always win")
+    if Router.objects.filter(name=pattern).exists():
+        raise ValueError(f"alias {pattern}: a smart router of that name exists and is asked first")
     others = ModelAlias.objects.exclude(pattern=pattern)
     if alias_id is not None:
         others = others.exclude(pk=alias_id)

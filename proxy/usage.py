@@ -152,8 +152,10 @@ class UsageRecorder:
         fill: "CacheFill | None" = None,
         admission: "Admission | None" = None,
         trace: "TraceCapture | None" = None,
+        purpose: str = "",
     ) -> None:
         self.ctx = ctx
+        self.purpose = purpose  # UsageEvent.purpose: a call the gateway makes itself (routing...)
         self.trace = trace  # a sampled request's capture (proxy.tracing); None: not traced
         self.otel: AttemptSpan | None = None  # OpenTelemetry: this attempt's CLIENT span (proxy.telemetry)
         self.reservation = reservation
@@ -212,6 +214,7 @@ class UsageRecorder:
             usage_estimated=estimated,
             client_disconnected=client_disconnected,
             cache_status="" if self.fill is None else ("miss" if self.fill.policy.lookup else "bypass"),
+            purpose=self.purpose,
         )
         self._settle(event, body, succeeded=status == 200 and not error_code and not client_disconnected)
         return event
@@ -262,7 +265,8 @@ def usage_event(
     **outcome: Any,
 ) -> UsageEvent:
     """The usage event of one request (`outcome`: error_code, usage_estimated,
-    client_disconnected, cache_hit, cache_status, saved_nanos, price_id)."""
+    client_disconnected, cache_hit, cache_status, saved_nanos, price_id,
+    purpose)."""
     price_id = outcome.pop("price_id", None if target.price is None else target.price.price_id)
     return UsageEvent(
         request_id=request_id,

@@ -12,6 +12,9 @@ It records every request it receives and answers by the requested model:
 * `fake-error-<status>`: that status with an OpenAI error envelope;
 * `fake-hang`: never answers (until the client gives up);
 * `fake-plain-error`: a 500 whose body is not JSON;
+* a name in `scripted` (a dict tests fill, e.g. with a fresh name per
+  test): a non-streamed chat completion whose message content is that
+  text (a smart router's designator answering `{"model": "coder"}`);
 * a request with `tools` whose last message is not a tool's result: a call
   of the first tool with TOOL_ARGUMENTS (`finish_reason: tool_calls`;
   streamed as OpenAI does, the arguments in two pieces).
@@ -160,6 +163,8 @@ class FakeUpstream:
     requests: list[ReceivedRequest] = field(default_factory=list)
     # (model, marker) -> how many requests a `fake-flaky-...` model has seen
     flaky_seen: dict[tuple[str, str], int] = field(default_factory=dict)
+    # model -> the message content it answers with (see the module doc)
+    scripted: dict[str, str] = field(default_factory=dict)
     disconnects: int = 0
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
@@ -294,6 +299,10 @@ class FakeUpstream:
             assert self._release is not None
             await self._release.wait()  # until stop(): the client must give up first
             return web.json_response(self.completion(model))
+        if model in self.scripted and not body.get("stream"):
+            answer = self.completion(model)
+            answer["choices"][0]["message"]["content"] = self.scripted[model]
+            return web.json_response(answer)
         tool = self.wants_tool_call(body)
         if not body.get("stream"):
             return web.json_response(self.tool_call_completion(model, tool) if tool else self.completion(model))

@@ -26,6 +26,9 @@ class Command(BaseCommand):
             metavar="OTHER",
             help="Another model to try when every deployment fails (repeat, in order; replaces the route's list).",
         )
+        parser.add_argument(
+            "--description", default=None, metavar="TEXT", help="What the model is good at (smart routers read it)."
+        )
 
     def handle(self, *args: Any, model: str, **options: Any) -> None:
         provider = Provider.objects.filter(name=options["provider"]).first()
@@ -39,6 +42,7 @@ class Command(BaseCommand):
                 weight=options["weight"],
                 priority=options["priority"],
                 fallbacks=options["fallbacks"],
+                description=options["description"],
                 actor=command_actor(__name__),
             )
         except ValueError as exc:
