@@ -378,6 +378,8 @@ class PriceAdmin(admin.ModelAdmin):
                     "cache_write_1h_usd_per_mtok",
                     "output_usd_per_mtok",
                     "reasoning_usd_per_mtok",
+                    "audio_input_usd_per_mtok",
+                    "audio_output_usd_per_mtok",
                     "request_fee_usd",
                     "max_output_tokens",
                 ]

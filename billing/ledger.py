@@ -137,6 +137,8 @@ def _record(e: UsageEvent, prepaid: bool) -> dict[str, Any]:
         cache_write_1h_tokens=_token_count(u.cache_write_1h_tokens),
         output_tokens=_token_count(u.output_tokens),
         reasoning_tokens=_token_count(u.reasoning_tokens),
+        audio_input_tokens=_token_count(u.audio_input_tokens),
+        audio_output_tokens=_token_count(u.audio_output_tokens),
         cost_nanos=e.cost_nanos,
         saved_nanos=e.saved_nanos,
         prepaid=prepaid,

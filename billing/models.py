@@ -31,8 +31,8 @@ class Price(models.Model):
 
     Every rate is USD per million tokens. An empty optional rate falls back
     to the rate it refines (cached input -> input, 1-hour cache write ->
-    5-minute cache write -> input, reasoning -> output, a long-context rate
-    -> its base rate)."""
+    5-minute cache write -> input, reasoning -> output, audio input ->
+    input, audio output -> output, a long-context rate -> its base rate)."""
 
     class Source(models.TextChoices):
         MANUAL = "manual", "Set by hand"
@@ -48,6 +48,12 @@ class Price(models.Model):
     cache_write_1h_usd_per_mtok = models.DecimalField(**OPTIONAL_USD_PER_MTOK)
     output_usd_per_mtok = models.DecimalField(**USD_PER_MTOK)
     reasoning_usd_per_mtok = models.DecimalField(**OPTIONAL_USD_PER_MTOK)
+    audio_input_usd_per_mtok = models.DecimalField(
+        **OPTIONAL_USD_PER_MTOK, help_text="Audio input (the realtime API). Empty: the input rate."
+    )
+    audio_output_usd_per_mtok = models.DecimalField(
+        **OPTIONAL_USD_PER_MTOK, help_text="Audio output (the realtime API). Empty: the output rate."
+    )
     long_context_threshold = models.PositiveIntegerField(
         null=True, blank=True, help_text="Above this many prompt tokens the long-context rates apply to the request."
     )
@@ -116,6 +122,8 @@ class UsageRecord(models.Model):
     cache_write_1h_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
     reasoning_tokens = models.PositiveIntegerField(default=0)
+    audio_input_tokens = models.PositiveIntegerField(default=0, help_text="Uncached audio input (realtime).")
+    audio_output_tokens = models.PositiveIntegerField(default=0)
     cost_nanos = models.BigIntegerField(default=0, help_text="USD x 10^9.")
     saved_nanos = models.BigIntegerField(default=0, help_text="What a cache hit saved, USD x 10^9.")
     prepaid = models.BooleanField(default=False, help_text="Charged to the tenant's prepaid credit.")

@@ -70,15 +70,21 @@ class PriceRates:
     cache_write_5m: Decimal | None = None
     cache_write_1h: Decimal | None = None
     reasoning: Decimal | None = None
+    audio_input: Decimal | None = None
+    audio_output: Decimal | None = None
 
 
 def rates_from_usd(usd: PriceRates, fallback: Rates | None = None) -> Rates:
     """Integer rates with the fallbacks resolved: cached input -> input,
     1-hour write -> 5-minute write -> input, reasoning -> output. For a
     long-context tier (`fallback` is then the base tier), an empty rate is
-    the base tier's: scaling it by the tier's input ratio would be a guess."""
+    the base tier's: scaling it by the tier's input ratio would be a guess.
+    Empty audio rates stay None (charged at the text rate: Rates)."""
 
     def nanos(value: Decimal | None, default: int) -> int:
+        return default if value is None else usd_to_nanos(value)
+
+    def audio(value: Decimal | None, default: int | None) -> int | None:
         return default if value is None else usd_to_nanos(value)
 
     base_input = usd_to_nanos(usd.input)
@@ -91,6 +97,16 @@ def rates_from_usd(usd: PriceRates, fallback: Rates | None = None) -> Rates:
         cache_write_1h=nanos(usd.cache_write_1h, fallback.cache_write_1h if fallback else write_5m),
         output=base_output,
         reasoning=nanos(usd.reasoning, fallback.reasoning if fallback else base_output),
+        audio_input=audio(usd.audio_input, fallback.audio_input if fallback else None),
+        audio_output=audio(usd.audio_output, fallback.audio_output if fallback else None),
+    )
+
+
+def audio_rates(rates: Rates) -> tuple[int, int]:
+    """The audio input and output rates, an empty one being its text rate's."""
+    return (
+        rates.input if rates.audio_input is None else rates.audio_input,
+        rates.output if rates.audio_output is None else rates.audio_output,
     )
 
 
@@ -102,6 +118,7 @@ def cost_nanos(usage: Usage, price: PriceSnapshot | None, *, answered: bool = Tr
     if price is None:
         return 0
     rates = price.rates_for(usage.prompt_tokens)
+    audio_input, audio_output = audio_rates(rates)
     total = (
         usage.input_tokens * rates.input
         + usage.cached_input_tokens * rates.cached_input
@@ -109,6 +126,8 @@ def cost_nanos(usage: Usage, price: PriceSnapshot | None, *, answered: bool = Tr
         + usage.cache_write_1h_tokens * rates.cache_write_1h
         + usage.output_tokens * rates.output
         + usage.reasoning_tokens * rates.reasoning
+        + usage.audio_input_tokens * audio_input
+        + usage.audio_output_tokens * audio_output
     )
     return -(-total // TOKENS_PER_MTOK) + (price.request_fee_nanos if answered else 0)
 
@@ -116,15 +135,16 @@ def cost_nanos(usage: Usage, price: PriceSnapshot | None, *, answered: bool = Tr
 def worst_case_cost_nanos(price: PriceSnapshot | None, *, prompt_tokens: int, output_tokens: int) -> int:
     """The most a request can cost: what a budget reserves before forwarding.
 
-    Every prompt token at the dearest prompt rate (a cache write can cost
-    more than plain input) and every output token at the dearer of output
-    and reasoning, in the tier the prompt falls into.
+    Every prompt token at the dearest prompt rate (a cache write, or audio,
+    can cost more than plain input) and every output token at the dearest of
+    output, reasoning and audio output, in the tier the prompt falls into.
     """
     if price is None:
         return 0
     rates = price.rates_for(prompt_tokens)
-    prompt_rate = max(rates.input, rates.cached_input, rates.cache_write_5m, rates.cache_write_1h)
-    output_rate = max(rates.output, rates.reasoning)
+    audio_input, audio_output = audio_rates(rates)
+    prompt_rate = max(rates.input, rates.cached_input, rates.cache_write_5m, rates.cache_write_1h, audio_input)
+    output_rate = max(rates.output, rates.reasoning, audio_output)
     total = prompt_tokens * prompt_rate + output_tokens * output_rate
     return -(-total // TOKENS_PER_MTOK) + price.request_fee_nanos
 
@@ -140,6 +160,8 @@ def snapshot_from_price(row: object) -> PriceSnapshot:
             cache_write_5m=field("cache_write_5m_usd_per_mtok"),
             cache_write_1h=field("cache_write_1h_usd_per_mtok"),
             reasoning=field("reasoning_usd_per_mtok"),
+            audio_input=field("audio_input_usd_per_mtok"),
+            audio_output=field("audio_output_usd_per_mtok"),
         )
     )
     long = None

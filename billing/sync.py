@@ -61,6 +61,8 @@ BASE_RATES = {
     "cache_creation_input_token_cost": "cache_write_5m_usd_per_mtok",
     "cache_creation_input_token_cost_above_1hr": "cache_write_1h_usd_per_mtok",
     "output_cost_per_reasoning_token": "reasoning_usd_per_mtok",
+    "input_cost_per_audio_token": "audio_input_usd_per_mtok",
+    "output_cost_per_audio_token": "audio_output_usd_per_mtok",
 }
 # The Price fields price_set takes as named arguments rather than in **optional.
 PRICE_SET_ARGUMENTS = {"input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok"}

@@ -56,7 +56,7 @@ def event_payload(event: UsageEvent) -> dict[str, Any]:
         "provider": event.provider,
         "status": event.status_code,
         "input_tokens": usage.prompt_tokens,
-        "output_tokens": usage.output_tokens + usage.reasoning_tokens,
+        "output_tokens": usage.output_tokens + usage.reasoning_tokens + usage.audio_output_tokens,
         "cost_usd": usd_string(event.cost_nanos),
         "latency_ms": event.latency_ms,
         "ttft_ms": event.ttft_ms,

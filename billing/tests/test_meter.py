@@ -258,6 +258,8 @@ def test_spool_writes_every_queued_event_as_one_json_line(spool_dir: Path) -> No
         "cache_write_1h_tokens": 0,
         "output_tokens": 33,
         "reasoning_tokens": 44,
+        "audio_input_tokens": 0,
+        "audio_output_tokens": 0,
     }
     # Every field survives the round trip, the datetime to the microsecond.
     assert [usage_event_from_json(line) for line in lines] == [first, second]

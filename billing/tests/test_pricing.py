@@ -23,6 +23,8 @@ PRICE_FIELDS = {
     "cache_write_5m_usd_per_mtok": None,
     "cache_write_1h_usd_per_mtok": None,
     "reasoning_usd_per_mtok": None,
+    "audio_input_usd_per_mtok": None,
+    "audio_output_usd_per_mtok": None,
     "long_context_threshold": None,
     "long_input_usd_per_mtok": None,
     "long_cached_input_usd_per_mtok": None,
@@ -208,3 +210,23 @@ def test_the_request_fee_is_charged_only_when_the_provider_answered() -> None:
     fee = price(input_usd_per_mtok="1", output_usd_per_mtok="1", request_fee_usd="0.01")
     assert cost_nanos(Usage(), fee, answered=False) == 0
     assert cost_nanos(Usage(), fee) == 10_000_000
+
+
+def test_realtime_audio_has_its_own_rates_and_falls_back_to_text_without_them() -> None:
+    # gpt-realtime: text $4 in / $16 out, audio $32 in / $64 out, cached $0.40.
+    realtime = price(
+        input_usd_per_mtok="4",
+        output_usd_per_mtok="16",
+        cached_input_usd_per_mtok="0.4",
+        audio_input_usd_per_mtok="32",
+        audio_output_usd_per_mtok="64",
+    )
+    usage = Usage(
+        input_tokens=20, cached_input_tokens=16, audio_input_tokens=14, output_tokens=12, audio_output_tokens=40
+    )
+    # 20 x 4000 + 16 x 400 + 14 x 32000 + 12 x 16000 + 40 x 64000 nanos
+    assert cost_nanos(usage, realtime) == 80_000 + 6_400 + 448_000 + 192_000 + 2_560_000
+    text_only = price(input_usd_per_mtok="4", output_usd_per_mtok="16")
+    assert cost_nanos(Usage(audio_input_tokens=10, audio_output_tokens=10), text_only) == 40_000 + 160_000
+    # The worst case takes the dearest prompt rate (audio in) and output rate (audio out).
+    assert worst_case_cost_nanos(realtime, prompt_tokens=10, output_tokens=10) == 320_000 + 640_000

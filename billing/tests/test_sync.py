@@ -582,3 +582,17 @@ def test_a_sync_moves_the_config_version_once_not_once_per_price() -> None:
     result = prices_sync(str(SAMPLE))
     assert result.counts()["added"] > 1
     assert ConfigVersion.objects.get(pk=1).version == before + 1
+
+
+def test_the_audio_rates_of_a_realtime_model_are_synced() -> None:
+    entry = {
+        "mode": "chat",
+        "input_cost_per_token": Decimal("4e-06"),
+        "output_cost_per_token": Decimal("1.6e-05"),
+        "cache_read_input_token_cost": Decimal("4e-07"),
+        "input_cost_per_audio_token": Decimal("3.2e-05"),
+        "output_cost_per_audio_token": Decimal("6.4e-05"),
+    }
+    synced = sync.entry_convert("gpt-realtime", entry)
+    assert synced.optional["audio_input_usd_per_mtok"] == Decimal("32")
+    assert synced.optional["audio_output_usd_per_mtok"] == Decimal("64")

@@ -69,7 +69,10 @@ class TenantContext:
 
 @dataclass(frozen=True, slots=True)
 class Rates:
-    """Integer nano-dollars per million tokens, one per token bucket."""
+    """Integer nano-dollars per million tokens, one per token bucket.
+
+    The audio rates are None when the price has none: audio is then charged
+    at the text rate it refines (input, output)."""
 
     input: int
     cached_input: int
@@ -77,6 +80,8 @@ class Rates:
     cache_write_1h: int
     output: int
     reasoning: int
+    audio_input: int | None = None
+    audio_output: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +146,9 @@ class RoutePlan:
 class Usage:
     """Token counts in disjoint buckets: each token is counted exactly once.
 
-    `input_tokens` excludes cache reads and cache writes, `output_tokens`
-    excludes reasoning, whatever convention the provider reported them in.
+    `input_tokens` excludes cache reads, cache writes and audio,
+    `output_tokens` excludes reasoning and audio, whatever convention the
+    provider reported them in (audio: the realtime API's audio tokens).
     """
 
     input_tokens: int = 0
@@ -151,14 +157,22 @@ class Usage:
     cache_write_1h_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
+    audio_input_tokens: int = 0  # uncached audio input (cached audio is in cached_input_tokens)
+    audio_output_tokens: int = 0
 
     @property
     def prompt_tokens(self) -> int:
-        return self.input_tokens + self.cached_input_tokens + self.cache_write_5m_tokens + self.cache_write_1h_tokens
+        return (
+            self.input_tokens
+            + self.cached_input_tokens
+            + self.cache_write_5m_tokens
+            + self.cache_write_1h_tokens
+            + self.audio_input_tokens
+        )
 
     @property
     def total_tokens(self) -> int:
-        return self.prompt_tokens + self.output_tokens + self.reasoning_tokens
+        return self.prompt_tokens + self.output_tokens + self.reasoning_tokens + self.audio_output_tokens
 
 
 @dataclass(frozen=True, slots=True)
