@@ -8,12 +8,15 @@ HTTP is split in two Django handlers that share one URLconf:
   answers cache hits without Django (gateway.cache_lane);
 * everything else (admin, static) gets the full `settings.MIDDLEWARE`.
 
-WebSockets (only /ws/live/, the dashboard's live feed for staff) go through
-channels with the session's user and an Origin check against ALLOWED_HOSTS.
+WebSockets go through channels: /v1/realtime (proxy.realtime) to its
+consumer as it comes, since it authenticates by API key and API clients
+send no Origin; the rest (/ws/live/, the dashboard's live feed for staff)
+with the session's user and an Origin check against ALLOWED_HOSTS.
 """
 
 import gc
 import os
+from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
 
@@ -32,6 +35,7 @@ from gateway import lifecycle  # noqa: E402
 from gateway.cache_lane import cache_lane  # noqa: E402
 from gateway.handlers import ApiHandler, body_limit_guard, split_by_path  # noqa: E402
 from gateway.livefeed import live_feed_install, websocket_urlpatterns  # noqa: E402
+from proxy.realtime import REALTIME_PATH, RealtimeConsumer  # noqa: E402
 from proxy.telemetry import telemetry_asgi, telemetry_setup  # noqa: E402
 
 if settings.GATEWAY_SERVE_STATIC:
@@ -44,10 +48,19 @@ if settings.GATEWAY_SERVE_STATIC:
 telemetry_setup()
 api_app = telemetry_asgi(body_limit_guard(cache_lane(ApiHandler())))
 
+realtime_app = RealtimeConsumer.as_asgi()
+live_feed_app = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+
+
+async def websocket_app(scope: dict, receive: Any, send: Any) -> None:
+    app = realtime_app if scope["path"].rstrip("/") == REALTIME_PATH else live_feed_app
+    await app(scope, receive, send)
+
+
 application = ProtocolTypeRouter(
     {
         "http": split_by_path(api_app=api_app, admin_app=admin_app),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": websocket_app,
         # uvicorn and granian send lifespan; daphne never does (see lifecycle).
         "lifespan": lifecycle.LifespanApp(),
     }

@@ -72,6 +72,7 @@ def _cut_streams_on_sigterm() -> None:
 
         def handler(sig: int, frame: Any, previous: Any = previous) -> None:
             _streams_cut_after_grace()
+            _realtime_sessions_close()  # before uvicorn closes their sockets without a word
             if callable(previous):
                 previous(sig, frame)
 
@@ -86,8 +87,20 @@ def _streams_cut_after_grace() -> None:
         streaming.streams_cut_at(time.monotonic() + settings.GATEWAY_SHUTDOWN_GRACE_SECONDS)
 
 
+def _realtime_sessions_close() -> None:
+    """Realtime sessions get no grace (uvicorn closes WebSockets at the
+    signal): each ends now with a `server_shutdown` event, its open
+    responses recorded (proxy.realtime)."""
+    from proxy.realtime import realtime_drain_soon
+
+    realtime_drain_soon()
+
+
 async def shutdown() -> None:
     _streams_cut_after_grace()  # daphne: the grace starts here; uvicorn: it started at the signal
+    from proxy.realtime import realtime_drain
+
+    await realtime_drain()  # before the meter drains, so what they record is stored with the rest
     from billing.guard import RedisSpendGuard, spend_guard
     from billing.meter import meter
     from cachestore.flight import writes_settled

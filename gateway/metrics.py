@@ -31,6 +31,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from billing.meter import meter
 from gateway.kernel.context import UsageEvent
 from proxy.breaker import state_listeners
+from proxy.realtime import session_listeners, sessions_open
 
 OTHER = "other"
 # The classic text format: every Prometheus version (and other scrapers) reads it;
@@ -47,7 +48,16 @@ BREAKER_STATES = ("closed", "open", "half_open")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-TOKEN_BUCKETS = ("input", "cached_input", "cache_write_5m", "cache_write_1h", "output", "reasoning")
+TOKEN_BUCKETS = (
+    "input",
+    "cached_input",
+    "cache_write_5m",
+    "cache_write_1h",
+    "output",
+    "reasoning",
+    "audio_input",
+    "audio_output",
+)
 
 
 class LabelCap:
@@ -139,6 +149,12 @@ class GatewayMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.realtime_sessions = Gauge(
+            "gateway_realtime_sessions",
+            "Realtime WebSocket sessions open (/v1/realtime).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         # Each process has its own breakers: "livemax" reads as "open in some process".
         self.breaker = Gauge(
             "gateway_breaker_state",
@@ -162,6 +178,8 @@ class GatewayMetrics:
             usage.cache_write_1h_tokens,
             usage.output_tokens,
             usage.reasoning_tokens,
+            usage.audio_input_tokens,
+            usage.audio_output_tokens,
         )
         for bucket, count in zip(TOKEN_BUCKETS, counts, strict=True):
             if count:
@@ -191,6 +209,7 @@ class GatewayMetrics:
     def refresh_gauges(self) -> None:
         self.queue_depth.set(meter.pending)
         self.in_flight.set(meter.inflight)
+        self.realtime_sessions.set(sessions_open())
 
     def exposition(self) -> bytes:
         """The text format: this registry, or every process's files in multiprocess mode."""
@@ -223,6 +242,7 @@ def observe_upstream(seconds: float) -> None:
 
 meter.listen(record_usage_event)
 state_listeners.append(set_breaker_state)
+session_listeners.append(metrics.realtime_sessions.set)
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
