@@ -98,9 +98,16 @@ def operations(gateway: LiveGateway, *, generate_keys: bool) -> list[APIOperatio
 
 
 def takes_input(operation: APIOperation) -> bool:
-    """Whether there is anything to send wrong (without it, negative mode has nothing to generate)."""
-    parts = (operation.path_parameters, operation.headers, operation.query, operation.cookies, operation.body)
-    return any(len(part) for part in parts)
+    """Whether there is anything to send wrong (without it, negative mode has
+    nothing to generate). Any string is a valid id in a path, so a path of
+    plain string ids alone has no wrong value to send."""
+    parts = (operation.headers, operation.query, operation.cookies, operation.body)
+    constrained = [p for p in operation.path_parameters if not _any_string(p.definition.get("schema", {}))]
+    return bool(constrained) or any(len(part) for part in parts)
+
+
+def _any_string(schema: dict[str, Any]) -> bool:
+    return {k: v for k, v in schema.items() if k not in ("title", "description")} == {"type": "string"}
 
 
 def cases(operation: APIOperation, mode: GenerationMode) -> st.SearchStrategy[Case]:
