@@ -4,7 +4,8 @@ Every `UsageEvent` the meter receives passes through `record_usage_event`
 (registered with `meter.listen`): requests, tokens, cost, latency, time to
 first token, cache results and upstream errors. Refusals that never reach an
 upstream are counted by code from the /v1 exception handlers
-(`count_refusal`). The request path reports its own overhead and upstream
+(`count_refusal`); guardrail verdicts by kind, action and stage come from
+proxy.guardrails (`verdict_listeners`). The request path reports its own overhead and upstream
 time (`observe_overhead`, `observe_upstream`); circuit breakers report their
 state (`set_breaker_state`).
 
@@ -31,6 +32,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from billing.meter import meter
 from gateway.kernel.context import UsageEvent
 from proxy.breaker import state_listeners
+from proxy.guardrails.run import verdict_listeners
 from proxy.realtime import session_listeners, sessions_open
 
 OTHER = "other"
@@ -132,6 +134,13 @@ class GatewayMetrics:
         self.refusals = Counter(
             "gateway_refusals", "Requests refused before any upstream, by error code.", ["code"], registry=r
         )
+        # Kind, action and stage come from small fixed sets (proxy.guardrails.rules): no cap needed.
+        self.guardrail_verdicts = Counter(
+            "gateway_guardrail_verdicts",
+            "Guardrail matches acted on (a block counts once), by kind, action and stage.",
+            ["kind", "action", "stage"],
+            registry=r,
+        )
         self.overhead = Histogram(
             "gateway_overhead_seconds", "Time the gateway adds to a request.", buckets=OVERHEAD_BUCKETS, registry=r
         )
@@ -198,6 +207,9 @@ class GatewayMetrics:
     def count_refusal(self, code: str) -> None:
         self.refusals.labels(self.code(code)).inc()
 
+    def count_guardrail_verdict(self, kind: str, action: str, stage: str, count: int) -> None:
+        self.guardrail_verdicts.labels(kind, action, stage).inc(count)
+
     def set_breaker_state(self, deployment: str, state: str) -> None:
         """Mark `state` as the breaker's current one (1) and every other state it was in as 0."""
         deployment, state = self.deployment(deployment), self.breaker_state_name(state)
@@ -242,6 +254,7 @@ def observe_upstream(seconds: float) -> None:
 
 meter.listen(record_usage_event)
 state_listeners.append(set_breaker_state)
+verdict_listeners.append(metrics.count_guardrail_verdict)
 session_listeners.append(metrics.realtime_sessions.set)
 
 

@@ -9,8 +9,10 @@ class ProxyConfig(AppConfig):
         from accounts.signals import watch
         from proxy.breaker import state_listeners
         from proxy.circuit_events import circuit_state_reported
+        from proxy.guardrails.services import guardrails_watch
         from proxy.models import Deployment, ModelAlias, Provider, Route, Router
 
         watch(Provider, Route, Deployment, ModelAlias, Router)
+        guardrails_watch()
         if circuit_state_reported not in state_listeners:
             state_listeners.append(circuit_state_reported)  # deployment.circuit_open webhooks

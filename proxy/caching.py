@@ -11,7 +11,7 @@ streams are never stored.
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,9 +190,18 @@ class HitAnswer:
 
 
 def cache_hit_answer(
-    ctx: TenantContext, target: RouteTarget, entry: CachedEntry, body: dict[str, Any], *, request_id: str, stream: bool
+    ctx: TenantContext,
+    target: RouteTarget,
+    entry: CachedEntry,
+    body: dict[str, Any],
+    *,
+    request_id: str,
+    stream: bool,
+    guard: "Callable[[HitAnswer], str] | None" = None,
 ) -> HitAnswer:
-    """Serve a hit and record it: billed at zero, with the cost it saved."""
+    """Serve a hit and record it: billed at zero, with the cost it saved.
+    `guard`: the key's output guardrails, which redact the answer in place
+    (or raise) and give the verdicts the record carries."""
     started = time.perf_counter()
     if stream:
         options = body.get("stream_options")
@@ -206,6 +215,7 @@ def cache_hit_answer(
     else:
         answer = HitAnswer({"Content-Type": entry.content_type}, body=entry.body)
     answer.headers["x-cache"] = "hit"
+    guardrails = guard(answer) if guard is not None else ""
     cache_hit_recorded(
         ctx,
         target,
@@ -215,6 +225,7 @@ def cache_hit_answer(
         started=started,
         saved_nanos=entry.cost_nanos,
         price_id=entry.price_id,
+        guardrails=guardrails,
     )
     return answer
 

@@ -1,6 +1,7 @@
 """Reads the routing `Catalog` from the database. Providers, deployments
 (with their routes), prices, aliases and smart routers are small tables, so
-the whole catalog is read at once (five queries); proxy.catalog keeps it."""
+the whole catalog is read at once (six queries with the guardrails, two
+more when any is enabled); proxy.catalog keeps it."""
 
 import dataclasses
 import datetime as dt
@@ -16,7 +17,8 @@ from billing.models import Price
 from billing.pricing import snapshot_from_price
 from gateway.kernel.context import PriceSnapshot, ProviderConfig, RoutePlan, RouteTarget
 from gateway.kernel.errors import backend_unavailable
-from proxy.models import Deployment, ModelAlias, Provider, Router, is_alias_pattern
+from proxy.guardrails.index import EMPTY_INDEX, GuardrailIndex, GuardrailRow, guardrail_index
+from proxy.models import Deployment, Guardrail, ModelAlias, Provider, Router, is_alias_pattern
 from proxy.routing import AliasPattern, Candidate, Catalog, SmartRouter, Wildcard
 
 log = logging.getLogger(__name__)
@@ -87,8 +89,22 @@ def _build() -> Catalog:
         aliases=aliases,
         alias_patterns=patterns,
         prefix_providers=prefix,
+        guardrails=_guardrails(),
     )
     return dataclasses.replace(catalog, routers=_routers(catalog, descriptions))
+
+
+def _guardrails() -> GuardrailIndex:
+    """The enabled guardrails and whom they apply to (one query, three when any is enabled)."""
+    rows = [
+        GuardrailRow(g.pk, g.name, g.kind, g.pattern, g.action, g.stage) for g in Guardrail.objects.filter(enabled=True)
+    ]
+    if not rows:
+        return EMPTY_INDEX
+    ids = [row.id for row in rows]
+    tenants = Guardrail.tenants.through.objects.filter(guardrail_id__in=ids).values_list("guardrail_id", "tenant_id")
+    keys = Guardrail.api_keys.through.objects.filter(guardrail_id__in=ids).values_list("guardrail_id", "apikey_id")
+    return guardrail_index(rows, tenants, keys)
 
 
 def _routers(catalog: Catalog, descriptions: dict[str, str]) -> dict[str, SmartRouter]:

@@ -34,6 +34,7 @@ from proxy.exchange import (
     native_fallback,
     native_missing_remember,
 )
+from proxy.guardrails.run import GuardrailRun, answer_guarded
 from proxy.ratelimit import Admission
 from proxy.retry import RetryPolicy, no_healthy_upstream, retry_policy
 from proxy.routing import Catalog, choose
@@ -104,6 +105,7 @@ class Attempts:
     count: int = 0
     purpose: str = ""  # why the gateway makes this call itself (UsageEvent.purpose); "": the client's
     span: RequestSpan | None = None  # OpenTelemetry's span of the request (proxy.telemetry); None: off
+    guardrails: GuardrailRun | None = None  # the request's guardrails (proxy.guardrails); None: none apply
 
     async def run(self, catalog: Catalog, plan: RoutePlan) -> HttpResponseBase:
         policy, circuit = retry_policy(), breaker()
@@ -176,6 +178,7 @@ class Attempts:
             admission=self.admission,
             trace=self.trace,
             purpose=self.purpose,
+            guardrails=self.guardrails,
         )
         if self.span is not None:  # OpenTelemetry: this attempt's CLIENT span, ended with its record
             recorder.otel = self.span.attempt(target, self.count)
@@ -304,17 +307,24 @@ async def _pass_through(
     except Exception:  # JSON of a shape nobody expected: estimate
         usage = None
     if not exchange.translated:
-        recorder.finish(status=response.status, usage=usage, body=data)
+        # Output guardrails: the client gets `shown`; the cache keeps the answer as it came.
+        shown, blocked = answer_guarded(recorder.guardrails, data)
+        recorder.finish(status=response.status, usage=usage, body=data, error_code=blocked.code if blocked else "")
+        if blocked is not None:
+            return error_response(blocked, fmt)
         content_type = response.headers.get("Content-Type", "application/json")
-        out = HttpResponse(data, status=response.status, content_type=content_type)
+        out = HttpResponse(shown, status=response.status, content_type=content_type)
     else:
         answer = _translated_answer(parsed, exchange, recorder)
+        shown, blocked = answer_guarded(recorder.guardrails, answer)
         recorder.finish(
             status=response.status,
             usage=usage,
             body=answer if answer else None,
-            error_code="" if answer else "upstream_bad_response",
+            error_code=("" if blocked is None else blocked.code) if answer else "upstream_bad_response",
         )
+        if blocked is not None:
+            return error_response(blocked, fmt)
         if not answer:
             error = GatewayError(
                 502,
@@ -324,7 +334,7 @@ async def _pass_through(
             return error_response(error, fmt)
         if exchange.keeper is not None:  # stored before the client has it (proxy.responses_state)
             await exchange.keeper.keep(recorder.ctx)
-        out = HttpResponse(answer, status=response.status, content_type="application/json")
+        out = HttpResponse(shown, status=response.status, content_type="application/json")
     _copy_headers(response, out)
     return out
 

@@ -48,6 +48,7 @@ from proxy.catalog import current_catalog
 from proxy.dialects import ClientCall, Dialect
 from proxy.exchange import native_dialects
 from proxy.forward import Attempts
+from proxy.guardrails.run import GuardrailRun, guardrail_run
 from proxy.ratelimit import rate_limit_admit, rate_limit_release, tokens_estimate
 from proxy.responses_state import conversation_resolved
 from proxy.routers import ROUTED_HEADER, routed_plan
@@ -132,11 +133,12 @@ async def handle(p: Prepared, *, force_cache: bool = False) -> HttpResponseBase:
             rate_limit_release(admission)
         else:
             fill = cache.fill if cache is not None else None
+            guardrails = _guard_input(p)  # a block raises guardrail_blocked: nothing leaves for a provider
             # Tracing: off (rate 0) costs this one attribute check.
             trace = (
                 trace_start(p.ctx, p.request_id, p.call.dialect.value, p.call.body) if p.ctx.trace_sample_rate else None
             )
-            attempts = Attempts(p.ctx, p.call, p.request_id, fill, admission, trace, span=span)
+            attempts = Attempts(p.ctx, p.call, p.request_id, fill, admission, trace, span=span, guardrails=guardrails)
             run = attempts.run(p.catalog, p.plan)
             response = await (run if span is None else span.forward(run))
             if cache is not None:
@@ -193,9 +195,25 @@ async def _cache(p: Prepared, *, forced: bool) -> Any:
     )
 
 
+def _guard_input(p: Prepared) -> GuardrailRun | None:
+    """The request's guardrails (proxy.guardrails), input checked: a block
+    raises guardrail_blocked, a redaction replaces the call to forward."""
+    guardrails = guardrail_run(p.catalog.guardrails, p.ctx, p.call.dialect, p.request_id)
+    if guardrails is not None:
+        p.call = guardrails.check_input(p.call)
+    return guardrails
+
+
 def _hit(p: Prepared, entry: CachedEntry) -> HitAnswer:
+    guardrails = guardrail_run(p.catalog.guardrails, p.ctx, p.call.dialect, p.request_id)
     answer = cache_hit_answer(
-        p.ctx, p.plan.deployments[0], entry, p.call.body, request_id=p.request_id, stream=p.call.stream
+        p.ctx,
+        p.plan.deployments[0],
+        entry,
+        p.call.body,
+        request_id=p.request_id,
+        stream=p.call.stream,
+        guard=None if guardrails is None else guardrails.cache_hit,  # output guardrails on the stored answer
     )
     if p.span is not None:
         p.span.cache_hit(p.plan.deployments[0], entry, answer)

@@ -22,6 +22,7 @@ from django.conf import settings
 from billing.pricing import PriceRates, rates_from_usd
 from gateway.kernel.context import PriceSnapshot, ProviderConfig, RoutePlan, RouteTarget, TenantContext
 from gateway.kernel.errors import GatewayError
+from proxy.guardrails.index import EMPTY_INDEX, GuardrailIndex
 
 _RESOLVED_CACHE_MAX = 4096
 _RNG = random.Random()
@@ -86,6 +87,7 @@ class Catalog:
     # Providers that `<provider>/<model>` reaches directly; empty: that form is off.
     prefix_providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
     routers: Mapping[str, SmartRouter] = field(default_factory=dict)  # by the name clients ask for
+    guardrails: GuardrailIndex = EMPTY_INDEX  # by tenant and key (proxy.guardrails)
     # Names resolved past the exact routes (aliases, wildcards, provider
     # prefixes): each is built once, then served from here.
     _resolved: dict[str, Resolution] = field(default_factory=dict, repr=False, compare=False)

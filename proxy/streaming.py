@@ -2,7 +2,8 @@
 
 Bytes pass through untouched; the relay only cuts the stream at event
 boundaries so the provider's observer can read usage and drop the one event
-the gateway itself asked for. Nothing waits for more than the rest of a
+the gateway itself asked for (and, when output guardrails apply, rewrites
+the text of the events they redact: proxy.guardrails.stream). Nothing waits for more than the rest of a
 partial event.
 """
 
@@ -19,6 +20,8 @@ from django.http import StreamingHttpResponse
 
 from gateway.kernel.errors import ApiFormat, GatewayError
 from gateway.kernel.sse import SSEOverflowError, SSESplitter, event_data
+from proxy.guardrails.rules import GuardrailBlockedError
+from proxy.guardrails.stream import StreamGuard
 from proxy.providers.base import StreamObserver
 from proxy.upstream import UpstreamTooLargeError, too_large, upstream_failure
 from proxy.usage import UsageRecorder
@@ -69,6 +72,7 @@ async def relay_stream(
     completed = False
     error_code = ""
     budget = _ByteBudget(recorder)
+    guard = _output_guard(recorder)
     try:
         async for chunk in response.content.iter_any():
             recorder.first_token()
@@ -79,11 +83,15 @@ async def relay_stream(
                 for event in events:
                     recorder.fill.add(event)
             kept = [e for e in events if _keep(e, observer)]
+            if guard is not None and kept:  # output guardrails: redacted, a match's possible start held
+                kept = guard.raw(kept)
             if kept:
                 if recorder.trace is not None:  # tracing: the events as the client gets them
                     recorder.trace.add_events(kept)
                 yield b"".join(kept)
         tail = splitter.rest()
+        if guard is not None:  # the text still held, and a last event without its blank line
+            tail = b"".join(guard.raw([tail] if tail.strip() else []) + guard.raw_close())
         if not observer.finished:  # closed cleanly, but before its end marker ([DONE], message_stop...)
             error_code = INCOMPLETE
             provider = recorder.target.provider.name
@@ -101,6 +109,9 @@ async def relay_stream(
     except _BROKEN_OFF as exc:
         error_code = INTERRUPTED
         yield _traced(recorder, stream_error_event(fmt, broken_off(exc, recorder)))
+    except GuardrailBlockedError as blocked:  # an output guardrail's block: the match never leaves
+        error_code = blocked.code
+        yield _traced(recorder, stream_error_event(fmt, blocked))
     finally:
         stream_ended(response, recorder, completed, error_code)
 
@@ -117,6 +128,7 @@ async def translate_stream(
     completed = False
     error_code = ""
     budget = _ByteBudget(recorder)
+    guard = _output_guard(recorder)
     try:
         async for chunk in response.content.iter_any():
             recorder.first_token()
@@ -136,6 +148,8 @@ async def translate_stream(
                     continue  # nothing a translator could use
                 if isinstance(parsed, dict):
                     out += _through(exchange.translators, parsed)
+            if out and guard is not None:  # output guardrails, on the client's events
+                out = guard.feed_all(out)
             if out:
                 if exchange.keeper is not None and exchange.keeper.due:  # see _kept
                     await _kept(exchange, recorder)
@@ -143,7 +157,10 @@ async def translate_stream(
         # The translators end the client's stream properly (stop events,
         # usage) once the upstream's has ended; stored before the recorder
         # completes the cache entry.
-        tail = _encoded(_close(exchange.translators), exchange, recorder, end=True)
+        closing = _close(exchange.translators)
+        if guard is not None:
+            closing = guard.feed_all(closing) + guard.close()
+        tail = _encoded(closing, exchange, recorder, end=True)
         await _kept(exchange, recorder)
         if not observer.finished:  # the translators closed the client's stream; the books say why
             error_code = INCOMPLETE
@@ -157,6 +174,9 @@ async def translate_stream(
     except _BROKEN_OFF as exc:
         error_code = INTERRUPTED
         yield _traced(recorder, stream_error_event(fmt, broken_off(exc, recorder)))
+    except GuardrailBlockedError as blocked:  # an output guardrail's block: the match never leaves
+        error_code = blocked.code
+        yield _traced(recorder, stream_error_event(fmt, blocked))
     except Exception:  # an upstream event no translator expected: end the stream in the client's terms
         log.warning("a stream from %s could not be translated", recorder.target.provider.name, exc_info=True)
         error_code = "upstream_bad_response"
@@ -171,6 +191,11 @@ async def translate_stream(
 
 
 _BROKEN_OFF = (aiohttp.ClientError, TimeoutError, SSEOverflowError)
+
+
+def _output_guard(recorder: UsageRecorder) -> StreamGuard | None:
+    """The stream's output guardrails (proxy.guardrails), or None when none apply."""
+    return None if recorder.guardrails is None else recorder.guardrails.output_stream()
 
 
 async def _kept(exchange: "Exchange", recorder: UsageRecorder) -> None:

@@ -24,6 +24,7 @@ from proxy.ratelimit import rate_limit_release
 
 if TYPE_CHECKING:
     from proxy.caching import CacheFill
+    from proxy.guardrails.run import GuardrailRun
     from proxy.ratelimit import Admission
     from proxy.telemetry import AttemptSpan
     from proxy.tracing import TraceCapture
@@ -153,8 +154,10 @@ class UsageRecorder:
         admission: "Admission | None" = None,
         trace: "TraceCapture | None" = None,
         purpose: str = "",
+        guardrails: "GuardrailRun | None" = None,
     ) -> None:
         self.ctx = ctx
+        self.guardrails = guardrails  # the request's guardrails (proxy.guardrails): output guards, verdicts
         self.purpose = purpose  # UsageEvent.purpose: a call the gateway makes itself (routing...)
         self.trace = trace  # a sampled request's capture (proxy.tracing); None: not traced
         self.otel: AttemptSpan | None = None  # OpenTelemetry: this attempt's CLIENT span (proxy.telemetry)
@@ -215,6 +218,7 @@ class UsageRecorder:
             client_disconnected=client_disconnected,
             cache_status="" if self.fill is None else ("miss" if self.fill.policy.lookup else "bypass"),
             purpose=self.purpose,
+            guardrails="" if self.guardrails is None else self.guardrails.summary(),
         )
         self._settle(event, body, succeeded=status == 200 and not error_code and not client_disconnected)
         return event
@@ -266,7 +270,7 @@ def usage_event(
 ) -> UsageEvent:
     """The usage event of one request (`outcome`: error_code, usage_estimated,
     client_disconnected, cache_hit, cache_status, saved_nanos, price_id,
-    purpose)."""
+    purpose, guardrails)."""
     price_id = outcome.pop("price_id", None if target.price is None else target.price.price_id)
     return UsageEvent(
         request_id=request_id,
@@ -298,6 +302,7 @@ def cache_hit_recorded(
     started: float,
     saved_nanos: int,
     price_id: int | None,
+    guardrails: str = "",
 ) -> UsageEvent:
     """A cache hit's event, pushed: billed at zero, with the cost it saved."""
     event = usage_event(
@@ -315,6 +320,7 @@ def cache_hit_recorded(
         cache_status="hit",
         saved_nanos=saved_nanos,
         price_id=price_id,
+        guardrails=guardrails,
     )
     meter.push(event)
     return event

@@ -93,6 +93,10 @@ Anthropic's Messages API, as exactly as the tests need it:
   `authentication_error`, no
   `anthropic-version` -> 400, no `max_tokens` -> 400
   `invalid_request_error`;
+* a model name containing `fake-echo` (chat, or Anthropic's `claude-fake-echo`):
+  the answer is the last user message, streamed one event per piece between
+  `|` (the pieces joined, without the `|`, when not streamed): the output
+  guardrail tests choose exactly where a stream splits;
 * `POST /v1/messages/count_tokens`: `{"input_tokens": N}`, N a
   deterministic function of the body's system, messages and tools.
 
@@ -303,6 +307,8 @@ class FakeUpstream:
             answer = self.completion(model)
             answer["choices"][0]["message"]["content"] = self.scripted[model]
             return web.json_response(answer)
+        if "fake-echo" in model:
+            return await self._echo_chat(request, body, model)
         tool = self.wants_tool_call(body)
         if not body.get("stream"):
             return web.json_response(self.tool_call_completion(model, tool) if tool else self.completion(model))
@@ -310,6 +316,18 @@ class FakeUpstream:
         include_usage = bool(options.get("include_usage"))
         events = self.tool_call_events(model, tool, include_usage) if tool else self.stream_events(model, include_usage)
         return await self._stream(request, events, self.slow_delay if model == "fake-slow" else 0)
+
+    # --- echo (see the module doc) --------------------------------------------------
+    async def _echo_chat(self, request: web.Request, body: dict[str, Any], model: str) -> web.StreamResponse:
+        pieces = _echo_pieces(body)
+        if not body.get("stream"):
+            answer = self.completion(model)
+            answer["choices"][0]["message"]["content"] = "".join(pieces)
+            return web.json_response(answer)
+        events = [self.chunk(model, {"role": "assistant", "content": ""})]
+        events += [self.chunk(model, {"content": piece}) for piece in pieces]
+        events += [self.chunk(model, {}, finish="stop"), b"data: [DONE]\n\n"]
+        return await self._stream(request, events)
 
     # --- faults (see the module doc) ------------------------------------------------
     async def chat_fault(self, request: web.Request, body: dict[str, Any], model: str) -> web.StreamResponse | None:
@@ -621,7 +639,7 @@ class FakeUpstream:
             "usage": self.messages_usage(model, output_tokens),
         }
 
-    def message_events(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+    def message_events(self, message: dict[str, Any], pieces: list[str] | None = None) -> list[dict[str, Any]]:
         usage = message["usage"]
         start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
         events: list[dict[str, Any]] = [{"type": "message_start", "message": start}, {"type": "ping"}]
@@ -631,7 +649,8 @@ class FakeUpstream:
                 deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in TOOL_USE_JSON_PIECES]
             else:
                 opening = {"type": "text", "text": ""}
-                deltas = [{"type": "text_delta", "text": (" " if i else "") + w} for i, w in enumerate(self.words)]
+                texts = pieces if pieces is not None else [(" " if i else "") + w for i, w in enumerate(self.words)]
+                deltas = [{"type": "text_delta", "text": text} for text in texts]
             events.append({"type": "content_block_start", "index": index, "content_block": opening})
             events += [{"type": "content_block_delta", "index": index, "delta": delta} for delta in deltas]
             events.append({"type": "content_block_stop", "index": index})
@@ -651,10 +670,14 @@ class FakeUpstream:
             assert self._release is not None
             await self._release.wait()  # until stop(): the client must give up first
         message = self.message(model, body)
+        pieces = _echo_pieces(body) if "fake-echo" in model else None
+        if pieces is not None:
+            message["content"] = [{"type": "text", "text": "".join(pieces)}]
         if not body.get("stream"):
             return web.json_response(message, headers={"request-id": "req_fake"})
         delay = self.slow_delay if "fake-slow" in model else 0
-        return await self._stream(request, [self._named_event(e) for e in self.message_events(message)], delay)
+        events = self.message_events(message, pieces)
+        return await self._stream(request, [self._named_event(e) for e in events], delay)
 
     async def handle_count_tokens(self, request: web.Request) -> web.Response:
         body = await self._record(request)
@@ -731,6 +754,12 @@ def _last_user_text(body: dict[str, Any]) -> str:
     if isinstance(content, list):
         return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
     return str(content or "")
+
+
+def _echo_pieces(body: dict[str, Any]) -> list[str]:
+    """A `fake-echo` answer: the last user message, one stream event per
+    piece between `|` (the JSON answer joins them)."""
+    return _last_user_text(body).split("|")
 
 
 def _anthropic_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
