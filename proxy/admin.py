@@ -7,7 +7,8 @@ from django.http import HttpRequest
 
 from accounts.audit import audit_by, changes_between, credential_changes
 from proxy.breaker import deployment_key, shared_state
-from proxy.models import Deployment, ModelAlias, Provider, Route, Router
+from proxy.guardrails.services import guardrail_check
+from proxy.models import Deployment, Guardrail, ModelAlias, Provider, Route, Router
 from proxy.presets import base_url_normalize
 from proxy.router_services import router_check
 from proxy.services import alias_check, fallbacks_check, provider_connection_test
@@ -270,3 +271,54 @@ class RouterAdmin(admin.ModelAdmin):
     @admin.display(description="Candidates")
     def candidate_list(self, obj: Router) -> str:
         return ", ".join(obj.candidates or [])
+
+
+class GuardrailForm(forms.ModelForm):
+    class Meta:
+        model = Guardrail
+        fields = ["name", "kind", "pattern", "action", "stage", "enabled", "tenants", "api_keys"]
+
+    def clean(self) -> dict[str, Any]:
+        """The same checks as guardrail_create: a regex guardrail's pattern compiles (and no other has one)."""
+        cleaned = super().clean() or {}
+        try:
+            guardrail_check(
+                name=cleaned.get("name") or "",
+                kind=cleaned.get("kind") or "",
+                pattern=cleaned.get("pattern") or "",
+                action=cleaned.get("action") or "",
+                stage=cleaned.get("stage") or "",
+            )
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return cleaned
+
+
+@admin.register(Guardrail)
+class GuardrailAdmin(admin.ModelAdmin):
+    form = GuardrailForm
+    list_display = ["name", "kind", "action", "stage", "enabled", "attached_to"]
+    list_filter = ["kind", "action", "stage", "enabled"]
+    search_fields = ["name", "pattern"]
+    filter_horizontal = ["tenants", "api_keys"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Guardrail]:
+        return super().get_queryset(request).prefetch_related("tenants", "api_keys")
+
+    @admin.display(description="Attached to")
+    def attached_to(self, obj: Guardrail) -> str:
+        tenants = [t.slug for t in obj.tenants.all()]
+        keys = [f"{k.prefix}…" for k in obj.api_keys.all()]
+        return ", ".join(tenants + keys) or "nothing"
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        watched = ("kind", "pattern", "action", "stage", "enabled")
+        changes: dict[str, Any] = {name: getattr(form.instance, name) for name in watched}
+        if change:
+            changes = changes_between({n: form.initial.get(n) for n in watched}, changes)
+        if "tenants" in form.changed_data or "api_keys" in form.changed_data or not change:
+            changes["tenants"] = sorted(t.slug for t in form.instance.tenants.all())
+            changes["api_keys"] = sorted(k.prefix for k in form.instance.api_keys.all())
+        if changes or not change:
+            audit_by(request, "guardrail.update" if change else "guardrail.create", form.instance, changes)

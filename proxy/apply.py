@@ -1,9 +1,12 @@
-"""`gateway_apply`: providers, routes, aliases, smart routers and prices from one declarative file.
+"""`gateway_apply`: providers, routes, aliases, smart routers, prices and guardrails from one declarative file.
 
 The whole file is checked first, then applied in one transaction: either
 every entry lands or none does. Applying the same file twice changes nothing.
 Aliases not in the file are removed, but only when the file has `aliases:`
 (routers likewise, with `routers:`).
+Guardrails not in the file are kept (removing a security rule takes admin or
+an explicit `enabled: false`); a guardrail's `tenants:`, when given, are
+exactly the tenants it applies to.
 Every change leaves an audit entry (accounts.audit) naming who applied it.
 """
 
@@ -15,9 +18,11 @@ import yaml
 from django.db import transaction
 
 from accounts.audit import AuditActor, audit, changes_between, credential_changes
+from accounts.models import Tenant
 from billing.services import PRICE_RATE_OPTIONS, price_set
 from gateway.kernel import cli
 from proxy.catalog_loader import catalog_load
+from proxy.guardrails.services import guardrail_tenants_set, guardrail_upsert
 from proxy.models import Provider
 from proxy.router_services import router_upsert, routers_prune
 from proxy.services import TIMEOUT_FIELDS, DeploymentSpec, alias_upsert, aliases_prune, provider_upsert, route_set
@@ -46,8 +51,8 @@ def config_load(path: Path) -> dict[str, Any]:
     except (OSError, yaml.YAMLError) as exc:
         raise ApplyError(f"cannot read {path}: {exc}") from None
     if not isinstance(doc, dict):
-        raise ApplyError("the file must be a mapping with providers, routes, aliases and prices")
-    unknown = set(doc) - {"providers", "routes", "aliases", "routers", "prices"}
+        raise ApplyError("the file must be a mapping with providers, routes, aliases, prices and guardrails")
+    unknown = set(doc) - {"providers", "routes", "aliases", "routers", "prices", "guardrails"}
     if unknown:
         raise ApplyError(f"unknown sections: {', '.join(sorted(unknown))}")
     return doc
@@ -77,7 +82,44 @@ def config_apply(doc: dict[str, Any], *, actor: AuditActor = None) -> Counter[st
         counts += _apply_routers(_entries(doc, "routers", ("name", "designator", "candidates")), actor)
     for item in _entries(doc, "prices", ("model",)):
         counts["price " + ("set" if _apply_price(item, actor) else "unchanged")] += 1
+    for item in _entries(doc, "guardrails", ("name", "kind", "action", "stage")):
+        counts["guardrail " + ("saved" if _apply_guardrail(item, actor) else "unchanged")] += 1
     return counts
+
+
+_GUARDRAIL_KEYS = {"name", "kind", "pattern", "action", "stage", "enabled", "tenants"}
+
+
+def _apply_guardrail(item: dict[str, Any], actor: AuditActor) -> bool:
+    name = str(item["name"])
+    unknown = set(item) - _GUARDRAIL_KEYS
+    if unknown:
+        raise ApplyError(f"guardrail {name}: unknown fields {', '.join(sorted(unknown))}")
+    enabled = item.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ApplyError(f"guardrail {name}: enabled must be true or false")
+    try:
+        guardrail, outcome, _ = guardrail_upsert(
+            name=name,
+            kind=str(item["kind"]),
+            pattern=str(item.get("pattern") or ""),
+            action=str(item["action"]),
+            stage=str(item["stage"]),
+            enabled=enabled,
+            actor=actor,
+        )
+    except ValueError as exc:
+        raise ApplyError(f"guardrail {name}: {exc}") from None
+    if "tenants" not in item:
+        return outcome != "unchanged"
+    slugs = item["tenants"] or []
+    if not isinstance(slugs, list) or not all(isinstance(slug, str) for slug in slugs):
+        raise ApplyError(f"guardrail {name}: tenants must be a list of tenant slugs")
+    tenants = list(Tenant.objects.filter(slug__in=slugs))
+    missing = sorted(set(slugs) - {t.slug for t in tenants})
+    if missing:
+        raise ApplyError(f"guardrail {name}: unknown tenants {', '.join(missing)} (create them with tenant_create)")
+    return guardrail_tenants_set(guardrail, tenants, actor=actor) or outcome != "unchanged"
 
 
 _WATCHED = ("kind", "base_url", "api_key_env", *TIMEOUT_FIELDS)

@@ -11,6 +11,7 @@ from accounts.models import Tenant
 from accounts.services import LIMIT_FLAGS, api_key_issue, limits_check
 from billing.services import budget_set
 from gateway.kernel import cli
+from proxy.guardrails.services import guardrails_attach, guardrails_named
 
 
 def _rate(text: str) -> Decimal:
@@ -48,6 +49,12 @@ class Command(BaseCommand):
             metavar="R",
             help="Share of requests (0 to 1) whose bodies are traced for debugging (0: off).",
         )
+        parser.add_argument(
+            "--guardrails",
+            default="",
+            metavar="NAME,...",
+            help="Guardrails (guardrail_create) for this key, on top of its tenant's.",
+        )
 
     def handle(self, *args: Any, slug: str, **options: Any) -> None:
         tenant = Tenant.objects.filter(slug=slug).first()
@@ -58,6 +65,10 @@ class Command(BaseCommand):
         rate_limits: dict[str, Any] = cli.rate_limits(options)
         try:
             limits_check(rate_limits, labels=LIMIT_FLAGS)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        try:
+            guardrails = guardrails_named(cli.names(options["guardrails"]))
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         actor = command_actor(__name__)
@@ -76,5 +87,7 @@ class Command(BaseCommand):
             for limit, period in limits:
                 budget = budget_set(api_key=api_key, limit_usd=limit, period=period)
                 audit(actor, "budget.set", budget, {"key_id": api_key.pk, "period": period, "limit_usd": limit})
+            if guardrails:
+                guardrails_attach(guardrails, api_key=api_key, actor=actor)
         self.stderr.write(f"issued key {api_key.prefix}… for tenant {tenant.slug}; it is shown only now:")
         self.stdout.write(plaintext)

@@ -11,6 +11,8 @@ from accounts.services import LIMIT_FLAGS, limits_check, tenant_create, tenant_u
 from billing.models import Budget
 from billing.services import budget_set
 from gateway.kernel import cli
+from proxy.guardrails.services import guardrails_attach, guardrails_named
+from proxy.models import Guardrail
 
 
 class Command(BaseCommand):
@@ -32,6 +34,12 @@ class Command(BaseCommand):
             help="Response cache lifetime for the tenant's keys (keys may override).",
         )
         cli.add_rate_limit_arguments(parser)
+        parser.add_argument(
+            "--guardrails",
+            default=None,
+            metavar="NAME,...",
+            help="Exactly these guardrails (guardrail_create) for every key of the tenant; '' removes them all.",
+        )
 
     def handle(self, *args: Any, slug: str, name: str | None, **options: Any) -> None:
         try:
@@ -44,6 +52,7 @@ class Command(BaseCommand):
             limits_check(rate_limits, labels=LIMIT_FLAGS)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+        guardrails = _guardrails(options["guardrails"])
         actor = command_actor(__name__)
         with transaction.atomic():
             tenant = Tenant.objects.select_for_update().filter(slug=slug).first()
@@ -68,8 +77,21 @@ class Command(BaseCommand):
             for limit, period in limits:
                 if _budget_set(tenant, limit, period, actor) and outcome == "unchanged":
                     outcome = "updated"
+            if guardrails is not None and guardrails_attach(guardrails, tenant=tenant, actor=actor):
+                outcome = "updated" if outcome == "unchanged" else outcome
         budgets = "".join(f", budget ${amount} per {period}" for amount, period in limits)
-        self.stdout.write(f"{outcome} tenant {tenant.slug}{budgets}")
+        rails = "" if guardrails is None else f", guardrails: {', '.join(g.name for g in guardrails) or 'none'}"
+        self.stdout.write(f"{outcome} tenant {tenant.slug}{budgets}{rails}")
+
+
+def _guardrails(names: str | None) -> list[Guardrail] | None:
+    """--guardrails NAME,...: the guardrails, checked before anything is written (None: not given)."""
+    if names is None:
+        return None
+    try:
+        return guardrails_named(cli.names(names))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _budget_set(tenant: Tenant, limit: Any, period: str, actor: Any) -> bool:

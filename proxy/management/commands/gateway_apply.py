@@ -8,7 +8,9 @@ from proxy.apply import ApplyError, config_apply, config_load
 
 
 class Command(BaseCommand):
-    help = "Create or update providers, routes and prices from a YAML file (all or nothing)."
+    help = (
+        "Create or update providers, routes, aliases, routers, prices and guardrails from a YAML file (all or nothing)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", type=Path)
