@@ -76,6 +76,9 @@ class Prepared:
     cache_key: str | None = None
     cache_read: bool = False  # the store was read for this key and held no hit
     routed_to: str = ""  # the candidate a smart router chose ("": the name asked was routed as is)
+    # The input guardrails' run and the call they let through, when they ran
+    # before a smart router's designator saw the query (see `prepare`).
+    input_checked: "tuple[GuardrailRun | None, ClientCall] | None" = None
     span: "telemetry.RequestSpan | None" = None  # OpenTelemetry's (proxy.telemetry); None: off
 
 
@@ -84,10 +87,18 @@ async def prepare(ctx: TenantContext, call: ClientCall, request_id: str, *, cach
     model, a model the key may not use)."""
     span = telemetry.request_span(ctx, call, request_id) if telemetry.active else None
     catalog = await current_catalog()
-    plan, routed_to = await route(catalog, ctx, call, request_id)
+    checked = None
+    if call.body["model"] in catalog.routers:
+        # A designator is a provider too: it sees the query only as the input
+        # guardrails let it through (a block refuses here, before it is asked).
+        guardrails = guardrail_run(catalog.guardrails, ctx, call.dialect, request_id)
+        checked = (guardrails, call if guardrails is None else guardrails.check_input(call))
+    plan, routed_to = await route(catalog, ctx, call if checked is None else checked[1], request_id)
     if span is not None:
         span.routed()  # the prepare step's span ends: authenticated, parsed, routed
-    return Prepared(ctx, call, request_id, cache_control, catalog, plan, routed_to=routed_to, span=span)
+    return Prepared(
+        ctx, call, request_id, cache_control, catalog, plan, routed_to=routed_to, input_checked=checked, span=span
+    )
 
 
 async def route(catalog: Catalog, ctx: TenantContext, call: ClientCall, request_id: str) -> tuple[RoutePlan, str]:
@@ -198,6 +209,9 @@ async def _cache(p: Prepared, *, forced: bool) -> Any:
 def _guard_input(p: Prepared) -> GuardrailRun | None:
     """The request's guardrails (proxy.guardrails), input checked: a block
     raises guardrail_blocked, a redaction replaces the call to forward."""
+    if p.input_checked is not None:  # checked once already, before the designator
+        guardrails, p.call = p.input_checked
+        return guardrails
     guardrails = guardrail_run(p.catalog.guardrails, p.ctx, p.call.dialect, p.request_id)
     if guardrails is not None:
         p.call = guardrails.check_input(p.call)

@@ -350,6 +350,68 @@ def test_a_spent_budget_refuses_before_anything_goes_upstream(
     assert ledger.wait(key.key_id, 0) == []
 
 
+def guard_key(django_db_blocker: Any, key: IssuedKey, action: str) -> None:
+    """A pii guardrail on `key`'s input (the catalog reloads on the change)."""
+    from accounts.models import ApiKey
+    from proxy.guardrails.services import guardrail_upsert
+
+    with django_db_blocker.unblock():
+        rail = guardrail_upsert(name=f"r-{uuid.uuid4().hex[:10]}", kind="pii", action=action, stage="input")[0]
+        ApiKey.objects.get(pk=key.key_id).guardrails.add(rail)
+
+
+def until_guarded(gateway: LiveGateway, key: IssuedKey, s: Setup, expect: Callable[[Answer], bool]) -> None:
+    import time
+
+    deadline = time.monotonic() + 10
+    while not expect(post(gateway, key, chat(s, "warm-up: write to jane@example.com"))):
+        assert time.monotonic() < deadline, "the guardrail never applied"
+        time.sleep(0.05)
+
+
+def test_a_prompt_a_guardrail_blocks_never_reaches_the_designator(
+    live_gateway: LiveGateway,
+    key: IssuedKey,
+    fake_upstream: FakeUpstream,
+    routed: Callable[..., Setup],
+    django_db_blocker: Any,
+) -> None:
+    s = routed(answer=json.dumps({"model": "x"}))
+    guard_key(django_db_blocker, key, "block")
+    until_guarded(live_gateway, key, s, lambda a: a.status == 400)
+    marker = uuid.uuid4().hex
+
+    answer = post(live_gateway, key, chat(s, f"{marker}: my mail is jane@example.com"))
+
+    assert (answer.status, answer.body["error"]["code"]) == (400, "guardrail_blocked")
+    assert not [r for r in fake_upstream.requests if marker in json.dumps(r.body)]
+
+
+def test_the_designator_sees_the_query_as_the_input_guardrails_redacted_it(
+    live_gateway: LiveGateway,
+    key: IssuedKey,
+    fake_upstream: FakeUpstream,
+    routed: Callable[..., Setup],
+    django_db_blocker: Any,
+) -> None:
+    s = routed()
+    fake_upstream.scripted[s.designator_upstream] = json.dumps({"model": s.coder})
+    guard_key(django_db_blocker, key, "redact")
+    until_guarded(
+        live_gateway, key, s, lambda a: "[REDACTED:EMAIL]" in json.dumps(seen(fake_upstream, s.upstream(s.coder)))
+    )
+    marker = uuid.uuid4().hex
+
+    answer = post(live_gateway, key, chat(s, f"{marker}: my mail is jane@example.com"))
+
+    assert (answer.status, answer.headers[ROUTED]) == (200, s.coder)
+    asked = [json.dumps(b) for b in seen(fake_upstream, s.designator_upstream) if marker in json.dumps(b)]
+    forwarded = [json.dumps(b) for b in seen(fake_upstream, s.upstream(s.coder)) if marker in json.dumps(b)]
+    assert len(asked) == 1 and len(forwarded) == 1
+    assert "jane@example.com" not in asked[0] + forwarded[0]
+    assert "[REDACTED:EMAIL]" in asked[0] and "[REDACTED:EMAIL]" in forwarded[0]
+
+
 def test_a_router_is_listed_and_retrievable_among_the_models(
     live_gateway: LiveGateway, key: IssuedKey, routed: Callable[..., Setup]
 ) -> None:
