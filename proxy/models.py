@@ -112,6 +112,20 @@ class Deployment(models.Model):
     )
     weight = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
     priority = models.SmallIntegerField(default=0, help_text="Lower is preferred.")
+    # What the provider allows this deployment; the gateway never sends more
+    # (proxy.capacity), and lowers it for a while after an upstream 429.
+    rpm = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Requests per minute the provider allows this deployment; empty: no limit.",
+    )
+    tpm = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Tokens per minute (input and output) the provider allows this deployment; empty: no limit.",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
