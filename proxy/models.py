@@ -211,6 +211,42 @@ class Router(models.Model):
             raise ValidationError({"fallback": "The fallback must be one of the candidates."})
 
 
+class Augmentor(models.Model):
+    """A model name (say `researcher`) whose requests are augmented: its
+    designator decides whether the query needs a web search, pages scraped,
+    both or nothing, and what was found is added to the prompt before the
+    target model answers (proxy.augment). Like routers, it serves every
+    tenant; its name is unique among route, alias and router names."""
+
+    class SearchProvider(models.TextChoices):
+        SEARXNG = "searxng", "SearXNG (AUGMENT_SEARXNG_URL)"
+        PERPLEXITY = "perplexity", "Perplexity (PERPLEXITY_API_KEY)"
+
+    name = models.CharField(max_length=200, unique=True, help_text="The model name clients ask for.")
+    designator = models.CharField(max_length=200, help_text="The model that decides whether to search or scrape.")
+    target = models.CharField(max_length=200, help_text="The model that answers, with what was found.")
+    search_provider = models.CharField(max_length=16, choices=SearchProvider.choices, default=SearchProvider.SEARXNG)
+    max_search_results = models.PositiveSmallIntegerField(
+        default=5, validators=[MinValueValidator(1)], help_text="Search results added to the prompt, at most."
+    )
+    max_scrape_urls = models.PositiveSmallIntegerField(
+        default=3, validators=[MinValueValidator(1)], help_text="Pages scraped for one request, at most."
+    )
+    max_context_tokens = models.PositiveIntegerField(
+        default=2000, validators=[MinValueValidator(1)], help_text="What is added to the prompt, at most."
+    )
+    purpose = models.TextField(blank=True, help_text="What the augmentor is for, told to the designator.")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} → {self.target} ({self.search_provider})"
+
+
 class StoredResponseQuerySet(models.QuerySet["StoredResponse"]):
     def for_tenant(self, tenant_id: int) -> "StoredResponseQuerySet":
         """A tenant's responses that have not expired (the retention task
