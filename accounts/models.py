@@ -9,6 +9,13 @@ from django.utils import timezone
 _RATE_BOUNDS = [MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(1))]
 
 
+class SemanticScope(models.TextChoices):
+    """What the semantic cache compares: the question just asked, or the whole conversation."""
+
+    LAST_USER_MESSAGE = "last_user_message", "the last user message"
+    CONVERSATION = "conversation", "the whole conversation"
+
+
 class Tenant(models.Model):
     """A customer of the gateway: owns keys, budgets and usage."""
 
@@ -30,6 +37,38 @@ class Tenant(models.Model):
         default=Decimal(0),
         validators=_RATE_BOUNDS,
         help_text="Share of requests (0 to 1) whose bodies are captured for debugging (proxy.tracing). 0: off.",
+    )
+    # The semantic cache (cachestore.semantic_index), beside the exact one: on
+    # once a threshold is set, for keys that have a cache lifetime.
+    semantic_threshold = models.DecimalField(
+        max_digits=4,
+        decimal_places=3,
+        null=True,
+        blank=True,
+        validators=_RATE_BOUNDS,
+        help_text="Serve an earlier answer to a question at least this similar (cosine, 0 to 1). Empty: off.",
+    )
+    semantic_scope = models.CharField(
+        max_length=20, choices=SemanticScope.choices, default=SemanticScope.LAST_USER_MESSAGE
+    )
+    semantic_include_system = models.BooleanField(
+        default=True, help_text="Match only answers given under the same system prompt. Off: it is ignored."
+    )
+    semantic_min_answer_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Shorter answers are not offered to similar questions. Empty: no minimum."
+    )
+    semantic_max_answer_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Longer answers are not offered to similar questions. Empty: no maximum."
+    )
+    semantic_ttl_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="How long an answer is offered to similar questions (at most the cache lifetime). Empty: that.",
+    )
+    semantic_embedding_model = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The embeddings model (a route) that embeds questions. Empty: CACHESTORE_SEMANTIC_EMBEDDING_MODEL.",
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -77,6 +116,20 @@ class ApiKey(models.Model):
         validators=_RATE_BOUNDS,
         help_text="Share of this key's requests (0 to 1) captured for debugging; 0 turns it off. Empty: the tenant's.",
     )
+    # The semantic cache's settings for this key; empty: the tenant's.
+    semantic_threshold = models.DecimalField(
+        max_digits=4,
+        decimal_places=3,
+        null=True,
+        blank=True,
+        validators=_RATE_BOUNDS,
+        help_text="Serve an earlier answer to a question at least this similar (0 to 1). Empty: the tenant's.",
+    )
+    semantic_scope = models.CharField(max_length=20, choices=SemanticScope.choices, blank=True)
+    semantic_include_system = models.BooleanField(null=True, blank=True)
+    semantic_min_answer_tokens = models.PositiveIntegerField(null=True, blank=True)
+    semantic_max_answer_tokens = models.PositiveIntegerField(null=True, blank=True)
+    semantic_ttl_seconds = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 

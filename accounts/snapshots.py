@@ -24,7 +24,7 @@ from django.db.models import QuerySet
 
 from accounts.keys import key_digest
 from accounts.models import ApiKey, ConfigVersion
-from gateway.kernel.context import RateLimits, TenantContext
+from gateway.kernel.context import RateLimits, SemanticCacheSettings, TenantContext
 from gateway.kernel.errors import backend_unavailable
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,31 @@ def context_from_key(key: ApiKey) -> TenantContext:
         key_limits=RateLimits(key.rpm_limit, key.tpm_limit, key.max_parallel),
         tenant_limits=RateLimits(tenant.rpm_limit, tenant.tpm_limit, tenant.max_parallel),
         trace_sample_rate=trace_sample_rate(key.trace_sample_rate, tenant.trace_sample_rate),
+        semantic=semantic_cache_settings(key),
         **{name: value for part in _context_parts for name, value in part.fields(key).items()},
+    )
+
+
+def semantic_cache_settings(key: ApiKey) -> SemanticCacheSettings | None:
+    """The key's semantic cache: each setting the key's own when set, else
+    its tenant's; None (off) when neither sets a threshold."""
+    tenant = key.tenant
+
+    def own(name: str) -> Any:
+        value = getattr(key, name)
+        return getattr(tenant, name) if value is None or value == "" else value
+
+    threshold = own("semantic_threshold")
+    if threshold is None:
+        return None
+    return SemanticCacheSettings(
+        threshold=min(max(float(threshold), 0.0), 1.0),
+        scope=own("semantic_scope"),
+        include_system=own("semantic_include_system"),
+        min_answer_tokens=own("semantic_min_answer_tokens"),
+        max_answer_tokens=own("semantic_max_answer_tokens"),
+        ttl_seconds=own("semantic_ttl_seconds"),
+        embedding_model=tenant.semantic_embedding_model,
     )
 
 

@@ -38,3 +38,29 @@ class TenantCache(Tenant):
     class Meta:
         proxy = True
         verbose_name = "tenant cache"
+
+
+class SemanticVector(models.Model):
+    """One cached answer's question as a vector, for the semantic cache.
+
+    Every process searches its own in-process index over these rows
+    (cachestore.semantic_index): loaded whole at start-up, then newer rows
+    by id and creation time. `partition` is a digest of everything that must
+    be equal for two questions to share an answer (the tenant's endpoint,
+    resolved model, request parameters, embedding model, match scope), so
+    only vectors of one partition are ever compared.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    partition = models.CharField(max_length=64)
+    entry_key = models.CharField(max_length=64, help_text="The cache entry this question's answer is stored under.")
+    vector = models.BinaryField(help_text="float32, unit length.")
+    created_at = models.DateTimeField(db_index=True)  # the index's catch-up reads by time as well as id
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "semantic cache vector"
+        indexes = [models.Index(fields=["tenant", "partition"])]
+
+    def __str__(self) -> str:
+        return f"vector for {self.entry_key[:12]} until {self.expires_at:%Y-%m-%d %H:%M:%S}"

@@ -30,6 +30,21 @@ class RateLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class SemanticCacheSettings:
+    """The semantic cache of a key (its own settings over its tenant's).
+
+    `threshold` is a cosine similarity, only ever compared with one: a float."""
+
+    threshold: float
+    scope: str = "last_user_message"  # or "conversation"
+    include_system: bool = True  # only answers given under the same system prompt match
+    min_answer_tokens: int | None = None
+    max_answer_tokens: int | None = None
+    ttl_seconds: int | None = None  # None: as long as the exact cache keeps the answer
+    embedding_model: str = ""  # "": the CACHESTORE_SEMANTIC_EMBEDDING_MODEL setting
+
+
+@dataclass(frozen=True, slots=True)
 class TenantContext:
     """Who is calling: a live (not revoked) key and its tenant."""
 
@@ -57,6 +72,7 @@ class TenantContext:
     # Share of requests whose bodies proxy.tracing captures (0: off, the
     # default; the request path then pays one attribute check).
     trace_sample_rate: float = 0.0
+    semantic: SemanticCacheSettings | None = None  # None: the semantic cache is off
 
     def allows(self, model: str) -> bool:
         if self.allowed_models is None:
