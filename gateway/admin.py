@@ -32,6 +32,7 @@ from accounts.services import api_key_issue, api_key_revoke, api_key_rotate
 from billing.admin import KeyBudgetInline, TenantBudgetInline
 from billing.dashboard import budget_limit_nanos, budgets_with_current_spend
 from billing.models import Budget, CreditEntry, UsageRecord, UsageRollup
+from gateway.model_picker import model_list_field, tag_list_field
 
 # "View site" would lead to "/", which the gateway does not serve (a 404):
 # staff land on the operations dashboard instead.
@@ -126,7 +127,22 @@ class TenantAdmin(AuditedAdmin):
         )
 
 
-class ApiKeyAddForm(forms.ModelForm):
+class ApiKeyForm(forms.ModelForm):
+    """Allowed models and tags as plain lists (commas or lines), with a picker
+    over the catalog's model names; stored as the same JSON lists."""
+
+    allowed_models = model_list_field(
+        required=False,
+        help_text="Model names or patterns such as openai/*, by commas or lines; none means every model.",
+    )
+    tags = tag_list_field(required=False)
+
+    class Meta:
+        model = ApiKey
+        fields = "__all__"
+
+
+class ApiKeyAddForm(ApiKeyForm):
     class Meta:
         model = ApiKey
         fields = ["tenant", "name", "allowed_models", "tags", "expires_at", *KEY_SETTINGS]
@@ -170,6 +186,7 @@ class ApiKeyAdmin(AuditedAdmin):
     actions = ["revoke", "rotate"]
     inlines = [KeyBudgetInline]
     audit_name = "key"
+    form = ApiKeyForm
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
         return keys_with_last_use(super().get_queryset(request))
