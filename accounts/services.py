@@ -20,7 +20,23 @@ from accounts.signals import api_key_rotated
 
 LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "max_parallel")
 LIMIT_FLAGS = {"rpm_limit": "--rpm", "tpm_limit": "--tpm", "max_parallel": "--max-parallel"}  # the commands' names
-TENANT_SETTINGS = ("name", "is_prepaid", "cache_ttl_seconds", *LIMIT_FIELDS, "trace_sample_rate")
+SEMANTIC_FIELDS = (
+    "semantic_threshold",
+    "semantic_scope",
+    "semantic_include_system",
+    "semantic_min_answer_tokens",
+    "semantic_max_answer_tokens",
+    "semantic_ttl_seconds",
+)
+TENANT_SETTINGS = (
+    "name",
+    "is_prepaid",
+    "cache_ttl_seconds",
+    *LIMIT_FIELDS,
+    "trace_sample_rate",
+    *SEMANTIC_FIELDS,
+    "semantic_embedding_model",
+)
 # What a key's row holds that is not one of its settings: a rotated key gets fresh ones.
 _KEY_IDENTITY = frozenset({"id", "tenant", "prefix", "digest", "revoked_at", "created_at", "updated_at"})
 

@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from accounts.models import Tenant
 from billing.models import UsageRecord, UsageRollup
-from cachestore.models import CacheEntryRecord
+from cachestore.models import CacheEntryRecord, SemanticVector
+from cachestore.semantic_index import semantic_index
 from cachestore.store import cache_store, release_connection
 
 _Tenants = TypeVar("_Tenants", bound=Tenant)  # Tenant, or the admin's proxy TenantCache
@@ -46,8 +47,20 @@ async def cache_stats(tenant_id: int | None) -> CacheStats:
 
 
 async def cache_purge(tenant_id: int | None) -> int:
-    """Delete a tenant's entries (None: every tenant's) everywhere; returns how many."""
-    return await cache_store().purge(tenant_id)
+    """Delete a tenant's entries (None: every tenant's) everywhere, and the
+    semantic cache's vectors of them; returns how many entries."""
+    purged = await cache_store().purge(tenant_id)
+    await sync_to_async(_vectors_purged)(tenant_id)
+    semantic_index().drop_tenant(tenant_id)  # other processes find the entries gone: misses
+    return purged
+
+
+def _vectors_purged(tenant_id: int | None) -> None:
+    try:
+        rows = SemanticVector.objects.all()
+        (rows if tenant_id is None else rows.filter(tenant_id=tenant_id)).delete()
+    finally:
+        release_connection()
 
 
 def cache_expire(batch_size: int = 1000) -> int:
@@ -66,7 +79,17 @@ def cache_expire(batch_size: int = 1000) -> int:
             for start in range(0, len(ids), _IDS_PER_QUERY):
                 chunk = ids[start : start + _IDS_PER_QUERY]
                 deleted += CacheEntryRecord.objects.filter(pk__in=chunk, expires_at__lte=now).delete()[0]
+    _expired_vectors_deleted(now, batch_size)
     return deleted
+
+
+def _expired_vectors_deleted(now: Any, batch_size: int) -> None:
+    """The semantic cache's expired vectors (every backend's: they live in the database)."""
+    while ids := list(
+        SemanticVector.objects.filter(expires_at__lte=now).order_by().values_list("pk", flat=True)[:batch_size]
+    ):
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            SemanticVector.objects.filter(pk__in=ids[start : start + _IDS_PER_QUERY]).delete()
 
 
 def cache_usage(tenant_id: int | None) -> CacheUsage:

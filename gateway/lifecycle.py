@@ -54,6 +54,9 @@ def ensure_background_tasks() -> None:
     from cachestore.store import invalidation_listener_start
 
     invalidation_listener_start()  # the response cache's pub/sub listener, with REDIS_URL only
+    from cachestore.semantic_index import semantic_index_start
+
+    semantic_index_start()  # the semantic cache's vectors, loaded before the first lookup needs them
 
 
 def _cut_streams_on_sigterm() -> None:

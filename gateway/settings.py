@@ -307,6 +307,15 @@ BILLING_RECONCILE_UNSTORED_SECONDS = env.int("BILLING_RECONCILE_UNSTORED_SECONDS
 CACHESTORE_DEFAULT_TTL_SECONDS = env.int("CACHESTORE_DEFAULT_TTL_SECONDS", default=3600)
 CACHESTORE_LRU_MAX_BYTES = env.int("CACHESTORE_LRU_MAX_BYTES", default=64 * 1024 * 1024)
 CACHESTORE_SINGLEFLIGHT_WAIT_SECONDS = env.float("CACHESTORE_SINGLEFLIGHT_WAIT_SECONDS", default=120.0)
+# The semantic cache (on per tenant or key with a threshold): the gateway's own
+# embeddings model that embeds questions (a tenant may name another), how long
+# the embedding may take before the request goes on as a miss, how much of the
+# question is embedded, and how often each process catches up with vectors
+# other processes stored.
+CACHESTORE_SEMANTIC_EMBEDDING_MODEL = env.str("CACHESTORE_SEMANTIC_EMBEDDING_MODEL", default="")
+CACHESTORE_SEMANTIC_TIMEOUT_SECONDS = env.float("CACHESTORE_SEMANTIC_TIMEOUT_SECONDS", default=5.0)
+CACHESTORE_SEMANTIC_QUERY_MAX_CHARS = env.int("CACHESTORE_SEMANTIC_QUERY_MAX_CHARS", default=8000)
+CACHESTORE_SEMANTIC_SYNC_SECONDS = env.float("CACHESTORE_SEMANTIC_SYNC_SECONDS", default=1.0)
 
 # Resilience. A provider's own timeouts win over these; PROXY_READ_TIMEOUT
 # stays the default of both read timeouts. Retries (across a route's

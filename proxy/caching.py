@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from django.conf import settings
@@ -29,6 +29,12 @@ from cachestore.store import cache_store
 from gateway.kernel.context import RouteTarget, TenantContext, UsageEvent
 from proxy.usage import cache_hit_recorded
 
+if TYPE_CHECKING:
+    from proxy.semantic import SemanticProbe, SemanticQuery
+
+MATCH_HEADER = "x-cache-match"  # exact or semantic, on a hit
+SIMILARITY_HEADER = "x-cache-similarity"  # a semantic hit's cosine similarity, 3 decimals
+
 log = logging.getLogger(__name__)
 
 
@@ -37,6 +43,7 @@ class CacheLookup:
     status: str  # what the response's x-cache says: hit, miss or bypass
     entry: CachedEntry | None = None
     fill: "CacheFill | None" = None
+    similarity: float | None = None  # a semantic hit's; None: an exact hit (or no hit)
 
 
 async def cache_lookup(
@@ -49,10 +56,13 @@ async def cache_lookup(
     forced: bool,
     key: str | None = None,
     read: bool = True,
+    semantic: "SemanticProbe | None" = None,
 ) -> CacheLookup:
     """`key`: the request's cache key when it was hashed already; `read`
     False when the store was read for it already and held no hit (the cache
-    lane's peek), so only the singleflight is asked."""
+    lane's peek), so only the singleflight is asked. `semantic`: the key's
+    semantic cache, asked when the exact cache has no answer, by the leader
+    of identical requests only (its followers take what it finds)."""
     policy = cache_lookup_policy(ctx, cache_control=cache_control, forced=forced)
     if policy is None:
         return CacheLookup("bypass")
@@ -65,13 +75,37 @@ async def cache_lookup(
     if entry is not None:
         return CacheLookup("hit", entry=entry)
     if not policy.write:
-        return CacheLookup("miss")
+        found = (await _semantic_hit(ctx, semantic, policy))[1] if semantic is not None else None
+        return found or CacheLookup("miss")
     led = await lead_or_follow(store, ctx.tenant_id, key)
     if isinstance(led, CachedEntry):
         return CacheLookup("hit", entry=led)
     if led is None:  # the leader failed: go upstream, and store this answer
         led = Flight(tenant_id=ctx.tenant_id, key=key, future=_detached_future(), store=store)
-    return CacheLookup("miss", fill=CacheFill(ctx, target, endpoint, key, policy, led))
+    query = None
+    if semantic is not None:
+        try:
+            query, found = await _semantic_hit(ctx, semantic, policy)
+        except BaseException:
+            led.land(None)  # refused (a spent budget) or cancelled: followers go on by themselves
+            raise
+        if found is not None and found.entry is not None:
+            led.write = False  # followers are served the same answer; it stays stored under its own key
+            led.land(found.entry)
+            return found
+    return CacheLookup("miss", fill=CacheFill(ctx, target, endpoint, key, policy, led, semantic=query))
+
+
+async def _semantic_hit(
+    ctx: TenantContext, semantic: "SemanticProbe", policy: CachePolicy
+) -> "tuple[SemanticQuery | None, CacheLookup | None]":
+    """The question embedded, and a hit when an earlier answer of this
+    tenant's is near enough and still fresh for this policy."""
+    query, match = await semantic.lookup()
+    if match is None:
+        return query, None
+    entry = await _stored_hit(ctx, match.entry_key, policy)
+    return query, None if entry is None else CacheLookup("hit", entry=entry, similarity=match.similarity)
 
 
 def cache_lookup_policy(ctx: TenantContext, *, cache_control: str, forced: bool = False) -> CachePolicy | None:
@@ -141,6 +175,7 @@ class CacheFill:
     key: str
     policy: CachePolicy
     flight: Flight
+    semantic: "SemanticQuery | None" = None  # the question embedded: its vector is stored with the answer
     events: list[bytes] = field(default_factory=list)
 
     def add(self, event: bytes) -> None:
@@ -159,21 +194,24 @@ class CacheFill:
         if usage is None or body is None:
             return self.fail()
         now = time.time()
-        self.flight.land(
-            CachedEntry(
-                tenant_id=self.ctx.tenant_id,
-                key=self.key,
-                endpoint=self.endpoint,
-                model=self.target.public_model,
-                body=body,
-                usage=usage.usage,
-                cost_nanos=usage.cost_nanos,
-                created_at=now,
-                expires_at=now + self.policy.ttl_seconds,
-                events=tuple(self.events) if self.events else None,
-                price_id=usage.price_id,
-            )
+        entry = CachedEntry(
+            tenant_id=self.ctx.tenant_id,
+            key=self.key,
+            endpoint=self.endpoint,
+            model=self.target.public_model,
+            body=body,
+            usage=usage.usage,
+            cost_nanos=usage.cost_nanos,
+            created_at=now,
+            expires_at=now + self.policy.ttl_seconds,
+            events=tuple(self.events) if self.events else None,
+            price_id=usage.price_id,
         )
+        self.flight.land(entry)
+        if self.semantic is not None and self.flight.write:
+            from proxy.semantic import semantic_remember  # proxy.semantic imports proxy.forward, which imports this
+
+            semantic_remember(self.semantic, entry_key=self.key, usage=usage, expires_at=entry.expires_at)
 
     def fail(self) -> None:
         self.flight.land(None)
@@ -198,10 +236,12 @@ def cache_hit_answer(
     request_id: str,
     stream: bool,
     guard: "Callable[[HitAnswer], str] | None" = None,
+    similarity: float | None = None,
 ) -> HitAnswer:
     """Serve a hit and record it: billed at zero, with the cost it saved.
     `guard`: the key's output guardrails, which redact the answer in place
-    (or raise) and give the verdicts the record carries."""
+    (or raise) and give the verdicts the record carries. `similarity`: a
+    semantic hit's (None: an exact one)."""
     started = time.perf_counter()
     if stream:
         options = body.get("stream_options")
@@ -215,6 +255,11 @@ def cache_hit_answer(
     else:
         answer = HitAnswer({"Content-Type": entry.content_type}, body=entry.body)
     answer.headers["x-cache"] = "hit"
+    if similarity is None:
+        answer.headers[MATCH_HEADER] = "exact"
+    else:
+        answer.headers[MATCH_HEADER] = "semantic"
+        answer.headers[SIMILARITY_HEADER] = f"{similarity:.3f}"
     guardrails = guard(answer) if guard is not None else ""
     cache_hit_recorded(
         ctx,

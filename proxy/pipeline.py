@@ -6,7 +6,8 @@
     state     a Responses call's earlier turns, when it names a previous
               response the gateway stored (proxy.responses_state)
     admit     rate limits and requests in flight (proxy.ratelimit)
-    cache     the exact cache (proxy.caching); a hit is answered and recorded here
+    cache     the exact cache (proxy.caching), then, on a miss, the semantic
+              cache (proxy.semantic); a hit is answered and recorded here
     forward   reserve the worst case against budgets and credit, then the
               attempts, retries and fallbacks upstream (proxy.forward), relayed
               as the answer arrives (proxy.streaming)
@@ -53,6 +54,7 @@ from proxy.ratelimit import rate_limit_admit, rate_limit_release, tokens_estimat
 from proxy.responses_state import conversation_resolved
 from proxy.routers import ROUTED_HEADER, routed_plan
 from proxy.routing import Catalog, plan_for
+from proxy.semantic import semantic_probe
 from proxy.tracing import trace_start
 
 # Only answers in OpenAI's chat and embeddings shapes are cached (the cache
@@ -140,7 +142,7 @@ async def handle(p: Prepared, *, force_cache: bool = False) -> HttpResponseBase:
         lookup = _cache(p, forced=force_cache) if p.call.dialect in CACHEABLE else None
         cache = None if lookup is None else await (lookup if span is None else span.step("cache", lookup))
         if cache is not None and cache.entry is not None:
-            response = cache_hit_response(_hit(p, cache.entry))
+            response = cache_hit_response(_hit(p, cache.entry, similarity=cache.similarity))
             rate_limit_release(admission)
         else:
             fill = cache.fill if cache is not None else None
@@ -203,6 +205,7 @@ async def _cache(p: Prepared, *, forced: bool) -> Any:
         forced=forced,
         key=p.cache_key,
         read=not p.cache_read,
+        semantic=semantic_probe(p.ctx, p.catalog, p.call, p.plan.deployments[0], p.request_id),
     )
 
 
@@ -218,7 +221,7 @@ def _guard_input(p: Prepared) -> GuardrailRun | None:
     return guardrails
 
 
-def _hit(p: Prepared, entry: CachedEntry) -> HitAnswer:
+def _hit(p: Prepared, entry: CachedEntry, *, similarity: float | None = None) -> HitAnswer:
     guardrails = guardrail_run(p.catalog.guardrails, p.ctx, p.call.dialect, p.request_id)
     answer = cache_hit_answer(
         p.ctx,
@@ -228,6 +231,7 @@ def _hit(p: Prepared, entry: CachedEntry) -> HitAnswer:
         request_id=p.request_id,
         stream=p.call.stream,
         guard=None if guardrails is None else guardrails.cache_hit,  # output guardrails on the stored answer
+        similarity=similarity,
     )
     if p.span is not None:
         p.span.cache_hit(p.plan.deployments[0], entry, answer)

@@ -11,6 +11,7 @@ from accounts.models import Tenant
 from accounts.services import LIMIT_FLAGS, api_key_issue, limits_check
 from billing.services import budget_set
 from gateway.kernel import cli
+from gateway.semantic_options import add_semantic_arguments, semantic_fields
 from proxy.guardrails.services import guardrails_attach, guardrails_named
 
 
@@ -41,6 +42,7 @@ class Command(BaseCommand):
             metavar="SECONDS",
             help="Serve repeated requests from the response cache for this long (0: off).",
         )
+        add_semantic_arguments(parser, tenant=False)
         cli.add_rate_limit_arguments(parser)
         parser.add_argument(
             "--trace-rate",
@@ -69,6 +71,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         try:
             guardrails = guardrails_named(cli.names(options["guardrails"]))
+            semantic = semantic_fields(options)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         actor = command_actor(__name__)
@@ -83,6 +86,7 @@ class Command(BaseCommand):
                 trace_sample_rate=options["trace_rate"],
                 actor=actor,
                 **rate_limits,
+                **semantic,
             )
             for limit, period in limits:
                 budget = budget_set(api_key=api_key, limit_usd=limit, period=period)

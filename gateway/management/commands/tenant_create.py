@@ -11,6 +11,7 @@ from accounts.services import LIMIT_FLAGS, limits_check, tenant_create, tenant_u
 from billing.models import Budget
 from billing.services import budget_set
 from gateway.kernel import cli
+from gateway.semantic_options import add_semantic_arguments, semantic_fields
 from proxy.guardrails.services import guardrails_attach, guardrails_named
 from proxy.models import Guardrail
 
@@ -33,6 +34,7 @@ class Command(BaseCommand):
             metavar="SECONDS",
             help="Response cache lifetime for the tenant's keys (keys may override).",
         )
+        add_semantic_arguments(parser, tenant=True)
         cli.add_rate_limit_arguments(parser)
         parser.add_argument(
             "--guardrails",
@@ -50,6 +52,7 @@ class Command(BaseCommand):
         rate_limits: dict[str, Any] = cli.rate_limits(options)
         try:
             limits_check(rate_limits, labels=LIMIT_FLAGS)
+            semantic = semantic_fields(options)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         guardrails = _guardrails(options["guardrails"])
@@ -64,11 +67,12 @@ class Command(BaseCommand):
                     cache_ttl_seconds=options["cache_ttl"],
                     actor=actor,
                     **rate_limits,
+                    **semantic,
                 )
                 outcome = "created"
             else:
                 # Only what the command line says: a re-run without --rpm keeps the tenant's limit.
-                given = {"name": name, "cache_ttl_seconds": options["cache_ttl"], **rate_limits}
+                given = {"name": name, "cache_ttl_seconds": options["cache_ttl"], **rate_limits, **semantic}
                 values = {field: value for field, value in given.items() if value is not None}
                 if options["prepaid"]:
                     values["is_prepaid"] = True

@@ -1,0 +1,340 @@
+"""The semantic cache through the gateway under daphne, with a fake embeddings upstream.
+
+Each test has a tenant of its own (whose entries no other test sees) and
+puts a marker in the system prompt, which the semantic cache matches
+exactly, so the fake chat upstream's requests can be counted per test. On
+the PostgreSQL + Redis run the answers live in Redis and the vectors in
+PostgreSQL; the assertions are the same.
+"""
+
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from cachestore.tests.fake_embeddings import FakeEmbeddings, similarity
+from conftest import IssuedKey, Ledger, unique_marker
+from proxy.tests.fake_upstream import FakeUpstream
+from proxy.tests.live import LiveGateway
+
+pytestmark = pytest.mark.usefixtures("live_gateway")
+
+FRANCE = "what is the capital of France?"
+FRANCE_AGAIN = "what's the capital of France"
+BREAD = "how long should sourdough bread proof"
+EMBED_UPSTREAM = "fake-embed-1"
+
+
+class Embedder:
+    """The fake embeddings upstream and the gateway's routes to it."""
+
+    def __init__(self, fake: FakeEmbeddings, route: str, failing: str) -> None:
+        self.fake, self.route, self.failing = fake, route, failing
+
+
+@pytest.fixture(scope="module")
+def embedder(gateway_config: None, django_db_blocker: Any, live_gateway: LiveGateway) -> Iterator[Embedder]:
+    from accounts.services import api_key_issue, tenant_create
+    from billing.services import price_set
+    from proxy.services import provider_upsert, route_upsert
+
+    fake = FakeEmbeddings().start_in_thread()
+    tag = uuid.uuid4().hex[:8]
+    with django_db_blocker.unblock():
+        provider, _ = provider_upsert(name=f"fake-embed-{tag}", kind="openai", base_url=fake.url, api_key="sk-embed")
+        route_upsert(model=f"embed-{tag}", provider=provider, upstream_model=EMBED_UPSTREAM)
+        route_upsert(model=f"embed-error-{tag}", provider=provider, upstream_model="fake-embed-error")
+        price_set(model=EMBED_UPSTREAM, input_usd=Decimal("0.02"), output_usd=Decimal("0"))
+        tenant = tenant_create(slug=f"probe-{tag}")
+        probe, _ = api_key_issue(tenant=tenant)
+    found = Embedder(fake, f"embed-{tag}", f"embed-error-{tag}")
+    wait_served(live_gateway, probe, found.route)
+    yield found
+    fake.stop()
+
+
+def wait_served(gateway: LiveGateway, key: str, model: str, timeout: float = 10.0) -> None:
+    """Until the gateway's catalog has the route (it reloads on a config change)."""
+    deadline = time.monotonic() + timeout
+    request = urllib.request.Request(f"{gateway.url}/v1/models/{model}", headers={"Authorization": f"Bearer {key}"})
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=5):
+                return
+        except urllib.error.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def semantic_key(
+    issue_key: Callable[..., IssuedKey], django_db_blocker: Any, embedder: Embedder
+) -> Callable[..., IssuedKey]:
+    """A key with a cache lifetime and a semantic threshold; its tenant embeds with the test route."""
+    from accounts.models import Tenant
+
+    def issue(embedding_model: str | None = None, **options: Any) -> IssuedKey:
+        options.setdefault("cache_ttl_seconds", 600)
+        options.setdefault("semantic_threshold", Decimal("0.9"))
+        issued = issue_key(**options)
+        with django_db_blocker.unblock():
+            Tenant.objects.filter(pk=issued.tenant_id).update(
+                semantic_embedding_model=embedder.route if embedding_model is None else embedding_model
+            )
+        return issued
+
+    return issue
+
+
+def chat(
+    gateway: LiveGateway,
+    key: IssuedKey,
+    question: str,
+    marker: str,
+    *,
+    stream: bool = False,
+    model: str = "gpt-test",
+    **params: Any,
+) -> tuple[int, dict[str, str], bytes]:
+    body = {
+        "model": model,
+        "stream": stream,
+        "messages": [{"role": "system", "content": f"Answer briefly. {marker}"}, {"role": "user", "content": question}],
+        **params,
+    }
+    request = urllib.request.Request(
+        gateway.url + "/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **key.headers},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+def upstream_calls(fake: FakeUpstream, marker: str) -> int:
+    return sum(marker in str(r.body.get("messages")) for r in fake.requests)
+
+
+def vectors_stored(blocker: Any, tenant_id: int, count: int, timeout: float = 10.0) -> None:
+    """Until the tenant has `count` vectors in the database (they are written after the answer)."""
+    from cachestore.models import SemanticVector
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with blocker.unblock():
+            found = SemanticVector.objects.filter(tenant_id=tenant_id).count()
+        if found >= count or time.monotonic() > deadline:
+            assert found == count
+            return
+        time.sleep(0.02)
+
+
+def test_a_question_worded_differently_is_answered_from_the_semantic_cache(
+    live_gateway: LiveGateway,
+    semantic_key: Callable[..., IssuedKey],
+    fake_upstream: FakeUpstream,
+    embedder: Embedder,
+    django_db_blocker: Any,
+) -> None:
+    key, marker = semantic_key(), unique_marker()
+    first = chat(live_gateway, key, FRANCE, marker)
+    vectors_stored(django_db_blocker, key.tenant_id, 1)
+    second = chat(live_gateway, key, FRANCE_AGAIN, marker)
+    assert (first[0], first[1]["x-cache"], second[0], second[1]["x-cache"]) == (200, "miss", 200, "hit")
+    assert second[1]["x-cache-match"] == "semantic"
+    assert second[1]["x-cache-similarity"] == f"{similarity(FRANCE, FRANCE_AGAIN):.3f}" == "0.962"
+    assert second[2] == first[2]  # the same bytes
+    assert upstream_calls(fake_upstream, marker) == 1
+    assert embedder.fake.inputs(EMBED_UPSTREAM)[-2:] == [FRANCE, FRANCE_AGAIN]  # the question alone
+
+
+def test_each_embedding_leaves_a_usage_row_billed_to_the_key_and_the_hit_is_billed_at_zero(
+    live_gateway: LiveGateway,
+    semantic_key: Callable[..., IssuedKey],
+    embedder: Embedder,
+    ledger: Ledger,
+    django_db_blocker: Any,
+) -> None:
+    key, marker = semantic_key(), unique_marker()
+    chat(live_gateway, key, FRANCE, marker)
+    vectors_stored(django_db_blocker, key.tenant_id, 1)
+    chat(live_gateway, key, FRANCE_AGAIN, marker)
+    rows = ledger.wait(key.key_id, 4)
+    embeddings = [r for r in rows if r.purpose == "semantic_cache"]
+    answers = [r for r in rows if r.purpose == ""]
+    assert [(r.public_model, r.endpoint, r.status_code) for r in embeddings] == [
+        (embedder.route, "embeddings", 200)
+    ] * 2
+    assert all(r.cost_nanos > 0 and r.input_tokens > 0 for r in embeddings)  # priced, and billed to the same key
+    miss, hit = sorted(answers, key=lambda r: r.cache_hit)
+    assert (miss.cache_status, miss.cost_nanos > 0) == ("miss", True)
+    assert (hit.cache_status, hit.cache_hit, hit.cost_nanos, hit.saved_nanos) == ("hit", True, 0, miss.cost_nanos)
+
+
+def test_an_unrelated_question_misses_and_an_identical_one_is_an_exact_hit(
+    live_gateway: LiveGateway,
+    semantic_key: Callable[..., IssuedKey],
+    fake_upstream: FakeUpstream,
+    django_db_blocker: Any,
+) -> None:
+    key, marker = semantic_key(), unique_marker()
+    chat(live_gateway, key, FRANCE, marker)
+    vectors_stored(django_db_blocker, key.tenant_id, 1)
+    unrelated = chat(live_gateway, key, BREAD, marker)
+    exact = chat(live_gateway, key, FRANCE, marker)
+    assert unrelated[1]["x-cache"] == "miss" and "x-cache-match" not in unrelated[1]
+    assert (exact[1]["x-cache"], exact[1]["x-cache-match"]) == ("hit", "exact")
+    assert "x-cache-similarity" not in exact[1]
+    assert upstream_calls(fake_upstream, marker) == 2
+
+
+def test_another_tenants_answers_are_never_candidates(
+    live_gateway: LiveGateway,
+    semantic_key: Callable[..., IssuedKey],
+    fake_upstream: FakeUpstream,
+    django_db_blocker: Any,
+) -> None:
+    one, other, marker = semantic_key(), semantic_key(), unique_marker()
+    chat(live_gateway, one, FRANCE, marker)
+    vectors_stored(django_db_blocker, one.tenant_id, 1)
+    same = chat(live_gateway, other, FRANCE, marker)  # the very same request, same model and embeddings
+    near = chat(live_gateway, other, FRANCE_AGAIN, marker + " ")
+    assert (same[1]["x-cache"], near[1]["x-cache"]) == ("miss", "miss")
+    assert upstream_calls(fake_upstream, marker) == 3
+
+
+def test_other_request_parameters_or_another_system_prompt_are_never_candidates(
+    live_gateway: LiveGateway,
+    semantic_key: Callable[..., IssuedKey],
+    fake_upstream: FakeUpstream,
+    django_db_blocker: Any,
+) -> None:
+    key, marker = semantic_key(), unique_marker()
+    chat(live_gateway, key, FRANCE, marker, temperature=0)
+    vectors_stored(django_db_blocker, key.tenant_id, 1)
+    assert chat(live_gateway, key, FRANCE_AGAIN, marker, temperature=1)[1]["x-cache"] == "miss"
+    assert chat(live_gateway, key, FRANCE_AGAIN, marker + "!", temperature=0)[1]["x-cache"] == "miss"
+    assert chat(live_gateway, key, FRANCE_AGAIN, marker, temperature=0)[1]["x-cache-match"] == "semantic"
+
+
+def test_a_streamed_answer_is_replayed_as_a_stream_to_a_similar_question(
+    live_gateway: LiveGateway,
+    semantic_key: Callable[..., IssuedKey],
+    fake_upstream: FakeUpstream,
+    django_db_blocker: Any,
+) -> None:
+    key, marker = semantic_key(), unique_marker()
+    streamed = chat(live_gateway, key, FRANCE, marker, stream=True)
+    vectors_stored(django_db_blocker, key.tenant_id, 1)
+    again = chat(live_gateway, key, FRANCE_AGAIN, marker, stream=True)
+    assert (again[1]["x-cache"], again[1]["x-cache-match"]) == ("hit", "semantic")
+    assert again[1]["content-type"].startswith("text/event-stream")
+    assert again[2] == streamed[2]
+    assert upstream_calls(fake_upstream, marker) == 1
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"semantic_threshold": Decimal("0.99")},  # 0.962 is not enough
+        {"semantic_min_answer_tokens": 1000},  # the answer is too short to be offered
+        {"semantic_max_answer_tokens": 3},  # or too long
+        {"semantic_ttl_seconds": 0},  # offered to similar questions for no time at all
+    ],
+)
+def test_a_similar_question_misses_when_the_keys_settings_say_so(
+    live_gateway: LiveGateway,
+    semantic_key: Callable[..., IssuedKey],
+    fake_upstream: FakeUpstream,
+    options: dict[str, Any],
+) -> None:
+    key, marker = semantic_key(**options), unique_marker()
+    chat(live_gateway, key, FRANCE, marker)
+    assert chat(live_gateway, key, FRANCE, marker)[1]["x-cache-match"] == "exact"  # stored, so indexed or not
+    assert chat(live_gateway, key, FRANCE_AGAIN, marker)[1]["x-cache"] == "miss"
+    assert upstream_calls(fake_upstream, marker) == 2
+
+
+def test_the_whole_conversation_can_be_the_question(
+    live_gateway: LiveGateway,
+    semantic_key: Callable[..., IssuedKey],
+    django_db_blocker: Any,
+) -> None:
+    key = semantic_key(semantic_scope="conversation")
+
+    def conversation(opening: str, question: str) -> dict[str, Any]:
+        turns = [{"role": "assistant", "content": opening}, {"role": "user", "content": question}]
+        return {"model": "gpt-test", "messages": turns}
+
+    geography = "Hello, ask me about geography."
+    assert post(live_gateway, key, conversation(geography, FRANCE))[1]["x-cache"] == "miss"
+    vectors_stored(django_db_blocker, key.tenant_id, 1)
+    near = post(live_gateway, key, conversation(geography, FRANCE_AGAIN))
+    far = post(live_gateway, key, conversation("Bonjour, baking and sourdough bread questions only!", FRANCE_AGAIN))
+    assert (near[1]["x-cache"], far[1]["x-cache"]) == ("hit", "miss")
+
+
+def post(gateway: LiveGateway, key: IssuedKey, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(
+        gateway.url + "/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **key.headers},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+
+
+def test_an_embedding_that_fails_leaves_the_request_a_plain_miss(
+    live_gateway: LiveGateway,
+    semantic_key: Callable[..., IssuedKey],
+    embedder: Embedder,
+    fake_upstream: FakeUpstream,
+    ledger: Ledger,
+) -> None:
+    key, marker = semantic_key(embedding_model=embedder.failing), unique_marker()
+    first, second = chat(live_gateway, key, FRANCE, marker), chat(live_gateway, key, FRANCE_AGAIN, marker)
+    assert (first[0], first[1]["x-cache"], second[0], second[1]["x-cache"]) == (200, "miss", 200, "miss")
+    assert upstream_calls(fake_upstream, marker) == 2
+    rows = ledger.wait(key.key_id, 4)
+    assert sorted((r.purpose, r.status_code) for r in rows) == [("", 200), ("", 200)] + [("semantic_cache", 500)] * 2
+
+
+def test_a_key_without_a_threshold_never_embeds(
+    live_gateway: LiveGateway,
+    semantic_key: Callable[..., IssuedKey],
+    issue_key: Callable[..., IssuedKey],
+    embedder: Embedder,
+) -> None:
+    key, marker = issue_key(cache_ttl_seconds=600), unique_marker()
+    before = len(embedder.fake.requests)
+    chat(live_gateway, key, FRANCE, marker)
+    assert chat(live_gateway, key, FRANCE_AGAIN, marker)[1]["x-cache"] == "miss"
+    assert len(embedder.fake.requests) == before
+
+
+def test_a_gateway_started_later_loads_the_vectors_stored_before(
+    live_gateway: LiveGateway,
+    semantic_key: Callable[..., IssuedKey],
+    fake_upstream: FakeUpstream,
+    django_db_blocker: Any,
+) -> None:
+    key, marker = semantic_key(), unique_marker()
+    chat(live_gateway, key, FRANCE, marker)
+    vectors_stored(django_db_blocker, key.tenant_id, 1)
+    later = LiveGateway().start()
+    try:
+        near = chat(later, key, FRANCE_AGAIN, marker)
+    finally:
+        later.terminate()
+    assert (near[1]["x-cache"], near[1]["x-cache-match"]) == ("hit", "semantic")
+    assert upstream_calls(fake_upstream, marker) == 1
