@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from accounts.admin_filters import TenantFilter
 from accounts.audit import audit_by, changes_between
 from accounts.models import AuditEntry, RequestTrace, StaffToken
 from accounts.staff_tokens import staff_token_revoke
@@ -97,6 +98,6 @@ class RequestTraceAdmin(ReadOnlyAdmin):
         "latency_ms",
         "truncated",
     ]
-    list_filter = ["status", "stream", "endpoint"]
+    list_filter = ["status", "stream", "endpoint", TenantFilter]
     search_fields = ["request_id", "key_prefix", "model"]
     date_hierarchy = "started_at"

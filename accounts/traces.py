@@ -34,3 +34,11 @@ def request_traces_prune(days: int) -> int:
     """Delete traces that started more than `days` days ago; returns how many."""
     deleted, _ = RequestTrace.objects.filter(started_at__lt=timezone.now() - dt.timedelta(days=days)).delete()
     return deleted
+
+
+def request_trace_find(request_id: str) -> dict[str, Any] | None:
+    """The stored trace of one request (TRACE_SINK=db), as trace_record writes it; None when there is none."""
+    row = RequestTrace.objects.filter(request_id=request_id).values(*_FIELDS).first()
+    if row is None:
+        return None
+    return {**row, "started_at": row["started_at"].isoformat(), "finished_at": row["finished_at"].isoformat()}

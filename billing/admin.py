@@ -35,6 +35,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
+from accounts.admin_filters import TenantFilter, tenant_filter
 from accounts.keys import KEY_PREFIX
 from accounts.models import Tenant
 from billing.dashboard import budgets_with_current_spend
@@ -50,6 +51,7 @@ from billing.models import (
 )
 from billing.pricing import usd_string
 from billing.services import budget_set, credit_add, credit_balance_nanos
+from billing.usage_filters import UsageExplorerFilter
 from gateway.kernel.admin import ReadOnlyAdmin
 
 CSV_CHUNK_ROWS = 2000
@@ -275,21 +277,6 @@ class CsvExportAdmin(admin.ModelAdmin):
 # --- Filters that never scan the ledger for their choices ----------------------------
 
 
-class StatusFilter(admin.SimpleListFilter):
-    title = "status"
-    parameter_name = "status"
-    _RANGES = {"ok": (0, 400), "4xx": (400, 500), "5xx": (500, 600)}
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("ok", "Succeeded"), ("4xx", "4xx (refused, client gone)"), ("5xx", "5xx (upstream or gateway)")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() not in self._RANGES:
-            return queryset
-        low, high = self._RANGES[self.value()]  # type: ignore[index]
-        return queryset.filter(status_code__gte=low, status_code__lt=high)
-
-
 class ProviderFilter(admin.SimpleListFilter):
     """Choices from the providers table, not SELECT DISTINCT over the ledger."""
 
@@ -460,27 +447,11 @@ TOKEN_AND_MONEY_COLUMNS = (
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ExactSearchMixin, CsvExportAdmin, ReadOnlyAdmin):
-    list_display = [
-        "created_at",
-        "request_id",
-        "tenant",
-        "key",
-        "public_model",
-        "provider",
-        "status_code",
-        "input_tokens",
-        "cached_input_tokens",
-        "output_tokens",
-        "reasoning_tokens",
-        "cost",
-        "latency_ms",
-        "stream",
-        "cache_hit",
-        "usage_estimated",
-        "rolled_up",
-    ]
+    # What staff read in a list, fitting a laptop's width; every other field
+    # is on the record's page (and in the CSV export).
+    list_display = ["time", "tenant", "key", "public_model", "status", "tokens", "cost", "latency", "cache"]
     list_filter = [
-        StatusFilter,
+        UsageExplorerFilter,
         ProviderFilter,
         "stream",
         "cache_hit",
@@ -516,13 +487,59 @@ class UsageRecordAdmin(ExactSearchMixin, CsvExportAdmin, ReadOnlyAdmin):
         CsvColumn("ttft_ms", "ttft_ms"),
     )
 
+    readonly_fields = ["created", "trace"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        """The record's page: the time to the millisecond first, then the trace, when staff may read traces."""
+        shown = ["created", "trace"] if request.user.has_perm("accounts.view_requesttrace") else ["created"]
+        return [*shown, *(f for f in super().get_fields(request, obj) if f not in ("created_at", "created", "trace"))]
+
+    @admin.display(description="time (UTC)", ordering="created_at")
+    def time(self, obj: UsageRecord) -> str:
+        return f"{obj.created_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}"
+
+    @admin.display(description="created (UTC)")
+    def created(self, obj: UsageRecord) -> str:
+        return obj.created_at.astimezone(dt.UTC).isoformat(sep=" ", timespec="milliseconds")
+
     @admin.display(description="key", ordering="api_key__prefix")
     def key(self, obj: UsageRecord) -> str:
         return obj.api_key.prefix
 
+    @admin.display(description="status", ordering="status_code")
+    def status(self, obj: UsageRecord) -> str:
+        return format_html('<span title="{}">{}</span>', obj.error_code, obj.status_code)
+
+    @admin.display(description="tokens in / out")
+    def tokens(self, obj: UsageRecord) -> str:
+        read = (
+            obj.input_tokens
+            + obj.cached_input_tokens
+            + obj.cache_write_5m_tokens
+            + obj.cache_write_1h_tokens
+            + obj.audio_input_tokens
+        )
+        written = obj.output_tokens + obj.reasoning_tokens + obj.audio_output_tokens
+        return f"{read:,} / {written:,}"
+
     @admin.display(description="cost (USD)", ordering="cost_nanos")
     def cost(self, obj: UsageRecord) -> str:
         return usd_string(obj.cost_nanos)
+
+    @admin.display(description="latency", ordering="latency_ms")
+    def latency(self, obj: UsageRecord) -> str:
+        return f"{obj.latency_ms:,} ms"
+
+    @admin.display(description="cache", ordering="cache_status")
+    def cache(self, obj: UsageRecord) -> str:
+        return "hit" if obj.cache_hit else obj.cache_status or "-"
+
+    @admin.display(description="trace")
+    def trace(self, obj: UsageRecord) -> str:
+        if obj.pk is None:
+            return "-"
+        url = reverse("gateway_request_trace", args=[obj.request_id])
+        return format_html('<a href="{}" id="usage-trace-link">Prompt and answer, side by side</a>', url)
 
 
 @admin.register(UsageRollup)
@@ -542,7 +559,7 @@ class UsageRollupAdmin(ExactSearchMixin, CsvExportAdmin, ReadOnlyAdmin):
         "cost",
         "saved",
     ]
-    list_filter = ["granularity", ProviderFilter]
+    list_filter = ["granularity", TenantFilter, ProviderFilter]
     list_select_related = ["tenant", "api_key"]
     date_hierarchy = "bucket_start"
     show_full_result_count = False
@@ -612,7 +629,7 @@ class BudgetSpendInline(admin.TabularInline):
 class BudgetAdmin(admin.ModelAdmin):
     form = BudgetForm
     list_display = ["__str__", "period", "limit_usd", "soft_limit_percent", "spent_this_period", "is_active"]
-    list_filter = ["period", "is_active"]
+    list_filter = ["period", "is_active", tenant_filter("tenant_id", "api_key__tenant_id")]
     list_select_related = ["tenant", "api_key"]
     search_fields = ["tenant__slug", "api_key__prefix", "api_key__name"]
     autocomplete_fields = ["tenant", "api_key"]
@@ -718,7 +735,7 @@ class CreditEntryAdmin(admin.ModelAdmin):
     so a mistake is corrected with an adjustment, never by editing."""
 
     list_display = ["created_at", "tenant", "kind", "amount", "note", "tenant_balance"]
-    list_filter = ["kind"]
+    list_filter = ["kind", TenantFilter]
     list_select_related = ["tenant"]
     search_fields = ["tenant__slug", "note"]
     autocomplete_fields = ["tenant"]

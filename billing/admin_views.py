@@ -32,32 +32,58 @@ def requested_days(request: HttpRequest) -> int:
     return days if days in PERIOD_DAYS else DEFAULT_DAYS
 
 
+class UnknownTenantError(Exception):
+    """?tenant= names no tenant: said so, never widened to every tenant's numbers."""
+
+    def __init__(self, slug: str) -> None:
+        super().__init__(slug)
+        self.slug = slug
+
+
 def requested_tenant(request: HttpRequest) -> Tenant | None:
-    """?tenant=<slug>: one tenant's dashboard; unknown slugs show everyone."""
-    slug = request.GET.get("tenant", "")
-    return Tenant.objects.filter(slug=slug).first() if slug else None
+    """?tenant=<slug>: one tenant's dashboard; none: every tenant. Raises UnknownTenantError."""
+    slug = request.GET.get("tenant", "").strip()
+    if not slug:
+        return None
+    tenant = Tenant.objects.filter(slug=slug).first()
+    if tenant is None:
+        raise UnknownTenantError(slug)
+    return tenant
 
 
 def dashboard_view(request: HttpRequest) -> TemplateResponse:
     days = requested_days(request)
-    tenant = requested_tenant(request)
-    data = dashboard_data(days, tenant_id=tenant.pk if tenant else None)
     context = {
         **admin.site.each_context(request),
         "title": "Operations dashboard",
         "days": days,
-        "tenant": tenant,
         "period_choices": PERIOD_DAYS,
+        "tenant_choices": Tenant.objects.order_by("slug").values_list("slug", flat=True),
+    }
+    try:
+        tenant = requested_tenant(request)
+    except UnknownTenantError as unknown:
+        context["unknown_tenant"] = unknown.slug
+        return TemplateResponse(request, "admin/dashboard.html", context, status=404)
+    data = dashboard_data(days, tenant_id=tenant.pk if tenant else None)
+    may_see_usage = request.user.has_perm("billing.view_usagerecord")
+    context |= {
+        "tenant": tenant,
         "alerts": alerts_current(),
         "rolled_up_until": data["rolled_up_until"],
         "tables": fallback_tables(data),
         "data_url": reverse("gateway_dashboard_data"),
+        # Bars and feed rows link to their records only for staff who may read them.
+        "usage_url": reverse("admin:billing_usagerecord_changelist") if may_see_usage else "",
     }
     return TemplateResponse(request, "admin/dashboard.html", context)
 
 
 def dashboard_data_view(request: HttpRequest) -> JsonResponse:
-    tenant = requested_tenant(request)
+    try:
+        tenant = requested_tenant(request)
+    except UnknownTenantError as unknown:
+        return JsonResponse({"error": f"unknown tenant {unknown.slug!r}", "code": "unknown_tenant"}, status=404)
     return JsonResponse(dashboard_data(requested_days(request), tenant_id=tenant.pk if tenant else None))
 
 

@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from accounts.admin import AuditedAdmin
+from accounts.admin_filters import TenantFilter
 from accounts.models import ApiKey, Tenant
 from accounts.services import api_key_issue, api_key_revoke, api_key_rotate
 from billing.admin import KeyBudgetInline, TenantBudgetInline
@@ -166,7 +167,7 @@ def keys_with_last_use(keys: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
 @admin.register(ApiKey)
 class ApiKeyAdmin(AuditedAdmin):
     list_display = ["prefix", "name", "tenant", "last_used", "expires_at", "revoked_at", "created_at"]
-    list_filter = ["revoked_at", "tenant"]
+    list_filter = ["revoked_at", TenantFilter]
     list_select_related = ["tenant"]
     search_fields = ["prefix", "name", "tenant__slug"]
     # The tenant is fixed once issued: usage, budgets and rollups hang on it.

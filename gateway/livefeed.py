@@ -10,8 +10,8 @@ request. When browsers cannot keep up, the oldest events are dropped: the
 feed is a view, the ledger is the meter's.
 
 Browsers connect to /ws/live/ (see gateway.asgi); only active staff users
-are accepted. /ws/live/?tenant=<slug> (the dashboard's own ?tenant=) carries
-one tenant's events only; an unknown slug is refused rather than widened to
+who may view usage records are accepted. /ws/live/?tenant=<slug> (the
+dashboard's own ?tenant=) carries one tenant's events only; an unknown slug is refused rather than widened to
 every tenant. Events carry ids; the consumer adds the tenant slug and key
 prefix from a small per-process cache (a key's tenant and prefix never change).
 """
@@ -171,6 +171,10 @@ class LiveFeedConsumer(AsyncJsonWebsocketConsumer):
         user = self.scope.get("user")
         if user is None or not (user.is_active and user.is_staff):
             await self.close(code=CLOSE_FORBIDDEN)  # before accept: the handshake is refused
+            return
+        # Each event is a usage record in the making: shown to staff who may read those.
+        if not await database_sync_to_async(user.has_perm)("billing.view_usagerecord"):
+            await self.close(code=CLOSE_FORBIDDEN)
             return
         slug = requested_tenant_slug(self.scope.get("query_string", b""))
         if slug:

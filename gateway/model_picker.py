@@ -16,6 +16,7 @@ from typing import Any
 
 from django import forms
 from django.utils.html import format_html, json_script
+from django.utils.safestring import SafeString
 
 from proxy.models import ModelAlias, Route, Router
 
@@ -114,7 +115,7 @@ class ModelPickerWidget(forms.Textarea):
         js = ["gateway/model_picker.js"]
         css = {"all": ["gateway/model_picker.css"]}
 
-    def render(self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None) -> str:
+    def render(self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None) -> SafeString:
         textarea = super().render(name, value, attrs, renderer)
         catalog = [{"name": n.name, "kind": n.kind} for n in catalog_names()]
         element_id = f"{(attrs or {}).get('id') or 'id_' + name}-catalog"

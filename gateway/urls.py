@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from gateway import views
+from gateway import explorer, views
 from gateway.api import api
 from gateway.manage_api import api as manage_api
 from gateway.metrics import metrics_view
@@ -28,6 +28,11 @@ urlpatterns = [
     path("api/", manage_api.urls),  # the management API (staff); after the fixed Ollama paths above
     path("metrics", metrics_view),
     path("admin/dashboard/", include("billing.admin_views")),  # the operations dashboard, staff only
+    path(
+        "admin/explorer/trace/<str:request_id>/",
+        admin.site.admin_view(explorer.request_trace_view),
+        name="gateway_request_trace",
+    ),
     path("admin/", admin.site.urls),
     # Last: `<provider>/v1/...` must not shadow any fixed path above.
     path("<slug:provider>/v1/<path:operation>", compat.provider_in_path),

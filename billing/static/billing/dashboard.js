@@ -39,17 +39,53 @@
     return Array.prototype.slice.call(el.children);
   }
 
+  // --- Links to the usage records behind a bar or a feed row ---------------------
+
+  var HOUR_MS = 3600000, DAY_MS = 24 * HOUR_MS;
+
+  // The usage list with these filters; null for staff who may not read usage records.
+  function usageLink(filters) {
+    var root = document.getElementById("content-main"), base = root.getAttribute("data-usage-url");
+    if (!base) return null;
+    var tenant = root.getAttribute("data-tenant"), query = [];
+    if (tenant && !filters.tenant) filters.tenant = tenant;  // the page's tenant, always
+    Object.keys(filters).forEach(function (name) {
+      if (filters[name] !== null && filters[name] !== undefined && filters[name] !== "") {
+        query.push(encodeURIComponent(name) + "=" + encodeURIComponent(filters[name]));
+      }
+    });
+    return base + (query.length ? "?" + query.join("&") : "");
+  }
+
+  // A bucket [label, label + step) as the list's since/until.
+  function bucketLink(label, stepMs, filters) {
+    filters.since = label;
+    filters.until = new Date(Date.parse(label) + stepMs).toISOString();
+    return usageLink(filters);
+  }
+
   function draw(data) {
     var t = data.traffic, when = t.granularity === "hour" ? hour : day;
+    var step = t.granularity === "hour" ? HOUR_MS : DAY_MS;
+    var by = {spend_by_tenant: "tenant", spend_by_model: "model"};
     [["spend_by_tenant", data.spend_by_tenant], ["spend_by_model", data.spend_by_model]].forEach(function (pair) {
       charts.bars(plot(pair[0]), {labels: pair[1].labels, series: pair[1].series, format: usd, xFormat: day,
-                                  yTitle: "USD per day", legend: legendOf(pair[0])});
+                                  yTitle: "USD per day", legend: legendOf(pair[0]),
+                                  href: function (label, name) {
+                                    if (name === "other") return null;  // many tenants or models: no one list
+                                    var filters = {};
+                                    filters[by[pair[0]]] = name;
+                                    return bucketLink(label, DAY_MS, filters);
+                                  }});
     });
     var ok = t.requests.map(function (r, i) { return r - t.errors[i]; });
     var requests = boxes("requests", 2);
     charts.bars(requests[0], {labels: t.labels, format: count, xFormat: when, yTitle: "requests",
                               series: [{name: "succeeded", values: ok}, {name: "failed", values: t.errors}],
-                              legend: legendOf("requests")});
+                              legend: legendOf("requests"),
+                              href: function (label, name) {
+                                return bucketLink(label, step, {status: name === "failed" ? "failed" : "ok"});
+                              }});
     charts.lines(requests[1], {labels: t.labels, format: percent, xFormat: when, yTitle: "error rate",
                                series: [{name: "error rate", values: t.error_rate}]});
     charts.lines(plot("latency"), {labels: t.labels, format: ms, xFormat: when, yTitle: "milliseconds",
@@ -61,7 +97,8 @@
     charts.lines(cache[0], {labels: t.labels, format: percent, xFormat: when, yTitle: "hit rate", yMax: 1,
                             series: [{name: "cache hit rate", values: t.cache_hit_rate}]});
     charts.bars(cache[1], {labels: t.labels, format: usd, xFormat: when, yTitle: "USD saved",
-                           series: [{name: "saved by the cache", values: t.saved_nanos}], legend: legendOf("cache")});
+                           series: [{name: "saved by the cache", values: t.saved_nanos}], legend: legendOf("cache"),
+                           href: function (label) { return bucketLink(label, step, {cache_hit__exact: "1"}); }});
     charts.budgets(plot("budgets"), data.budgets, usd);
   }
 
@@ -79,9 +116,17 @@
 
   // --- Live feed -------------------------------------------------------------
 
-  function cell(row, content, className) {
-    var td = document.createElement("td");
-    td.textContent = content;
+  // Each cell of a row links to the usage records it names (the time: this request's).
+  function cell(row, content, className, filters) {
+    var td = document.createElement("td"), href = filters ? usageLink(filters) : null;
+    if (href) {
+      var a = document.createElement("a");
+      a.href = href;
+      a.textContent = content;
+      td.appendChild(a);
+    } else {
+      td.textContent = content;
+    }
     if (className) td.className = className;
     row.appendChild(td);
   }
@@ -89,11 +134,11 @@
   function feedRow(event) {
     var row = document.createElement("tr");
     row.setAttribute("data-request-id", event.request_id);
-    cell(row, event.time.slice(11, 19));
-    cell(row, event.tenant);
-    cell(row, event.key_prefix);
-    cell(row, event.model + (event.cache_hit ? " (cached)" : ""));
-    cell(row, String(event.status), event.status >= 400 ? "ops-status-failed" : "ops-status-ok");
+    cell(row, event.time.slice(11, 19), "", {q: event.request_id});
+    cell(row, event.tenant, "", {tenant: event.tenant});
+    cell(row, event.key_prefix, "", {key: event.key_prefix});
+    cell(row, event.model + (event.cache_hit ? " (cached)" : ""), "", {model: event.model});
+    cell(row, String(event.status), event.status >= 400 ? "ops-status-failed" : "ops-status-ok", {status: String(event.status)});
     cell(row, event.input_tokens + " / " + event.output_tokens);
     cell(row, event.cost_usd);
     cell(row, ms(event.latency_ms) + (event.ttft_ms !== null ? " (first token " + ms(event.ttft_ms) + ")" : ""));

@@ -3,7 +3,7 @@
  * a tooltip on every bar and point (a <title> for screen readers and a
  * floating box for the mouse).
  *
- * window.SvgCharts.bars(el, {labels, series: [{name, values}], format, xFormat, yTitle})
+ * window.SvgCharts.bars(el, {labels, series: [{name, values}], format, xFormat, yTitle, href})
  * window.SvgCharts.lines(el, {labels, series: [{name, values}], format, xFormat, yTitle, yMax})
  * window.SvgCharts.budgets(el, rows, format)
  */
@@ -120,8 +120,11 @@
       series.forEach(function (s, j) {
         var v = s.values[i] || 0;
         if (!v) return;
+        // spec.href(label, name): where the bar leads (its usage records), or nothing.
+        var href = spec.href ? spec.href(label, s.name) : null, parent = g;
+        if (href) parent = svgEl("a", {href: href, "data-href": href}, g);
         var rect = svgEl("rect", {x: xAt(i) - barW / 2, width: barW, y: f.y(base + v), height: f.y(base) - f.y(base + v),
-                                  fill: COLORS[j % COLORS.length]}, g);
+                                  fill: COLORS[j % COLORS.length]}, parent);
         withTip(rect, spec.xFormat(label) + " · " + s.name + ": " + spec.format(v) + " (total " + spec.format(totals[i]) + ")");
         base += v;
       });
