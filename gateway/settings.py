@@ -333,6 +333,10 @@ PROXY_RETRY_BACKOFF_MAX = env.float("PROXY_RETRY_BACKOFF_MAX", default=2.0)
 PROXY_BREAKER_FAILURES = env.int("PROXY_BREAKER_FAILURES", default=5)
 PROXY_BREAKER_WINDOW_SECONDS = env.float("PROXY_BREAKER_WINDOW_SECONDS", default=30.0)
 PROXY_BREAKER_COOLDOWN_SECONDS = env.float("PROXY_BREAKER_COOLDOWN_SECONDS", default=30.0)
+# Upstream limits per deployment (proxy.capacity): how long a request may
+# wait for room when every deployment of its route is at its rpm or tpm,
+# before it is refused with 429 upstream_capacity.
+PROXY_CAPACITY_WAIT_SECONDS = env.float("PROXY_CAPACITY_WAIT_SECONDS", default=5.0)
 
 # /v1/realtime (proxy.realtime): open sessions per key (0: no limit), the
 # longest silence both ways, and the longest session (OpenAI's own is 60 min).

@@ -7,6 +7,7 @@ from django.http import HttpRequest
 
 from accounts.audit import audit_by, changes_between, credential_changes
 from proxy.breaker import deployment_key, shared_state
+from proxy.capacity import capacity_shown
 from proxy.guardrails.services import guardrail_check
 from proxy.models import Deployment, Guardrail, ModelAlias, Provider, Route, Router
 from proxy.presets import base_url_normalize
@@ -119,14 +120,29 @@ def deployment_breaker_state(obj: Deployment) -> str:
     return shared_state(deployment_key(obj.pk, obj.upstream_model or obj.route.model)).replace("_", "-")
 
 
+@admin.display(description="Effective limit")
+def deployment_effective_limit(obj: Deployment) -> str:
+    """The rpm and tpm the gateway allows itself now (lower for a while
+    after the provider answered 429). A wildcard deployment has a window per
+    model it serves."""
+    if not obj.pk or obj.route.is_wildcard:
+        return "-" if obj.rpm is None and obj.tpm is None else "per model"
+    return capacity_shown(deployment_key(obj.pk, obj.upstream_model or obj.route.model), obj.rpm, obj.tpm)
+
+
 class DeploymentInline(admin.TabularInline):
     model = Deployment
-    fields = ["provider", "upstream_model", "weight", "priority", "is_active", "breaker_state"]
-    readonly_fields = ["breaker_state"]
+    fields = ["provider", "upstream_model", "weight", "priority", "rpm", "tpm", "is_active"]
+    fields += ["effective_limit", "breaker_state"]
+    readonly_fields = ["effective_limit", "breaker_state"]
 
     @admin.display(description="Breaker")
     def breaker_state(self, obj: Deployment) -> str:
         return deployment_breaker_state(obj)
+
+    @admin.display(description="Effective limit")
+    def effective_limit(self, obj: Deployment) -> str:
+        return deployment_effective_limit(obj)
 
     extra = 0
     min_num = 1
@@ -186,8 +202,19 @@ class RouteAdmin(admin.ModelAdmin):
 
 @admin.register(Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
-    list_display = ["route", "provider", "upstream_model", "weight", "priority", "is_active", deployment_breaker_state]
-    list_editable = ["weight", "priority", "is_active"]
+    list_display = [
+        "route",
+        "provider",
+        "upstream_model",
+        "weight",
+        "priority",
+        "rpm",
+        "tpm",
+        deployment_effective_limit,
+        "is_active",
+        deployment_breaker_state,
+    ]
+    list_editable = ["weight", "priority", "rpm", "tpm", "is_active"]
     list_filter = ["provider", "is_active"]
     list_select_related = ["route", "provider"]
     search_fields = ["route__model", "upstream_model"]

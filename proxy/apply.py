@@ -240,8 +240,8 @@ def _description(item: dict[str, Any]) -> str | None:
     return item["description"]
 
 
-_ROUTE_KEYS = {"model", "provider", "upstream_model", "deployments", "fallbacks", "description"}
-_DEPLOYMENT_KEYS = {"provider", "upstream_model", "weight", "priority"}
+_ROUTE_KEYS = {"model", "provider", "upstream_model", "rpm", "tpm", "deployments", "fallbacks", "description"}
+_DEPLOYMENT_KEYS = {"provider", "upstream_model", "weight", "priority", "rpm", "tpm"}
 
 
 def _deployments(item: dict[str, Any]) -> list[DeploymentSpec]:
@@ -260,9 +260,11 @@ def _deployments(item: dict[str, Any]) -> list[DeploymentSpec]:
     if "provider" in item and not item["provider"]:
         raise ApplyError(f"route {model}: the provider is missing; give provider: NAME (one of the providers: entries)")
     if "provider" in item:
-        return [DeploymentSpec(_provider(item["provider"]), str(item.get("upstream_model") or ""))]
-    if "upstream_model" in item:
-        raise ApplyError(f"route {model}: upstream_model belongs in each deployment")
+        rpm, tpm = _limits(f"route {model}", item)
+        return [DeploymentSpec(_provider(item["provider"]), str(item.get("upstream_model") or ""), rpm=rpm, tpm=tpm)]
+    for name in ("upstream_model", "rpm", "tpm"):
+        if name in item:
+            raise ApplyError(f"route {model}: {name} belongs in each deployment")
     entries = item["deployments"]
     if not isinstance(entries, list) or not entries:
         raise ApplyError(f"route {model}: deployments must be a non-empty list")
@@ -280,7 +282,18 @@ def _deployment(model: str, index: int, entry: Any) -> DeploymentSpec:
     for name, value in numbers.items():
         if not isinstance(value, int) or isinstance(value, bool):
             raise ApplyError(f"{where}: {name} must be a whole number")
-    return DeploymentSpec(_provider(entry["provider"]), str(entry.get("upstream_model") or ""), **numbers)
+    rpm, tpm = _limits(where, entry)
+    upstream_model = str(entry.get("upstream_model") or "")
+    return DeploymentSpec(_provider(entry["provider"]), upstream_model, **numbers, rpm=rpm, tpm=tpm)
+
+
+def _limits(where: str, entry: dict[str, Any]) -> tuple[int | None, int | None]:
+    """A deployment's upstream limits (rpm, tpm); absent: none."""
+    for name in ("rpm", "tpm"):
+        value = entry.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ApplyError(f"{where}: {name} must be a whole number of at least 1")
+    return entry.get("rpm"), entry.get("tpm")
 
 
 def _names(item: dict[str, Any], field: str) -> list[str]:

@@ -66,6 +66,8 @@ def _build() -> Catalog:
                 deployment_id=row.pk,
                 weight=row.weight,
                 priority=row.priority,
+                rpm=row.rpm,
+                tpm=row.tpm,
             )
         )
     chains = _FallbackChains(direct_fallbacks)

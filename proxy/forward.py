@@ -12,11 +12,13 @@ import functools
 import logging
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
+from django.conf import settings
 from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 
@@ -26,6 +28,7 @@ from proxy.breaker import breaker, state_reported, target_key
 from proxy.caching import (
     CacheFill,
 )
+from proxy.capacity import Grant, capacity_outcome, capacity_pick, capacity_refusal, capacity_settle
 from proxy.dialects import ClientCall
 from proxy.exchange import (
     NOTES_HEADER,
@@ -35,9 +38,10 @@ from proxy.exchange import (
     native_missing_remember,
 )
 from proxy.guardrails.run import GuardrailRun, answer_guarded
-from proxy.ratelimit import Admission
+from proxy.ratelimit import Admission, tokens_estimate
 from proxy.retry import RetryPolicy, no_healthy_upstream, retry_policy
 from proxy.routing import Catalog, choose
+from proxy.stream_cut import BUDGET_CUT, answer_overran
 from proxy.streaming import RelayResponse
 from proxy.telemetry import AttemptSpan, RequestSpan
 from proxy.timing import upstream_waited
@@ -106,15 +110,20 @@ class Attempts:
     purpose: str = ""  # why the gateway makes this call itself (UsageEvent.purpose); "": the client's
     span: RequestSpan | None = None  # OpenTelemetry's span of the request (proxy.telemetry); None: off
     guardrails: GuardrailRun | None = None  # the request's guardrails (proxy.guardrails); None: none apply
+    # Upstream limits (proxy.capacity): when the request may wait no longer
+    # for room, and how soon the full deployments may have some (None: none was full).
+    capacity_deadline: float | None = None
+    capacity_retry_in: float | None = None
 
     async def run(self, catalog: Catalog, plan: RoutePlan) -> HttpResponseBase:
         policy, circuit = retry_policy(), breaker()
         plans = [plan, *(p for name in plan.fallbacks if self.ctx.allows(name) and (p := catalog.resolve(name)))]
         tried: set[int] = set()
         failure: _Failure | None = None
-        for current in plans:
+        for index, current in enumerate(plans):
             while self.count < policy.attempts:
-                target = await _healthy_choice(current, tried, circuit)
+                # A full route overflows to its fallbacks at once; the last one waits for room.
+                target, grant = await self._choice(current, tried, circuit, may_wait=index == len(plans) - 1)
                 if target is None:
                     break  # this route has nothing left: its fallback next
                 if failure is not None:
@@ -127,7 +136,7 @@ class Attempts:
                 self.count += 1
                 if target.deployment_id is not None:
                     tried.add(target.deployment_id)
-                outcome = await self._attempt(target, policy, circuit)
+                outcome = await self._attempt(target, policy, circuit, grant)
                 if isinstance(outcome, HttpResponseBase):
                     return self._annotated(outcome, target)
                 failure = outcome
@@ -135,6 +144,11 @@ class Attempts:
                     break
             if failure is not None and not failure.retryable:
                 break
+        if failure is None and self.capacity_retry_in is not None:
+            # Deployments were there, all at their upstream limits for longer than the request may wait.
+            error = capacity_refusal(plan.public_model, self.capacity_retry_in)
+            error.headers[ATTEMPTS_HEADER] = "0"
+            raise error
         if failure is None and (target := _longest_open(plans, tried, circuit)) is not None:
             # Every deployment's circuit is open: send anyway, to the one open
             # longest (Envoy's panic mode). Refusing would turn one upstream's
@@ -154,18 +168,46 @@ class Attempts:
         response[ATTEMPTS_HEADER] = str(self.count)
         return response
 
+    async def _choice(
+        self, plan: RoutePlan, tried: set[int], circuit: Any, *, may_wait: bool
+    ) -> tuple[RouteTarget | None, Grant | None]:
+        """A deployment of `plan` with room under its upstream limits, waiting
+        for one (at most PROXY_CAPACITY_WAIT_SECONDS over the whole request)
+        when every one left is full."""
+        tokens = tokens_estimate(self.call.body, self.call.size)
+        while True:
+            target, grant, retry_in = await _healthy_choice(plan, tried, circuit, tokens)
+            if target is not None or retry_in <= 0:
+                return target, grant
+            self.capacity_retry_in = retry_in
+            now = time.monotonic()
+            if self.capacity_deadline is None:
+                self.capacity_deadline = now + settings.PROXY_CAPACITY_WAIT_SECONDS
+            left = self.capacity_deadline - now
+            if not may_wait or left <= 0:
+                return None, None
+            waiting = time.perf_counter()
+            await asyncio.sleep(min(retry_in, left))
+            upstream_waited(waiting)
+
     def _annotated(self, response: HttpResponseBase, target: RouteTarget) -> HttpResponseBase:
         response[DEPLOYMENT_HEADER] = f"{target.provider.name}/{target.upstream_model}"
         response[ATTEMPTS_HEADER] = str(self.count)
         return response
 
-    async def _attempt(self, target: RouteTarget, policy: RetryPolicy, circuit: Any) -> "HttpResponseBase | _Failure":
+    async def _attempt(
+        self, target: RouteTarget, policy: RetryPolicy, circuit: Any, grant: Grant | None = None
+    ) -> "HttpResponseBase | _Failure":
         call, ctx = self.call, self.ctx
-        exchange = exchange_for(call, target)
+        try:
+            exchange = exchange_for(call, target)
+            reservation = await reserve_worst_case(
+                ctx, target, call.body, prompt_bytes=call.size, output_tokens=call.output_tokens
+            )
+        except BaseException:
+            capacity_settle(grant, -1)  # refused before anything was sent: its room back
+            raise
         fmt = call.dialect.error_format
-        reservation = await reserve_worst_case(
-            ctx, target, call.body, prompt_bytes=call.size, output_tokens=call.output_tokens
-        )
         recorder = UsageRecorder(
             ctx=ctx,
             target=target,
@@ -180,6 +222,7 @@ class Attempts:
             purpose=self.purpose,
             guardrails=self.guardrails,
         )
+        recorder.capacity = grant  # its tokens corrected to the answer's when it is recorded
         if self.span is not None:  # OpenTelemetry: this attempt's CLIENT span, ended with its record
             recorder.otel = self.span.attempt(target, self.count)
         key = target_key(target)
@@ -209,6 +252,7 @@ class Attempts:
             response.connection.protocol.read_timeout = target.provider.idle_timeout
         if response.status >= 400:
             upstream_waited(sent)  # the error body is short: its read counts as overhead
+        capacity_outcome(grant, response.status, response.headers)  # a 429 lowers the deployment's limit
         failed = response.status >= 500 or response.status in policy.retry_on_status
         if key is not None:
             await _breaker_report(circuit, key, failed=failed)
@@ -242,16 +286,36 @@ async def _post(exchange: Exchange, target: RouteTarget, otel: AttemptSpan | Non
     )
 
 
-async def _healthy_choice(plan: RoutePlan, tried: set[int], circuit: Any) -> RouteTarget | None:
-    """A deployment not tried yet whose breaker lets this request in. Only
-    the chosen one is asked (asking uses up a half-open breaker's probe)."""
+async def _healthy_choice(
+    plan: RoutePlan, tried: set[int], circuit: Any, tokens: int
+) -> tuple[RouteTarget | None, Grant | None, float]:
+    """A deployment not tried yet, with room under its upstream limits
+    (proxy.capacity), whose breaker lets this request in; or none and, when
+    some were only full, the seconds until one may have room (else 0). Only
+    the chosen one's breaker is asked (asking uses up a half-open probe)."""
     excluded = set(tried)
     while True:
-        target = choose(plan, exclude=excluded, healthy=lambda t: _not_open(circuit, target_key(t)))
-        key = None if target is None else target_key(target)
+        picked = await capacity_pick(_preference(plan, excluded, circuit), tokens)
+        target = picked.target
+        if target is None:
+            return None, None, picked.retry_in
+        key = target_key(target)
         if key is None or await circuit.allow(key):
-            return target
-        excluded.add(target.deployment_id)  # type: ignore[union-attr,arg-type]
+            return target, picked.grant, 0.0
+        capacity_settle(picked.grant, -1)  # not sent: its room back
+        excluded.add(target.deployment_id)  # type: ignore[arg-type]
+
+
+def _preference(plan: RoutePlan, excluded: set[int], circuit: Any) -> Iterator[RouteTarget]:
+    """The deployments not excluded and not open, best first (each drawn as
+    `choose` draws: the best priority, then by weight); lazily, so a first
+    choice without limits costs one draw."""
+    seen = set(excluded)
+    while (target := choose(plan, exclude=seen, healthy=lambda t: _not_open(circuit, target_key(t)))) is not None:
+        yield target
+        if target.deployment_id is None:
+            return  # cannot be excluded: it would be drawn again
+        seen.add(target.deployment_id)
 
 
 async def _breaker_report(circuit: Any, key: str, *, failed: bool) -> None:
@@ -306,10 +370,11 @@ async def _pass_through(
         usage = exchange.usage_from_json(parsed)
     except Exception:  # JSON of a shape nobody expected: estimate
         usage = None
+    overran = _overran(recorder, usage)
     if not exchange.translated:
         # Output guardrails: the client gets `shown`; the cache keeps the answer as it came.
         shown, blocked = answer_guarded(recorder.guardrails, data)
-        recorder.finish(status=response.status, usage=usage, body=data, error_code=blocked.code if blocked else "")
+        recorder.finish(status=response.status, usage=usage, body=data, error_code=blocked.code if blocked else overran)
         if blocked is not None:
             return error_response(blocked, fmt)
         content_type = response.headers.get("Content-Type", "application/json")
@@ -321,7 +386,7 @@ async def _pass_through(
             status=response.status,
             usage=usage,
             body=answer if answer else None,
-            error_code=("" if blocked is None else blocked.code) if answer else "upstream_bad_response",
+            error_code=(overran if blocked is None else blocked.code) if answer else "upstream_bad_response",
         )
         if blocked is not None:
             return error_response(blocked, fmt)
@@ -337,6 +402,19 @@ async def _pass_through(
         out = HttpResponse(shown, status=response.status, content_type="application/json")
     _copy_headers(response, out)
     return out
+
+
+def _overran(recorder: UsageRecorder, usage: Any) -> str:
+    """BUDGET_CUT when a whole answer cost more than its reservation (the
+    provider ignored max_tokens): its true cost is recorded all the same."""
+    if not answer_overran(recorder.reservation, recorder.target.price, usage):
+        return ""
+    log.warning(
+        "%s answered past the budget reservation of request %s (max_tokens ignored?)",
+        recorder.target.provider.name,
+        recorder.request_id,
+    )
+    return BUDGET_CUT
 
 
 async def _read_answer(response: aiohttp.ClientResponse, recorder: UsageRecorder) -> bytes:

@@ -75,6 +75,8 @@ class DeploymentSpec:
     upstream_model: str = ""
     weight: int = 1
     priority: int = 0
+    rpm: int | None = None  # the provider's limits for this deployment (None: none)
+    tpm: int | None = None
 
 
 @transaction.atomic
@@ -85,17 +87,20 @@ def route_upsert(
     upstream_model: str = "",
     weight: int = 1,
     priority: int = 0,
+    rpm: int | None = None,
+    tpm: int | None = None,
     fallbacks: Sequence[str] | None = None,
     description: str | None = None,
     actor: AuditActor = None,
     request_id: str = "",
 ) -> tuple[Route, bool]:
-    """Add a deployment to a route (created if new), or update the weight and
-    priority of the one with this provider and upstream model; returns
+    """Add a deployment to a route (created if new), or update the weight,
+    priority and upstream limits (rpm, tpm; None: none) of the one with this
+    provider and upstream model; returns
     (route, changed). `fallbacks` and `description` None keep the route's.
     A change is audited (accounts.audit) as made by `actor`."""
     route, changed = _route_activate(model, fallbacks, description)
-    changed |= _deployment_put(route, DeploymentSpec(provider, upstream_model, weight, priority))
+    changed |= _deployment_put(route, DeploymentSpec(provider, upstream_model, weight, priority, rpm, tpm))
     if changed:
         route.save()  # also tells every process to reload its catalog
         deployment = {
@@ -103,6 +108,8 @@ def route_upsert(
             "upstream_model": upstream_model,
             "weight": weight,
             "priority": priority,
+            "rpm": rpm,
+            "tpm": tpm,
         }
         changes = {"model": model, **deployment, "fallbacks": route.fallbacks, "description": route.description}
         audit(actor, "route.upsert", route, changes, request_id=request_id)
@@ -143,7 +150,14 @@ def route_set(
 
 def _route_changes(deployments: Sequence[DeploymentSpec], fallbacks: Sequence[str]) -> dict[str, Any]:
     listed = [
-        {"provider": d.provider.name, "upstream_model": d.upstream_model, "weight": d.weight, "priority": d.priority}
+        {
+            "provider": d.provider.name,
+            "upstream_model": d.upstream_model,
+            "weight": d.weight,
+            "priority": d.priority,
+            "rpm": d.rpm,
+            "tpm": d.tpm,
+        }
         for d in deployments
     ]
     return {"deployments": listed, "fallbacks": list(fallbacks)}
@@ -183,6 +197,9 @@ def fallbacks_check(model: str, fallbacks: Sequence[str]) -> None:
 def _deployment_put(route: Route, spec: DeploymentSpec) -> bool:
     if spec.weight < 1:
         raise ValueError(f"route {route.model}: weight must be at least 1")
+    for name, limit in (("rpm", spec.rpm), ("tpm", spec.tpm)):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"route {route.model}: {name} must be a whole number of at least 1 (or none)")
     deployment = route.deployments.filter(provider=spec.provider, upstream_model=spec.upstream_model).first()
     if deployment is None:
         Deployment.objects.create(
@@ -191,11 +208,15 @@ def _deployment_put(route: Route, spec: DeploymentSpec) -> bool:
             upstream_model=spec.upstream_model,
             weight=spec.weight,
             priority=spec.priority,
+            rpm=spec.rpm,
+            tpm=spec.tpm,
         )
         return True
-    if (deployment.weight, deployment.priority, deployment.is_active) == (spec.weight, spec.priority, True):
+    wanted = (spec.weight, spec.priority, spec.rpm, spec.tpm, True)
+    if (deployment.weight, deployment.priority, deployment.rpm, deployment.tpm, deployment.is_active) == wanted:
         return False
-    deployment.weight, deployment.priority, deployment.is_active = spec.weight, spec.priority, True
+    deployment.weight, deployment.priority, deployment.rpm, deployment.tpm = wanted[:4]
+    deployment.is_active = True
     deployment.save()
     return True
 

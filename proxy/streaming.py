@@ -18,13 +18,23 @@ import orjson
 from django.conf import settings
 from django.http import StreamingHttpResponse
 
+from gateway.kernel.context import Usage
 from gateway.kernel.errors import ApiFormat, GatewayError
 from gateway.kernel.sse import SSEOverflowError, SSESplitter, event_data
 from proxy.guardrails.rules import GuardrailBlockedError
 from proxy.guardrails.stream import StreamGuard
 from proxy.providers.base import StreamObserver
+from proxy.stream_cut import (
+    BUDGET_CUT,
+    BudgetCutError,
+    OutputCap,
+    closing_events,
+    encoded,
+    output_allowance,
+    upstream_dialect,
+)
 from proxy.upstream import UpstreamTooLargeError, too_large, upstream_failure
-from proxy.usage import UsageRecorder
+from proxy.usage import UsageRecorder, estimate_prompt_tokens
 
 if TYPE_CHECKING:
     from proxy.exchange import Exchange
@@ -73,6 +83,8 @@ async def relay_stream(
     error_code = ""
     budget = _ByteBudget(recorder)
     guard = _output_guard(recorder)
+    cap = _output_cap(recorder, observer)
+    cut: Usage | None = None
     try:
         async for chunk in response.content.iter_any():
             recorder.first_token()
@@ -82,13 +94,15 @@ async def relay_stream(
             if recorder.fill is not None:
                 for event in events:
                     recorder.fill.add(event)
-            kept = [e for e in events if _keep(e, observer)]
+            kept, passed = _relayable(events, observer, cap)
             if guard is not None and kept:  # output guardrails: redacted, a match's possible start held
                 kept = guard.raw(kept)
             if kept:
                 if recorder.trace is not None:  # tracing: the events as the client gets them
                     recorder.trace.add_events(kept)
                 yield b"".join(kept)
+            if passed:
+                raise BudgetCutError
         tail = splitter.rest()
         if guard is not None:  # the text still held, and a last event without its blank line
             tail = b"".join(guard.raw([tail] if tail.strip() else []) + guard.raw_close())
@@ -100,6 +114,11 @@ async def relay_stream(
         elif tail.strip():
             yield _traced(recorder, tail)
         completed = True
+    except BudgetCutError:  # the provider ignored max_tokens: ended here as at max_tokens
+        assert cap is not None
+        error_code, cut = BUDGET_CUT, cap.usage(estimate_prompt_tokens(recorder.body))
+        held = b"".join(guard.raw_close()) if guard is not None else b""
+        yield _traced(recorder, held + encoded(recorder.endpoint, closing_events(recorder.endpoint, cap, cut)))
     except UpstreamTooLargeError as too_big:
         error_code = too_big.code
         yield _traced(recorder, stream_error_event(fmt, too_big))
@@ -113,7 +132,7 @@ async def relay_stream(
         error_code = blocked.code
         yield _traced(recorder, stream_error_event(fmt, blocked))
     finally:
-        stream_ended(response, recorder, completed, error_code)
+        stream_ended(response, recorder, completed, error_code, usage=cut)
 
 
 async def translate_stream(
@@ -129,17 +148,23 @@ async def translate_stream(
     error_code = ""
     budget = _ByteBudget(recorder)
     guard = _output_guard(recorder)
+    cap = _output_cap(recorder, observer)
+    cut: Usage | None = None
     try:
         async for chunk in response.content.iter_any():
             recorder.first_token()
             budget.spend(chunk)
             _shutdown_check()
             out: list[dict[str, Any]] = []
+            passed = False
             for event in splitter.feed(chunk):
                 data = event_data(event)
                 if data is None:
                     continue
                 observer.observe(data)  # [DONE] included: it is what marks an OpenAI stream complete
+                if cap is not None and cap.passed(event):
+                    passed = True
+                    break
                 if data == b"[DONE]":
                     continue
                 try:
@@ -154,6 +179,8 @@ async def translate_stream(
                 if exchange.keeper is not None and exchange.keeper.due:  # see _kept
                     await _kept(exchange, recorder)
                 yield _encoded(out, exchange, recorder)
+            if passed:
+                raise BudgetCutError
         # The translators end the client's stream properly (stop events,
         # usage) once the upstream's has ended; stored before the recorder
         # completes the cache entry.
@@ -165,6 +192,15 @@ async def translate_stream(
         if not observer.finished:  # the translators closed the client's stream; the books say why
             error_code = INCOMPLETE
         completed = True
+    except BudgetCutError:  # ended as the upstream ends at max_tokens, in its dialect, then translated
+        assert cap is not None
+        error_code, cut = BUDGET_CUT, cap.usage(estimate_prompt_tokens(recorder.body))
+        ending = closing_events(upstream_dialect(observer, recorder.endpoint), cap, cut)
+        closing = [out for event in ending for out in _through(exchange.translators, event)]
+        closing += _close(exchange.translators)
+        if guard is not None:
+            closing = guard.feed_all(closing) + guard.close()
+        yield _traced(recorder, _encoded(closing, exchange, recorder, end=True))
     except UpstreamTooLargeError as too_big:
         error_code = too_big.code
         yield _traced(recorder, stream_error_event(fmt, too_big))
@@ -185,7 +221,7 @@ async def translate_stream(
         )
         yield _traced(recorder, stream_error_event(fmt, error))
     finally:
-        stream_ended(response, recorder, completed, error_code)
+        stream_ended(response, recorder, completed, error_code, usage=cut)
     if completed:
         yield tail
 
@@ -228,9 +264,37 @@ def broken_off(exc: BaseException, recorder: UsageRecorder) -> GatewayError:
     return GatewayError(502, INTERRUPTED, f"The stream from '{provider}' broke off: {reason}")
 
 
-def stream_ended(response: aiohttp.ClientResponse, recorder: UsageRecorder, completed: bool, error_code: str) -> None:
+def _output_cap(recorder: UsageRecorder, observer: StreamObserver) -> OutputCap | None:
+    """The count that cuts the stream past its budget reservation (None: no reservation to protect)."""
+    allowance = output_allowance(recorder.reservation, recorder.target.price, estimate_prompt_tokens(recorder.body))
+    return None if allowance is None else OutputCap(observer, allowance)
+
+
+def _relayable(events: list[bytes], observer: StreamObserver, cap: OutputCap | None) -> tuple[list[bytes], bool]:
+    """The events to relay (the observer may drop one), up to the one that
+    takes the output past the reservation, and whether one did."""
+    if cap is None:
+        return [e for e in events if _keep(e, observer)], False
+    kept: list[bytes] = []
+    for event in events:
+        if _keep(event, observer):
+            if cap.passed(event):
+                return kept, True
+            kept.append(event)
+    return kept, False
+
+
+def stream_ended(
+    response: aiohttp.ClientResponse,
+    recorder: UsageRecorder,
+    completed: bool,
+    error_code: str,
+    *,
+    usage: Usage | None = None,
+) -> None:
     """However a stream ended: give the connection back (or abort the
-    upstream request, so generation stops) and record the request once."""
+    upstream request, so generation stops) and record the request once
+    (`usage`: what a cut stream relayed)."""
     if completed:
         response.release()
     else:
@@ -239,6 +303,7 @@ def stream_ended(response: aiohttp.ClientResponse, recorder: UsageRecorder, comp
         error_code = SHUTDOWN  # the server cancelled it on its way out: not the client's doing
     recorder.finish(
         status=200,
+        usage=usage,
         error_code=error_code or ("" if completed else "client_disconnected"),
         client_disconnected=not completed and not error_code,
     )

@@ -19,6 +19,7 @@ from billing.meter import meter
 from billing.pricing import cost_nanos, worst_case_cost_nanos
 from gateway.kernel.context import RouteTarget, TenantContext, Usage, UsageEvent
 from gateway.kernel.errors import GatewayError
+from proxy.capacity import Grant, capacity_settle
 from proxy.providers.base import StreamObserver
 from proxy.ratelimit import rate_limit_release
 
@@ -164,6 +165,7 @@ class UsageRecorder:
         self.reservation = reservation
         self.fill = fill  # a cache miss to store once the answer completes
         self.admission = admission  # rate-limit counters held until the request ends
+        self.capacity: Grant | None = None  # room in the deployment's upstream limits (proxy.capacity)
         self.target = target
         self.endpoint = endpoint
         self.request_id = request_id
@@ -232,6 +234,7 @@ class UsageRecorder:
         if self.otel is not None:  # OpenTelemetry: the attempt's span ends (a stream's at its end)
             self.otel.finished(event, self.trace)
         rate_limit_release(self.admission, event.usage.total_tokens)
+        capacity_settle(self.capacity, event.usage.total_tokens)
         if self.fill is not None:
             self._fill_cache(event, succeeded, body)
 

@@ -145,6 +145,10 @@ class RouteTarget:
     deployment_id: int | None = None  # None: not from the database (no breaker)
     weight: int = 1
     priority: int = 0  # lower is preferred
+    # What the provider allows this deployment per minute (None: no limit);
+    # the gateway never sends more (proxy.capacity).
+    rpm: int | None = None
+    tpm: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

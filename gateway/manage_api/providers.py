@@ -19,7 +19,7 @@ from proxy.models import Provider, Route
 from proxy.services import provider_upsert, route_upsert
 
 router = Router(tags=["Providers and routes"])
-DEPLOYMENT_FIELDS = ("provider", "upstream_model", "weight", "priority", "is_active")
+DEPLOYMENT_FIELDS = ("provider", "upstream_model", "weight", "priority", "rpm", "tpm", "is_active")
 
 
 def provider_get(provider_id: int) -> Provider:
@@ -82,7 +82,12 @@ def routes_create(request: HttpRequest, payload: RouteIn) -> Status[dict[str, An
         if provider is None:
             raise not_found("provider named", repr(payload.provider))
         route, _ = route_upsert(
-            model=payload.model, provider=provider, upstream_model=payload.upstream_model, **write.by
+            model=payload.model,
+            provider=provider,
+            upstream_model=payload.upstream_model,
+            rpm=payload.rpm,
+            tpm=payload.tpm,
+            **write.by,
         )
     return Status(201, route_out(route))
 

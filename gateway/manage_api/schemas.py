@@ -123,6 +123,8 @@ class RouteIn(Schema):
     model: str = Field(..., min_length=1, max_length=200)
     provider: str = Field(..., description="The provider's name.")
     upstream_model: str = Field("", max_length=200)
+    rpm: int | None = Field(None, ge=1, description="Requests per minute the provider allows; empty: no limit.")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute the provider allows; empty: no limit.")
 
 
 class RouteOut(Schema):

@@ -10,7 +10,7 @@ from proxy.services import route_upsert
 class Command(BaseCommand):
     help = (
         "Route a public model name (or a wildcard such as openai/*) to a provider. Run it again with another "
-        "provider or upstream model to add a deployment; with the same ones to change its weight or priority."
+        "provider or upstream model to add a deployment; with the same ones to change its weight, priority or limits."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -19,6 +19,18 @@ class Command(BaseCommand):
         parser.add_argument("--upstream-model", default="", help="Empty: the name the client asked for.")
         parser.add_argument("--weight", type=int, default=1, help="Share of traffic among deployments of one priority.")
         parser.add_argument("--priority", type=int, default=0, help="Lower is preferred; higher ones are standbys.")
+        parser.add_argument(
+            "--rpm",
+            type=int,
+            default=None,
+            help="Requests per minute the provider allows this deployment (none: no limit).",
+        )
+        parser.add_argument(
+            "--tpm",
+            type=int,
+            default=None,
+            help="Tokens per minute the provider allows this deployment (none: no limit).",
+        )
         parser.add_argument(
             "--fallback",
             action="append",
@@ -41,6 +53,8 @@ class Command(BaseCommand):
                 upstream_model=options["upstream_model"],
                 weight=options["weight"],
                 priority=options["priority"],
+                rpm=options["rpm"],
+                tpm=options["tpm"],
                 fallbacks=options["fallbacks"],
                 description=options["description"],
                 actor=command_actor(__name__),
