@@ -205,8 +205,20 @@ async def _cache(p: Prepared, *, forced: bool) -> Any:
         forced=forced,
         key=p.cache_key,
         read=not p.cache_read,
-        semantic=semantic_probe(p.ctx, p.catalog, p.call, p.plan.deployments[0], p.request_id),
+        semantic=semantic_probe(
+            p.ctx, p.catalog, p.call, p.plan.deployments[0], p.request_id, checked=lambda: _input_checked_call(p)
+        ),
     )
+
+
+def _input_checked_call(p: Prepared) -> ClientCall:
+    """The call as the input guardrails let it through, checked once (a
+    block raises): for a step that sends the prompt somewhere before
+    `forward` (the semantic cache's embedding), which `_guard_input` reuses."""
+    if p.input_checked is None:
+        guardrails = guardrail_run(p.catalog.guardrails, p.ctx, p.call.dialect, p.request_id)
+        p.input_checked = (guardrails, p.call if guardrails is None else guardrails.check_input(p.call))
+    return p.input_checked[1]
 
 
 def _guard_input(p: Prepared) -> GuardrailRun | None:

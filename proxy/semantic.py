@@ -19,6 +19,7 @@ the client's own refusals (a spent budget or credit) stop it here.
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,21 +68,31 @@ class SemanticProbe:
     call: ClientCall
     target: RouteTarget  # the resolved model: its answers only are candidates
     request_id: str
+    # The call as the input guardrails let it through (a block raises): the
+    # embeddings provider is a provider too, and sees no more than the others.
+    checked: Callable[[], ClientCall] | None = None
 
     async def lookup(self) -> tuple[SemanticQuery | None, SemanticMatch | None]:
         """The question embedded (None: nothing to compare), and the nearest
         earlier one when it reaches the threshold."""
-        query = await semantic_query(self.ctx, self.catalog, self.call, self.target, self.request_id)
+        call = self.call if self.checked is None else self.checked()
+        query = await semantic_query(self.ctx, self.catalog, call, self.target, self.request_id)
         return query, None if query is None else await semantic_match(query)
 
 
 def semantic_probe(
-    ctx: TenantContext, catalog: Catalog, call: ClientCall, target: RouteTarget, request_id: str
+    ctx: TenantContext,
+    catalog: Catalog,
+    call: ClientCall,
+    target: RouteTarget,
+    request_id: str,
+    *,
+    checked: Callable[[], ClientCall] | None = None,
 ) -> SemanticProbe | None:
     """The request's semantic lookup, or None when the key's semantic cache is off or the call is no chat."""
     if ctx.semantic is None or call.dialect is not Dialect.CHAT:
         return None
-    return SemanticProbe(ctx, catalog, call, target, request_id)
+    return SemanticProbe(ctx, catalog, call, target, request_id, checked)
 
 
 async def semantic_query(

@@ -12,13 +12,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from cachestore.tests.fake_embeddings import FakeEmbeddings, similarity
+from cachestore.tests.conftest import EMBED_UPSTREAM, Embedder
+from cachestore.tests.fake_embeddings import similarity
 from conftest import IssuedKey, Ledger, unique_marker
 from proxy.tests.fake_upstream import FakeUpstream
 from proxy.tests.live import LiveGateway
@@ -28,35 +29,17 @@ pytestmark = pytest.mark.usefixtures("live_gateway")
 FRANCE = "what is the capital of France?"
 FRANCE_AGAIN = "what's the capital of France"
 BREAD = "how long should sourdough bread proof"
-EMBED_UPSTREAM = "fake-embed-1"
-
-
-class Embedder:
-    """The fake embeddings upstream and the gateway's routes to it."""
-
-    def __init__(self, fake: FakeEmbeddings, route: str, failing: str) -> None:
-        self.fake, self.route, self.failing = fake, route, failing
 
 
 @pytest.fixture(scope="module")
-def embedder(gateway_config: None, django_db_blocker: Any, live_gateway: LiveGateway) -> Iterator[Embedder]:
+def embedder(embedding_routes: Embedder, django_db_blocker: Any, live_gateway: LiveGateway) -> Embedder:
+    """The embeddings routes, once the gateway under test serves them."""
     from accounts.services import api_key_issue, tenant_create
-    from billing.services import price_set
-    from proxy.services import provider_upsert, route_upsert
 
-    fake = FakeEmbeddings().start_in_thread()
-    tag = uuid.uuid4().hex[:8]
     with django_db_blocker.unblock():
-        provider, _ = provider_upsert(name=f"fake-embed-{tag}", kind="openai", base_url=fake.url, api_key="sk-embed")
-        route_upsert(model=f"embed-{tag}", provider=provider, upstream_model=EMBED_UPSTREAM)
-        route_upsert(model=f"embed-error-{tag}", provider=provider, upstream_model="fake-embed-error")
-        price_set(model=EMBED_UPSTREAM, input_usd=Decimal("0.02"), output_usd=Decimal("0"))
-        tenant = tenant_create(slug=f"probe-{tag}")
-        probe, _ = api_key_issue(tenant=tenant)
-    found = Embedder(fake, f"embed-{tag}", f"embed-error-{tag}")
-    wait_served(live_gateway, probe, found.route)
-    yield found
-    fake.stop()
+        probe, _ = api_key_issue(tenant=tenant_create(slug=f"probe-{uuid.uuid4().hex[:10]}"))
+    wait_served(live_gateway, probe, embedding_routes.route)
+    return embedding_routes
 
 
 def wait_served(gateway: LiveGateway, key: str, model: str, timeout: float = 10.0) -> None:
