@@ -321,3 +321,72 @@ def test_a_gateway_started_later_loads_the_vectors_stored_before(
         later.terminate()
     assert (near[1]["x-cache"], near[1]["x-cache-match"]) == ("hit", "semantic")
     assert upstream_calls(fake_upstream, marker) == 1
+
+
+# --- Where the semantic cache stands among the request's steps ------------------------
+
+
+def test_a_smart_router_is_asked_first_and_the_semantic_cache_answers_for_the_candidate_it_chose(
+    live_gateway: LiveGateway,
+    semantic_key: Callable[..., IssuedKey],
+    fake_upstream: FakeUpstream,
+    django_db_blocker: Any,
+) -> None:
+    from proxy.tests.test_smart_routers import make_router, seen
+    from proxy.tests.test_smart_routers import wait_served as router_served
+
+    key, marker = semantic_key(), unique_marker()
+    with django_db_blocker.unblock():
+        s = make_router(fake_upstream)
+    fake_upstream.scripted[s.designator_upstream] = json.dumps({"model": s.chatter})
+    router_served(live_gateway, key, s.router)
+    first = chat(live_gateway, key, FRANCE, marker, model=s.router)
+    vectors_stored(django_db_blocker, key.tenant_id, 1)
+    second = chat(live_gateway, key, FRANCE_AGAIN, marker, model=s.router)
+    assert (first[1]["x-gateway-routed-to"], first[1]["x-cache"]) == (s.chatter, "miss")
+    assert (second[1]["x-gateway-routed-to"], second[1]["x-cache-match"]) == (s.chatter, "semantic")
+    assert len(seen(fake_upstream, s.designator_upstream)) == 2  # the router was asked both times, first
+    assert len(seen(fake_upstream, s.upstream(s.chatter))) == 1
+
+
+def test_an_alias_and_its_target_share_answers_the_cache_keys_on_the_resolved_model(
+    live_gateway: LiveGateway,
+    semantic_key: Callable[..., IssuedKey],
+    fake_upstream: FakeUpstream,
+    django_db_blocker: Any,
+) -> None:
+    from proxy.services import alias_upsert
+
+    key, marker, alias = semantic_key(), unique_marker(), f"alias-{uuid.uuid4().hex[:8]}"
+    with django_db_blocker.unblock():
+        alias_upsert(pattern=alias, target="gpt-test")
+    wait_served(live_gateway, key.plaintext, alias)
+    assert chat(live_gateway, key, FRANCE, marker, model=alias)[1]["x-cache"] == "miss"
+    vectors_stored(django_db_blocker, key.tenant_id, 1)
+    assert chat(live_gateway, key, FRANCE_AGAIN, marker, model="gpt-test")[1]["x-cache-match"] == "semantic"
+    assert upstream_calls(fake_upstream, marker) == 1
+
+
+def test_the_embedding_sees_the_question_as_the_input_guardrails_redacted_it(
+    live_gateway: LiveGateway,
+    semantic_key: Callable[..., IssuedKey],
+    embedder: Embedder,
+    django_db_blocker: Any,
+) -> None:
+    from accounts.models import ApiKey
+    from proxy.guardrails.services import guardrail_upsert
+
+    key, marker = semantic_key(), unique_marker()
+    with django_db_blocker.unblock():
+        rail = guardrail_upsert(name=f"r-{uuid.uuid4().hex[:10]}", kind="pii", action="redact", stage="input")[0]
+        ApiKey.objects.get(pk=key.key_id).guardrails.add(rail)
+    deadline = time.monotonic() + 10
+    while True:  # until the gateway's catalog has the guardrail
+        question = f"{uuid.uuid4().hex} should I write to jane@example.com about France"
+        chat(live_gateway, key, question, marker)
+        embedded = [text for text in embedder.fake.inputs(EMBED_UPSTREAM) if question[:32] in text]
+        if embedded and "jane@example.com" not in embedded[-1]:
+            break
+        assert time.monotonic() < deadline, f"the guardrail never applied: {embedded}"
+        time.sleep(0.05)
+    assert embedded[-1].startswith(question[:32]) and "France" in embedded[-1]
