@@ -449,7 +449,7 @@ TOKEN_AND_MONEY_COLUMNS = (
 class UsageRecordAdmin(ExactSearchMixin, CsvExportAdmin, ReadOnlyAdmin):
     # What staff read in a list, fitting a laptop's width; every other field
     # is on the record's page (and in the CSV export).
-    list_display = ["time", "tenant", "key", "public_model", "status", "tokens", "cost", "latency", "cache"]
+    list_display = ["time", "tenant", "key", "asked_model", "status", "tokens", "cost", "latency", "cache"]
     list_filter = [
         UsageExplorerFilter,
         ProviderFilter,
@@ -489,12 +489,15 @@ class UsageRecordAdmin(ExactSearchMixin, CsvExportAdmin, ReadOnlyAdmin):
 
     readonly_fields = ["created", "trace"]
 
+    class Media:
+        css = {"all": ["billing/usage_list.css"]}
+
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         """The record's page: the time to the millisecond first, then the trace, when staff may read traces."""
         shown = ["created", "trace"] if request.user.has_perm("accounts.view_requesttrace") else ["created"]
         return [*shown, *(f for f in super().get_fields(request, obj) if f not in ("created_at", "created", "trace"))]
 
-    @admin.display(description="time (UTC)", ordering="created_at")
+    @admin.display(description="time UTC", ordering="created_at")
     def time(self, obj: UsageRecord) -> str:
         return f"{obj.created_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}"
 
@@ -506,11 +509,15 @@ class UsageRecordAdmin(ExactSearchMixin, CsvExportAdmin, ReadOnlyAdmin):
     def key(self, obj: UsageRecord) -> str:
         return obj.api_key.prefix
 
+    @admin.display(description="model", ordering="public_model")
+    def asked_model(self, obj: UsageRecord) -> str:  # "model" is the ModelAdmin's own attribute
+        return obj.public_model
+
     @admin.display(description="status", ordering="status_code")
     def status(self, obj: UsageRecord) -> str:
         return format_html('<span title="{}">{}</span>', obj.error_code, obj.status_code)
 
-    @admin.display(description="tokens in / out")
+    @admin.display(description="tokens in/out")
     def tokens(self, obj: UsageRecord) -> str:
         read = (
             obj.input_tokens
@@ -522,7 +529,7 @@ class UsageRecordAdmin(ExactSearchMixin, CsvExportAdmin, ReadOnlyAdmin):
         written = obj.output_tokens + obj.reasoning_tokens + obj.audio_output_tokens
         return f"{read:,} / {written:,}"
 
-    @admin.display(description="cost (USD)", ordering="cost_nanos")
+    @admin.display(description="cost USD", ordering="cost_nanos")
     def cost(self, obj: UsageRecord) -> str:
         return usd_string(obj.cost_nanos)
 

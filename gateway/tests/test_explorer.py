@@ -77,8 +77,9 @@ def test_the_usage_list_shows_the_columns_staff_read_with_times_to_the_second(ad
     row = record(new_key("acme"), cache_status="miss", cached_input_tokens=3, reasoning_tokens=2)
     page = admin_client.get(USAGE).content.decode()
     headers = re.findall(r'<th scope="col"\s+class="[^"]*column-(\w+)', page)
-    assert headers == ["time", "tenant", "key", "public_model", "status", "tokens", "cost", "latency", "cache"]
+    assert headers == ["time", "tenant", "key", "asked_model", "status", "tokens", "cost", "latency", "cache"]
     assert "2025-03-04 10:30:15" in page
+    assert '<td class="field-asked_model">gpt-test</td>' in page
     assert ">15 / 22<" in page and ">0.000013800<" in page and ">40 ms<" in page and ">miss<" in page
     assert row.api_key.prefix in page
 
