@@ -51,7 +51,7 @@ def commandstats(url: str) -> dict[str, int]:
 
 def scripted_commands(*scripts: str) -> frozenset[str]:
     """The commands these Lua scripts run (`redis.call('NAME', ...)`)."""
-    names = set()
+    names: set[str] = set()
     for script in scripts:
         names.update(m.lower() for m in re.findall(r"redis\.call\(\s*'(\w+)'", script))
     return frozenset(names)

@@ -14,7 +14,10 @@ keeps what is spent apart from what is reserved: each reservation is a
 lease that its process renews while the request lives, so one whose
 process died, or whose settlement Redis never received, stops counting
 within BILLING_RESERVATION_LEASE_SECONDS instead of for the rest of the
-period. `spend_counters_resync` (at start-up and every minute) raises a
+period. A request costs Redis one round trip: its reservation is made in
+the same script call as its rate-limit admission (proxy.ratelimit, `Ahead`),
+and settlements wait in the process's pending writes (`RedisWrites`) for
+the next call, or at most BILLING_SETTLE_FLUSH_SECONDS. `spend_counters_resync` (at start-up and every minute) raises a
 spent counter that fell behind the books (a settlement lost in a blip) to
 the books' figure; it never lowers one, since the books trail Redis by the
 usage not flushed yet. No ORM here: the database's view (spend at snapshot time) arrives in the
@@ -22,7 +25,10 @@ caps, and the usage meter writes spend to the database in batches.
 """
 
 import asyncio
+import contextvars
 import datetime as dt
+import functools
+import hashlib
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -166,71 +172,219 @@ class LocalSpendGuard:
             self._used.pop(key, None)
 
 
+# Every call this process makes to reserve (or to admit under rate limits,
+# proxy.ratelimit) is ONE script, read from KEYS and ARGV by cursors in
+# sections: first the writes this process left pending (settlements and
+# releases, which need no answer), then the section's own work. A section's
+# arguments start with its count (0: nothing to do).
+LUA_PRELUDE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local ki, ai = 0, 0
+local function key() ki = ki + 1 return KEYS[ki] end
+local function arg() ai = ai + 1 return ARGV[ai] end
+"""
+
+# Pending writes, one key each: 's' settles a reservation (its id, the
+# actual cost): released if its lease has not ended already, and the cost
+# added to what is spent; 'r' releases a request's in-flight slot; 'a' adds
+# a delta to a tokens-per-minute counter (the real count less the estimate).
+LUA_WRITES = """
+for _ = 1, tonumber(arg()) do
+  local kind, k = arg(), key()
+  if kind == 's' then
+    local id, actual = arg(), tonumber(arg())
+    local amount = redis.call('HGET', k .. ':amounts', id)
+    if amount then
+      redis.call('DECRBY', k .. ':heldsum', amount)
+      redis.call('HDEL', k .. ':amounts', id)
+      redis.call('ZREM', k .. ':held', id)
+    end
+    if actual ~= 0 and redis.call('EXISTS', k) == 1 then redis.call('INCRBY', k, actual) end
+  elseif kind == 'r' then
+    redis.call('ZREM', k, arg())
+  else
+    local delta = tonumber(arg())
+    if redis.call('EXISTS', k) == 1 then redis.call('INCRBY', k, delta) end
+  end
+end
+"""
+
 # Per cap, in Redis: KEY the spent nanos (from the books when first seen),
 # KEY:held the reservations (a sorted set of ids scored by when their lease
 # ends, Redis's clock), KEY:amounts their amounts, KEY:heldsum their total.
-_EXPIRE_LEASES = """
-local function expire_leases(key, now)
-  local gone = redis.call('ZRANGEBYSCORE', key .. ':held', '-inf', now)
+# ARGV: the count of caps, reservation id, lease (ms), amount, then limit,
+# initial spent, ttl (s) per cap. `reserve()` returns 0, 0 when reserved (or
+# when there is no cap), else the index and spent + held of the first cap
+# without room, having reserved nothing.
+LUA_RESERVE = """
+local function expire_leases(k)
+  local gone = redis.call('ZRANGEBYSCORE', k .. ':held', '-inf', now)
   for _, id in ipairs(gone) do
-    local amount = redis.call('HGET', key .. ':amounts', id)
-    if amount then redis.call('DECRBY', key .. ':heldsum', amount) end
-    redis.call('HDEL', key .. ':amounts', id)
+    local amount = redis.call('HGET', k .. ':amounts', id)
+    if amount then redis.call('DECRBY', k .. ':heldsum', amount) end
+    redis.call('HDEL', k .. ':amounts', id)
   end
-  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', key .. ':held', '-inf', now) end
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', k .. ':held', '-inf', now) end
 end
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local function reserve()
+  local n = tonumber(arg())
+  if n == 0 then return 0, 0 end
+  local id, lease, amount = arg(), tonumber(arg()), tonumber(arg())
+  local caps = {}
+  for i = 1, n do caps[i] = {key(), tonumber(arg()), arg(), tonumber(arg())} end
+  for i, cap in ipairs(caps) do
+    local k, limit, initial, ttl = cap[1], cap[2], cap[3], cap[4]
+    expire_leases(k)
+    local spent = redis.call('GET', k)
+    if not spent then
+      spent = initial
+      if ttl > 0 then redis.call('SET', k, initial, 'EX', ttl) else redis.call('SET', k, initial) end
+    end
+    local used = tonumber(spent) + tonumber(redis.call('GET', k .. ':heldsum') or '0')
+    if used + amount > limit then return i, used end
+  end
+  for _, cap in ipairs(caps) do
+    local k, ttl = cap[1], cap[4]
+    redis.call('ZADD', k .. ':held', now + lease, id)
+    redis.call('HSET', k .. ':amounts', id, amount)
+    redis.call('INCRBY', k .. ':heldsum', amount)
+    if ttl > 0 then  -- from when the part is created: the period's end does not move
+      for _, part in ipairs({':held', ':amounts', ':heldsum'}) do redis.call('EXPIRE', k .. part, ttl, 'NX') end
+    end
+  end
+  return 0, 0
+end
 """
 
-# KEYS: one counter per cap. ARGV: reservation id, lease (ms), amount, then
-# limit, initial spent, ttl (s) per cap. Returns {0, 0} when reserved, or
-# {index, spent + held} of the first cap without room.
-_RESERVE = (
-    _EXPIRE_LEASES
-    + """
-local id, lease, amount = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-for i, key in ipairs(KEYS) do
-  local limit, initial, ttl = tonumber(ARGV[i * 3 + 1]), ARGV[i * 3 + 2], tonumber(ARGV[i * 3 + 3])
-  expire_leases(key, now)
-  local spent = redis.call('GET', key)
-  if not spent then
-    spent = initial
-    if ttl > 0 then redis.call('SET', key, initial, 'EX', ttl) else redis.call('SET', key, initial) end
-  end
-  local used = tonumber(spent) + tonumber(redis.call('GET', key .. ':heldsum') or '0')
-  if used + amount > limit then return {i, used} end
-end
-for i, key in ipairs(KEYS) do
-  local ttl = tonumber(ARGV[i * 3 + 3])
-  redis.call('ZADD', key .. ':held', now + lease, id)
-  redis.call('HSET', key .. ':amounts', id, amount)
-  redis.call('INCRBY', key .. ':heldsum', amount)
-  for _, part in ipairs({':held', ':amounts', ':heldsum'}) do
-    if ttl > 0 then redis.call('EXPIRE', key .. part, ttl) else redis.call('PERSIST', key .. part) end
-  end
-end
-return {0, 0}
-"""
-)
+# The guard's own call: pending writes, then a reservation (or none: a flush).
+# Returns {0, 0} when reserved, or {index, spent + held} of the first cap without room.
+_RESERVE = LUA_PRELUDE + LUA_WRITES + LUA_RESERVE + "local refused, used = reserve()\nreturn {refused, used}\n"
 
-# KEYS: the caps' counters. ARGV: reservation id, the actual cost. The
-# reservation is released (if its lease has not ended already) and the cost
-# added to what is spent.
-_SETTLE = """
-for _, key in ipairs(KEYS) do
-  local amount = redis.call('HGET', key .. ':amounts', ARGV[1])
-  if amount then
-    redis.call('DECRBY', key .. ':heldsum', amount)
-    redis.call('HDEL', key .. ':amounts', ARGV[1])
-    redis.call('ZREM', key .. ':held', ARGV[1])
-  end
-  if tonumber(ARGV[2]) ~= 0 then
-    if redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, ARGV[2]) end
-  end
-end
-return 0
-"""
+
+@dataclass(frozen=True)
+class LuaScript:
+    """A script sent by its SHA1 (EVALSHA), and in full only when Redis does
+    not know it yet (a restart, a SCRIPT FLUSH)."""
+
+    text: str
+
+    @functools.cached_property
+    def sha(self) -> str:
+        return hashlib.sha1(self.text.encode()).hexdigest()
+
+    async def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
+        from redis.exceptions import NoScriptError
+
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await client.eval(self.text, len(keys), *keys, *args)
+
+
+RESERVE_SCRIPT = LuaScript(_RESERVE)
+
+
+class RedisWrites:
+    """The writes a process owes Redis that need no answer: settlements,
+    in-flight releases, token adjustments. They ride on the next script call
+    the process makes anyway (an admission, a reservation), in front of its
+    own work, so a busy process settles without a round trip of its own;
+    when no call comes within BILLING_SETTLE_FLUSH_SECONDS, one call sends
+    them all. Until then a finished request's reservation and slot still
+    count, which can refuse a request a moment early, never let one overshoot.
+    A write lost with its call (Redis unreachable) is not resent: a settle
+    that landed could count twice. The lease ends what it held and
+    `spend_counters_resync` brings the spend in from the books."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._ops: list[tuple[str, str, tuple[str | int, ...]]] = []  # (kind, key, args)
+        self._adjust: dict[str, int] = {}  # tokens counter -> delta, summed per counter
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def settle(self, key: str, reservation_id: str, actual: int) -> None:
+        self._ops.append(("s", key, (reservation_id, actual)))
+
+    def release(self, key: str, slot: str) -> None:
+        self._ops.append(("r", key, (slot,)))
+
+    def adjust(self, key: str, delta: int) -> None:
+        self._adjust[key] = self._adjust.get(key, 0) + delta
+
+    def __len__(self) -> int:
+        return len(self._ops) + len(self._adjust)
+
+    def take(self) -> tuple[list[str], list[str | int]]:
+        """The pending writes as a script's first section (keys, args); the
+        buffer is empty afterwards."""
+        ops, self._ops = self._ops, []
+        ops += [("a", key, (delta,)) for key, delta in self._adjust.items() if delta]
+        self._adjust = {}
+        keys: list[str] = []
+        args: list[str | int] = [len(ops)]
+        for kind, key, rest in ops:
+            keys.append(key)
+            args += [kind, *rest]
+        return keys, args
+
+    def soon(self) -> None:
+        """Send what is pending within BILLING_SETTLE_FLUSH_SECONDS unless a
+        call takes it first."""
+        if self._timer is None and len(self):
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(settings.BILLING_SETTLE_FLUSH_SECONDS, self._flush_start)
+
+    def _flush_start(self) -> None:
+        self._timer = None
+        if len(self):
+            task = asyncio.get_running_loop().create_task(self.flush())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def flush(self) -> None:
+        """One call for every pending write (nothing to reserve)."""
+        if not len(self):
+            return
+        keys, args = self.take()
+        try:
+            await RESERVE_SCRIPT(redis_client_for(self.url), keys, [*args, 0])
+        except Exception as exc:
+            self.lost(exc, int(args[0]))
+
+    @staticmethod
+    def lost(exc: BaseException, count: int) -> None:
+        if count:
+            log.warning("%d settlements and releases lost (Redis unavailable); their leases end them (%s)", count, exc)
+
+    async def wait(self) -> None:
+        """Shutdown, tests: everything pending sent."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._flushes:
+            await asyncio.gather(*list(self._flushes), return_exceptions=True)
+        await self.flush()
+
+
+@dataclass
+class Ahead:
+    """A reservation made with the request's rate-limit admission, in the
+    same script call (proxy.ratelimit), for its first attempt to take: the
+    attempt then makes no call of its own. `reservation` None: the caps had
+    no room then, and the attempt asks again (the answer may have changed)."""
+
+    caps: tuple[str, ...]  # the caps' counter keys
+    amount: int
+    reservation: Reservation | None
+    taken: bool = False
+
+
+# Set by the admission in the request's task; read by the attempt's reserve
+# in the same task. A context variable keeps it to this request.
+reserved_ahead: contextvars.ContextVar[Ahead | None] = contextvars.ContextVar("reserved_ahead", default=None)
+
 
 # KEYS: counters. ARGV: the lease (ms), then one reservation id per key.
 _RENEW = """
@@ -263,7 +417,7 @@ class RedisSpendGuard:
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url or settings.REDIS_URL
-        self._pending: set[asyncio.Task[None]] = set()
+        self.writes = RedisWrites(self.url)
         self._held: dict[str, tuple[str, ...]] = {}  # reservation id -> its counters, while the request lives
         self._renewer: asyncio.Task[None] | None = None
 
@@ -274,52 +428,57 @@ class RedisSpendGuard:
         # "spent", not the earlier "spend" counters, which held spent and reserved in one number.
         return redis_key("spent", cap.key)
 
-    async def reserve(self, caps: tuple[SpendCap, ...], amount: int) -> Reservation:
-        client = self._client()
+    def reserve_section(self, caps: tuple[SpendCap, ...], amount: int) -> tuple[str, list[str], list[int | str]]:
+        """A reservation as a script's section (LUA_RESERVE): its id, keys and args."""
         reservation_id = uuid.uuid4().hex
-        args: list[int | str] = [reservation_id, self._lease_ms(), amount]
+        args: list[int | str] = [len(caps), reservation_id, self._lease_ms(), amount]
         for cap in caps:
             args += [cap.limit_nanos, cap.used_nanos, cap.ttl_seconds or 0]
-        keys = [self._key(c) for c in caps]
+        return reservation_id, [self._key(c) for c in caps], args
+
+    def adopt(self, caps: tuple[SpendCap, ...], amount: int, reservation_id: str) -> Reservation:
+        """A reservation Redis made: renewed while it lives, settled at its end."""
+        self._held[reservation_id] = tuple(self._key(c) for c in caps)
+        self._renew_start()
+        return Reservation(caps=caps, amount=amount, id=reservation_id)
+
+    async def reserve(self, caps: tuple[SpendCap, ...], amount: int) -> Reservation:
+        ahead = reserved_ahead.get()
+        if ahead is not None and _fits(ahead, caps, amount):
+            ahead.taken = True  # made with the admission: no call of its own
+            assert ahead.reservation is not None
+            return ahead.reservation
+        write_keys, write_args = self.writes.take()
+        reservation_id, keys, args = self.reserve_section(caps, amount)
         try:
-            refused, used = await client.eval(_RESERVE, len(caps), *keys, *args)
+            refused, used = await RESERVE_SCRIPT(self._client(), [*write_keys, *keys], [*write_args, *args])
         except Exception as exc:
             if not redis_failed(exc):
                 raise
+            self.writes.lost(exc, int(write_args[0]))
             if settings.BILLING_ON_BACKEND_FAILURE != "open":
                 raise backend_unavailable("budget counter") from None
             log.warning("budgets and credit not enforced: Redis is unavailable (%s)", exc)
             return Reservation(caps=caps, amount=amount, settled=True)  # nothing was reserved to settle
         if refused:
             raise refusal(caps[int(refused) - 1], amount, int(used))
-        self._held[reservation_id] = tuple(keys)
-        self._renew_start()
-        return Reservation(caps=caps, amount=amount, id=reservation_id)
+        return self.adopt(caps, amount, reservation_id)
 
     def settle_soon(self, reservation: Reservation, actual: int) -> None:
-        """Called from a `finally` (sync): the adjustment runs as a task that
-        shutdown waits for."""
+        """Called from a `finally` (sync): the settlement waits in the
+        process's pending writes (RedisWrites) for the next call."""
         if reservation.settled:
             return
         reservation.settled = True
         self._held.pop(reservation.id, None)  # no longer renewed: if the settlement is lost, the lease ends it
-        task = asyncio.get_running_loop().create_task(self._settle(reservation, actual))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _settle(self, reservation: Reservation, actual: int) -> None:
-        keys = [self._key(cap) for cap in reservation.caps]
-        try:
-            await self._client().eval(_SETTLE, len(keys), *keys, reservation.id, actual)
-        except Exception:
-            # The lease ends the reservation; the resync brings the spend in from the books.
-            log.exception("could not settle a reservation of %d nanos in Redis", reservation.amount)
+        for cap in reservation.caps:
+            self.writes.settle(self._key(cap), reservation.id, actual)
+        self.writes.soon()
 
     async def wait_settled(self) -> None:
         if self._renewer is not None:
             self._renewer.cancel()
-        if self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        await self.writes.wait()
 
     def _lease_ms(self) -> int:
         return max(int(settings.BILLING_RESERVATION_LEASE_SECONDS * 1000), 100)
@@ -359,6 +518,17 @@ class RedisSpendGuard:
             return int(client.eval(_RESYNC, len(keys), *keys, *spent_by_cap.values()))
         finally:
             client.close()
+
+
+def _fits(ahead: Ahead, caps: tuple[SpendCap, ...], amount: int) -> bool:
+    """Whether a reservation made ahead covers this one (the same caps, at
+    least this amount: a redaction or another deployment may cost less)."""
+    return (
+        not ahead.taken
+        and ahead.reservation is not None
+        and ahead.amount >= amount
+        and ahead.caps == tuple(c.key for c in caps)
+    )
 
 
 _guard: LocalSpendGuard | RedisSpendGuard | None = None

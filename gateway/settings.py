@@ -145,6 +145,10 @@ PROXY_INFLIGHT_LEASE_SECONDS = env.float("PROXY_INFLIGHT_LEASE_SECONDS", default
 # The same for a budget or credit reservation: one whose settlement is lost
 # stops counting against the budget within this long.
 BILLING_RESERVATION_LEASE_SECONDS = env.float("BILLING_RESERVATION_LEASE_SECONDS", default=30.0)
+# With Redis, settlements and in-flight releases ride on the process's next
+# script call; when none comes within this long, one call sends them all.
+# Until then the finished request still counts (in other processes' eyes).
+BILLING_SETTLE_FLUSH_SECONDS = env.float("BILLING_SETTLE_FLUSH_SECONDS", default=0.05)
 PROXY_RATELIMIT_ON_BACKEND_FAILURE = env.str("PROXY_RATELIMIT_ON_BACKEND_FAILURE", default="closed")
 BILLING_ON_BACKEND_FAILURE = env.str("BILLING_ON_BACKEND_FAILURE", default="closed")
 CACHES = {

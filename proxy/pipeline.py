@@ -35,6 +35,7 @@ from django.http.response import HttpResponseBase
 
 from cachestore.entry import CachedEntry
 from gateway.kernel.context import PREPARED_SCOPE_KEY, RoutePlan, TenantContext
+from gateway.kernel.errors import GatewayError
 from gateway.kernel.requestid import request_id_for
 from proxy import telemetry
 from proxy.caching import (
@@ -50,12 +51,13 @@ from proxy.dialects import ClientCall, Dialect
 from proxy.exchange import native_dialects
 from proxy.forward import Attempts
 from proxy.guardrails.run import GuardrailRun, guardrail_run
-from proxy.ratelimit import rate_limit_admit, rate_limit_release, tokens_estimate
+from proxy.ratelimit import Spend, rate_limit_admit, rate_limit_release, tokens_estimate
 from proxy.responses_state import conversation_resolved
 from proxy.routers import ROUTED_HEADER, routed_plan
 from proxy.routing import Catalog, plan_for
 from proxy.semantic import semantic_probe
 from proxy.tracing import trace_start
+from proxy.usage import worst_case
 
 # Only answers in OpenAI's chat and embeddings shapes are cached (the cache
 # replays them as JSON or as a stream, whichever the client asks).
@@ -135,7 +137,7 @@ async def handle(p: Prepared, *, force_cache: bool = False) -> HttpResponseBase:
     if p.call.dialect is Dialect.RESPONSES:  # the conversation a previous_response_id names, before it is counted
         p.call = await conversation_resolved(p.ctx, p.call)
     span = p.span  # OpenTelemetry: each step a child span (off: None, and the steps are awaited as they are)
-    admit = rate_limit_admit(p.ctx, tokens=tokens_estimate(p.call.body, p.call.size))
+    admit = rate_limit_admit(p.ctx, tokens=tokens_estimate(p.call.body, p.call.size), spend=lambda: _spend_ahead(p))
     admission = await (admit if span is None else span.step("admit", admit))
     fill = None
     try:
@@ -219,6 +221,17 @@ def _input_checked_call(p: Prepared) -> ClientCall:
         guardrails = guardrail_run(p.catalog.guardrails, p.ctx, p.call.dialect, p.request_id)
         p.input_checked = (guardrails, p.call if guardrails is None else guardrails.check_input(p.call))
     return p.input_checked[1]
+
+
+def _spend_ahead(p: Prepared) -> Spend | None:
+    """The first deployment's worst case, reserved in the admission's Redis
+    call: the attempt takes it instead of calling again, a hit gives it back."""
+    try:
+        return worst_case(
+            p.ctx, p.plan.deployments[0], p.call.body, prompt_bytes=p.call.size, output_tokens=p.call.output_tokens
+        )
+    except GatewayError:
+        return None  # refused where it always is, by the attempt
 
 
 def _guard_input(p: Prepared) -> GuardrailRun | None:

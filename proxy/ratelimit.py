@@ -9,7 +9,10 @@ the in-flight count is given back then too. Minutes are fixed windows.
 
 One process counts in memory (admission is a synchronous check-and-add on
 the event loop); with REDIS_URL a Lua script does it atomically across
-processes. A refusal is a 429 with code `rate_limited`, `Retry-After` and
+processes, in the one call a request makes to Redis: the same script
+carries the process's pending writes (earlier requests' releases and
+settlements) and reserves the request's worst case against its budgets
+(billing.guard). A refusal is a 429 with code `rate_limited`, `Retry-After` and
 `x-ratelimit-*` headers, which successful responses carry too.
 """
 
@@ -18,11 +21,24 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 
+from billing.guard import (
+    LUA_PRELUDE,
+    LUA_RESERVE,
+    LUA_WRITES,
+    Ahead,
+    LuaScript,
+    RedisSpendGuard,
+    RedisWrites,
+    SpendCap,
+    reserved_ahead,
+    spend_guard,
+)
 from gateway.kernel.context import RateLimits, TenantContext
 from gateway.kernel.errors import GatewayError, backend_unavailable
 from gateway.kernel.redis import redis_client, redis_failed, redis_key
@@ -30,6 +46,7 @@ from gateway.kernel.redis import redis_client, redis_failed, redis_key
 log = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
 _PARALLEL_TTL_SECONDS = 600  # in-process counts only; Redis holds in-flight slots as leases
+Spend = tuple[tuple[SpendCap, ...], int]  # the caps a request reserves against, and its worst case
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +66,7 @@ class Admission:
     headers: dict[str, str] = field(default_factory=dict)
     released: bool = False
     slot: str = ""  # with Redis: this request's lease in each in-flight set
+    ahead: Ahead | None = None  # with Redis: the reservation made in the same call
 
 
 def counters_for(ctx: TenantContext, *, tokens: int, now: float) -> tuple[Counter, ...]:
@@ -140,42 +158,65 @@ class LocalRateLimiter:
                 self._used[counter.name] = max(self._used[counter.name] + tokens - counter.amount, 0)
 
 
-# KEYS: counters. ARGV: the slot id and the lease (ms), then limit, amount,
-# ttl and "lease" (1 for requests in flight) per counter. Returns {0, used...}
-# when admitted, or {index, used} of the first counter without room.
+# The rate-limit section of the one script call (billing.guard's sections):
+# ARGV the count of counters, the slot id and the lease (ms), then limit,
+# amount, ttl and "lease" (1 for requests in flight) per counter. `admit()`
+# returns 0 and the counts after admission, or the index and the count of
+# the first counter without room, having counted nothing.
 #
 # Requests in flight are a sorted set of slots scored by when their lease
 # ends (Redis's own clock): an expired slot is dropped before counting, so a
 # slot whose release never arrived (a Redis blip, a process killed) frees
 # itself within one lease, not after a fixed ten-minute TTL.
-_ADMIT = """
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local slot, lease = ARGV[1], tonumber(ARGV[2])
-local used = {}
-for i, key in ipairs(KEYS) do
-  local limit, amount = tonumber(ARGV[i * 4 - 1]), tonumber(ARGV[i * 4])
-  if ARGV[i * 4 + 2] == '1' then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-    used[i] = redis.call('ZCARD', key)
-  else
-    used[i] = tonumber(redis.call('GET', key) or '0')
+LUA_ADMIT = """
+local function admit()
+  local n = tonumber(arg())
+  if n == 0 then return 0, {} end
+  local slot, lease = arg(), tonumber(arg())
+  local counters, used = {}, {}
+  for i = 1, n do counters[i] = {key(), tonumber(arg()), tonumber(arg()), tonumber(arg()), arg() == '1'} end
+  for i, c in ipairs(counters) do
+    if c[5] then
+      redis.call('ZREMRANGEBYSCORE', c[1], '-inf', now)
+      used[i] = redis.call('ZCARD', c[1])
+    else
+      used[i] = tonumber(redis.call('GET', c[1]) or '0')
+    end
+    if used[i] + c[3] > c[2] then return i, {used[i]} end
   end
-  if used[i] + amount > limit then return {i, used[i]} end
-end
-local out = {0}
-for i, key in ipairs(KEYS) do
-  if ARGV[i * 4 + 2] == '1' then
-    redis.call('ZADD', key, now + lease, slot)
-    redis.call('PEXPIRE', key, lease * 2)
-    out[#out + 1] = used[i] + 1
-  else
-    out[#out + 1] = redis.call('INCRBY', key, tonumber(ARGV[i * 4]))
-    redis.call('EXPIRE', key, tonumber(ARGV[i * 4 + 1]), 'NX')  -- from creation, not refreshed by traffic
+  for i, c in ipairs(counters) do
+    if c[5] then
+      redis.call('ZADD', c[1], now + lease, slot)
+      redis.call('PEXPIRE', c[1], lease * 2)
+      used[i] = used[i] + 1
+    else
+      used[i] = redis.call('INCRBY', c[1], c[3])
+      redis.call('EXPIRE', c[1], c[4], 'NX')  -- from creation, not refreshed by traffic
+    end
   end
+  return 0, used
 end
+"""
+
+# One call per request: the writes pending, the rate limits, and (when the
+# request has a budget or credit to reserve against) the reservation.
+# Returns {0, reservation refused (0 or the cap's index), its spent + held,
+# counts...} when admitted, or {index, count} of the first counter without room.
+_ADMIT_AND_RESERVE = (
+    LUA_PRELUDE
+    + LUA_WRITES
+    + LUA_RESERVE
+    + LUA_ADMIT
+    + """
+local refused, used = admit()
+if refused ~= 0 then return {refused, used[1]} end
+local cap, held = reserve()
+local out = {0, cap, held}
+for _, value in ipairs(used) do out[#out + 1] = value end
 return out
 """
+)
+ADMIT_SCRIPT = LuaScript(_ADMIT_AND_RESERVE)
 
 # KEYS: in-flight sets. ARGV: the lease (ms), then one slot per key: the
 # slot's lease runs again from now, if it is still there.
@@ -192,22 +233,38 @@ return 0
 
 
 class RedisRateLimiter:
-    def __init__(self) -> None:
-        self._pending: set[asyncio.Task[None]] = set()
+    def __init__(self, guard: RedisSpendGuard | None = None) -> None:
+        # With the process's spend guard, admissions reserve in the same call
+        # and share its pending writes.
+        self.guard = guard
+        self.writes = guard.writes if guard is not None else RedisWrites(settings.REDIS_URL)
         self._held: dict[str, tuple[str, ...]] = {}  # slot -> its in-flight sets, while the request lives
         self._renewer: asyncio.Task[None] | None = None
 
-    async def admit(self, counters: tuple[Counter, ...], now: float) -> Admission:
+    async def admit(self, counters: tuple[Counter, ...], now: float, spend: Spend | None = None) -> Admission:
+        """Admit under `counters`; with `spend` (caps, amount), reserve it in
+        the same call for the request's first attempt (billing.guard.Ahead).
+        A reservation without room does not refuse here: the request may be
+        a cache hit, which costs nothing."""
         slot = uuid.uuid4().hex
-        args: list[str | int] = [slot, self._lease_ms()]
+        keys, args = self.writes.take()
+        args += [len(counters), slot, self._lease_ms()]
         for counter in counters:
+            keys.append(_redis_name(counter))
             args += [counter.limit, counter.amount, counter.ttl, 1 if counter.kind == "parallel" else 0]
-        keys = [_redis_name(c) for c in counters]
+        reservation_id = ""
+        if spend is not None and self.guard is not None:
+            reservation_id, cap_keys, cap_args = self.guard.reserve_section(*spend)
+            keys += cap_keys
+            args += cap_args
+        else:
+            args.append(0)
         try:
-            result = await redis_client().eval(_ADMIT, len(keys), *keys, *args)
+            result = await ADMIT_SCRIPT(redis_client(), keys, args)
         except Exception as exc:
             if not redis_failed(exc):
                 raise
+            self.writes.lost(exc, int(args[0]))
             if settings.PROXY_RATELIMIT_ON_BACKEND_FAILURE != "open":
                 raise backend_unavailable("rate limiter") from None
             log.warning("rate limits not applied: Redis is unavailable (%s)", exc)
@@ -218,36 +275,37 @@ class RedisRateLimiter:
         if held:
             self._held[slot] = held
             self._renew_start()
-        return Admission(counters, _headers(counters, [int(v) for v in result[1:]], now), slot=slot)
+        admission = Admission(counters, _headers(counters, [int(v) for v in result[3:]], now), slot=slot)
+        if reservation_id and spend is not None and self.guard is not None:
+            made = None if result[1] else self.guard.adopt(*spend, reservation_id)
+            admission.ahead = Ahead(tuple(c.key for c in spend[0]), spend[1], made)
+            reserved_ahead.set(admission.ahead)
+        return admission
 
     def release(self, admission: Admission, tokens: int) -> None:
+        """The in-flight slot and the token count's correction join the
+        pending writes (sent with the next call, or within
+        BILLING_SETTLE_FLUSH_SECONDS); so does a reservation made ahead that
+        no attempt took."""
         if admission.released:
             return
         admission.released = True
         self._held.pop(admission.slot, None)  # no longer renewed: if the release is lost, the lease ends it
-        task = asyncio.get_running_loop().create_task(self._release(admission, tokens))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _release(self, admission: Admission, tokens: int) -> None:
-        pipe = redis_client().pipeline(transaction=False)
         for counter in admission.counters:
             if counter.kind == "parallel":
-                pipe.zrem(_redis_name(counter), admission.slot)
+                self.writes.release(_redis_name(counter), admission.slot)
             elif counter.kind == "tokens" and tokens != counter.amount:
-                pipe.incrby(_redis_name(counter), tokens - counter.amount)
-        try:
-            await pipe.execute()
-        except Exception as exc:
-            if not redis_failed(exc):
-                raise
-            log.warning("a rate-limit release was lost (Redis unavailable); its lease ends it (%s)", exc)
+                self.writes.adjust(_redis_name(counter), tokens - counter.amount)
+        ahead = admission.ahead
+        if ahead is not None and not ahead.taken and ahead.reservation is not None and self.guard is not None:
+            ahead.taken = True
+            self.guard.settle_soon(ahead.reservation, 0)
+        self.writes.soon()
 
     async def wait_released(self) -> None:
         if self._renewer is not None:
             self._renewer.cancel()
-        if self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        await self.writes.wait()
 
     def _lease_ms(self) -> int:
         return max(int(settings.PROXY_INFLIGHT_LEASE_SECONDS * 1000), 100)
@@ -287,16 +345,29 @@ _limiter: LocalRateLimiter | RedisRateLimiter | None = None
 def rate_limiter() -> LocalRateLimiter | RedisRateLimiter:
     global _limiter
     if _limiter is None:
-        _limiter = RedisRateLimiter() if settings.REDIS_URL else LocalRateLimiter()
+        if settings.REDIS_URL:
+            guard = spend_guard()
+            _limiter = RedisRateLimiter(guard if isinstance(guard, RedisSpendGuard) else None)
+        else:
+            _limiter = LocalRateLimiter()
     return _limiter
 
 
-async def rate_limit_admit(ctx: TenantContext, *, tokens: int) -> Admission | None:
-    """Admit a request against its key's and tenant's limits (None: it has none)."""
+async def rate_limit_admit(
+    ctx: TenantContext, *, tokens: int, spend: Callable[[], Spend | None] | None = None
+) -> Admission | None:
+    """Admit a request against its key's and tenant's limits (None: it has
+    none). `spend()`: its worst case against its caps, reserved in the same
+    Redis call for the first attempt to take; asked only with Redis (in one
+    process, or without limits, the attempt reserves it itself)."""
     if not (ctx.key_limits or ctx.tenant_limits):
         return None
     now = time.time()
-    return await rate_limiter().admit(counters_for(ctx, tokens=tokens, now=now), now)
+    limiter = rate_limiter()
+    counters = counters_for(ctx, tokens=tokens, now=now)
+    if isinstance(limiter, RedisRateLimiter):
+        return await limiter.admit(counters, now, None if spend is None or limiter.guard is None else spend())
+    return await limiter.admit(counters, now)
 
 
 def rate_limit_release(admission: Admission | None, tokens: int = 0) -> None:

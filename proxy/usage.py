@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.utils import timezone
 
-from billing.guard import Reservation, spend_caps, spend_guard
+from billing.guard import Reservation, SpendCap, spend_caps, spend_guard
 from billing.meter import meter
 from billing.pricing import cost_nanos, worst_case_cost_nanos
 from gateway.kernel.context import RouteTarget, TenantContext, Usage, UsageEvent
@@ -116,6 +116,20 @@ async def reserve_worst_case(
     insufficient_credit. Text cannot have more tokens than bytes, so the
     body's size bounds the prompt from above, plus a fixed allowance for each
     image, audio or file part."""
+    spend = worst_case(ctx, target, body, prompt_bytes=prompt_bytes, output_tokens=output_tokens)
+    return None if spend is None else await spend_guard().reserve(*spend)
+
+
+def worst_case(
+    ctx: TenantContext,
+    target: RouteTarget,
+    body: dict[str, Any],
+    *,
+    prompt_bytes: int,
+    output_tokens: int | None = None,
+) -> tuple[tuple[SpendCap, ...], int] | None:
+    """The caps a request must fit under and its worst-case cost (None: it
+    has no cap); raises model_not_priced (see reserve_worst_case)."""
     caps = spend_caps(ctx, timezone.now())
     if not caps:
         return None
@@ -130,8 +144,7 @@ async def reserve_worst_case(
         )
     output = output_limit(body, target) if output_tokens is None else output_tokens
     prompt = prompt_bytes + media_parts(body) * settings.BILLING_MEDIA_PART_MAX_TOKENS
-    amount = worst_case_cost_nanos(target.price, prompt_tokens=prompt, output_tokens=output)
-    return await spend_guard().reserve(caps, amount)
+    return caps, worst_case_cost_nanos(target.price, prompt_tokens=prompt, output_tokens=output)
 
 
 class UsageRecorder:
