@@ -121,9 +121,9 @@ def test_staff_add_a_key_see_it_once_and_watch_its_first_request_everywhere(
     with django_db_blocker.unblock():
         key_id = ApiKey.objects.get(digest=key_digest(plaintext)).pk
     [record] = ledger.wait(key_id, 1)
-    admin.goto(base + f"/admin/billing/usagerecord/?q={slug}")
-    listed = admin.wait_for_selector(f"#result_list tbody tr:has-text('{record.request_id}')")
-    assert slug in listed.inner_text()
+    admin.goto(base + f"/admin/billing/usagerecord/?tenant={slug}")
+    listed = admin.wait_for_selector(f"#result_list tbody tr:has(a[href*='/usagerecord/{record.pk}/change/'])")
+    assert [slug, plaintext[:12], "gpt-test", "200"] == listed.inner_text().split("\t")[2:6]
     admin.screenshot(path=str(artifacts / "3-usage-list.png"), full_page=True)
 
     # Once rolled up, the dashboard's spend chart has a bar for the tenant
