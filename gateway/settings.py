@@ -428,3 +428,21 @@ PROXY_ROUTER_TIMEOUT_SECONDS = env.float("PROXY_ROUTER_TIMEOUT_SECONDS", default
 PROXY_ROUTER_CACHE_TTL_SECONDS = env.float("PROXY_ROUTER_CACHE_TTL_SECONDS", default=300.0)
 PROXY_ROUTER_QUERY_MAX_CHARS = env.int("PROXY_ROUTER_QUERY_MAX_CHARS", default=4000)
 PROXY_DESCRIPTIONS_URL = env("PROXY_DESCRIPTIONS_URL", default="https://openrouter.ai/api/v1/models")
+
+# Augmentors (proxy.augment): the longest wait for the designator's decision
+# and how much of the query it reads; the search providers (SearXNG's JSON API;
+# Perplexity's OpenAI-compatible chat completions, its base URL overridable for
+# tests and proxies) and their bounded wait; scraping's limits (proxy.scrape).
+# Scraping refuses hosts that resolve to private, loopback, link-local or
+# metadata addresses unless AUGMENT_SCRAPE_ALLOW_PRIVATE (labs, tests).
+AUGMENT_DESIGNATOR_TIMEOUT_SECONDS = env.float("AUGMENT_DESIGNATOR_TIMEOUT_SECONDS", default=10.0)
+AUGMENT_QUERY_MAX_CHARS = env.int("AUGMENT_QUERY_MAX_CHARS", default=4000)
+AUGMENT_SEARXNG_URL = env("AUGMENT_SEARXNG_URL", default="")
+PERPLEXITY_API_KEY = env("PERPLEXITY_API_KEY", default="")
+AUGMENT_PERPLEXITY_BASE_URL = env("AUGMENT_PERPLEXITY_BASE_URL", default="https://api.perplexity.ai")
+AUGMENT_PERPLEXITY_MODEL = env("AUGMENT_PERPLEXITY_MODEL", default="sonar")
+AUGMENT_SEARCH_TIMEOUT_SECONDS = env.float("AUGMENT_SEARCH_TIMEOUT_SECONDS", default=10.0)
+AUGMENT_SCRAPE_ALLOW_PRIVATE = env.bool("AUGMENT_SCRAPE_ALLOW_PRIVATE", default=False)
+AUGMENT_SCRAPE_TIMEOUT_SECONDS = env.float("AUGMENT_SCRAPE_TIMEOUT_SECONDS", default=10.0)
+AUGMENT_SCRAPE_MAX_BYTES = env.int("AUGMENT_SCRAPE_MAX_BYTES", default=2 * 1024 * 1024)
+AUGMENT_SCRAPE_MAX_REDIRECTS = env.int("AUGMENT_SCRAPE_MAX_REDIRECTS", default=5)

@@ -6,10 +6,11 @@ from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 
 from accounts.audit import audit_by, changes_between, credential_changes
+from proxy.augmentor_services import AugmentorSpec, augmentor_check
 from proxy.breaker import deployment_key, shared_state
 from proxy.capacity import capacity_shown
 from proxy.guardrails.services import guardrail_check
-from proxy.models import Deployment, Guardrail, ModelAlias, Provider, Route, Router
+from proxy.models import Augmentor, Deployment, Guardrail, ModelAlias, Provider, Route, Router
 from proxy.presets import base_url_normalize
 from proxy.router_services import router_check
 from proxy.services import alias_check, fallbacks_check, provider_connection_test
@@ -349,3 +350,41 @@ class GuardrailAdmin(admin.ModelAdmin):
             changes["api_keys"] = sorted(k.prefix for k in form.instance.api_keys.all())
         if changes or not change:
             audit_by(request, "guardrail.update" if change else "guardrail.create", form.instance, changes)
+
+
+class AugmentorForm(forms.ModelForm):
+    class Meta:
+        model = Augmentor
+        fields = [
+            "name",
+            "designator",
+            "target",
+            "search_provider",
+            "max_search_results",
+            "max_scrape_urls",
+            "max_context_tokens",
+            "purpose",
+            "is_active",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        """The checks augmentor_create makes: its own name, routable designator and target."""
+        cleaned = super().clean() or {}
+        fields = {name: cleaned[name] for name in self.Meta.fields if name in cleaned and name != "is_active"}
+        if {"name", "designator", "target"} <= fields.keys():
+            try:
+                augmentor_check(AugmentorSpec(**fields))
+            except ValueError as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return cleaned
+
+
+@admin.register(Augmentor)
+class AugmentorAdmin(admin.ModelAdmin):
+    """Augmentors: a client asking for `name` is answered by the target,
+    with what the designator asked to search or scrape (proxy.augment)."""
+
+    form = AugmentorForm
+    list_display = ["name", "designator", "target", "search_provider", "max_context_tokens", "is_active"]
+    list_filter = ["is_active", "search_provider"]
+    search_fields = ["name", "designator", "target", "purpose"]

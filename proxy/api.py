@@ -176,7 +176,7 @@ async def model(request: HttpRequest, model: str = Path(..., max_length=dialects
     may not use them, so a key learns nothing of the models it cannot call."""
     ctx = request.auth  # type: ignore[attr-defined]
     catalog = await current_catalog()
-    if model in catalog.routers and may_use(catalog, ctx, model):  # a smart router
+    if (model in catalog.routers or model in catalog.augmentors) and may_use(catalog, ctx, model):  # the gateway's own
         return JsonResponse(_model_object(model, catalog.owner(model), int(time.time())))
     found = catalog.lookup(model)
     if found is None or not may_use(catalog, ctx, model):

@@ -3,7 +3,7 @@
 The whole file is checked first, then applied in one transaction: either
 every entry lands or none does. Applying the same file twice changes nothing.
 Aliases not in the file are removed, but only when the file has `aliases:`
-(routers likewise, with `routers:`).
+(routers likewise, with `routers:`, and augmentors, with `augmentors:`).
 Guardrails not in the file are kept (removing a security rule takes admin or
 an explicit `enabled: false`); a guardrail's `tenants:`, when given, are
 exactly the tenants it applies to.
@@ -22,6 +22,7 @@ from accounts.models import Tenant
 from billing.services import PRICE_RATE_OPTIONS, price_set
 from gateway.kernel import cli
 from proxy.catalog_loader import catalog_load
+from proxy.apply_augmentors import augmentors_apply
 from proxy.guardrails.services import guardrail_tenants_set, guardrail_upsert
 from proxy.models import Provider
 from proxy.router_services import router_upsert, routers_prune
@@ -52,7 +53,7 @@ def config_load(path: Path) -> dict[str, Any]:
         raise ApplyError(f"cannot read {path}: {exc}") from None
     if not isinstance(doc, dict):
         raise ApplyError("the file must be a mapping with providers, routes, aliases, prices and guardrails")
-    unknown = set(doc) - {"providers", "routes", "aliases", "routers", "prices", "guardrails"}
+    unknown = set(doc) - {"providers", "routes", "aliases", "routers", "augmentors", "prices", "guardrails"}
     if unknown:
         raise ApplyError(f"unknown sections: {', '.join(sorted(unknown))}")
     return doc
@@ -81,6 +82,11 @@ def config_apply(doc: dict[str, Any], *, actor: AuditActor = None) -> Counter[st
     if "routers" in doc:
         counts += _apply_routers(_entries(doc, "routers", ("name", "designator", "candidates")), actor)
     for item in _entries(doc, "prices", ("model",)):
+    if "augmentors" in doc:
+        try:
+            counts += augmentors_apply(_entries(doc, "augmentors", ("name", "designator", "target")), actor)
+        except ValueError as exc:
+            raise ApplyError(str(exc)) from None
         counts["price " + ("set" if _apply_price(item, actor) else "unchanged")] += 1
     for item in _entries(doc, "guardrails", ("name", "kind", "action", "stage")):
         counts["guardrail " + ("saved" if _apply_guardrail(item, actor) else "unchanged")] += 1

@@ -10,9 +10,9 @@ class ProxyConfig(AppConfig):
         from proxy.breaker import state_listeners
         from proxy.circuit_events import circuit_state_reported
         from proxy.guardrails.services import guardrails_watch
-        from proxy.models import Deployment, ModelAlias, Provider, Route, Router
+        from proxy.models import Augmentor, Deployment, ModelAlias, Provider, Route, Router
 
-        watch(Provider, Route, Deployment, ModelAlias, Router)
+        watch(Provider, Route, Deployment, ModelAlias, Router, Augmentor)
         guardrails_watch()
         if circuit_state_reported not in state_listeners:
             state_listeners.append(circuit_state_reported)  # deployment.circuit_open webhooks

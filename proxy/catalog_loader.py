@@ -1,7 +1,7 @@
 """Reads the routing `Catalog` from the database. Providers, deployments
-(with their routes), prices, aliases and smart routers are small tables, so
-the whole catalog is read at once (six queries with the guardrails, two
-more when any is enabled); proxy.catalog keeps it."""
+(with their routes), prices, aliases, smart routers and augmentors are small
+tables, so the whole catalog is read at once (seven queries with the
+guardrails, two more when any is enabled); proxy.catalog keeps it."""
 
 import dataclasses
 import datetime as dt
@@ -19,7 +19,8 @@ from gateway.kernel.context import PriceSnapshot, ProviderConfig, RoutePlan, Rou
 from gateway.kernel.errors import backend_unavailable
 from proxy.guardrails.index import EMPTY_INDEX, GuardrailIndex, GuardrailRow, guardrail_index
 from proxy.models import Deployment, Guardrail, ModelAlias, Provider, Router, is_alias_pattern
-from proxy.routing import AliasPattern, Candidate, Catalog, SmartRouter, Wildcard
+from proxy.models import Augmentor as AugmentorRow
+from proxy.routing import AliasPattern, Augmentor, Candidate, Catalog, SmartRouter, Wildcard
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,32 @@ def _build() -> Catalog:
         prefix_providers=prefix,
         guardrails=_guardrails(),
     )
-    return dataclasses.replace(catalog, routers=_routers(catalog, descriptions))
+    return dataclasses.replace(catalog, routers=_routers(catalog, descriptions), augmentors=_augmentors(catalog))
+
+
+def _augmentors(catalog: Catalog) -> dict[str, Augmentor]:
+    """The active augmentors whose target the catalog serves (one query).
+    An augmentor's name is asked before aliases, wildcard routes and
+    provider prefixes (proxy.pipeline.route), so it hides a route or alias of
+    the same name, which the commands refuse to create."""
+    augmentors: dict[str, Augmentor] = {}
+    for row in AugmentorRow.objects.filter(is_active=True):
+        if row.name in catalog.routes or row.name in catalog.aliases:
+            log.warning("augmentor %s: hides the route or alias of the same name", row.name)
+        if catalog.lookup(row.target) is None:
+            log.warning("augmentor %s: target %r is not a served model; ignored", row.name, row.target)
+            continue
+        augmentors[row.name] = Augmentor(
+            row.name,
+            row.designator,
+            row.target,
+            row.search_provider,
+            row.max_search_results,
+            row.max_scrape_urls,
+            row.max_context_tokens,
+            row.purpose,
+        )
+    return augmentors
 
 
 def _guardrails() -> GuardrailIndex:

@@ -8,6 +8,8 @@
     admit     rate limits and requests in flight (proxy.ratelimit)
     cache     the exact cache (proxy.caching), then, on a miss, the semantic
               cache (proxy.semantic); a hit is answered and recorded here
+    augment   an augmentor's designator decides whether to search the web or
+              scrape pages; what was found joins the prompt (proxy.augment)
     forward   reserve the worst case against budgets and credit, then the
               attempts, retries and fallbacks upstream (proxy.forward), relayed
               as the answer arrives (proxy.streaming)
@@ -38,6 +40,7 @@ from gateway.kernel.context import PREPARED_SCOPE_KEY, RoutePlan, TenantContext
 from gateway.kernel.errors import GatewayError
 from gateway.kernel.requestid import request_id_for
 from proxy import telemetry
+from proxy.augment import AUGMENTED_HEADER, Augmented, augment, augmented_plan
 from proxy.caching import (
     HitAnswer,
     cache_hit_answer,
@@ -54,7 +57,7 @@ from proxy.guardrails.run import GuardrailRun, guardrail_run
 from proxy.ratelimit import Spend, rate_limit_admit, rate_limit_release, tokens_estimate
 from proxy.responses_state import conversation_resolved
 from proxy.routers import ROUTED_HEADER, routed_plan
-from proxy.routing import Catalog, plan_for
+from proxy.routing import Augmentor, Catalog, plan_for
 from proxy.semantic import semantic_probe
 from proxy.tracing import trace_start
 from proxy.usage import worst_case
@@ -80,6 +83,7 @@ class Prepared:
     cache_key: str | None = None
     cache_read: bool = False  # the store was read for this key and held no hit
     routed_to: str = ""  # the candidate a smart router chose ("": the name asked was routed as is)
+    augmentor: Augmentor | None = None  # the augmentor asked for (proxy.augment); None: none
     # The input guardrails' run and the call they let through, when they ran
     # before a smart router's designator saw the query (see `prepare`).
     input_checked: "tuple[GuardrailRun | None, ClientCall] | None" = None
@@ -100,8 +104,19 @@ async def prepare(ctx: TenantContext, call: ClientCall, request_id: str, *, cach
     plan, routed_to = await route(catalog, ctx, call if checked is None else checked[1], request_id)
     if span is not None:
         span.routed()  # the prepare step's span ends: authenticated, parsed, routed
+    # A router's name is asked first: an augmentor of the same name is hidden.
+    augmentor = None if call.body["model"] in catalog.routers else catalog.augmentors.get(call.body["model"])
     return Prepared(
-        ctx, call, request_id, cache_control, catalog, plan, routed_to=routed_to, input_checked=checked, span=span
+        ctx,
+        call,
+        request_id,
+        cache_control,
+        catalog,
+        plan,
+        routed_to=routed_to,
+        augmentor=augmentor,
+        input_checked=checked,
+        span=span,
     )
 
 
@@ -110,11 +125,16 @@ async def route(catalog: Catalog, ctx: TenantContext, call: ClientCall, request_
     ("" when none did). The resolution order: a smart router first (its
     designator picks the candidate, which resolves as any name: proxy.routers);
     then, in `handle`, the exact and semantic cache and augmentation, for the
-    plan chosen here; names that are no router resolve through proxy.routing:
-    exact route, alias, wildcard route, provider prefix."""
+    plan chosen here; an augmentor is served by its target's plan (its
+    designator is asked in `handle`, after the cache); names that are neither
+    resolve through proxy.routing: exact route, alias, wildcard route,
+    provider prefix."""
     router = catalog.routers.get(call.body["model"])
     if router is not None:
         return await routed_plan(catalog, ctx, router, call, request_id)
+    augmentor = catalog.augmentors.get(call.body["model"])
+    if augmentor is not None:
+        return augmented_plan(catalog, ctx, augmentor), ""
     return plan_for(catalog, ctx, call.body["model"]), ""
 
 
@@ -153,11 +173,16 @@ async def handle(p: Prepared, *, force_cache: bool = False) -> HttpResponseBase:
             trace = (
                 trace_start(p.ctx, p.request_id, p.call.dialect.value, p.call.body) if p.ctx.trace_sample_rate else None
             )
+            augmented = None if p.augmentor is None else await _augment(p, p.augmentor)
+            if augmented is not None and trace is not None:
+                trace.augmentation = augmented.steps  # the searches and scrapes, beside the client's request
             attempts = Attempts(p.ctx, p.call, p.request_id, fill, admission, trace, span=span, guardrails=guardrails)
             run = attempts.run(p.catalog, p.plan)
             response = await (run if span is None else span.forward(run))
             if cache is not None:
                 response["x-cache"] = cache.status
+            if augmented is not None:
+                response[AUGMENTED_HEADER] = augmented.label
     except BaseException:
         if fill is not None:
             fill.fail()  # identical requests waiting on this one go upstream themselves

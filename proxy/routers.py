@@ -138,7 +138,7 @@ async def _ask(
         return None
     status = response.status_code
     content = getattr(response, "content", b"") if status == 200 else b""
-    chosen = designation(_answer_text(content), [c.name for c in offered])
+    chosen = designation(answer_text(content), [c.name for c in offered])
     if chosen is None:
         log.warning(
             "router %s: the designator's answer (HTTP %s) names no candidate; the fallback answers", router.name, status
@@ -206,7 +206,7 @@ def _text(content: Any) -> str:
     return ""
 
 
-def _answer_text(content: bytes) -> str:
+def answer_text(content: bytes) -> str:
     """The message text of a chat completion's first choice ("" if none)."""
     try:
         answer: Any = orjson.loads(content)

@@ -8,6 +8,9 @@ form `<provider>/<upstream model>` (when the catalog holds providers for it).
 A smart router's name (`Catalog.routers`) is asked before all of these, by
 the pipeline's route step (proxy.pipeline.route, proxy.routers): its
 designator picks one of its candidates, which then resolves as above.
+An augmentor's name (`Catalog.augmentors`) is asked next, before the names
+above: its target serves it, once proxy.augment has added what its
+designator asked to be looked up.
 """
 
 import fnmatch
@@ -65,6 +68,21 @@ class SmartRouter:
 
 
 @dataclass(frozen=True, slots=True)
+class Augmentor:
+    """A name whose requests the designator may have searched or scraped
+    for before `target` answers (proxy.augment)."""
+
+    name: str
+    designator: str
+    target: str
+    search_provider: str  # searxng, perplexity (proxy.augment_search)
+    max_search_results: int = 5
+    max_scrape_urls: int = 3
+    max_context_tokens: int = 2000
+    purpose: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Resolution:
     """A resolved name: its plan and, when it is an alias, the route it names
     (the key's allowed models are checked against that route too)."""
@@ -87,6 +105,7 @@ class Catalog:
     # Providers that `<provider>/<model>` reaches directly; empty: that form is off.
     prefix_providers: Mapping[str, ProviderConfig] = field(default_factory=dict)
     routers: Mapping[str, SmartRouter] = field(default_factory=dict)  # by the name clients ask for
+    augmentors: Mapping[str, Augmentor] = field(default_factory=dict)  # likewise
     guardrails: GuardrailIndex = EMPTY_INDEX  # by tenant and key (proxy.guardrails)
     # Names resolved past the exact routes (aliases, wildcards, provider
     # prefixes): each is built once, then served from here.
@@ -180,15 +199,15 @@ class Catalog:
         return Resolution(RoutePlan(public_model=model, deployments=(target,)))
 
     def listed_models(self) -> list[str]:
-        """Concrete names for /v1/models: routes, exact aliases and smart
-        routers (wildcards and patterns cannot be enumerated)."""
+        """Concrete names for /v1/models: routes, exact aliases, smart
+        routers and augmentors (wildcards and patterns cannot be enumerated)."""
         served_aliases = (name for name, target in self.aliases.items() if target in self.routes)
-        return sorted({*self.routes, *served_aliases, *self.routers})
+        return sorted({*self.routes, *served_aliases, *self.routers, *self.augmentors})
 
     def owner(self, model: str) -> str:
         """The provider named as a listed model's owner: its (target's) first
-        deployment's; `gateway` for a smart router."""
-        if model in self.routers:
+        deployment's; `gateway` for a smart router or an augmentor."""
+        if model in self.routers or model in self.augmentors:
             return "gateway"
         plan = self.routes.get(model) or self.routes[self.aliases[model]]
         return plan.deployments[0].provider.name
@@ -205,6 +224,9 @@ def may_use(catalog: Catalog, ctx: TenantContext, model: str) -> bool:
     router = catalog.routers.get(model)
     if router is not None:  # and some candidate it may be sent to
         return ctx.allows(model) and any(may_use(catalog, ctx, c.name) for c in router.candidates)
+    augmentor = catalog.augmentors.get(model)
+    if augmentor is not None:  # its target is reached on its behalf, as an alias's is
+        return ctx.allows(model) and catalog.lookup(augmentor.target) is not None
     found = catalog.lookup(model)
     return found is not None and _allowed(ctx, model, found.alias_of)
 

@@ -69,6 +69,7 @@ class TraceCapture:
         "event",
         "latency_ms",
         "finished_at",
+        "augmentation",
     )
 
     def __init__(self, ctx: TenantContext, request_id: str, endpoint: str, request_body: dict[str, Any]) -> None:
@@ -87,6 +88,9 @@ class TraceCapture:
         self.event: UsageEvent | None = None
         self.latency_ms = 0
         self.finished_at = self.started_at
+        # An augmentor's steps (proxy.augment): the designator's decision,
+        # each search and scrape and what reached the prompt; None: none.
+        self.augmentation: list[dict[str, Any]] | None = None
 
     def add_events(self, events: Iterable[bytes]) -> None:
         """A stream's events as they pass; past the cap, only the mark."""
@@ -198,6 +202,7 @@ def trace_record(capture: TraceCapture) -> dict[str, Any]:
         "response": response,
         "truncated": truncated,
         "attempts": capture.attempts,
+        **({} if capture.augmentation is None else {"augmentation": scrub(capture.augmentation)}),
     }
 
 

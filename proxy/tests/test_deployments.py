@@ -148,7 +148,7 @@ def test_the_catalog_loads_in_a_constant_number_of_queries(django_assert_max_num
     for i in range(20):
         route_set(model=f"m{i}", deployments=[DeploymentSpec(p, f"up{i}", weight=i + 1) for p in providers])
     route_set(model="w/*", deployments=[DeploymentSpec(providers[0], "x-")])
-    with django_assert_max_num_queries(6):  # providers, prices, deployments, aliases, routers, guardrails
+    with django_assert_max_num_queries(7):  # providers, prices, deployments, aliases, routers, augmentors, guardrails
         catalog = catalog_load()
     assert len(catalog.routes) == 20 and len(catalog.resolve("m7").deployments) == 5
     assert catalog.resolve("w/abc").deployments[0].upstream_model == "x-abc"

@@ -1,0 +1,172 @@
+"""The web an augmentor sees, faked: a SearXNG instance, Perplexity and pages.
+
+One aiohttp server on a loopback address (in a thread, with its own loop)
+that records every request it receives:
+
+* `GET /search?q=...&format=json`: SearXNG's JSON answer with `results`
+  (tests set them; `searxng_status` other than 200 answers that status);
+* `POST /perplexity/chat/completions`: a Perplexity answer (`perplexity_text`)
+  with its `search_results` and `citations` (tests set `perplexity_sources`);
+* `GET /page/<name>`: the HTML (or `text/plain`, `image/png`...) tests put in
+  `pages`; `GET /big`: a page larger than any cap; `GET /slow`: headers after
+  `slow_seconds`;
+* `GET /redirect?to=URL`: a 302 to URL.
+"""
+
+import asyncio
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class WebRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class FakeWeb:
+    host: str = "127.0.0.1"
+    port: int = 0
+    requests: list[WebRequest] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)  # SearXNG's
+    searxng_status: int = 200
+    perplexity_text: str = "Perplexity found that the answer is 42."
+    perplexity_sources: list[dict[str, Any]] = field(default_factory=list)
+    pages: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (content type, body)
+    slow_seconds: float = 5.0
+    _loop: asyncio.AbstractEventLoop | None = None
+    _runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def page(self, name: str, html: str, content_type: str = "text/html") -> str:
+        """Serve `html` at /page/<name>; returns its URL."""
+        self.pages[name] = (content_type, html)
+        return f"{self.url}/page/{name}"
+
+    def seen(self, path: str) -> list[WebRequest]:
+        return [r for r in self.requests if r.path == path]
+
+    # --- handlers -----------------------------------------------------------
+    async def _record(self, request: web.Request) -> None:
+        body = await request.read()
+        self.requests.append(WebRequest(request.method, request.path, dict(request.query), dict(request.headers), body))
+
+    async def _search(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        if self.searxng_status != 200:
+            return web.json_response({"error": "engines down"}, status=self.searxng_status)
+        answer = {
+            "query": request.query.get("q", ""),
+            "number_of_results": len(self.results),
+            "results": self.results,
+            "answers": [],
+            "infoboxes": [],
+            "suggestions": [],
+            "unresponsive_engines": [],
+        }
+        return web.json_response(answer)
+
+    async def _perplexity(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        answer = {
+            "id": "pplx-1",
+            "model": "sonar",
+            "choices": [
+                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": self.perplexity_text}}
+            ],
+            "citations": [s["url"] for s in self.perplexity_sources],
+            "search_results": self.perplexity_sources,
+            "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14},
+        }
+        return web.json_response(answer)
+
+    async def _page(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        found = self.pages.get(request.match_info["name"])
+        if found is None:
+            return web.Response(status=404, text="no such page")
+        content_type, body = found
+        return web.Response(body=body.encode(), content_type=content_type, charset="utf-8")
+
+    async def _big(self, request: web.Request) -> web.StreamResponse:
+        await self._record(request)
+        response = web.StreamResponse(headers={"Content-Type": "text/html"})
+        await response.prepare(request)
+        await response.write(b"<html><body><p>" + b"big " * 1024)
+        try:
+            for _ in range(4096):  # 16 MiB unless the reader stops first
+                await response.write(b"word " * 819)
+        except (ConnectionResetError, RuntimeError):
+            pass
+        return response
+
+    async def _slow(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        await asyncio.sleep(self.slow_seconds)
+        return web.Response(text="<p>late</p>", content_type="text/html")
+
+    async def _redirect(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return web.Response(status=302, headers={"Location": request.query["to"]})
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/search", self._search)
+        app.router.add_post("/perplexity/chat/completions", self._perplexity)
+        app.router.add_get("/page/{name}", self._page)
+        app.router.add_get("/big", self._big)
+        app.router.add_get("/slow", self._slow)
+        app.router.add_get("/redirect", self._redirect)
+        return app
+
+    # --- running --------------------------------------------------------------
+    def start_in_thread(self) -> "FakeWeb":
+        sock = socket.socket()
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        ready = threading.Event()
+
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
+            self._loop.run_until_complete(self._runner.setup())
+            self._loop.run_until_complete(web.SockSite(self._runner, sock).start())
+            ready.set()
+            self._loop.run_forever()
+
+        threading.Thread(target=serve, name=f"fake-web-{self.host}", daemon=True).start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            asyncio.run_coroutine_threadsafe(_cancel_others(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def wait_for(self, path: str, count: int, timeout: float = 5.0) -> list[WebRequest]:
+        deadline = time.monotonic() + timeout
+        while len(self.seen(path)) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.seen(path)
+
+
+async def _cancel_others() -> None:
+    """Handlers still waiting (`/slow`) end before the loop stops, not as
+    'Task was destroyed but it is pending' at exit."""
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
