@@ -81,12 +81,12 @@ def config_apply(doc: dict[str, Any], *, actor: AuditActor = None) -> Counter[st
         counts += _apply_aliases(_entries(doc, "aliases", ("pattern", "to")), actor)
     if "routers" in doc:
         counts += _apply_routers(_entries(doc, "routers", ("name", "designator", "candidates")), actor)
-    for item in _entries(doc, "prices", ("model",)):
     if "augmentors" in doc:
         try:
             counts += augmentors_apply(_entries(doc, "augmentors", ("name", "designator", "target")), actor)
         except ValueError as exc:
             raise ApplyError(str(exc)) from None
+    for item in _entries(doc, "prices", ("model",)):
         counts["price " + ("set" if _apply_price(item, actor) else "unchanged")] += 1
     for item in _entries(doc, "guardrails", ("name", "kind", "action", "stage")):
         counts["guardrail " + ("saved" if _apply_guardrail(item, actor) else "unchanged")] += 1

@@ -248,6 +248,15 @@ def _input_checked_call(p: Prepared) -> ClientCall:
     return p.input_checked[1]
 
 
+async def _augment(p: Prepared, augmentor: Augmentor) -> Augmented:
+    """The augment step: the designator sees the call as the input
+    guardrails let it through; what it found is forwarded in `p.call`."""
+    step = augment(p.catalog, p.ctx, augmentor, p.call, p.request_id)
+    augmented = await (step if p.span is None else p.span.step("augment", step))
+    p.call = augmented.call
+    return augmented
+
+
 def _spend_ahead(p: Prepared) -> Spend | None:
     """The first deployment's worst case, reserved in the admission's Redis
     call: the attempt takes it instead of calling again, a hit gives it back."""
