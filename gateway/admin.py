@@ -29,7 +29,7 @@ from django.utils.html import format_html, format_html_join
 from accounts.admin import AuditedAdmin
 from accounts.admin_filters import TenantFilter
 from accounts.models import ApiKey, Tenant
-from accounts.services import api_key_issue, api_key_revoke, api_key_rotate
+from accounts.services import SEMANTIC_FIELDS, api_key_issue, api_key_revoke, api_key_rotate
 from billing.admin import KeyBudgetInline, TenantBudgetInline
 from billing.dashboard import budget_limit_nanos, budgets_with_current_spend
 from billing.models import Budget, CreditEntry, UsageRecord, UsageRollup
@@ -39,7 +39,7 @@ from gateway.model_picker import model_list_field, tag_list_field
 # staff land on the operations dashboard instead.
 admin.site.site_url = "/admin/dashboard/"
 
-KEY_SETTINGS = ("cache_ttl_seconds", "rpm_limit", "tpm_limit", "max_parallel", "trace_sample_rate")
+KEY_SETTINGS = ("cache_ttl_seconds", "rpm_limit", "tpm_limit", "max_parallel", "trace_sample_rate", *SEMANTIC_FIELDS)
 
 
 def usd_cents(nanos: int) -> str:

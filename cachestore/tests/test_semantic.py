@@ -311,3 +311,23 @@ def test_key_create_refuses_semantic_settings_that_cannot_work(args: tuple[str, 
     tenant_create(slug="sem-bad")
     with pytest.raises(CommandError, match=message):
         call_command("key_create", "sem-bad", *args, stdout=StringIO(), stderr=StringIO())
+
+
+@pytest.mark.django_db
+def test_staff_set_the_semantic_cache_of_a_key_in_admin_and_see_the_tenants(admin_client: Any) -> None:
+    from accounts.models import ApiKey, Tenant
+
+    tenant = Tenant.objects.create(slug="sem-admin")
+    admin_client.post(
+        "/admin/accounts/apikey/add/",
+        {"tenant": tenant.pk, "name": "k", "semantic_threshold": "0.92", "semantic_scope": "conversation"},
+        follow=True,
+    )
+    key = ApiKey.objects.get(tenant=tenant)
+    assert (key.semantic_threshold, key.semantic_scope, key.semantic_include_system) == (
+        Decimal("0.920"),
+        "conversation",
+        None,  # the tenant's
+    )
+    page = admin_client.get(f"/admin/accounts/tenant/{tenant.pk}/change/").content.decode()
+    assert 'name="semantic_threshold"' in page and 'name="semantic_embedding_model"' in page
