@@ -1,4 +1,4 @@
-"""`gateway_apply`: providers, routes, aliases, smart routers, prices and guardrails from one declarative file.
+"""`gateway_apply`: providers, routes, aliases, smart routers, prices, guardrails and tenants' caches from one file.
 
 The whole file is checked first, then applied in one transaction: either
 every entry lands or none does. Applying the same file twice changes nothing.
@@ -7,6 +7,8 @@ Aliases not in the file are removed, but only when the file has `aliases:`
 Guardrails not in the file are kept (removing a security rule takes admin or
 an explicit `enabled: false`); a guardrail's `tenants:`, when given, are
 exactly the tenants it applies to.
+`tenants:` sets the listed tenants' response and semantic cache settings
+(proxy.apply_tenants); tenants not listed are left alone.
 Every change leaves an audit entry (accounts.audit) naming who applied it.
 """
 
@@ -23,6 +25,7 @@ from billing.services import PRICE_RATE_OPTIONS, price_set
 from gateway.kernel import cli
 from proxy.catalog_loader import catalog_load
 from proxy.apply_augmentors import augmentors_apply
+from proxy.apply_tenants import tenants_apply
 from proxy.guardrails.services import guardrail_tenants_set, guardrail_upsert
 from proxy.models import Provider
 from proxy.router_services import router_upsert, routers_prune
@@ -53,7 +56,7 @@ def config_load(path: Path) -> dict[str, Any]:
         raise ApplyError(f"cannot read {path}: {exc}") from None
     if not isinstance(doc, dict):
         raise ApplyError("the file must be a mapping with providers, routes, aliases, prices and guardrails")
-    unknown = set(doc) - {"providers", "routes", "aliases", "routers", "augmentors", "prices", "guardrails"}
+    unknown = set(doc) - {"providers", "routes", "aliases", "routers", "augmentors", "prices", "guardrails", "tenants"}
     if unknown:
         raise ApplyError(f"unknown sections: {', '.join(sorted(unknown))}")
     return doc
@@ -90,6 +93,10 @@ def config_apply(doc: dict[str, Any], *, actor: AuditActor = None) -> Counter[st
         counts["price " + ("set" if _apply_price(item, actor) else "unchanged")] += 1
     for item in _entries(doc, "guardrails", ("name", "kind", "action", "stage")):
         counts["guardrail " + ("saved" if _apply_guardrail(item, actor) else "unchanged")] += 1
+    try:
+        counts += tenants_apply(_entries(doc, "tenants", ("slug",)), actor)
+    except ValueError as exc:
+        raise ApplyError(str(exc)) from None
     return counts
 
 

@@ -331,3 +331,37 @@ def test_staff_set_the_semantic_cache_of_a_key_in_admin_and_see_the_tenants(admi
     )
     page = admin_client.get(f"/admin/accounts/tenant/{tenant.pk}/change/").content.decode()
     assert 'name="semantic_threshold"' in page and 'name="semantic_embedding_model"' in page
+
+
+@pytest.mark.django_db
+def test_gateway_apply_sets_a_tenants_semantic_cache_and_applying_again_changes_nothing() -> None:
+    from accounts.models import Tenant
+    from accounts.services import tenant_create
+    from proxy.apply import ApplyError, config_apply
+
+    tenant_create(slug="sem-apply")
+    semantic = {"threshold": 0.95, "scope": "conversation", "system_prompt": "ignore", "max_tokens": 800}
+    doc = {"tenants": [{"slug": "sem-apply", "cache_ttl": 3600, "semantic": {**semantic, "embedding_model": "e"}}]}
+    assert config_apply(doc) == {"tenant saved": 1}
+    assert config_apply(doc) == {"tenant unchanged": 1}
+    tenant = Tenant.objects.get(slug="sem-apply")
+    assert (tenant.cache_ttl_seconds, tenant.semantic_threshold, tenant.semantic_scope) == (
+        3600,
+        Decimal("0.950"),
+        "conversation",
+    )
+    assert (tenant.semantic_include_system, tenant.semantic_max_answer_tokens, tenant.semantic_embedding_model) == (
+        False,
+        800,
+        "e",
+    )
+    assert config_apply({"tenants": [{"slug": "sem-apply", "semantic": None}]}) == {"tenant saved": 1}
+    assert Tenant.objects.get(slug="sem-apply").semantic_threshold is None  # off; the rest kept
+    for bad, message in [
+        ({"slug": "sem-apply", "semantic": {"threshold": 2}}, "between 0 and 1"),
+        ({"slug": "sem-apply", "semantic": {"scope": "all"}}, "scope must be one of"),
+        ({"slug": "sem-apply", "semantic": {"colour": "red"}}, "unknown semantic fields colour"),
+        ({"slug": "nobody-here"}, "no such tenant"),
+    ]:
+        with pytest.raises(ApplyError, match=message):
+            config_apply({"tenants": [bad]})
