@@ -95,7 +95,7 @@ def test_gateway_apply_creates_everything_and_a_second_run_changes_nothing(tmp_p
         ("routes: [{model: m, provider: ghost}]", "unknown provider 'ghost'"),
         ("prices: [{model: m, input: -1, output: 1}]", "must be a finite number >= 0"),
         ("prices: [{model: m, input: 1}]", "missing output"),
-        ("tenants: []", "unknown sections: tenants"),
+        ("teams: []", "unknown sections: teams"),
         ("- just a list", "must be a mapping"),
         ("providers: [{name: a, base_url: 'http://x', kind: magic}]", "unknown provider kind 'magic'"),
     ],
