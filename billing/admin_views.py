@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -51,7 +52,14 @@ def requested_tenant(request: HttpRequest) -> Tenant | None:
     return tenant
 
 
+def _may_see_rollups(request: HttpRequest) -> None:
+    """The charts are the rollups of usage: shown to staff who may read those."""
+    if not request.user.has_perm("billing.view_usagerollup"):
+        raise PermissionDenied
+
+
 def dashboard_view(request: HttpRequest) -> TemplateResponse:
+    _may_see_rollups(request)
     days = requested_days(request)
     context = {
         **admin.site.each_context(request),
@@ -80,6 +88,7 @@ def dashboard_view(request: HttpRequest) -> TemplateResponse:
 
 
 def dashboard_data_view(request: HttpRequest) -> JsonResponse:
+    _may_see_rollups(request)
     try:
         tenant = requested_tenant(request)
     except UnknownTenantError as unknown:

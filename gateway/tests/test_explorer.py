@@ -159,8 +159,15 @@ def test_staff_without_the_usage_view_permission_see_nothing_of_it(django_user_m
     assert client.get(USAGE + "?tenant=acme").status_code == 403
     assert client.get(f"{USAGE}{row.pk}/change/").status_code == 403
     assert client.get(f"/admin/explorer/trace/{row.request_id}/").status_code == 403
-    dashboard = client.get("/admin/dashboard/").content.decode()
-    assert 'data-usage-url=""' in dashboard  # no bar or feed row links to records
+    assert client.get("/admin/dashboard/").status_code == 403
+    assert client.get("/admin/dashboard/data.json").status_code == 403
+
+
+def test_staff_who_may_read_rollups_but_not_records_get_a_dashboard_without_links(django_user_model: Any) -> None:
+    client = staff(django_user_model, "view_usagerollup")
+    dashboard = client.get("/admin/dashboard/")
+    assert dashboard.status_code == 200
+    assert 'data-usage-url=""' in dashboard.content.decode()  # no bar or feed row links to records
 
 
 def test_other_admin_lists_filter_by_tenant_and_refuse_an_unknown_one(admin_client: Client) -> None:
