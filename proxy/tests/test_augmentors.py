@@ -4,8 +4,9 @@ target answers with what was found in its prompt.
 Through the gateway under daphne, against a fake designator and target (the
 session's fake upstream) and a fake SearXNG, Perplexity and web pages
 (proxy.tests.fake_web): what the client got, what the target was sent, the
-header, the usage rows and the trace. Then the resolution order, the pure
-parts, the commands, gateway_apply and the admin.
+header, the usage rows and the trace. Then the resolution order; in-process
+the designator's timeout and that a warm augmented request queries no
+database; the pure parts, the commands, gateway_apply and the admin.
 """
 
 import json
@@ -20,17 +21,24 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.management import CommandError, call_command
+from django.db import connection
 
+from billing.meter import meter
 from conftest import IssuedKey, Ledger
+from gateway import lifecycle
 from proxy.augment import Decision, augmented_body, context_block, decision_parse
 from proxy.augment_search import SearchResult
 from proxy.dialects import ClientCall, Dialect
 from proxy.scrape import Page
+from proxy.tests.asgi import asgi_call
 from proxy.tests.fake_upstream import DEFAULT_WORDS, FakeUpstream
 from proxy.tests.fake_web import FakeWeb
 from proxy.tests.live import LiveGateway
+from proxy.upstream import upstream_sessions_close
 
 AUGMENTED = "x-gateway-augmented"
 PERPLEXITY_KEY = "pplx-test-0123456789"
@@ -503,6 +511,95 @@ def test_an_exact_cache_hit_is_served_before_the_augmentor_asks_anything(
     assert second.json()["choices"] == first.json()["choices"]
     assert len(seen(fake_upstream, s.designator_upstream)) == 1
     assert len([r for r in web.seen("/search") if marker in r.query.get("q", "")]) == 1
+
+
+# --- In-process: the timeout, a spent budget, and no database query once warm ----------
+
+
+@pytest.fixture
+async def in_process(gateway_config: None, monkeypatch: Any, settings: Any, web: FakeWeb) -> Any:
+    monkeypatch.setattr(lifecycle, "GATEWAY_BACKGROUND", False)  # no writer, no poller
+    settings.AUGMENT_SEARXNG_URL = web.url
+    meter.take(meter.pending)
+    yield
+    meter.take(meter.pending)
+    await upstream_sessions_close()  # this test's loop ends with the test
+
+
+async def committed(blocker: Any, fn: Callable[[], Any]) -> Any:
+    def run() -> Any:
+        with blocker.unblock():
+            try:
+                return fn()
+            finally:
+                connection.close()  # this thread's connection would outlive the test database
+
+    return await sync_to_async(run)()
+
+
+async def call(key: IssuedKey, body: dict[str, Any]) -> Any:
+    from gateway.asgi import application
+
+    return await asgi_call(application, "POST", "/v1/chat/completions", headers=key.headers, body=orjson.dumps(body))
+
+
+async def test_a_designator_slower_than_the_timeout_lets_the_target_answer_directly(
+    in_process: None, key: IssuedKey, django_db_blocker: Any, settings: Any
+) -> None:
+    settings.AUGMENT_DESIGNATOR_TIMEOUT_SECONDS = 0.3
+    s = await committed(django_db_blocker, lambda: make_augmentor(designator_upstream="fake-slowheaders-5"))
+    with django_db_blocker.unblock():
+        started = time.monotonic()
+        answer = await call(key, chat(s, "hurry"))
+        waited = time.monotonic() - started
+    assert (answer.status, answer.headers[AUGMENTED]) == (200, "direct")
+    assert waited < 3  # the target answered long before the designator would have
+    events = meter.take(meter.pending)
+    assert sorted((e.purpose, e.public_model) for e in events) == [("", s.target), ("augmentation", s.designator)]
+    assert {e.key_id for e in events} == {key.key_id}
+
+
+async def test_a_warm_augmented_request_makes_no_database_query(
+    in_process: None, key: IssuedKey, fake_upstream: FakeUpstream, web: FakeWeb, django_db_blocker: Any
+) -> None:
+    s = await committed(django_db_blocker, make_augmentor)
+    fake_upstream.scripted[s.designator_upstream] = "search: warm"
+    web.results = [{"title": "Warm", "url": "https://warm.example/", "content": "warm context"}]
+    with django_db_blocker.unblock():  # loads the key and the catalog
+        assert (await call(key, chat(s, "warm up"))).status == 200
+    meter.take(meter.pending)
+
+    answer = await call(key, chat(s, "now the database is blocked"))  # pytest-django refuses any query here
+
+    assert (answer.status, answer.headers[AUGMENTED]) == (200, "search")
+    assert sorted(e.purpose for e in meter.take(meter.pending)) == ["", "augmentation"]
+
+
+def test_a_spent_budget_refuses_before_anything_goes_upstream(
+    gateway: LiveGateway,
+    key: IssuedKey,
+    fake_upstream: FakeUpstream,
+    web: FakeWeb,
+    ledger: Ledger,
+    django_db_blocker: Any,
+) -> None:
+    from accounts.models import ApiKey
+    from billing.services import budget_set, price_set
+
+    with django_db_blocker.unblock():  # before the gateway first sees the key (and its budgets)
+        budget_set(limit_usd=Decimal("0.000001"), period="day", api_key=ApiKey.objects.get(pk=key.key_id))
+        s = make_augmentor()
+        for upstream in (s.designator_upstream, s.target_upstream):
+            price_set(model=upstream, input_usd=Decimal("1"), output_usd=Decimal("1"))
+    fake_upstream.scripted[s.designator_upstream] = "search: anything"
+    wait_served(gateway, key, s.name)
+    searched = len(web.seen("/search"))
+
+    answer = post(gateway, key, chat(s, "anything"))
+
+    assert (answer.status, answer.json()["error"]["code"]) == (429, "budget_exceeded")
+    assert not seen(fake_upstream, s.designator_upstream) and not seen(fake_upstream, s.target_upstream)
+    assert len(web.seen("/search")) == searched and ledger.wait(key.key_id, 0) == []
 
 
 # --- Pure parts ------------------------------------------------------------------
