@@ -367,6 +367,11 @@ class PriceAdmin(admin.ModelAdmin):
                     "reasoning_usd_per_mtok",
                     "audio_input_usd_per_mtok",
                     "audio_output_usd_per_mtok",
+                    "image_input_usd_per_mtok",
+                    "image_output_usd_per_mtok",
+                    "input_usd_per_second",
+                    "input_usd_per_character",
+                    "output_usd_per_image",
                     "request_fee_usd",
                     "max_output_tokens",
                 ]

@@ -8,6 +8,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing.histograms import LATENCY_COLUMNS, TTFT_COLUMNS
+from billing.media_pricing import MEDIA_RATE_CAPS
 from billing.pricing import MAX_REQUEST_FEE_USD, MAX_USD_PER_MTOK
 
 # Any: these are spread into DecimalField(**...), whose parameters differ in type.
@@ -17,6 +18,19 @@ USD_PER_MTOK: dict[str, Any] = {
     "validators": [MinValueValidator(Decimal(0)), MaxValueValidator(MAX_USD_PER_MTOK)],
 }
 OPTIONAL_USD_PER_MTOK: dict[str, Any] = {**USD_PER_MTOK, "null": True, "blank": True}
+
+
+def _media_rate(name: str, help_text: str) -> Any:
+    """An optional media rate (billing.media_pricing), capped as price_amount_check caps it."""
+    cap = MEDIA_RATE_CAPS[name][0]
+    return models.DecimalField(
+        max_digits=18,
+        decimal_places=9,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(cap)],
+        help_text=help_text,
+    )
 
 
 class PriceQuerySet(models.QuerySet["Price"]):
@@ -32,7 +46,10 @@ class Price(models.Model):
     Every rate is USD per million tokens. An empty optional rate falls back
     to the rate it refines (cached input -> input, 1-hour cache write ->
     5-minute cache write -> input, reasoning -> output, audio input ->
-    input, audio output -> output, a long-context rate -> its base rate)."""
+    input, audio output -> output, image input/output -> input/output, a
+    long-context rate -> its base rate). The media rates (per second of
+    audio, per character, per image) are charged on top of the tokens, and
+    only when set."""
 
     class Source(models.TextChoices):
         MANUAL = "manual", "Set by hand"
@@ -53,6 +70,22 @@ class Price(models.Model):
     )
     audio_output_usd_per_mtok = models.DecimalField(
         **OPTIONAL_USD_PER_MTOK, help_text="Audio output (the realtime API). Empty: the output rate."
+    )
+    image_input_usd_per_mtok = models.DecimalField(
+        **OPTIONAL_USD_PER_MTOK, help_text="Image tokens in (gpt-image-1 edits). Empty: the input rate."
+    )
+    image_output_usd_per_mtok = models.DecimalField(
+        **OPTIONAL_USD_PER_MTOK, help_text="Image tokens out (gpt-image-1). Empty: the output rate."
+    )
+    input_usd_per_second = _media_rate(
+        "input_usd_per_second", "USD per second of audio transcribed or translated (LiteLLM input_cost_per_second)."
+    )
+    input_usd_per_character = _media_rate(
+        "input_usd_per_character", "USD per character of speech input (LiteLLM input_cost_per_character)."
+    )
+    output_usd_per_image = _media_rate(
+        "output_usd_per_image",
+        "USD per image generated; a row named like hd/1024-x-1024/dall-e-3 prices that size and quality.",
     )
     long_context_threshold = models.PositiveIntegerField(
         null=True, blank=True, help_text="Above this many prompt tokens the long-context rates apply to the request."
@@ -124,6 +157,11 @@ class UsageRecord(models.Model):
     reasoning_tokens = models.PositiveIntegerField(default=0)
     audio_input_tokens = models.PositiveIntegerField(default=0, help_text="Uncached audio input (realtime).")
     audio_output_tokens = models.PositiveIntegerField(default=0)
+    image_input_tokens = models.PositiveIntegerField(default=0, help_text="Image tokens in (gpt-image-1).")
+    image_output_tokens = models.PositiveIntegerField(default=0)
+    audio_input_ms = models.PositiveIntegerField(default=0, help_text="Audio transcribed or translated, in ms.")
+    input_characters = models.PositiveIntegerField(default=0, help_text="Characters of speech input.")
+    output_images = models.PositiveIntegerField(default=0, help_text="Images generated.")
     cost_nanos = models.BigIntegerField(default=0, help_text="USD x 10^9.")
     saved_nanos = models.BigIntegerField(default=0, help_text="What a cache hit saved, USD x 10^9.")
     prepaid = models.BooleanField(default=False, help_text="Charged to the tenant's prepaid credit.")

@@ -10,6 +10,7 @@ one nano-dollar.
 from dataclasses import dataclass
 from decimal import Decimal
 
+from billing.media_pricing import MEDIA_RATE_CAPS, media_cost_scaled, media_rates
 from gateway.kernel.context import PriceSnapshot, Rates, Usage
 
 NANOS_PER_USD = 10**9
@@ -24,16 +25,20 @@ MAX_REQUEST_FEE_USD = Decimal(100)
 def price_amount_check(name: str, value: Decimal) -> None:
     """Raise ValueError, saying what is expected, unless `value` is a price
     the books can hold: finite, from 0 to the cap, in whole nano-dollars."""
-    fee = name == "request_fee_usd"
-    unit, cap = ("USD per request", MAX_REQUEST_FEE_USD) if fee else ("USD per million tokens", MAX_USD_PER_MTOK)
+    if name in MEDIA_RATE_CAPS:
+        cap, unit = MEDIA_RATE_CAPS[name]
+    elif name == "request_fee_usd":
+        unit, cap = "USD per request", MAX_REQUEST_FEE_USD
+    else:
+        unit, cap = "USD per million tokens", MAX_USD_PER_MTOK
     if not value.is_finite():
         raise ValueError(f"{name}: {value} is not a price; give {unit}, such as 2.50")
     if value < 0:
         raise ValueError(f"{name}: prices cannot be negative")
     if value > cap:
         raise ValueError(
-            f"{name}: {value:f} {unit} is above the {cap:f} this gateway accepts; prices are {unit} "
-            "(gpt-4o's input is 2.50), not per token or per thousand"
+            f"{name}: {value:f} {unit} is above the {cap:f} this gateway accepts; prices are {unit}"
+            + ("" if name in MEDIA_RATE_CAPS else " (gpt-4o's input is 2.50), not per token or per thousand")
         )
     usd_to_nanos(value)  # refuses sub-nano precision
 
@@ -72,6 +77,8 @@ class PriceRates:
     reasoning: Decimal | None = None
     audio_input: Decimal | None = None
     audio_output: Decimal | None = None
+    image_input: Decimal | None = None
+    image_output: Decimal | None = None
 
 
 def rates_from_usd(usd: PriceRates, fallback: Rates | None = None) -> Rates:
@@ -99,6 +106,8 @@ def rates_from_usd(usd: PriceRates, fallback: Rates | None = None) -> Rates:
         reasoning=nanos(usd.reasoning, fallback.reasoning if fallback else base_output),
         audio_input=audio(usd.audio_input, fallback.audio_input if fallback else None),
         audio_output=audio(usd.audio_output, fallback.audio_output if fallback else None),
+        image_input=audio(usd.image_input, fallback.image_input if fallback else None),
+        image_output=audio(usd.image_output, fallback.image_output if fallback else None),
     )
 
 
@@ -107,6 +116,14 @@ def audio_rates(rates: Rates) -> tuple[int, int]:
     return (
         rates.input if rates.audio_input is None else rates.audio_input,
         rates.output if rates.audio_output is None else rates.audio_output,
+    )
+
+
+def image_rates(rates: Rates) -> tuple[int, int]:
+    """The image input and output token rates, an empty one being its text rate's."""
+    return (
+        rates.input if rates.image_input is None else rates.image_input,
+        rates.output if rates.image_output is None else rates.image_output,
     )
 
 
@@ -119,6 +136,7 @@ def cost_nanos(usage: Usage, price: PriceSnapshot | None, *, answered: bool = Tr
         return 0
     rates = price.rates_for(usage.prompt_tokens)
     audio_input, audio_output = audio_rates(rates)
+    image_input, image_output = image_rates(rates)
     total = (
         usage.input_tokens * rates.input
         + usage.cached_input_tokens * rates.cached_input
@@ -128,6 +146,9 @@ def cost_nanos(usage: Usage, price: PriceSnapshot | None, *, answered: bool = Tr
         + usage.reasoning_tokens * rates.reasoning
         + usage.audio_input_tokens * audio_input
         + usage.audio_output_tokens * audio_output
+        + usage.image_input_tokens * image_input
+        + usage.image_output_tokens * image_output
+        + media_cost_scaled(usage, price.media)  # per second, character and image (billing.media_pricing)
     )
     return -(-total // TOKENS_PER_MTOK) + (price.request_fee_nanos if answered else 0)
 
@@ -143,8 +164,11 @@ def worst_case_cost_nanos(price: PriceSnapshot | None, *, prompt_tokens: int, ou
         return 0
     rates = price.rates_for(prompt_tokens)
     audio_input, audio_output = audio_rates(rates)
-    prompt_rate = max(rates.input, rates.cached_input, rates.cache_write_5m, rates.cache_write_1h, audio_input)
-    output_rate = max(rates.output, rates.reasoning, audio_output)
+    image_input, image_output = image_rates(rates)
+    prompt_rate = max(
+        rates.input, rates.cached_input, rates.cache_write_5m, rates.cache_write_1h, audio_input, image_input
+    )
+    output_rate = max(rates.output, rates.reasoning, audio_output, image_output)
     total = prompt_tokens * prompt_rate + output_tokens * output_rate
     return -(-total // TOKENS_PER_MTOK) + price.request_fee_nanos
 
@@ -162,6 +186,8 @@ def snapshot_from_price(row: object) -> PriceSnapshot:
             reasoning=field("reasoning_usd_per_mtok"),
             audio_input=field("audio_input_usd_per_mtok"),
             audio_output=field("audio_output_usd_per_mtok"),
+            image_input=field("image_input_usd_per_mtok"),
+            image_output=field("image_output_usd_per_mtok"),
         )
     )
     long = None
@@ -185,4 +211,5 @@ def snapshot_from_price(row: object) -> PriceSnapshot:
         request_fee_nanos=usd_to_nanos(field("request_fee_usd")),
         max_output_tokens=field("max_output_tokens"),
         price_id=field("pk"),
+        media=media_rates({name: field(name) for name in MEDIA_RATE_CAPS}),
     )

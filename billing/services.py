@@ -15,7 +15,7 @@ from billing.periods import period_end, period_start
 from billing.pricing import price_amount_check, usd_to_nanos
 from billing.reconcile import usage_cost_nanos
 
-# The optional rates (USD per million tokens) a price can carry, by the short
+# The optional rates (USD per million tokens unless named otherwise) a price can carry, by the short
 # names the command line and gateway_apply files use.
 PRICE_RATE_OPTIONS = {
     "cache_write_5m": "cache_write_5m_usd_per_mtok",
@@ -23,6 +23,13 @@ PRICE_RATE_OPTIONS = {
     "reasoning": "reasoning_usd_per_mtok",
     "audio_input": "audio_input_usd_per_mtok",
     "audio_output": "audio_output_usd_per_mtok",
+    "image_input": "image_input_usd_per_mtok",
+    "image_output": "image_output_usd_per_mtok",
+    # The media endpoints' rates, by LiteLLM's names (USD per second of
+    # audio, per character, per image: billing.media_pricing).
+    "input_cost_per_second": "input_usd_per_second",
+    "input_cost_per_character": "input_usd_per_character",
+    "output_cost_per_image": "output_usd_per_image",
     "long_input": "long_input_usd_per_mtok",
     "long_cached_input": "long_cached_input_usd_per_mtok",
     "long_cache_write_5m": "long_cache_write_5m_usd_per_mtok",
@@ -36,6 +43,11 @@ OPTIONAL_PRICE_FIELDS = (
     "reasoning_usd_per_mtok",
     "audio_input_usd_per_mtok",
     "audio_output_usd_per_mtok",
+    "image_input_usd_per_mtok",
+    "image_output_usd_per_mtok",
+    "input_usd_per_second",
+    "input_usd_per_character",
+    "output_usd_per_image",
     "long_context_threshold",
     "long_input_usd_per_mtok",
     "long_cached_input_usd_per_mtok",

@@ -29,6 +29,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from accounts.signals import config_changes_batched
+from billing.media_pricing import pixels_in
 from billing.models import Price, PriceSyncRun
 from billing.services import price_set
 from billing.webhook_events import price_sync_failed
@@ -52,6 +53,23 @@ MODEL_NAME_MAX = Price._meta.get_field("model").max_length
 
 SAMPLE_SPEC = "sample_spec"  # the file's documentation of its own fields, not a model
 TOKEN_PRICED_MODES = {"chat", "completion", "embedding", "responses"}
+# Priced per second of audio, per character or per image (billing.media_pricing),
+# and by tokens where the provider reports them: the token rates may be absent.
+MEDIA_MODES = {"audio_transcription", "audio_speech", "image_generation", "image_edit"}
+# LiteLLM key (USD per unit) -> Price field (USD per unit), for the media modes.
+MEDIA_RATES = {
+    "input_cost_per_second": "input_usd_per_second",
+    "input_cost_per_character": "input_usd_per_character",
+    # LiteLLM's OpenAI image rows say input_cost_per_image for the image
+    # made; other providers' say output_cost_per_image (preferred below).
+    "input_cost_per_image": "output_usd_per_image",
+    "output_cost_per_image": "output_usd_per_image",
+}
+# Per token, like BASE_RATES: gpt-image-1's image tokens.
+IMAGE_TOKEN_RATES = {
+    "input_cost_per_image_token": "image_input_usd_per_mtok",
+    "output_cost_per_image_token": "image_output_usd_per_mtok",
+}
 
 # LiteLLM key (USD per token) -> Price field (USD per million tokens).
 BASE_RATES = {
@@ -200,13 +218,22 @@ def entry_convert(model: str, entry: Any) -> SyncedPrice:
     if len(model) > MODEL_NAME_MAX:
         raise EntrySkipped(f"model name is longer than {MODEL_NAME_MAX} characters")
     mode = entry.get("mode")
-    if mode is not None and (not isinstance(mode, str) or mode not in TOKEN_PRICED_MODES):
+    media = isinstance(mode, str) and mode in MEDIA_MODES
+    if mode is not None and not media and (not isinstance(mode, str) or mode not in TOKEN_PRICED_MODES):
         raise EntrySkipped(f"mode {mode} is not token-priced")
+    media_rates = media_entry_rates(model, entry) if media else {}
+    if media and not media_rates and entry.get("input_cost_per_token") is None:
+        if entry.get("input_cost_per_pixel") is not None:
+            raise EntrySkipped("priced per pixel with no size in its name: set its price per image by hand")
+        raise EntrySkipped(f"mode {mode} has no rate the gateway meters (per second, character, image or token)")
     for required in ("input_cost_per_token", "output_cost_per_token"):
-        if entry.get(required) is None:
+        if entry.get(required) is None and not media_rates:
             raise EntrySkipped(f"missing {required}")
     rates = {name: usd_per_mtok(key, entry[key]) for key, name in BASE_RATES.items() if entry.get(key) is not None}
+    rates.setdefault("input_usd_per_mtok", Decimal(0))  # a media price without token rates: tokens are free
+    rates.setdefault("output_usd_per_mtok", Decimal(0))
     optional: dict[str, Decimal | int] = {name: rate for name, rate in rates.items() if name not in PRICE_SET_ARGUMENTS}
+    optional.update(media_rates)
     optional.update(long_context_rates(entry))
     if entry.get("max_output_tokens") is not None:
         optional["max_output_tokens"] = max_output_tokens(entry["max_output_tokens"])
@@ -237,6 +264,38 @@ def usd_per_mtok(key: str, value: Any) -> Decimal:
     # more places, and it is rounded rather than refused: a sub-nano
     # difference per million tokens is no reason to leave a model unpriced.
     return usd.quantize(NANO, rounding=ROUND_HALF_UP)
+
+
+def media_entry_rates(model: str, entry: dict[str, Any]) -> dict[str, Decimal | int]:
+    """A media entry's per-second, per-character and per-image rates, and
+    its image token rates. A size-named image row priced per pixel
+    ("hd/1024-x-1024/dall-e-3": input_cost_per_pixel) becomes that size's
+    price per image, to the nano."""
+    rates: dict[str, Decimal | int] = {
+        name: usd_per_unit(key, entry[key]) for key, name in MEDIA_RATES.items() if entry.get(key) is not None
+    }
+    if entry.get("output_cost_per_image") is not None:  # when both are given, the image made's price
+        rates["output_usd_per_image"] = usd_per_unit("output_cost_per_image", entry["output_cost_per_image"])
+    pixels = pixels_in(model)
+    if "output_usd_per_image" not in rates and pixels is not None and entry.get("input_cost_per_pixel") is not None:
+        per_pixel = usd_per_unit("input_cost_per_pixel", entry["input_cost_per_pixel"], quantize=False)
+        per_pixel += usd_per_unit("output_cost_per_pixel", entry.get("output_cost_per_pixel") or 0, quantize=False)
+        rates["output_usd_per_image"] = (per_pixel * pixels).quantize(NANO, rounding=ROUND_HALF_UP)
+    rates.update(
+        {name: usd_per_mtok(key, entry[key]) for key, name in IMAGE_TOKEN_RATES.items() if entry.get(key) is not None}
+    )
+    return rates
+
+
+def usd_per_unit(key: str, value: Any, *, quantize: bool = True) -> Decimal:
+    """A media rate from the file (USD per second, character, image or
+    pixel), to the nano unless `quantize` is False."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal) or not Decimal(value).is_finite():
+        raise EntrySkipped(f"{key} is not a finite number: {shown(value)}")
+    usd = Decimal(value)
+    if usd < 0:
+        raise EntrySkipped(f"{key} is negative: {shown(value)}")
+    return usd.quantize(NANO, rounding=ROUND_HALF_UP) if quantize else usd
 
 
 def long_context_rates(entry: dict[str, Any]) -> dict[str, Decimal | int]:

@@ -246,6 +246,14 @@ PROXY_CONNECT_TIMEOUT = env.float("PROXY_CONNECT_TIMEOUT", default=10.0)
 # Time to the response headers, and the longest silence between two chunks.
 PROXY_READ_TIMEOUT = env.float("PROXY_READ_TIMEOUT", default=300.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = PROXY_MAX_BODY_BYTES
+# Audio uploads (/v1/audio/transcriptions, /translations; proxy.media): a budget
+# reserves an upload's duration as its size at the lowest bitrate below
+# (bytes a second; 750 is 6 kbit/s Opus), capped at PROXY_AUDIO_MAX_SECONDS
+# when set (0: no cap). When neither the upstream nor the file's header
+# says how long it was, it is billed at the nominal bitrate (128 kbit/s).
+PROXY_AUDIO_MIN_BYTES_PER_SECOND = env.int("PROXY_AUDIO_MIN_BYTES_PER_SECOND", default=750)
+PROXY_AUDIO_MAX_SECONDS = env.int("PROXY_AUDIO_MAX_SECONDS", default=0)
+PROXY_AUDIO_NOMINAL_BYTES_PER_SECOND = env.int("PROXY_AUDIO_NOMINAL_BYTES_PER_SECOND", default=16_000)
 # Azure OpenAI's api-version when a provider's base URL does not carry one.
 AZURE_OPENAI_API_VERSION = env("AZURE_OPENAI_API_VERSION", default="2024-10-21")
 # Anthropic requires max_tokens; a chat request translated for an Anthropic

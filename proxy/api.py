@@ -12,8 +12,9 @@ from ninja import Path, Query, Router
 from accounts.auth import ApiKeyAuth
 from gateway.kernel.context import TenantContext
 from gateway.kernel.errors import ApiFormat, GatewayError, error_response
-from proxy import dialects, pipeline, responses_state
+from proxy import dialects, media, pipeline, responses_state
 from proxy.catalog import current_catalog
+from proxy.dialects import Dialect
 from proxy.routing import may_use
 
 log = logging.getLogger("gateway.errors")
@@ -118,6 +119,45 @@ async def count_tokens(request: HttpRequest) -> HttpResponseBase:
     return await pipeline.handle(
         await pipeline.prepared_for(request, lambda r: dialects.count_tokens_call(r.body, r.headers))
     )
+
+
+# The media endpoints (proxy.media): the same pipeline; multipart bodies are
+# read in place and re-sent as slices, never parsed into upload files.
+@router.post("/audio/transcriptions", summary="Transcribe audio")
+async def audio_transcriptions(request: HttpRequest) -> HttpResponseBase:
+    return await pipeline.handle(
+        await pipeline.prepared_for(
+            request, lambda r: media.audio_call(r.body, _content_type(r), Dialect.TRANSCRIPTIONS)
+        )
+    )
+
+
+@router.post("/audio/translations", summary="Translate audio into English")
+async def audio_translations(request: HttpRequest) -> HttpResponseBase:
+    return await pipeline.handle(
+        await pipeline.prepared_for(request, lambda r: media.audio_call(r.body, _content_type(r), Dialect.TRANSLATIONS))
+    )
+
+
+@router.post("/audio/speech", summary="Generate speech (the audio relayed as it arrives)")
+async def audio_speech(request: HttpRequest) -> HttpResponseBase:
+    return await pipeline.handle(await pipeline.prepared_for(request, lambda r: media.speech_call(r.body)))
+
+
+@router.post("/images/generations", summary="Generate images")
+async def images_generations(request: HttpRequest) -> HttpResponseBase:
+    return await pipeline.handle(await pipeline.prepared_for(request, lambda r: media.image_generation_call(r.body)))
+
+
+@router.post("/images/edits", summary="Edit an image")
+async def images_edits(request: HttpRequest) -> HttpResponseBase:
+    return await pipeline.handle(
+        await pipeline.prepared_for(request, lambda r: media.image_edit_call(r.body, _content_type(r)))
+    )
+
+
+def _content_type(request: HttpRequest) -> str:
+    return request.META.get("CONTENT_TYPE", "")
 
 
 def _chat(request: HttpRequest) -> dialects.ClientCall:

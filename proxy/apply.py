@@ -21,11 +21,12 @@ from django.db import transaction
 
 from accounts.audit import AuditActor, audit, changes_between, credential_changes
 from accounts.models import Tenant
+from billing.media_pricing import MEDIA_RATE_CAPS
 from billing.services import PRICE_RATE_OPTIONS, price_set
 from gateway.kernel import cli
-from proxy.catalog_loader import catalog_load
 from proxy.apply_augmentors import augmentors_apply
 from proxy.apply_tenants import tenants_apply
+from proxy.catalog_loader import catalog_load
 from proxy.guardrails.services import guardrail_tenants_set, guardrail_upsert
 from proxy.models import Provider
 from proxy.router_services import router_upsert, routers_prune
@@ -352,10 +353,12 @@ def _apply_price(item: dict[str, Any], actor: AuditActor) -> bool:
         for name in ("long_context_threshold", "max_output_tokens"):
             if item.get(name) is not None:
                 optional[name] = int(item[name])
+        # A media price (per second, character or image) may leave the token rates out: they are 0 then.
+        tokens_optional = any(field in optional for field in MEDIA_RATE_CAPS)
         price, changed = price_set(
             model=item["model"],
-            input_usd=cli.usd(item["input"]),
-            output_usd=cli.usd(item["output"]),
+            input_usd=cli.usd(item["input"] if "input" in item or not tokens_optional else 0),
+            output_usd=cli.usd(item["output"] if "output" in item or not tokens_optional else 0),
             cached_input_usd=cli.usd(item["cached_input"]) if item.get("cached_input") is not None else None,
             provider=_provider(item["provider"]) if item.get("provider") else None,
             **optional,

@@ -13,13 +13,14 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
+from billing.media_pricing import with_image_variants
 from billing.models import Price
 from billing.pricing import snapshot_from_price
 from gateway.kernel.context import PriceSnapshot, ProviderConfig, RoutePlan, RouteTarget
 from gateway.kernel.errors import backend_unavailable
 from proxy.guardrails.index import EMPTY_INDEX, GuardrailIndex, GuardrailRow, guardrail_index
-from proxy.models import Deployment, Guardrail, ModelAlias, Provider, Router, is_alias_pattern
 from proxy.models import Augmentor as AugmentorRow
+from proxy.models import Deployment, Guardrail, ModelAlias, Provider, Router, is_alias_pattern
 from proxy.routing import AliasPattern, Augmentor, Candidate, Catalog, SmartRouter, Wildcard
 
 log = logging.getLogger(__name__)
@@ -267,7 +268,8 @@ def _current_prices(
                 prices[key] = snapshot_from_price(row)
             except ArithmeticError:
                 log.error("price %s (%s) skipped: an amount the books cannot hold", row.pk, row.model)
-    return prices, valid_until
+    # Size/quality rows ("hd/1024-x-1024/dall-e-3") filed under their model's price.
+    return with_image_variants(prices), valid_until
 
 
 _PRICE_ORDER = ("model", "provider_id", "-effective_from", "-id")

@@ -29,6 +29,12 @@ class Dialect(enum.StrEnum):
     COUNT_TOKENS = "messages.count_tokens"
     OLLAMA_CHAT = "ollama.chat"
     OLLAMA_GENERATE = "ollama.generate"
+    # The media endpoints (parsed in proxy.media).
+    TRANSCRIPTIONS = "audio.transcriptions"
+    TRANSLATIONS = "audio.translations"
+    SPEECH = "audio.speech"
+    IMAGES = "images.generations"
+    IMAGE_EDITS = "images.edits"
 
     @property
     def error_format(self) -> ApiFormat:
@@ -57,9 +63,12 @@ class ClientCall:
     # A Responses call's earlier turns (its previous_response_id), as input
     # items, once the gateway's store found them (proxy.responses_state).
     history: tuple[dict[str, Any], ...] | None = None
+    # A media endpoint's call (proxy.media.MediaCall): what its budget and
+    # meter need, and a multipart body to re-send as it came.
+    media: Any = None
 
 
-def _json_object_with_model(raw: bytes, what: str) -> dict[str, Any]:
+def json_object_with_model(raw: bytes, what: str) -> dict[str, Any]:
     if not raw.strip():
         raise invalid_request(f"The request body is empty; expected a JSON {what}.")
     try:
@@ -124,7 +133,7 @@ def _objects(body: dict[str, Any], name: str) -> None:
 
 
 def chat_call(raw: bytes) -> ClientCall:
-    body = _json_object_with_model(raw, "chat completion request")
+    body = json_object_with_model(raw, "chat completion request")
     _objects(body, "messages")
     stream = _stream_flag(body)
     for name in ("max_completion_tokens", "max_tokens", "n"):
@@ -135,7 +144,7 @@ def chat_call(raw: bytes) -> ClientCall:
 
 
 def embeddings_call(raw: bytes) -> ClientCall:
-    body = _json_object_with_model(raw, "embeddings request")
+    body = json_object_with_model(raw, "embeddings request")
     text = body.get("input")
     if not (isinstance(text, str) and text) and not (isinstance(text, list) and text and _embeddable(text)):
         raise invalid_request(
@@ -159,7 +168,7 @@ def _embeddable(items: list[Any]) -> bool:
 
 
 def completions_call(raw: bytes) -> ClientCall:
-    body = _json_object_with_model(raw, "completion request")
+    body = json_object_with_model(raw, "completion request")
     prompt = body.get("prompt")
     if not isinstance(prompt, (str, list)):
         raise invalid_request("'prompt' is required: a string or an array.", param="prompt")
@@ -172,7 +181,7 @@ def completions_call(raw: bytes) -> ClientCall:
 
 
 def responses_call(raw: bytes) -> ClientCall:
-    body = _json_object_with_model(raw, "response request")
+    body = json_object_with_model(raw, "response request")
     text = body.get("input")
     if not (isinstance(text, str) and text) and not (isinstance(text, list) and text):
         raise invalid_request("'input' is required: a string or a non-empty array of input items.", param="input")
@@ -184,7 +193,7 @@ _ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
 def messages_call(raw: bytes, headers: Mapping[str, str], query: str = "") -> ClientCall:
-    body = _json_object_with_model(raw, "message request")
+    body = json_object_with_model(raw, "message request")
     _objects(body, "messages")
     limit = _positive_int(body, "max_tokens", required=True)
     passed = {name: headers[name] for name in _ANTHROPIC_HEADERS if headers.get(name)}
@@ -192,7 +201,7 @@ def messages_call(raw: bytes, headers: Mapping[str, str], query: str = "") -> Cl
 
 
 def count_tokens_call(raw: bytes, headers: Mapping[str, str]) -> ClientCall:
-    body = _json_object_with_model(raw, "token count request")
+    body = json_object_with_model(raw, "token count request")
     _objects(body, "messages")
     passed = {name: headers[name] for name in _ANTHROPIC_HEADERS if headers.get(name)}
     return ClientCall(Dialect.COUNT_TOKENS, body, len(raw), False, 0, passed)
@@ -208,13 +217,13 @@ def _ollama_limit(body: dict[str, Any]) -> int | None:
 
 
 def ollama_chat_call(raw: bytes) -> ClientCall:
-    body = _json_object_with_model(raw, "chat request")
+    body = json_object_with_model(raw, "chat request")
     _objects(body, "messages")
     return ClientCall(Dialect.OLLAMA_CHAT, body, len(raw), _stream_flag(body, default=True), _ollama_limit(body))
 
 
 def ollama_generate_call(raw: bytes) -> ClientCall:
-    body = _json_object_with_model(raw, "generate request")
+    body = json_object_with_model(raw, "generate request")
     if not isinstance(body.get("prompt", ""), str):
         raise invalid_request("'prompt' must be a string.", param="prompt")
     return ClientCall(Dialect.OLLAMA_GENERATE, body, len(raw), _stream_flag(body, default=True), _ollama_limit(body))

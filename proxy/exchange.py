@@ -18,9 +18,10 @@ from typing import Any
 
 import orjson
 from django.conf import settings
+from django.http.response import HttpResponseBase
 from django.utils import timezone
 
-from gateway.kernel.context import RouteTarget, Usage
+from gateway.kernel.context import PriceSnapshot, RouteTarget, Usage
 from gateway.kernel.errors import GatewayError, invalid_request
 from proxy.dialects import ClientCall, Dialect
 from proxy.presets import ANTHROPIC, AZURE, preset_for
@@ -98,6 +99,10 @@ class Exchange:
     notes: list[str] = field(default_factory=list)
     # A translated Responses answer to store once complete (proxy.responses_state).
     keeper: ResponseKeeper | None = None
+    # The media endpoints (proxy.media): an answer relayed as raw bytes (speech),
+    # and the price an answer is billed at when it says (an image's size and quality).
+    relay: Callable[[Any, Any], HttpResponseBase] | None = None
+    answer_price: Callable[[Any], PriceSnapshot | None] | None = None
 
     @property
     def translated(self) -> bool:
@@ -125,6 +130,8 @@ def native_dialects(kind: str) -> frozenset[Dialect]:
 def exchange_for(call: ClientCall, target: RouteTarget) -> Exchange:
     """The upstream request for `call` at `target`, and how to answer back.
     Raises GatewayError (400) when the call cannot be expressed there."""
+    if call.media is not None:  # audio and images: OpenAI's endpoints, never translated
+        return _media(call, target)
     try:
         if call.dialect in native_dialects(target.provider.kind):
             if _missing_key(call, target) not in _NATIVE_MISSING:
@@ -205,6 +212,28 @@ def _native(call: ClientCall, target: RouteTarget) -> Exchange:
     }[call.dialect]
     request, observer = build(provider, model, body, stream)
     return Exchange(request, observer, adapter.usage_from_response, shape=_SHAPES[call.dialect])
+
+
+def _media(call: ClientCall, target: RouteTarget) -> Exchange:
+    from proxy import media, media_relay  # loaded with the first media request
+
+    provider = target.provider
+    if preset_for(provider.kind).protocol == ANTHROPIC:
+        raise GatewayError(
+            400, "unsupported_endpoint", f"The provider of '{target.public_model}' does not offer {call.dialect.value}."
+        )
+    speech = call.dialect is Dialect.SPEECH
+    accept = "*/*" if speech else SSE if call.stream else "application/json"
+    url, headers = _openai_adapter(provider.kind).endpoint(
+        provider, target.upstream_model, media.PATHS[call.dialect], accept=accept
+    )
+    return Exchange(
+        media.media_request(call, target, headers, url),
+        media_relay.transcript_observer(call) if call.stream and not speech else None,
+        media.usage_reader(call),
+        relay=media_relay.speech_relay(call) if speech else None,
+        answer_price=media.answer_price(call, target) if call.media.kind is media.MediaKind.IMAGE else None,
+    )
 
 
 def _translated(call: ClientCall, target: RouteTarget) -> Exchange:

@@ -202,7 +202,7 @@ class Attempts:
         try:
             exchange = exchange_for(call, target)
             reservation = await reserve_worst_case(
-                ctx, target, call.body, prompt_bytes=call.size, output_tokens=call.output_tokens
+                ctx, target, call.body, prompt_bytes=call.size, output_tokens=call.output_tokens, media=call.media
             )
         except BaseException:
             capacity_settle(grant, -1)  # refused before anything was sent: its room back
@@ -266,9 +266,13 @@ class Attempts:
                 response=error_response,
                 retry_after=response.headers.get("Retry-After"),
             )
-        if exchange.observer is not None and response.content_type == "text/event-stream":
+        out: HttpResponseBase
+        if exchange.relay is not None:  # speech: the audio as it arrives (proxy.media_relay)
             upstream_waited(sent)
-            out: HttpResponseBase = RelayResponse(response, recorder, fmt, exchange)
+            out = exchange.relay(response, recorder)
+        elif exchange.observer is not None and response.content_type == "text/event-stream":
+            upstream_waited(sent)
+            out = RelayResponse(response, recorder, fmt, exchange)
         elif exchange.observer is not None:
             return await _not_a_stream(response, recorder, fmt)
         else:
@@ -374,7 +378,10 @@ async def _pass_through(
     if not exchange.translated:
         # Output guardrails: the client gets `shown`; the cache keeps the answer as it came.
         shown, blocked = answer_guarded(recorder.guardrails, data)
-        recorder.finish(status=response.status, usage=usage, body=data, error_code=blocked.code if blocked else overran)
+        price = exchange.answer_price(parsed) if exchange.answer_price is not None else None  # images: size, quality
+        recorder.finish(
+            status=response.status, usage=usage, body=data, error_code=blocked.code if blocked else overran, price=price
+        )
         if blocked is not None:
             return error_response(blocked, fmt)
         content_type = response.headers.get("Content-Type", "application/json")

@@ -262,7 +262,12 @@ def _spend_ahead(p: Prepared) -> Spend | None:
     call: the attempt takes it instead of calling again, a hit gives it back."""
     try:
         return worst_case(
-            p.ctx, p.plan.deployments[0], p.call.body, prompt_bytes=p.call.size, output_tokens=p.call.output_tokens
+            p.ctx,
+            p.plan.deployments[0],
+            p.call.body,
+            prompt_bytes=p.call.size,
+            output_tokens=p.call.output_tokens,
+            media=p.call.media,  # audio and images reserve their seconds, characters, images (proxy.media)
         )
     except GatewayError:
         return None  # refused where it always is, by the attempt

@@ -17,7 +17,7 @@ from django.utils import timezone
 from billing.guard import Reservation, SpendCap, spend_caps, spend_guard
 from billing.meter import meter
 from billing.pricing import cost_nanos, worst_case_cost_nanos
-from gateway.kernel.context import RouteTarget, TenantContext, Usage, UsageEvent
+from gateway.kernel.context import PriceSnapshot, RouteTarget, TenantContext, Usage, UsageEvent
 from gateway.kernel.errors import GatewayError
 from proxy.capacity import Grant, capacity_settle
 from proxy.providers.base import StreamObserver
@@ -110,13 +110,15 @@ async def reserve_worst_case(
     *,
     prompt_bytes: int,
     output_tokens: int | None = None,
+    media: Any = None,
 ) -> Reservation | None:
     """Reserve the request's worst-case cost against every budget and the
     prepaid credit that cover it; raises budget_exceeded or
     insufficient_credit. Text cannot have more tokens than bytes, so the
     body's size bounds the prompt from above, plus a fixed allowance for each
-    image, audio or file part."""
-    spend = worst_case(ctx, target, body, prompt_bytes=prompt_bytes, output_tokens=output_tokens)
+    image, audio or file part. A media endpoint's call (`media`, a
+    proxy.media.MediaCall) reserves its seconds, characters or images too."""
+    spend = worst_case(ctx, target, body, prompt_bytes=prompt_bytes, output_tokens=output_tokens, media=media)
     return None if spend is None else await spend_guard().reserve(*spend)
 
 
@@ -127,6 +129,7 @@ def worst_case(
     *,
     prompt_bytes: int,
     output_tokens: int | None = None,
+    media: Any = None,
 ) -> tuple[tuple[SpendCap, ...], int] | None:
     """The caps a request must fit under and its worst-case cost (None: it
     has no cap); raises model_not_priced (see reserve_worst_case)."""
@@ -143,8 +146,14 @@ def worst_case(
             param="model",
         )
     output = output_limit(body, target) if output_tokens is None else output_tokens
-    prompt = prompt_bytes + media_parts(body) * settings.BILLING_MEDIA_PART_MAX_TOKENS
-    return caps, worst_case_cost_nanos(target.price, prompt_tokens=prompt, output_tokens=output)
+    if media is not None:
+        from proxy.media import worst_case_nanos  # loaded with the first media request
+
+        amount = worst_case_nanos(media, target.price, request_bytes=prompt_bytes, output_tokens=output)
+    else:
+        prompt = prompt_bytes + media_parts(body) * settings.BILLING_MEDIA_PART_MAX_TOKENS
+        amount = worst_case_cost_nanos(target.price, prompt_tokens=prompt, output_tokens=output)
+    return caps, amount
 
 
 class UsageRecorder:
@@ -203,8 +212,11 @@ class UsageRecorder:
         error_code: str = "",
         client_disconnected: bool = False,
         body: bytes | None = None,
+        price: PriceSnapshot | None = None,
     ) -> UsageEvent | None:
-        """Record the request once; `body` is a JSON answer's bytes (for the cache)."""
+        """Record the request once; `body` is a JSON answer's bytes (for the
+        cache); `price`, the one the answer is billed at when it is not the
+        target's (an image's size and quality: proxy.media)."""
         if self.recorded:
             return None
         self.recorded = True
@@ -224,7 +236,7 @@ class UsageRecorder:
             endpoint=self.endpoint,
             status=status,
             usage=usage,
-            cost=cost_nanos(usage, self.target.price, answered=status < 400),
+            cost=cost_nanos(usage, price or self.target.price, answered=status < 400),
             started=self.started,
             first_token_at=self.first_token_at,
             stream=self.stream,
@@ -234,6 +246,7 @@ class UsageRecorder:
             cache_status="" if self.fill is None else ("miss" if self.fill.policy.lookup else "bypass"),
             purpose=self.purpose,
             guardrails="" if self.guardrails is None else self.guardrails.summary(),
+            **({} if price is None else {"price_id": price.price_id}),
         )
         self._settle(event, body, succeeded=status == 200 and not error_code and not client_disconnected)
         return event

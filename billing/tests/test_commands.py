@@ -168,7 +168,7 @@ def test_an_amount_finer_than_one_nano_dollar_is_refused() -> None:
 
 @pytest.mark.django_db
 def test_input_and_output_prices_are_required() -> None:
-    with pytest.raises(CommandError, match="the following arguments are required: --output"):
+    with pytest.raises(CommandError, match="--input and --output are required"):
         run(MODEL, "--input", "1")
 
 

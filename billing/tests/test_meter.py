@@ -260,6 +260,11 @@ def test_spool_writes_every_queued_event_as_one_json_line(spool_dir: Path) -> No
         "reasoning_tokens": 44,
         "audio_input_tokens": 0,
         "audio_output_tokens": 0,
+        "image_input_tokens": 0,
+        "image_output_tokens": 0,
+        "audio_input_ms": 0,
+        "input_characters": 0,
+        "output_images": 0,
     }
     # Every field survives the round trip, the datetime to the microsecond.
     assert [usage_event_from_json(line) for line in lines] == [first, second]

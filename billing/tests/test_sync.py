@@ -42,10 +42,10 @@ SYNCED = {
     "text-embedding-3-small",
     "together_ai/meta-llama/Llama-3.3-70B-Instruct-Turbo",
     "ollama/llama3",
+    "whisper-1",  # per second of audio (billing.media_pricing)
 }
 SKIPPED = {
-    "dall-e-3": "mode image_generation is not token-priced",
-    "whisper-1": "mode audio_transcription is not token-priced",
+    "dall-e-3": "priced per pixel with no size in its name: set its price per image by hand",
     "broken/missing-output-cost": "missing output_cost_per_token",
     "broken/negative-price": "input_cost_per_token is negative: -0.000001",
     "broken/string-price": 'input_cost_per_token is not a number: "free"',
@@ -215,10 +215,10 @@ def test_a_first_run_adds_every_good_entry_and_skips_each_bad_one_with_its_reaso
 
     result = prices_sync(str(SAMPLE))
 
-    assert result.counts() == {"added": 15, "changed": 0, "unchanged": 0, "skipped": 7}
+    assert result.counts() == {"added": 16, "changed": 0, "unchanged": 0, "skipped": 6}
     assert set(result.added) == SYNCED
     assert result.skipped == SKIPPED
-    assert Price.objects.count() == before + 15
+    assert Price.objects.count() == before + 16
     assert not Price.objects.filter(model__in=SKIPPED).exists()
 
 
@@ -294,7 +294,7 @@ def test_every_run_is_recorded_with_its_counts_and_skip_reasons() -> None:
     assert result.run == run
     assert run.ok is True and run.error == ""
     assert run.source == str(SAMPLE)
-    assert (run.added, run.changed, run.unchanged, run.skipped) == (15, 0, 0, 7)
+    assert (run.added, run.changed, run.unchanged, run.skipped) == (16, 0, 0, 6)
     assert run.details == {"skipped": SKIPPED}
 
 
@@ -308,10 +308,10 @@ def test_a_second_run_changes_nothing() -> None:
 
     result = prices_sync(str(SAMPLE))
 
-    assert result.counts() == {"added": 0, "changed": 0, "unchanged": 15, "skipped": 7}
+    assert result.counts() == {"added": 0, "changed": 0, "unchanged": 16, "skipped": 6}
     assert set(result.unchanged) == SYNCED
     assert Price.objects.count() == rows
-    assert (latest_run().unchanged, latest_run().added) == (15, 0)
+    assert (latest_run().unchanged, latest_run().added) == (16, 0)
 
 
 @pytest.mark.django_db
@@ -325,7 +325,7 @@ def test_a_changed_price_adds_a_new_row_and_keeps_the_old_one(tmp_path: Path) ->
     result = prices_sync(str(write_prices(tmp_path, document)))
 
     assert sorted(result.changed) == ["claude-opus-4-1", "gpt-4o"]
-    assert result.counts() == {"added": 0, "changed": 2, "unchanged": 13, "skipped": 7}
+    assert result.counts() == {"added": 0, "changed": 2, "unchanged": 14, "skipped": 6}
     history = list(Price.objects.filter(model="gpt-4o").order_by("effective_from"))
     assert [p.output_usd_per_mtok for p in history] == [Decimal("10"), Decimal("8")]
     assert history[0].pk == old.pk and history[0].output_usd_per_mtok == Decimal("10")
@@ -446,7 +446,7 @@ def test_an_error_while_writing_rolls_back_every_price_of_the_run(monkeypatch: p
 def test_a_file_url_is_read_like_a_path() -> None:
     result = prices_sync(SAMPLE.as_uri())
 
-    assert result.counts()["added"] == 15
+    assert result.counts()["added"] == 16
     assert latest_run().source == SAMPLE.as_uri()
 
 
@@ -463,7 +463,7 @@ def test_an_http_url_is_fetched_with_a_timeout(monkeypatch: pytest.MonkeyPatch) 
     result = prices_sync("https://prices.example/model_prices_and_context_window.json")
 
     assert fetched == [("https://prices.example/model_prices_and_context_window.json", sync.FETCH_TIMEOUT_SECONDS)]
-    assert result.counts()["added"] == 15
+    assert result.counts()["added"] == 16
 
 
 @pytest.mark.django_db
@@ -479,7 +479,7 @@ def test_without_a_url_the_setting_is_used(settings: Any) -> None:
     result = prices_sync()
 
     assert result.source == str(SAMPLE)
-    assert result.counts()["added"] == 15
+    assert result.counts()["added"] == 16
 
 
 # The command and the beat task
@@ -495,7 +495,7 @@ def run_command(*args: str) -> tuple[str, str]:
 def test_the_command_prints_a_summary_line() -> None:
     out, err = run_command("--file", str(SAMPLE))
 
-    assert out == "added 15, changed 0, unchanged 0, skipped 7 (see --verbosity 2 for reasons)\n"
+    assert out == "added 16, changed 0, unchanged 0, skipped 6 (see --verbosity 2 for reasons)\n"
     assert err == ""  # no progress bar outside a terminal
     assert current("gpt-4o").input_usd_per_mtok == Decimal("2.5")
 
@@ -505,7 +505,7 @@ def test_the_command_lists_skipped_models_and_reasons_at_verbosity_2() -> None:
     out, _ = run_command("--file", str(SAMPLE), "--verbosity", "2")
 
     lines = out.splitlines()
-    assert lines[0] == "added 15, changed 0, unchanged 0, skipped 7"
+    assert lines[0] == "added 16, changed 0, unchanged 0, skipped 6"
     assert lines[1:] == [f"skipped {model}: {reason}" for model, reason in SKIPPED.items()]
 
 
@@ -513,7 +513,7 @@ def test_the_command_lists_skipped_models_and_reasons_at_verbosity_2() -> None:
 def test_the_command_reads_a_url() -> None:
     out, _ = run_command("--url", SAMPLE.as_uri())
 
-    assert out.startswith("added 15, ")
+    assert out.startswith("added 16, ")
 
 
 @pytest.mark.django_db
@@ -538,9 +538,9 @@ def test_the_beat_task_syncs_from_the_setting_and_returns_the_counts(settings: A
 
     counts = prices_sync_task()
 
-    assert counts == {"added": 15, "changed": 0, "unchanged": 0, "skipped": 7}
+    assert counts == {"added": 16, "changed": 0, "unchanged": 0, "skipped": 6}
     assert current("claude-sonnet-4-5").cache_write_5m_usd_per_mtok == Decimal("3.75")
-    assert prices_sync_task() == {"added": 0, "changed": 0, "unchanged": 15, "skipped": 7}
+    assert prices_sync_task() == {"added": 0, "changed": 0, "unchanged": 16, "skipped": 6}
 
 
 # The progress bar

@@ -98,6 +98,22 @@ class Rates:
     reasoning: int
     audio_input: int | None = None
     audio_output: int | None = None
+    image_input: int | None = None  # image tokens (gpt-image-1); None: the input rate
+    image_output: int | None = None  # None: the output rate
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRates:
+    """Integer nano-dollars per unit of what the media endpoints meter
+    (LiteLLM's input_cost_per_second, input_cost_per_character,
+    output_cost_per_image); None: the price has no such rate."""
+
+    per_second: int | None = None  # of audio input (transcriptions, translations)
+    per_character: int | None = None  # of speech input
+    per_image: int | None = None  # one image generated at this price's size and quality
+
+    def __bool__(self) -> bool:
+        return self.per_second is not None or self.per_character is not None or self.per_image is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +126,11 @@ class PriceSnapshot:
     request_fee_nanos: int = 0
     max_output_tokens: int | None = None
     price_id: int | None = None
+    media: MediaRates = MediaRates()
+    # The model's prices for one image size and quality ("hd/1024x1024",
+    # "1024x1024"), from LiteLLM's size/quality-named rows
+    # ("hd/1024-x-1024/dall-e-3"): billing.media_pricing.image_price.
+    image_variants: tuple[tuple[str, "PriceSnapshot"], ...] = ()
 
     def rates_for(self, prompt_tokens: int) -> Rates:
         if (
@@ -166,9 +187,10 @@ class RoutePlan:
 class Usage:
     """Token counts in disjoint buckets: each token is counted exactly once.
 
-    `input_tokens` excludes cache reads, cache writes and audio,
-    `output_tokens` excludes reasoning and audio, whatever convention the
-    provider reported them in (audio: the realtime API's audio tokens).
+    `input_tokens` excludes cache reads, cache writes, audio and images,
+    `output_tokens` excludes reasoning, audio and images, whatever convention
+    the provider reported them in (audio: the realtime API's and
+    gpt-4o-transcribe's audio tokens; images: gpt-image-1's image tokens).
     """
 
     input_tokens: int = 0
@@ -179,6 +201,13 @@ class Usage:
     reasoning_tokens: int = 0
     audio_input_tokens: int = 0  # uncached audio input (cached audio is in cached_input_tokens)
     audio_output_tokens: int = 0
+    image_input_tokens: int = 0  # images sent to gpt-image-1 (edits), out of input_tokens
+    image_output_tokens: int = 0  # images gpt-image-1 generated, out of output_tokens
+    # What the media endpoints meter besides tokens: audio input in
+    # milliseconds (priced per second), speech input in characters, images made.
+    audio_input_ms: int = 0
+    input_characters: int = 0
+    output_images: int = 0
 
     @property
     def prompt_tokens(self) -> int:
@@ -188,11 +217,18 @@ class Usage:
             + self.cache_write_5m_tokens
             + self.cache_write_1h_tokens
             + self.audio_input_tokens
+            + self.image_input_tokens
         )
 
     @property
     def total_tokens(self) -> int:
-        return self.prompt_tokens + self.output_tokens + self.reasoning_tokens + self.audio_output_tokens
+        return (
+            self.prompt_tokens
+            + self.output_tokens
+            + self.reasoning_tokens
+            + self.audio_output_tokens
+            + self.image_output_tokens
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -204,6 +204,15 @@ class OpenAIAdapter:
             body=orjson.dumps(body),
         )
 
+    def endpoint(
+        self, provider: ProviderConfig, upstream_model: str, path: str, *, accept: str
+    ) -> tuple[str, dict[str, str]]:
+        """The URL and headers (the provider's credential, no Content-Type)
+        of any other endpoint, such as the media ones (proxy.media)."""
+        headers = {k: v for k, v in self._headers(provider, stream=False).items() if k != "Content-Type"}
+        headers["Accept"] = accept
+        return self._url(provider, upstream_model, path), headers
+
     def _url(self, provider: ProviderConfig, upstream_model: str, path: str) -> str:
         return provider.base_url.rstrip("/") + "/" + path
 

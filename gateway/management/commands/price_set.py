@@ -1,19 +1,25 @@
+from decimal import Decimal
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from billing.media_pricing import MEDIA_RATE_CAPS
 from billing.services import PRICE_RATE_OPTIONS, price_set
 from gateway.kernel import cli
 from proxy.models import Provider
 
 
 class Command(BaseCommand):
-    help = "Set a model's price in USD per million tokens, effective now. A hand-set price is never synced over."
+    help = (
+        "Set a model's price in USD per million tokens (and, for the media endpoints, per second of audio, "
+        "per character or per image), effective now. A hand-set price is never synced over."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("model", help="The upstream model name (or a public model name).")
-        parser.add_argument("--input", type=cli.usd, required=True)
-        parser.add_argument("--output", type=cli.usd, required=True)
+        # Optional only for a media price (a --input-cost-per-* or --output-cost-per-image rate): tokens then cost 0.
+        parser.add_argument("--input", type=cli.usd, default=None)
+        parser.add_argument("--output", type=cli.usd, default=None)
         parser.add_argument("--cached-input", type=cli.usd, default=None, help="Cache reads (default: input).")
         for option in PRICE_RATE_OPTIONS:
             parser.add_argument(f"--{option.replace('_', '-')}", type=cli.usd, default=None)
@@ -34,6 +40,11 @@ class Command(BaseCommand):
             if provider is None:
                 raise CommandError(f"no provider {options['provider']!r}")
         optional = {field: options[option] for option, field in PRICE_RATE_OPTIONS.items()}
+        media = any(optional[field] is not None for field in MEDIA_RATE_CAPS)
+        if not media and (options["input"] is None or options["output"] is None):
+            raise CommandError(
+                "--input and --output are required (unless a media rate such as --output-cost-per-image)"
+            )
         optional.update(
             long_context_threshold=options["long_context_threshold"],
             request_fee_usd=options["request_fee"],
@@ -42,8 +53,8 @@ class Command(BaseCommand):
         try:
             price, changed = price_set(
                 model=model,
-                input_usd=options["input"],
-                output_usd=options["output"],
+                input_usd=options["input"] if options["input"] is not None else Decimal(0),
+                output_usd=options["output"] if options["output"] is not None else Decimal(0),
                 cached_input_usd=options["cached_input"],
                 provider=provider,
                 **optional,
