@@ -152,6 +152,17 @@ def test_the_explorer_form_keeps_the_lists_other_parameters(admin_client: Client
     assert 'name="tenant" id="id_tenant" value="acme"' in form
 
 
+def test_the_csv_export_carries_the_explorers_filters(admin_client: Client) -> None:
+    record(new_key("acme"), request_id="mine", status_code=502)
+    record(new_key("other"), request_id="theirs", status_code=502)
+    page = admin_client.get(USAGE + "?tenant=acme&status=5xx").content.decode()
+    link = re.search(r'href="([^"]*export\.csv[^"]*)"', page)
+    assert link is not None
+    export = admin_client.get(link.group(1).replace("&amp;", "&"))
+    lines = b"".join(export.streaming_content).decode().splitlines()
+    assert [line.split(",")[1] for line in lines[1:]] == ["mine"]
+
+
 def test_staff_without_the_usage_view_permission_see_nothing_of_it(django_user_model: Any) -> None:
     row = record(new_key("acme"))
     client = staff(django_user_model, "view_tenant", "view_requesttrace")
@@ -202,6 +213,9 @@ def test_a_record_links_to_its_trace_with_prompt_and_answer_side_by_side(admin_c
     detail = admin_client.get(f"{USAGE}{row.pk}/change/").content.decode()
     link = re.search(r'<a href="([^"]+)" id="usage-trace-link">', detail)
     assert link is not None and link.group(1) == f"/admin/explorer/trace/{row.request_id}/"
+
+    trace_page = admin_client.get(f"/admin/accounts/requesttrace/{RequestTrace.objects.get().pk}/change/")
+    assert f'<a href="{link.group(1)}">Prompt and answer, side by side</a>' in trace_page.content.decode()
 
     page = admin_client.get(link.group(1)).content.decode()
     prompt = page.split('id="trace-prompt"')[1].split("</section>")[0]

@@ -7,6 +7,7 @@ Reuses test_browser's launch (Debian's chromium, Playwright's bundled driver)
 and keeps screenshots in var/test-artifacts/ as it does.
 """
 
+import datetime as dt
 import time
 import urllib.parse
 import uuid
@@ -132,6 +133,17 @@ def test_staff_follow_a_chart_bar_and_a_live_row_to_the_records_and_a_record_to_
         "document.querySelector('#result_list').scrollWidth <= document.querySelector('.results').clientWidth"
     )
     dashboard.screenshot(path=str(artifacts / "explorer-2-filtered-usage.png"), full_page=True)
+
+    # A bar of the requests chart: that hour's succeeded requests of the tenant.
+    dashboard.go_back()
+    dashboard.click('[data-chart="requests"] a rect[data-tip*="succeeded"]')
+    dashboard.wait_for_selector("#result_list")
+    hourly = query_of(dashboard.url)
+    assert (hourly["status"], hourly["tenant"]) == ("ok", slug)
+    since, until = (dt.datetime.fromisoformat(hourly[name].replace("Z", "+00:00")) for name in ("since", "until"))
+    assert until - since == dt.timedelta(hours=1) and since <= record.created_at < until
+    rows = dashboard.locator("#result_list tbody tr")
+    assert rows.count() == 1
 
     # The record, to the millisecond, and its trace: prompt and answer side by side.
     rows.locator("th a, td a").first.click()
