@@ -81,7 +81,7 @@ class OutputCap:
         if self.tokens() > self.allowance:
             return True
         self.relayed = self.tokens()
-        if not self.head or b"content_block_" in event:
+        if not self.head or b'"content_block_start"' in event or b'"content_block_stop"' in event:
             self._note(event)
         return False
 

@@ -304,6 +304,7 @@ def stream_ended(
     recorder.finish(
         status=200,
         usage=usage,
+        usage_estimated=usage is not None,
         error_code=error_code or ("" if completed else "client_disconnected"),
         client_disconnected=not completed and not error_code,
     )

@@ -213,10 +213,12 @@ class UsageRecorder:
         client_disconnected: bool = False,
         body: bytes | None = None,
         price: PriceSnapshot | None = None,
+        usage_estimated: bool = False,
     ) -> UsageEvent | None:
         """Record the request once; `body` is a JSON answer's bytes (for the
         cache); `price`, the one the answer is billed at when it is not the
-        target's (an image's size and quality: proxy.media)."""
+        target's (an image's size and quality: proxy.media); `usage_estimated`:
+        `usage` is the gateway's count (a stream it cut), not the provider's."""
         if self.recorded:
             return None
         self.recorded = True
@@ -225,7 +227,7 @@ class UsageRecorder:
         if self.observer is not None:
             usage = usage or self.observer.usage
             output_chars = self.observer.output_chars
-        estimated = usage is None and status < 400
+        estimated = (usage is None and status < 400) or usage_estimated
         if usage is None:
             usage = self._estimate(output_chars) if estimated else Usage()
         event = usage_event(

@@ -223,6 +223,7 @@ def assert_cut(ledger: Ledger, key: IssuedKey, relayed_tokens: int) -> Any:
     """The usage row of the one cut request, and the spend within the budget."""
     [row] = ledger.wait(key.key_id, 1)
     assert (row.status_code, row.error_code, row.stream) == (200, "budget_reservation_exceeded", True)
+    assert row.usage_estimated  # the output as the gateway counted it: the provider never said
     assert row.output_tokens == relayed_tokens
     assert 0 < row.cost_nanos <= 1_000_000  # what was relayed, within the budget
     return row
