@@ -141,7 +141,8 @@ async def _designate(
         return _degraded(
             augmentor, steps, "designator", f"HTTP {status}, an answer that is no decision: {answer[:200]!r}"
         )
-    steps.append({"step": "designator", "decision": decision.action, "query": decision.query, "urls": decision.urls})
+    urls = list(decision.urls)  # a list: the trace's scrub walks lists
+    steps.append({"step": "designator", "decision": decision.action, "query": decision.query, "urls": urls})
     return decision
 
 

@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 
 from accounts.audit import AuditActor, audit
 from proxy.catalog_loader import catalog_load
-from proxy.models import ModelAlias, Route, Router, is_alias_pattern
+from proxy.models import Augmentor, ModelAlias, Route, Router, is_alias_pattern
 from proxy.routing import Catalog
 
 _NAME_MAX = Router._meta.get_field("name").max_length or 200
@@ -33,6 +33,8 @@ def router_check(
         raise ValueError(f"router {name}: the name must be exact, not a pattern")
     if Route.objects.filter(model=name).exists() or ModelAlias.objects.filter(pattern=name).exists():
         raise ValueError(f"router {name}: a route or alias of that name exists; a router's name must be its own")
+    if Augmentor.objects.filter(name=name).exists():
+        raise ValueError(f"router {name}: an augmentor of that name exists; a router's name must be its own")
     if not candidates:
         raise ValueError(f"router {name}: needs at least one candidate")
     if len(set(candidates)) != len(candidates):

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from accounts.audit import AuditActor, audit
-from proxy.models import Deployment, ModelAlias, Provider, Route, Router, is_alias_pattern
+from proxy.models import Augmentor, Deployment, ModelAlias, Provider, Route, Router, is_alias_pattern
 from proxy.presets import base_url_normalize
 
 TIMEOUT_FIELDS = ("connect_timeout", "first_byte_timeout", "idle_timeout")
@@ -171,6 +171,8 @@ def _route_activate(model: str, fallbacks: Sequence[str] | None, description: st
     route = Route.objects.select_for_update().filter(model=model).first() or Route(model=model)
     if route.pk is None and Router.objects.filter(name=model).exists():
         raise ValueError(f"route {model}: a smart router of that name exists and is asked first")
+    if route.pk is None and Augmentor.objects.filter(name=model).exists():
+        raise ValueError(f"route {model}: an augmentor of that name exists and is asked first")
     changed = route.pk is None or not route.is_active
     if fallbacks is not None and list(fallbacks) != route.fallbacks:
         route.fallbacks, changed = list(fallbacks), True
@@ -242,6 +244,8 @@ def alias_check(pattern: str, target: str, *, alias_id: int | None = None) -> No
         raise ValueError(f"alias {pattern}: a route of that name exists and would always win")
     if Router.objects.filter(name=pattern).exists():
         raise ValueError(f"alias {pattern}: a smart router of that name exists and is asked first")
+    if Augmentor.objects.filter(name=pattern).exists():
+        raise ValueError(f"alias {pattern}: an augmentor of that name exists and is asked first")
     others = ModelAlias.objects.exclude(pattern=pattern)
     if alias_id is not None:
         others = others.exclude(pk=alias_id)

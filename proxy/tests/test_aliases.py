@@ -269,7 +269,7 @@ def test_the_catalog_with_aliases_still_loads_in_a_constant_number_of_queries(
     for i in range(10):
         ModelAlias.objects.create(pattern=f"alias-{i}", target_model=f"m{i}")
         ModelAlias.objects.create(pattern=f"family-{i}-*", target_model=f"m{i}")
-    with django_assert_num_queries(6):  # providers, prices, deployments, aliases, routers, guardrails
+    with django_assert_num_queries(7):  # providers, prices, deployments, aliases, routers, augmentors, guardrails
         cat = catalog_load()
     assert len(cat.aliases) == 10 and len(cat.alias_patterns) == 10
 

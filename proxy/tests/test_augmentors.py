@@ -777,3 +777,18 @@ def test_the_admin_refuses_an_augmentor_whose_target_is_not_routed(routes: tuple
     saved = admin_client.post("/admin/proxy/augmentor/add/", {**form, "target": "writer"})
     assert saved.status_code == 302
     assert admin_client.get("/admin/proxy/augmentor/").status_code == 200
+
+
+def test_a_route_alias_or_router_may_not_take_an_augmentors_name(routes: tuple[str, str]) -> None:
+    from proxy.augmentor_services import AugmentorSpec, augmentor_upsert
+    from proxy.models import Provider
+    from proxy.router_services import router_upsert
+    from proxy.services import alias_upsert, route_upsert
+
+    augmentor_upsert(AugmentorSpec(name="researcher", designator="judge", target="writer"))
+    with pytest.raises(ValueError, match="an augmentor of that name exists"):
+        route_upsert(model="researcher", provider=Provider.objects.get(name="p"))
+    with pytest.raises(ValueError, match="an augmentor of that name exists"):
+        alias_upsert(pattern="researcher", target="writer")
+    with pytest.raises(ValueError, match="an augmentor of that name exists"):
+        router_upsert(name="researcher", designator="judge", candidates=["writer"])
