@@ -1,4 +1,5 @@
-"""Round trips to Redis per request, counted by Redis itself.
+"""Round trips to Redis per request, counted by Redis itself; and the
+budget still exact across two gateway processes with settlements batched.
 
 A key with a budget, requests- and tokens-per-minute limits and a cap on
 requests in flight, served by a real gateway on the PostgreSQL + Redis run.
@@ -10,6 +11,7 @@ import asyncio
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -117,3 +119,35 @@ def test_a_key_with_a_budget_and_rate_limits_costs_at_most_one_redis_round_trip_
     while spent_in_redis(redis_url) != (WARM_UP + MEASURED) * REQUEST_COST:
         assert time.monotonic() < deadline, spent_in_redis(redis_url)
         time.sleep(0.02)
+
+
+def test_a_burst_of_100_requests_over_two_gateway_processes_never_overshoots_a_budget_that_fits_10(
+    gateway_config: None, issue_key: Callable[..., IssuedKey], ledger: Ledger, django_db_blocker: Any
+) -> None:
+    from accounts.models import ApiKey
+    from billing.services import budget_set
+
+    gateways = [LiveGateway().start(), LiveGateway().start()]  # both on the run's Redis (REDIS_URL)
+    try:
+        key = issue_key(rpm_limit=100_000, max_parallel=1000)
+        with django_db_blocker.unblock():
+            budget_set(api_key=ApiKey.objects.get(pk=key.key_id), limit_usd=Decimal("0.0002"), period="day")
+
+        async def burst() -> list[tuple[int, str]]:
+            async with aiohttp.ClientSession() as session:
+
+                async def one(gateway: LiveGateway) -> tuple[int, str]:
+                    url = gateway.url + "/v1/chat/completions"
+                    async with session.post(url, json=REQUEST, headers=key.headers) as r:
+                        body = await r.json(content_type=None)
+                        return r.status, (body.get("error") or {}).get("code", "")
+
+                return await asyncio.gather(*(one(gateways[i % 2]) for i in range(100)))
+
+        outcomes = Counter(asyncio.run(burst()))
+        assert outcomes == {(200, ""): 10, (429, "budget_exceeded"): 90}, outcomes
+        records = ledger.wait(key.key_id, 10)
+        assert sum(r.cost_nanos for r in records) == 10 * REQUEST_COST  # the $0.0002 exactly, never above
+    finally:
+        for gateway in gateways:
+            gateway.terminate()

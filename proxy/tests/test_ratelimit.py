@@ -6,6 +6,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -126,7 +127,9 @@ def redis_limits(settings: Any) -> Any:
     except redis.ConnectionError:
         pytest.skip("no Redis on 127.0.0.1:6379")
     settings.REDIS_URL = "redis://127.0.0.1:6379/15"
-    settings.REDIS_KEY_PREFIX = f"test-lease-{os.getpid()}-{id(settings)}"
+    # A fresh namespace per test: a slot an earlier test left (a release
+    # lost with its event loop) would hold this test's key for one lease.
+    settings.REDIS_KEY_PREFIX = f"test-lease-{uuid.uuid4().hex}"
     settings.PROXY_INFLIGHT_LEASE_SECONDS = LEASE
     return settings
 
