@@ -197,6 +197,14 @@ def test_route_create_gateway_apply_and_the_api_set_a_deployments_limits(admin_c
     deployment = Deployment.objects.get(upstream_model="")
     page = admin_client.get(f"/admin/proxy/route/{deployment.route_id}/change/").content.decode()
     assert "Effective limit" in page and "rpm 30/30 (0 sent)" in page
+    created = admin_client.post(
+        "/api/routes",
+        {"model": "n", "provider": "a", "upstream_model": "c", "rpm": 6, "tpm": 1000},
+        content_type="application/json",
+    )
+    assert created.status_code == 201
+    [listed] = created.json()["deployments"]
+    assert (listed["rpm"], listed["tpm"]) == (6, 1000)
 
 
 # --- end to end ---------------------------------------------------------------------
