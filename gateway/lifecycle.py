@@ -108,6 +108,7 @@ async def shutdown() -> None:
     from billing.meter import meter
     from cachestore.flight import writes_settled
     from cachestore.store import cache_store
+    from proxy.capacity import RedisCapacity, capacity
     from proxy.ratelimit import RedisRateLimiter, rate_limiter
     from proxy.telemetry import telemetry_shutdown
     from proxy.upstream import upstream_sessions_close
@@ -123,6 +124,9 @@ async def shutdown() -> None:
     limiter = rate_limiter()
     if isinstance(limiter, RedisRateLimiter):
         await limiter.wait_released()  # in-flight slots given back
+    upstream_limits = capacity()
+    if isinstance(upstream_limits, RedisCapacity):
+        await upstream_limits.flush()  # the last 429s and successes, for the processes that stay
     await cache_store().stop_listener()
     for task in list(_tasks):
         task.cancel()
