@@ -83,13 +83,13 @@ def config_apply(doc: dict[str, Any], *, actor: AuditActor = None) -> Counter[st
         counts["route " + ("saved" if changed else "unchanged")] += 1
     if "aliases" in doc:
         counts += _apply_aliases(_entries(doc, "aliases", ("pattern", "to")), actor)
-    if "routers" in doc:
-        counts += _apply_routers(_entries(doc, "routers", ("name", "designator", "candidates")), actor)
-    if "augmentors" in doc:
+    if "augmentors" in doc:  # before the routers, whose candidates may be augmentors
         try:
             counts += augmentors_apply(_entries(doc, "augmentors", ("name", "designator", "target")), actor)
         except ValueError as exc:
             raise ApplyError(str(exc)) from None
+    if "routers" in doc:
+        counts += _apply_routers(_entries(doc, "routers", ("name", "designator", "candidates")), actor)
     for item in _entries(doc, "prices", ("model",)):
         counts["price " + ("set" if _apply_price(item, actor) else "unchanged")] += 1
     for item in _entries(doc, "guardrails", ("name", "kind", "action", "stage")):

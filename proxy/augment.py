@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from gateway.kernel.context import RoutePlan, TenantContext
+from gateway.kernel.context import TenantContext
 from gateway.kernel.errors import GatewayError
 from proxy.augment_search import SearchError, SearchResult, web_search
 from proxy.dialects import ClientCall, Dialect
@@ -270,17 +270,3 @@ def augmented_body(call: ClientCall, block: str) -> dict[str, Any] | None:
     else:
         return None
     return body
-
-
-def augmented_plan(catalog: Catalog, ctx: TenantContext, augmentor: Augmentor) -> RoutePlan:
-    """The plan that serves an augmentor: its target's. A key needs the
-    augmentor's name; its target is reached on the augmentor's behalf, as an
-    alias's target is when the key lists the alias."""
-    if not ctx.allows(augmentor.name):
-        raise GatewayError(
-            403, "model_not_allowed", f"This API key may not use the model '{augmentor.name}'.", param="model"
-        )
-    plan = catalog.resolve(augmentor.target)
-    if plan is None:  # the loader leaves such an augmentor out; a catalog built otherwise may not
-        raise GatewayError(404, "model_not_found", f"The model '{augmentor.name}' does not exist.", param="model")
-    return plan

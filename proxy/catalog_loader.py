@@ -95,7 +95,9 @@ def _build() -> Catalog:
         prefix_providers=prefix,
         guardrails=_guardrails(),
     )
-    return dataclasses.replace(catalog, routers=_routers(catalog, descriptions), augmentors=_augmentors(catalog))
+    # Augmentors first: a router's candidate may be one.
+    catalog = dataclasses.replace(catalog, augmentors=_augmentors(catalog))
+    return dataclasses.replace(catalog, routers=_routers(catalog, descriptions))
 
 
 def _augmentors(catalog: Catalog) -> dict[str, Augmentor]:
@@ -148,6 +150,13 @@ def _routers(catalog: Catalog, descriptions: dict[str, str]) -> dict[str, SmartR
             log.warning("router %s: hides the route or alias of the same name", row.name)
         candidates = []
         for name in row.candidates or []:
+            augmentor = catalog.augmentors.get(name)
+            if augmentor is not None:  # described by its purpose, else by its target's route
+                target = catalog.lookup(augmentor.target)
+                alias_of = None if target is None else target.alias_of
+                text = augmentor.purpose or _description(catalog, descriptions, augmentor.target, alias_of)
+                candidates.append(Candidate(name, text))
+                continue
             found = catalog.lookup(name)
             if found is None:
                 log.warning("router %s: candidate %r is not a served model; left out", row.name, name)

@@ -40,7 +40,7 @@ from gateway.kernel.context import PREPARED_SCOPE_KEY, RoutePlan, TenantContext
 from gateway.kernel.errors import GatewayError
 from gateway.kernel.requestid import request_id_for
 from proxy import telemetry
-from proxy.augment import AUGMENTED_HEADER, Augmented, augment, augmented_plan
+from proxy.augment import AUGMENTED_HEADER, Augmented, augment
 from proxy.caching import (
     HitAnswer,
     cache_hit_answer,
@@ -57,7 +57,7 @@ from proxy.guardrails.run import GuardrailRun, guardrail_run
 from proxy.ratelimit import Spend, rate_limit_admit, rate_limit_release, tokens_estimate
 from proxy.responses_state import conversation_resolved
 from proxy.routers import ROUTED_HEADER, routed_plan
-from proxy.routing import Augmentor, Catalog, plan_for
+from proxy.routing import Augmentor, Catalog, augmented_plan, plan_for
 from proxy.semantic import semantic_probe
 from proxy.tracing import trace_start
 from proxy.usage import worst_case
@@ -104,8 +104,9 @@ async def prepare(ctx: TenantContext, call: ClientCall, request_id: str, *, cach
     plan, routed_to = await route(catalog, ctx, call if checked is None else checked[1], request_id)
     if span is not None:
         span.routed()  # the prepare step's span ends: authenticated, parsed, routed
-    # A router's name is asked first: an augmentor of the same name is hidden.
-    augmentor = None if call.body["model"] in catalog.routers else catalog.augmentors.get(call.body["model"])
+    # The augmentor asked for, or the one a smart router chose (a router's
+    # name is asked first: an augmentor of the same name is hidden).
+    augmentor = catalog.augmentors.get(routed_to or call.body["model"])
     return Prepared(
         ctx,
         call,
@@ -126,7 +127,8 @@ async def route(catalog: Catalog, ctx: TenantContext, call: ClientCall, request_
     designator picks the candidate, which resolves as any name: proxy.routers);
     then, in `handle`, the exact and semantic cache and augmentation, for the
     plan chosen here; an augmentor is served by its target's plan (its
-    designator is asked in `handle`, after the cache); names that are neither
+    designator is asked in `handle`, after the cache), and so is a router's
+    candidate that is an augmentor; names that are neither
     resolve through proxy.routing: exact route, alias, wildcard route,
     provider prefix."""
     router = catalog.routers.get(call.body["model"])

@@ -24,7 +24,8 @@ def router_check(
     """Refuse a router that could not work as written: a name a route or
     alias already has (or a pattern), no candidates or repeated ones, a
     designator or candidate that the gateway does not route (or that is a
-    router: routers do not chain), a fallback that is not a candidate.
+    router: routers do not chain; a candidate may be an augmentor), a
+    fallback that is not a candidate.
     `catalog`: the routing catalog to check names against (default: loaded now)."""
     for value in (name, designator, *candidates):
         if not isinstance(value, str) or not value.strip() or value != value.strip() or len(value) > _NAME_MAX:
@@ -46,7 +47,7 @@ def router_check(
     for role, value in (("designator", designator), *(("candidate", c) for c in candidates)):
         if value in others:
             raise ValueError(f"router {name}: the {role} {value!r} is a router; routers do not chain")
-        if catalog.lookup(value) is None:
+        if catalog.lookup(value) is None and not (role == "candidate" and value in catalog.augmentors):
             raise ValueError(
                 f"router {name}: the {role} {value!r} is not a model the gateway routes; create its route first "
                 f"(manage.py route_create {value} --provider NAME)"

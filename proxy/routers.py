@@ -38,7 +38,7 @@ from gateway.kernel.context import RoutePlan, TenantContext
 from gateway.kernel.errors import GatewayError
 from proxy.dialects import ClientCall, Dialect
 from proxy.forward import Attempts
-from proxy.routing import Candidate, Catalog, SmartRouter, may_use, plan_for
+from proxy.routing import Candidate, Catalog, SmartRouter, augmented_plan, may_use, plan_for
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ async def routed_plan(
     if not offered:
         raise _not_allowed(router.name)
     chosen = await designate(catalog, ctx, router, offered, call, request_id)
-    plan = plan_for(catalog, ctx, chosen)
+    augmentor = catalog.augmentors.get(chosen)  # then augmented in the pipeline (proxy.augment)
+    plan = plan_for(catalog, ctx, chosen) if augmentor is None else augmented_plan(catalog, ctx, augmentor)
     fallback = _fallback(router, offered)
     if fallback != chosen and fallback not in plan.fallbacks:
         plan = RoutePlan(plan.public_model, plan.deployments, (*plan.fallbacks, fallback))

@@ -253,6 +253,18 @@ def plan_for(catalog: Catalog, ctx: TenantContext, model: str) -> RoutePlan:
     return found.plan
 
 
+def augmented_plan(catalog: Catalog, ctx: TenantContext, augmentor: Augmentor) -> RoutePlan:
+    """The plan that serves an augmentor: its target's. A key needs the
+    augmentor's name; its target is reached on the augmentor's behalf, as an
+    alias's target is when the key lists the alias."""
+    if not ctx.allows(augmentor.name):
+        raise _not_allowed(augmentor.name)
+    plan = catalog.resolve(augmentor.target)
+    if plan is None:  # the loader leaves such an augmentor out; a catalog built otherwise may not
+        raise GatewayError(404, "model_not_found", f"The model '{augmentor.name}' does not exist.", param="model")
+    return plan
+
+
 def _not_allowed(model: str) -> GatewayError:
     return GatewayError(403, "model_not_allowed", f"This API key may not use the model '{model}'.", param="model")
 

@@ -491,6 +491,34 @@ def test_a_smart_router_of_the_same_name_is_asked_before_the_augmentor(
     assert answer.headers["x-gateway-routed-to"] == s.target and AUGMENTED not in answer.headers
 
 
+def test_a_smart_router_may_choose_an_augmentor_which_then_augments(
+    gateway: LiveGateway, key: IssuedKey, fake_upstream: FakeUpstream, web: FakeWeb, django_db_blocker: Any
+) -> None:
+    from proxy.models import Provider
+    from proxy.router_services import router_upsert
+    from proxy.services import route_upsert
+
+    with django_db_blocker.unblock():
+        s = make_augmentor(purpose="Questions about the news.")
+        tag = uuid.uuid4().hex[:8]
+        judge, other, router = f"judge-{tag}", f"other-{tag}", f"auto-{tag}"
+        for name in (judge, other):
+            route_upsert(model=name, provider=Provider.objects.get(name="fake"), upstream_model=f"up-{name}")
+        router_upsert(name=router, designator=judge, candidates=[other, s.name])
+    fake_upstream.scripted[f"up-{judge}"] = json.dumps({"model": s.name})
+    fake_upstream.scripted[s.designator_upstream] = "search: the news"
+    web.results = [{"title": "News", "url": "https://news.example/", "content": "Something happened."}]
+    wait_served(gateway, key, router)
+
+    answer = post(gateway, key, {**chat(s, "What happened today?"), "model": router})
+
+    assert (answer.status, answer.headers["x-gateway-routed-to"], answer.headers[AUGMENTED]) == (200, s.name, "search")
+    [picked] = seen(fake_upstream, f"up-{judge}")
+    assert f"- {s.name}: Questions about the news." in picked["messages"][0]["content"]
+    context = seen(fake_upstream, s.target_upstream)[0]["messages"][0]["content"]
+    assert "[1] News\nURL: https://news.example/\nSomething happened." in context
+
+
 def test_an_exact_cache_hit_is_served_before_the_augmentor_asks_anything(
     gateway: LiveGateway,
     issue_key: Callable[..., IssuedKey],
