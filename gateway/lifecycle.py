@@ -121,6 +121,9 @@ async def shutdown() -> None:
     if isinstance(guard, RedisSpendGuard):
         await guard.wait_settled()
     await writes_settled()  # cache entries being stored
+    from proxy.semantic import semantic_writes_settled
+
+    await semantic_writes_settled()  # and the semantic cache's vectors of them
     limiter = rate_limiter()
     if isinstance(limiter, RedisRateLimiter):
         await limiter.wait_released()  # in-flight slots given back

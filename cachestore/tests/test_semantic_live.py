@@ -84,6 +84,7 @@ def chat(
     *,
     stream: bool = False,
     model: str = "gpt-test",
+    headers: dict[str, str] | None = None,
     **params: Any,
 ) -> tuple[int, dict[str, str], bytes]:
     body = {
@@ -95,7 +96,7 @@ def chat(
     request = urllib.request.Request(
         gateway.url + "/v1/chat/completions",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", **key.headers},
+        headers={"Content-Type": "application/json", **key.headers, **(headers or {})},
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -317,9 +318,10 @@ def test_a_gateway_started_later_loads_the_vectors_stored_before(
     later = LiveGateway().start()
     try:
         near = chat(later, key, FRANCE_AGAIN, marker)
+        found = (near[1].get("x-cache"), near[1].get("x-cache-match"))
+        assert found == ("hit", "semantic"), f"{near}\n{later.log()[-3000:]}"
     finally:
         later.terminate()
-    assert (near[1]["x-cache"], near[1]["x-cache-match"]) == ("hit", "semantic")
     assert upstream_calls(fake_upstream, marker) == 1
 
 
@@ -390,3 +392,37 @@ def test_the_embedding_sees_the_question_as_the_input_guardrails_redacted_it(
         assert time.monotonic() < deadline, f"the guardrail never applied: {embedded}"
         time.sleep(0.05)
     assert embedded[-1].startswith(question[:32]) and "France" in embedded[-1]
+
+
+def test_cache_warmup_indexes_the_questions_of_a_tenant_whose_semantic_cache_is_on(
+    live_gateway: LiveGateway,
+    semantic_key: Callable[..., IssuedKey],
+    django_db_blocker: Any,
+    tmp_path: Any,
+) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from accounts.models import Tenant
+
+    key, marker = semantic_key(), unique_marker()
+    with django_db_blocker.unblock():
+        Tenant.objects.filter(pk=key.tenant_id).update(semantic_threshold=Decimal("0.9"))  # the warmup key's too
+        slug = Tenant.objects.get(pk=key.tenant_id).slug
+    system = {"role": "system", "content": f"Answer briefly. {marker}"}
+    path = tmp_path / "warm.jsonl"
+    path.write_text(json.dumps({"model": "gpt-test", "messages": [system, {"role": "user", "content": FRANCE}]}))
+    with django_db_blocker.unblock():
+        call_command("cache_warmup", slug, "--file", str(path), "--cache-ttl", "600", stdout=StringIO())
+    vectors_stored(django_db_blocker, key.tenant_id, 1)
+    # The gateway is another process: it catches up with the vector within
+    # CACHESTORE_SEMANTIC_SYNC_SECONDS. Asked meanwhile with no-store, so
+    # that a miss leaves nothing of its own to be found instead.
+    deadline = time.monotonic() + 10
+    while (near := chat(live_gateway, key, FRANCE_AGAIN, marker, headers={"Cache-Control": "no-store"}))[1][
+        "x-cache"
+    ] != "hit":
+        assert time.monotonic() < deadline, "the gateway never found the warmed question"
+        time.sleep(0.05)
+    assert (near[1]["x-cache-match"], near[1]["x-cache-similarity"]) == ("semantic", "0.962")
