@@ -150,10 +150,11 @@ async def test_only_http_and_https_without_credentials_are_fetched(url: str) -> 
         await scrape(url, allow_private=True)
 
 
-async def test_a_large_page_is_read_only_up_to_the_cap(web: FakeWeb, settings: Any) -> None:
-    settings.AUGMENT_SCRAPE_MAX_BYTES = 10_000
+@pytest.mark.parametrize("cap", [10_000, 300_000], ids=["parsed-inline", "parsed-in-a-thread"])
+async def test_a_large_page_is_read_only_up_to_the_cap(web: FakeWeb, settings: Any, cap: int) -> None:
+    settings.AUGMENT_SCRAPE_MAX_BYTES = cap
     page = await scrape(f"{web.url}/big", allow_private=True)
-    assert page.text.startswith("big big") and len(page.text) <= 10_000
+    assert page.text.startswith("big big") and cap - 100 < len(page.text) <= cap
 
 
 async def test_a_slow_page_is_given_up_after_the_time_cap(web: FakeWeb, settings: Any) -> None:
