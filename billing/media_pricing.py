@@ -65,8 +65,15 @@ def with_image_variants(prices: dict[tuple[str, str], PriceSnapshot]) -> dict[tu
             variants.setdefault((provider, found[0]), []).append((found[1], price))
     merged = dict(prices)
     empty = PriceSnapshot(base=Rates(0, 0, 0, 0, 0, 0))
+    # Rows for any provider also serve a provider's own price of the model,
+    # and a provider's own rows sit on the model's price for any provider.
+    for (provider, model), found in list(variants.items()):
+        if provider == "":
+            for key in [k for k in merged if k[1] == model and k[0] != ""]:
+                variants[key] = list({**dict(found), **dict(variants.get(key, []))}.items())  # its own win
     for key, found in variants.items():
-        merged[key] = replace(merged.get(key, empty), image_variants=tuple(sorted(found, key=lambda v: v[0])))
+        base = merged.get(key) or merged.get(("", key[1])) or empty
+        merged[key] = replace(base, image_variants=tuple(sorted(found, key=lambda v: v[0])))
     return merged
 
 

@@ -68,6 +68,7 @@ class MediaCall:
     kind: MediaKind
     form: Form | None = None  # a multipart request's body and parts
     upload_bytes: int = 0  # the audio or images sent
+    uploads: int = 0  # files sent (the images to edit)
     audio_ms: int | None = None  # the upload's duration, when its header says (WAV)
     characters: int = 0  # speech input
     images: int = 0  # asked for (`n`)
@@ -88,8 +89,8 @@ def audio_call(raw: bytes, content_type: str, dialect: Dialect) -> ClientCall:
         raise GatewayError(400, "missing_file", "'file' is required: the audio to transcribe.", param="file")
     audio = raw[files[0].start : files[0].end]
     stream = fields.get("stream", "").lower() == "true"
-    media = MediaCall(MediaKind.AUDIO_IN, form, upload_bytes=len(audio), audio_ms=wav_duration_ms(audio))
-    return ClientCall(dialect, fields, len(raw), stream, media=media)
+    media = MediaCall(MediaKind.AUDIO_IN, form, upload_bytes=len(audio), uploads=1, audio_ms=wav_duration_ms(audio))
+    return ClientCall(dialect, fields, _text_bytes(form), stream, media=media)
 
 
 def speech_call(raw: bytes) -> ClientCall:
@@ -109,7 +110,7 @@ def image_generation_call(raw: bytes) -> ClientCall:
     body = json_object_with_model(raw, "image generation request")
     if not isinstance(body.get("prompt"), str) or not body["prompt"]:
         raise invalid_request("'prompt' is required: a description of the image.", param="prompt")
-    return ClientCall(Dialect.IMAGES, body, len(raw), False, media=_image_media(body, None, 0))
+    return ClientCall(Dialect.IMAGES, body, len(raw), False, media=_image_media(body, None))
 
 
 def image_edit_call(raw: bytes, content_type: str) -> ClientCall:
@@ -123,8 +124,8 @@ def image_edit_call(raw: bytes, content_type: str) -> ClientCall:
     if not fields.get("prompt"):
         raise invalid_request("'prompt' is required: a description of the edit.", param="prompt")
     body: dict[str, Any] = dict(fields)
-    uploaded = sum(p.end - p.start for p in form.parts if p.filename is not None)
-    return ClientCall(Dialect.IMAGE_EDITS, body, len(raw), False, media=_image_media(body, form, uploaded))
+    media = replace(_image_media(body, form), uploads=len(form.files("image", "image[]", "mask")))
+    return ClientCall(Dialect.IMAGE_EDITS, body, _text_bytes(form), False, media=media)
 
 
 def _model_field(fields: dict[str, str]) -> None:
@@ -136,8 +137,14 @@ def _model_field(fields: dict[str, str]) -> None:
     fields["model"] = model
 
 
-def _image_media(body: dict[str, Any], form: Form | None, uploaded: int) -> MediaCall:
-    n = body.get("n", 1)
+def _text_bytes(form: Form) -> int:
+    """A multipart call's size as the rate limits and budgets count text:
+    its fields, not its files (audio and images are metered on their own)."""
+    return len(form.body) - sum(p.end - p.start for p in form.parts if p.filename is not None)
+
+
+def _image_media(body: dict[str, Any], form: Form | None) -> MediaCall:
+    n = 1 if body.get("n") is None else body["n"]
     try:
         images = int(n)  # a form field is text
     except (TypeError, ValueError):
@@ -148,7 +155,7 @@ def _image_media(body: dict[str, Any], form: Form | None, uploaded: int) -> Medi
     return MediaCall(
         MediaKind.IMAGE,
         form,
-        upload_bytes=uploaded,
+        upload_bytes=0 if form is None else len(form.body) - _text_bytes(form),
         images=images,
         size=size if isinstance(size, str) else None,
         quality=quality if isinstance(quality, str) else None,
@@ -163,7 +170,7 @@ def wav_duration_ms(audio: bytes) -> int | None:
     pos, byte_rate = 12, 0
     while pos + 8 <= len(audio):
         chunk, size = audio[pos : pos + 4], struct.unpack_from("<I", audio, pos + 4)[0]
-        if chunk == b"fmt " and size >= 12:
+        if chunk == b"fmt " and size >= 12 and pos + 20 <= len(audio):
             byte_rate = struct.unpack_from("<I", audio, pos + 16)[0]
         elif chunk == b"data":
             if not byte_rate:
@@ -295,15 +302,15 @@ def worst_case_nanos(media: MediaCall, price: PriceSnapshot | None, *, request_b
     if media.kind is MediaKind.IMAGE:
         one = image_price(price, media.size, media.quality)
         per_image = 0 if one is None else (one.media.per_image or 0)
+        # Text tokens are bounded by the text's bytes; an image sent to edit counts as much as one made.
+        prompt = request_bytes + media.uploads * IMAGE_OUTPUT_TOKENS_MAX
         outputs = media.images * IMAGE_OUTPUT_TOKENS_MAX
-        return (
-            worst_case_cost_nanos(price, prompt_tokens=request_bytes, output_tokens=outputs) + media.images * per_image
-        )
+        return worst_case_cost_nanos(price, prompt_tokens=prompt, output_tokens=outputs) + media.images * per_image
     if media.kind is MediaKind.SPEECH:
         tokens = worst_case_cost_nanos(price, prompt_tokens=request_bytes, output_tokens=output_tokens)
         return tokens + _rounded_up(media_cost_scaled(Usage(input_characters=media.characters), price.media))
     ms = audio_ms_worst(media)
-    prompt = -(-ms // 1000) * AUDIO_TOKENS_PER_SECOND_MAX + request_bytes - media.upload_bytes
+    prompt = -(-ms // 1000) * AUDIO_TOKENS_PER_SECOND_MAX + request_bytes
     tokens = worst_case_cost_nanos(price, prompt_tokens=prompt, output_tokens=output_tokens)
     return tokens + _rounded_up(media_cost_scaled(Usage(audio_input_ms=ms), price.media))
 

@@ -240,3 +240,16 @@ def test_a_wav_headers_duration_is_read_and_anything_else_is_unknown() -> None:
     assert wav_duration_ms(b"RIFF" + len(body).to_bytes(4, "little") + body) == 1500
     assert wav_duration_ms(b"ID3\x03 an mp3") is None
     assert wav_duration_ms(b"RIFF\x00\x00\x00\x00WAVE") is None
+
+
+def test_a_providers_own_model_price_keeps_the_sizes_priced_for_any_provider() -> None:
+    own = snapshot(per_image=1)
+    prices = with_image_variants(
+        {
+            ("azure", "dall-e-3"): own,
+            ("", "hd/1024-x-1024/dall-e-3"): snapshot(per_image=80_000_000),
+            ("azure", "standard/1024-x-1024/dall-e-3"): snapshot(per_image=30_000_000),
+        }
+    )
+    assert dict(prices[("azure", "dall-e-3")].image_variants).keys() == {"hd/1024x1024", "standard/1024x1024"}
+    assert dict(prices[("", "dall-e-3")].image_variants).keys() == {"hd/1024x1024"}

@@ -215,6 +215,15 @@ def test_a_wildcard_route_reaches_the_model_named_after_its_prefix(
     assert row.public_model == "fake-media/whisper-1-up"
 
 
+def test_an_upload_counts_against_tokens_per_minute_by_its_text_not_its_audio_bytes(
+    gateway: LiveGateway, issue_key: Any, ledger: Ledger
+) -> None:
+    limited = issue_key(tpm_limit=1000)  # AUDIO is 18,000 bytes: as text it would be 4,500 tokens
+    answer = client_for(gateway, limited).audio.transcriptions.create(model="whisper", file=("a.mp3", AUDIO))
+    assert answer.text == TRANSCRIPT
+    assert len(ledger.wait(limited.key_id, 1)) == 1
+
+
 def test_a_form_without_a_file_is_a_400_with_missing_file_and_reaches_no_provider(
     gateway: LiveGateway, key: IssuedKey, fake_media: FakeMedia, ledger: Ledger
 ) -> None:
