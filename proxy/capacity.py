@@ -336,8 +336,18 @@ class RedisCapacity:
         self._reports: dict[str, _Report] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._flush_at = math.inf
+        # Deployments this process saw answer 429 with a Retry-After, until
+        # then: skipped without asking Redis, which may not have the report yet.
+        self._skipped: dict[str, float] = {}
 
     async def pick(self, order: Sequence[tuple[RouteTarget, str]], tokens: int) -> Pick:
+        if self._skipped:
+            now = time.monotonic()
+            self._skipped = {key: until for key, until in self._skipped.items() if until > now}
+            waits = [self._skipped[key] - now for _, key in order if key in self._skipped]
+            order = [(target, key) for target, key in order if key not in self._skipped]
+            if not order:
+                return Pick(None, retry_in=min(waits))
         grant_id = uuid.uuid4().hex
         keys: list[str] = []
         args: list[int | str] = [grant_id, tokens, int(WINDOW_SECONDS * 1000)]
@@ -372,6 +382,8 @@ class RedisCapacity:
         report = self._reports.setdefault(key, _Report())
         report.throttled, report.successes = True, 0
         report.retry_ms = max(report.retry_ms, int(retry_in * 1000))
+        if retry_in > 0:
+            self._skipped[key] = max(self._skipped.get(key, 0.0), time.monotonic() + retry_in)
         self._flush_soon(0.0)  # every process should back off now, not in a second
 
     def settle(self, grant: Grant, tokens: int) -> None:
