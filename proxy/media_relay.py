@@ -57,7 +57,10 @@ class SpeechResponse(StreamingHttpResponse):
     the client leaves before the first byte is asked for)."""
 
     def __init__(self, response: aiohttp.ClientResponse, recorder: UsageRecorder, media: MediaCall) -> None:
-        super().__init__(_relayed(response, recorder, media), content_type=response.headers.get("Content-Type"))
+        super().__init__(
+            _relayed(response, recorder, media),
+            content_type=response.headers.get("Content-Type", "application/octet-stream"),
+        )
         self["Cache-Control"] = "no-cache"
         self["X-Accel-Buffering"] = "no"
         self._upstream, self._recorder, self._media = response, recorder, media
