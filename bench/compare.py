@@ -32,7 +32,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: `python bench/compare.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import load, peers, report, stack
+from bench import load, peers, production, report, stack
 from bench.run import bench_main, git_describe, progress, section
 
 # (scenario, concurrency): the table's columns come from these four.
@@ -54,6 +54,7 @@ class Options:
     granian: bool
     extras: bool
     keep: bool
+    production: bool
 
 
 def options_parse(argv: Sequence[str] | None) -> Options:
@@ -66,6 +67,9 @@ def options_parse(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--no-extras", action="store_true", help="Only the table: no cache, memory or scaling.")
     parser.add_argument("--quick", action="store_true", help="A short run to check that everything works.")
     parser.add_argument("--keep", action="store_true", help="Keep the temporary directory (database, logs).")
+    parser.add_argument(
+        "--no-production", action="store_true", help="Leave out the PostgreSQL + Redis rows (bench/production.py)."
+    )
     args = parser.parse_args(argv)
     return Options(
         duration=args.duration or (1.0 if args.quick else 5.0),
@@ -76,6 +80,7 @@ def options_parse(argv: Sequence[str] | None) -> Options:
         granian=args.granian,
         extras=not args.no_extras,
         keep=args.keep,
+        production=not args.no_production,
     )
 
 
@@ -140,10 +145,15 @@ def peer_system(peer: peers.Peer) -> System:
 
 @dataclass
 class Books:
-    answered_2xx: int = 0  # by our gateways, warm-ups included
+    answered_2xx: int = 0  # by our gateways on SQLite, warm-ups included
     cache_hits: int = 0
+    sent: dict[str, int] = field(default_factory=dict)  # requests per system, warm-ups included
+    warm: dict[str, int] = field(default_factory=dict)  # of which warm-ups, where measured apart
+    answered: dict[str, int] = field(default_factory=dict)  # 2xx per system, warm-ups included
 
     def count(self, system: System, phase: load.Phase) -> None:
+        self.sent[system.name] = self.sent.get(system.name, 0) + phase.requests
+        self.answered[system.name] = self.answered.get(system.name, 0) + phase.http_2xx
         if system.counts_in_books:
             self.answered_2xx += phase.http_2xx
             self.cache_hits += phase.cache_hits
@@ -378,6 +388,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(options: Options, workdir: Path, servers: list[stack.Server]) -> int:
+    """The comparison; with the production rows when the machine has a
+    PostgreSQL and a redis-server to give the run its own of each."""
+    with contextlib.ExitStack() as exits:
+        prod = None
+        if options.production:
+            try:
+                prod = exits.enter_context(production.production_stack(workdir))
+            except RuntimeError as error:
+                progress(f"no production rows: {error}")
+        return _compare(options, workdir, servers, prod)
+
+
+def _compare(options: Options, workdir: Path, servers: list[stack.Server], prod: production.Production | None) -> int:
     env = stack.gateway_env(workdir)
     upstream = stack.upstream_start(workdir)
     slow = stack.upstream_start(workdir, slow_delay=SLOW_CHUNK_SECONDS, name="slow upstream")
@@ -389,6 +412,9 @@ def _run(options: Options, workdir: Path, servers: list[stack.Server]) -> int:
         server = stack.gateway_start(workdir, env, server=server_name)
         servers.append(server)
         systems.append(gateway_system(f"{OURS} ({server_name})", server, keys.forwarding))
+    deployed = None if prod is None else production_system(prod, workdir, upstream.port, servers)
+    if deployed is not None:
+        systems.append(deployed[0])
     if options.peers:
         for start in (peers.litellm_start, peers.portkey_start):
             progress(f"starting {start.__name__.removesuffix('_start')} (installed on first use) ...")
@@ -408,6 +434,7 @@ def _run(options: Options, workdir: Path, servers: list[stack.Server]) -> int:
             f"{options.warmup:g} s warm-up per system and cell, then {options.rounds} rounds of "
             f"{options.duration:g} s phases, systems interleaved; key with budget, rate limit and metering"
         )
+    before = None if prod is None else prod.read()
     asyncio.run(table_measure(options, systems, books))
     rows = rows_build(systems)
     print()
@@ -415,10 +442,16 @@ def _run(options: Options, workdir: Path, servers: list[stack.Server]) -> int:
     with section("Ratios", options.markdown):
         ratios_print(rows)
     uvicorn = next(s for s in systems if s.name == f"{OURS} (uvicorn)")
+    if prod is not None and before is not None and deployed is not None:
+        deployed_print(options, prod, before, deployed[0], uvicorn, books)
     if options.extras:
         extras_run(options, workdir, env, keys, uvicorn, servers, books)
+        if prod is not None and deployed is not None:
+            production_scaling(options, workdir, prod, deployed[1], servers, books)
     with section("Books", options.markdown):
         reconciled = books_check(servers, systems, workdir, books)
+        if prod is not None:
+            reconciled = production_books_check(prod, books) and reconciled
     misses = targets_check(rows)
     with section("Targets", options.markdown):
         if misses:
@@ -461,6 +494,104 @@ def extras_run(
     rps_one, rps_two = asyncio.run(scaling_measure(options, one, two, books))
     with section("Scaling: uvicorn workers on both cores (load generator and upstream share them)", options.markdown):
         print(f"JSON req/s c=64: 1 process {rps_one:.0f}, 2 processes {rps_two:.0f} (x{rps_two / rps_one:.2f})")
+
+
+# --- as deployed: PostgreSQL and Redis (bench/production.py) ------------------------
+
+DEPLOYED = "PostgreSQL + Redis"
+
+
+def production_system(
+    prod: production.Production, workdir: Path, upstream_port: int, servers: list[stack.Server]
+) -> tuple[System, stack.Keys]:
+    """uvicorn on the run's own PostgreSQL database and Redis, pinned as the
+    other rows are; its key has the same budget and limits."""
+    progress("setting up a fresh PostgreSQL database ...")
+    keys = stack.database_create(prod.env, upstream_port)
+    server = stack.gateway_start(workdir, prod.env, server="uvicorn")
+    servers.append(server)
+    system = gateway_system(f"{OURS} (uvicorn, {DEPLOYED})", server, keys.forwarding)
+    system.counts_in_books = False  # its rows are in PostgreSQL: production_books_check
+    return system, keys
+
+
+def deployed_print(
+    options: Options,
+    prod: production.Production,
+    before: production.Reading,
+    deployed: System,
+    embedded: System,
+    books: Books,
+) -> None:
+    after = prod.read()
+    with section(f"As deployed ({DEPLOYED}, one uvicorn process, the table's run)", options.markdown):
+        print(
+            f"every cell of the table, warm-ups included: {production.per_request(before, after, books.sent[deployed.name])}"
+        )
+        json64 = ("json", 64)
+        rps = deployed.stats(json64).rps / embedded.stats(json64).rps
+        cpu_deployed, cpu_embedded = deployed.cpu_ms_per_request(json64), embedded.cpu_ms_per_request(json64)
+        cpu = f"x{cpu_deployed / cpu_embedded:.2f}" if cpu_deployed and cpu_embedded else "-"
+        print(
+            f"against the embedded default (SQLite, in-process counters): JSON req/s c=64 x{rps:.2f}, CPU ms/req {cpu}"
+        )
+
+
+def production_scaling(
+    options: Options,
+    workdir: Path,
+    prod: production.Production,
+    keys: stack.Keys,
+    servers: list[stack.Server],
+    books: Books,
+) -> None:
+    """JSON c=64 with one uvicorn worker and with two, on both cores (not
+    pinned), each measured on its own so that the counts are its own."""
+    lines = []
+    for workers in (1, 2):
+        server = stack.gateway_start(workdir, prod.env, server="uvicorn", workers=workers, pinned_cpu=None)
+        servers.append(server)
+        system = gateway_system(f"{OURS} (uvicorn, {DEPLOYED}, {workers} processes)", server, keys.forwarding)
+        system.counts_in_books = False
+        asyncio.run(_warm(options, system, books))
+        before = prod.read()
+        rps = asyncio.run(_rounds(options, system, books))
+        lines.append(
+            f"{workers} process{'es' if workers > 1 else ''}: JSON req/s c=64 {rps:.0f}; "
+            + production.per_request(before, prod.read(), books.sent[system.name] - books.warm[system.name])
+        )
+        server.terminate()  # its meter drains into the books before the next one runs
+    with section(
+        f"Scaling as deployed ({DEPLOYED}; workers on both cores, beside the load generator)", options.markdown
+    ):
+        print("\n".join(lines))
+
+
+async def _warm(options: Options, system: System, books: Books) -> None:
+    async with load.session_open(64) as session:
+        books.count(system, await load.phase_run(session, system.target(False), 64, options.warmup))
+    books.warm[system.name] = books.sent[system.name]
+
+
+async def _rounds(options: Options, system: System, books: Books) -> float:
+    cell = ("scaling", 64)
+    async with load.session_open(64) as session:
+        for _ in range(options.rounds):
+            phase = await load.phase_run(session, system.target(False), 64, options.duration)
+            system.phases.setdefault(cell, []).append(phase)
+            books.count(system, phase)
+    return system.stats(cell).rps
+
+
+def production_books_check(prod: production.Production, books: Books) -> bool:
+    """The PostgreSQL gateways' 2xx against their usage rows (all stopped by now)."""
+    answered = sum(n for name, n in books.answered.items() if DEPLOYED in name)
+    rows = prod.usage_rows()
+    print(
+        f"as deployed: {answered} requests answered 2xx, {rows} usage rows in PostgreSQL: "
+        f"{'reconciled' if rows == answered else 'NOT reconciled'}"
+    )
+    return rows == answered
 
 
 def books_check(servers: list[stack.Server], systems: list[System], workdir: Path, books: Books) -> bool:

@@ -95,7 +95,7 @@ KEY_LIMITS = (
     "--rpm",
     "100000000",
     "--tpm",
-    "10000000000",
+    "2000000000",  # PostgreSQL's integer column holds up to 2**31 - 1
     "--max-parallel",
     "2000",
 )
