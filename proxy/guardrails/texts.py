@@ -116,6 +116,10 @@ def request_slots(dialect: Dialect, body: dict[str, Any]) -> list[Slot]:
             return [*_strings(body, "prompt"), *_string(body, "suffix")]
         case Dialect.OLLAMA_GENERATE:
             return [*_string(body, "system"), *_string(body, "prompt")]
+        case Dialect.SPEECH:  # the text to speak, and how (proxy.media)
+            return [*_string(body, "input"), *_string(body, "instructions")]
+        case Dialect.TRANSCRIPTIONS | Dialect.TRANSLATIONS | Dialect.IMAGES | Dialect.IMAGE_EDITS:
+            return list(_string(body, "prompt"))
     return []
 
 
@@ -156,6 +160,8 @@ def answer_slots(dialect: Dialect, body: Any) -> list[Slot]:
             return list(_string(message, "content")) if isinstance(message, dict) else []
         case Dialect.OLLAMA_GENERATE:
             return list(_string(body, "response"))
+        case Dialect.TRANSCRIPTIONS | Dialect.TRANSLATIONS:  # json and verbose_json; text formats are not read
+            return list(_string(body, "text"))
     return []
 
 

@@ -98,7 +98,33 @@ def media_config(django_db_setup: None, django_db_blocker: Any, fake_media: Fake
 
 
 @pytest.fixture(scope="module")
-def gateway(media_config: dict[str, int]) -> Iterator[LiveGateway]:
+def guarded(django_db_setup: None, django_db_blocker: Any) -> Iterator[dict[str, IssuedKey]]:
+    """Keys whose tenants have a guardrail, made before the gateway starts so
+    that its first catalog has them: "redact" (pii, input) and "block" (secrets, input)."""
+    import uuid
+
+    from accounts.services import api_key_issue, tenant_create
+    from proxy.guardrails.services import guardrail_upsert, guardrails_attach
+
+    keys, rails = {}, []
+    with django_db_blocker.unblock():
+        for name, kind, action in (("redact", "pii", "redact"), ("block", "secrets", "block")):
+            tenant = tenant_create(slug=f"media-{name}-{uuid.uuid4().hex[:8]}")
+            plaintext, api_key = api_key_issue(tenant=tenant, name="media")
+            rail, _, _ = guardrail_upsert(
+                name=f"media-{name}-{uuid.uuid4().hex[:8]}", kind=kind, action=action, stage="input"
+            )
+            guardrails_attach([rail], tenant=tenant)
+            keys[name] = IssuedKey(plaintext=plaintext, key_id=api_key.pk, tenant_id=tenant.pk)
+            rails.append(rail)
+    yield keys
+    with django_db_blocker.unblock():  # other modules list every guardrail: leave none behind
+        for rail in rails:
+            rail.delete()
+
+
+@pytest.fixture(scope="module")
+def gateway(media_config: dict[str, int], guarded: dict[str, IssuedKey]) -> Iterator[LiveGateway]:
     live = LiveGateway(server="uvicorn").start()
     yield live
     live.terminate()
@@ -426,3 +452,31 @@ def test_a_media_model_the_key_may_not_use_is_a_404_and_cannot_be_called(gateway
     with pytest.raises(openai.APIStatusError) as refused:
         client.audio.transcriptions.create(model="whisper", file=("a.mp3", AUDIO))
     assert refused.value.status_code in (403, 404)
+
+
+# --- guardrails ----------------------------------------------------------------------------------
+
+EMAIL = "alice.smith@example.com"
+
+
+def test_a_transcriptions_prompt_is_redacted_by_the_input_guardrails_before_it_is_sent(
+    gateway: LiveGateway, guarded: dict[str, IssuedKey], fake_media: FakeMedia
+) -> None:
+    key = guarded["redact"]
+    client_for(gateway, key).audio.transcriptions.create(
+        model="whisper", file=("a.mp3", AUDIO), prompt=f"Call {EMAIL} back."
+    )
+    got = fake_media.last("/v1/audio/transcriptions")
+    assert got.fields["prompt"] == "Call [REDACTED:EMAIL] back."
+    assert got.files["file"] == [AUDIO]  # the file passes as it came
+
+
+def test_speech_whose_input_a_guardrail_blocks_reaches_no_provider(
+    gateway: LiveGateway, guarded: dict[str, IssuedKey], fake_media: FakeMedia
+) -> None:
+    key = guarded["block"]
+    before = len(fake_media.requests)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client_for(gateway, key).audio.speech.create(model="tts", voice="alloy", input="My key is AKIAIOSFODNN7EXAMPLE")
+    assert caught.value.code == "guardrail_blocked"
+    assert len(fake_media.requests) == before
