@@ -13,6 +13,8 @@
 * `POST /v1/images/generations` (JSON) and `/v1/images/edits` (multipart): `n` images as
   b64_json; the model IMAGE_TOKENS_MODEL answers as gpt-image-1 does, with its `size`,
   `quality` and token usage (IMAGE_USAGE).
+* Azure's deployment form of transcriptions and image generations
+  (`/openai/deployments/<deployment>/...?api-version=...`);
 * a model named `error-400` gets OpenAI's 400 error.
 
 Every request is kept in `requests`: its path, headers, text fields or JSON body, and the bytes
@@ -57,6 +59,7 @@ class Received:
     path: str
     headers: dict[str, str]
     fields: dict[str, Any]  # the text fields, or the JSON body
+    query: dict[str, str] = field(default_factory=dict)
     files: dict[str, list[bytes]] = field(default_factory=dict)
     filenames: dict[str, list[str]] = field(default_factory=dict)
 
@@ -80,13 +83,16 @@ class FakeMedia:
         app.router.add_post("/v1/audio/speech", self.speech)
         app.router.add_post("/v1/images/generations", self.images)
         app.router.add_post("/v1/images/edits", self.images)
+        # Azure OpenAI's deployment form: /openai/deployments/<deployment>/<endpoint>?api-version=...
+        app.router.add_post("/openai/deployments/{deployment}/audio/transcriptions", self.transcribe)
+        app.router.add_post("/openai/deployments/{deployment}/images/generations", self.images)
         return app
 
     def last(self, path: str) -> Received:
         return [r for r in self.requests if r.path == path][-1]
 
     async def _received(self, request: web.Request) -> Received:
-        got = Received(request.path, dict(request.headers), {})
+        got = Received(request.path, dict(request.headers), {}, query=dict(request.query))
         if request.content_type == "multipart/form-data":
             reader = await request.multipart()
             async for part in reader:

@@ -26,6 +26,7 @@ from proxy.tests.fake_media import (
 from proxy.tests.live import LiveGateway
 
 MEDIA_SECRET = "sk-media-provider-secret"
+AZURE_SECRET = "azure-media-provider-secret"
 AUDIO = b"ID3\x03" + bytes(range(256)) * 64 + b"\x00\xff" * 1000  # an "mp3": no header the gateway reads
 # USD per unit, LiteLLM's list prices: whisper-1, tts-1, dall-e-3 at its sizes, gpt-image-1's tokens.
 PER_SECOND, PER_CHARACTER = Decimal("0.0001"), Decimal("0.000015")
@@ -68,8 +69,13 @@ def media_config(django_db_setup: None, django_db_blocker: Any, fake_media: Fake
         ):
             route_upsert(model=public, provider=media, upstream_model=upstream)
         route_upsert(model="fake-media/*", provider=media)  # a wildcard: the rest of the name is the upstream model
+        azure, _ = provider_upsert(
+            name="fake-media-azure", kind="azure", base_url=fake_media.url + "/openai", api_key=AZURE_SECRET
+        )
+        route_upsert(model="whisper-azure", provider=azure, upstream_model="my-whisper-deployment")
         zero = {"input_usd": Decimal(0), "output_usd": Decimal(0)}
         price_set(model="whisper-1-up", **zero, input_usd_per_second=PER_SECOND)
+        price_set(model="my-whisper-deployment", **zero, input_usd_per_second=PER_SECOND)
         price_set(model="error-400", **zero, input_usd_per_second=PER_SECOND)
         price_set(
             model=TOKENS_MODEL, input_usd=Decimal("2.5"), output_usd=Decimal("10"), audio_input_usd_per_mtok=Decimal(6)
@@ -230,6 +236,19 @@ def test_a_translation_goes_to_the_translations_endpoint_and_is_billed_per_secon
     assert (got.fields["model"], got.files["file"]) == ("whisper-1-up", [AUDIO])
     [row] = ledger.wait(key.key_id, 1)
     assert (row.endpoint, row.cost_nanos) == ("audio.translations", 9 * nanos(PER_SECOND))
+
+
+def test_an_azure_deployment_gets_its_path_its_api_version_and_its_api_key(
+    gateway: LiveGateway, key: IssuedKey, fake_media: FakeMedia, ledger: Ledger
+) -> None:
+    answer = client_for(gateway, key).audio.transcriptions.create(model="whisper-azure", file=("a.mp3", AUDIO))
+    assert answer.text == TRANSCRIPT
+    got = fake_media.last("/openai/deployments/my-whisper-deployment/audio/transcriptions")
+    assert got.headers["api-key"] == AZURE_SECRET and "Authorization" not in got.headers
+    assert "api-version" in got.query
+    assert got.files["file"] == [AUDIO]
+    [row] = ledger.wait(key.key_id, 1)
+    assert (row.provider, row.cost_nanos) == ("fake-media-azure", 9 * nanos(PER_SECOND))
 
 
 def test_a_wildcard_route_reaches_the_model_named_after_its_prefix(
