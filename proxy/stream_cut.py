@@ -65,7 +65,7 @@ class OutputCap:
         self.relayed = 0  # output tokens of what reached the client
         self.head: dict[str, Any] = {}  # the first event (chat), message_start or response.created
         self.open_block: int | None = None  # Anthropic: the content block not stopped yet
-        self.events = 0
+        self.events = 0  # relayed so far
 
     def tokens(self) -> int:
         return max(self.deltas, -(-self.chars // CHARS_PER_TOKEN))
@@ -73,7 +73,6 @@ class OutputCap:
     def passed(self, event: bytes) -> bool:
         """Whether `event`, just observed, takes the output past the
         allowance (it is then not relayed)."""
-        self.events += 1
         chars = self.observer.output_chars
         if chars != self.chars:
             self.deltas += 1
@@ -81,6 +80,7 @@ class OutputCap:
         if self.tokens() > self.allowance:
             return True
         self.relayed = self.tokens()
+        self.events += 1  # relayed: the Responses API numbers its events from 0
         if not self.head or b'"content_block_start"' in event or b'"content_block_stop"' in event:
             self._note(event)
         return False
