@@ -229,9 +229,9 @@ def _media(call: ClientCall, target: RouteTarget) -> Exchange:
     )
     return Exchange(
         media.media_request(call, target, headers, url),
-        media_relay.transcript_observer(call) if call.stream and not speech else None,
+        media_relay.speech_observer(call) if speech else media_relay.transcript_observer(call) if call.stream else None,
         media.usage_reader(call),
-        relay=media_relay.speech_relay(call) if speech else None,
+        relay=media_relay.speech_relay if speech else None,
         answer_price=media.answer_price(call, target) if call.media.kind is media.MediaKind.IMAGE else None,
     )
 

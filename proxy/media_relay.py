@@ -2,7 +2,7 @@
 transcription streams watched for their usage (proxy.media)."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -14,7 +14,7 @@ from gateway.kernel.sse import SSESplitter, event_data
 from proxy.dialects import ClientCall
 from proxy.media import MediaCall, audio_usage, speech_usage
 from proxy.providers.base import token_count
-from proxy.streaming import INTERRUPTED
+from proxy.streaming import INTERRUPTED, stream_ended
 from proxy.usage import UsageRecorder
 
 _SSE = "text/event-stream"
@@ -22,18 +22,21 @@ _SSE = "text/event-stream"
 
 class TranscriptObserver:
     """A transcription stream (gpt-4o-transcribe, `stream=true`): its usage
-    comes in `transcript.text.done`; until then the upload's duration stands."""
+    comes in `transcript.text.done`; a stream cut before it is billed the
+    upload's duration once an event came (none came: nothing was done)."""
 
     __slots__ = ("media", "usage", "output_chars", "finished")
 
     def __init__(self, media: MediaCall) -> None:
         self.media = media
-        self.usage: Usage | None = audio_usage(None, media)
+        self.usage: Usage | None = None
         self.output_chars = 0
         self.finished = False
 
     def observe(self, data: bytes) -> bool:
         event = _event(data)
+        if self.usage is None:
+            self.usage = audio_usage(None, self.media)
         if event.get("type") == "transcript.text.delta" and isinstance(event.get("delta"), str):
             self.output_chars += len(event["delta"])
         elif event.get("type") == "transcript.text.done":
@@ -46,24 +49,56 @@ def transcript_observer(call: ClientCall) -> TranscriptObserver:
     return TranscriptObserver(call.media)
 
 
-def speech_relay(call: ClientCall) -> Callable[[aiohttp.ClientResponse, UsageRecorder], StreamingHttpResponse]:
+class SpeechObserver:
+    """What a speech answer is billed once its audio started (an error or a
+    refusal is not): its characters, and the tokens a `stream_format=sse`
+    answer reports in `speech.audio.done`."""
+
+    __slots__ = ("media", "reported", "started", "output_chars", "finished")
+
+    def __init__(self, media: MediaCall) -> None:
+        self.media = media
+        self.reported: Usage | None = None
+        self.started = False
+        self.output_chars = 0
+        self.finished = False
+
+    @property
+    def usage(self) -> Usage | None:
+        return speech_usage(self.reported, self.media) if self.started else None
+
+    def observe(self, data: bytes) -> bool:
+        event = _event(data)
+        usage = event.get("usage") if event.get("type") == "speech.audio.done" else None
+        if isinstance(usage, dict):  # text in, audio out
+            self.reported = Usage(
+                input_tokens=token_count(usage.get("input_tokens")),
+                audio_output_tokens=token_count(usage.get("output_tokens")),
+            )
+        return True
+
+
+def speech_observer(call: ClientCall) -> SpeechObserver:
+    return SpeechObserver(call.media)
+
+
+def speech_relay(response: aiohttp.ClientResponse, recorder: UsageRecorder) -> StreamingHttpResponse:
     """How a speech answer reaches the client: as it arrives."""
-    return lambda response, recorder: SpeechResponse(response, recorder, call.media)
+    return SpeechResponse(response, recorder)
 
 
 class SpeechResponse(StreamingHttpResponse):
     """The upstream's audio bytes, relayed as they come, never held; recorded
     once however it ends (and, like proxy.streaming.RelayResponse, even when
-    the client leaves before the first byte is asked for)."""
+    the client leaves before the first byte is asked for). The recorder's
+    observer (SpeechObserver) says what it costs."""
 
-    def __init__(self, response: aiohttp.ClientResponse, recorder: UsageRecorder, media: MediaCall) -> None:
-        super().__init__(
-            _relayed(response, recorder, media),
-            content_type=response.headers.get("Content-Type", "application/octet-stream"),
-        )
+    def __init__(self, response: aiohttp.ClientResponse, recorder: UsageRecorder) -> None:
+        content_type = response.headers.get("Content-Type", "application/octet-stream")
+        super().__init__(_relayed(response, recorder), content_type=content_type)
         self["Cache-Control"] = "no-cache"
         self["X-Accel-Buffering"] = "no"
-        self._upstream, self._recorder, self._media = response, recorder, media
+        self._upstream, self._recorder = response, recorder
         self._loop = asyncio.get_running_loop()
 
     def close(self) -> None:
@@ -76,46 +111,30 @@ class SpeechResponse(StreamingHttpResponse):
     def _abandon(self) -> None:
         if not self._recorder.recorded:
             self._upstream.close()
-            usage = speech_usage(None, self._media)
-            self._recorder.finish(status=200, usage=usage, error_code="client_disconnected", client_disconnected=True)
+            self._recorder.finish(status=200, error_code="client_disconnected", client_disconnected=True)
 
 
-async def _relayed(response: aiohttp.ClientResponse, recorder: UsageRecorder, media: MediaCall) -> AsyncIterator[bytes]:
-    # stream_format=sse: the events pass as they are; the last one carries the tokens.
+async def _relayed(response: aiohttp.ClientResponse, recorder: UsageRecorder) -> AsyncIterator[bytes]:
+    # stream_format=sse: the events pass as they are; the observer reads the last one's tokens.
     splitter = SSESplitter() if response.content_type == _SSE else None
-    reported: Usage | None = None
+    observer = recorder.observer
+    if isinstance(observer, SpeechObserver):
+        observer.started = True  # the provider answered 200: the characters are spoken
     completed, error_code = False, ""
     try:
         async for chunk in response.content.iter_any():
             recorder.first_token()
-            for event in splitter.feed(chunk) if splitter is not None else ():
-                reported = _speech_tokens(event_data(event)) or reported
+            if splitter is not None and observer is not None:
+                for event in splitter.feed(chunk):
+                    data = event_data(event)
+                    if data is not None:
+                        observer.observe(data)
             yield chunk
         completed = True
     except (TimeoutError, aiohttp.ClientError):
         error_code = INTERRUPTED  # audio has no room for an error event: the stream just ends
     finally:
-        if completed:
-            response.release()
-        else:
-            response.close()
-        recorder.finish(
-            status=200,
-            usage=speech_usage(reported, media),
-            error_code=error_code or ("" if completed else "client_disconnected"),
-            client_disconnected=not completed and not error_code,
-        )
-
-
-def _speech_tokens(data: bytes | None) -> Usage | None:
-    """`speech.audio.done`'s usage: text in, audio out."""
-    event = _event(data) if data is not None else {}
-    usage = event.get("usage") if event.get("type") == "speech.audio.done" else None
-    if not isinstance(usage, dict):
-        return None
-    return Usage(
-        input_tokens=token_count(usage.get("input_tokens")), audio_output_tokens=token_count(usage.get("output_tokens"))
-    )
+        stream_ended(response, recorder, completed, error_code)  # a shutdown's cut is told apart there
 
 
 def _event(data: bytes) -> dict[str, Any]:

@@ -76,7 +76,7 @@ def media_config(django_db_setup: None, django_db_blocker: Any, fake_media: Fake
         zero = {"input_usd": Decimal(0), "output_usd": Decimal(0)}
         price_set(model="whisper-1-up", **zero, input_usd_per_second=PER_SECOND)
         price_set(model="my-whisper-deployment", **zero, input_usd_per_second=PER_SECOND)
-        price_set(model="error-400", **zero, input_usd_per_second=PER_SECOND)
+        price_set(model="error-400", **zero, input_usd_per_second=PER_SECOND, input_usd_per_character=PER_CHARACTER)
         price_set(
             model=TOKENS_MODEL, input_usd=Decimal("2.5"), output_usd=Decimal("10"), audio_input_usd_per_mtok=Decimal(6)
         )
@@ -355,6 +355,15 @@ def test_speech_the_client_leaves_early_is_recorded_once_with_its_characters(
     assert row.cost_nanos == len("Goodbye") * nanos(PER_CHARACTER)
 
 
+def test_speech_the_provider_refuses_is_recorded_once_and_not_billed_its_characters(
+    gateway: LiveGateway, key: IssuedKey, ledger: Ledger
+) -> None:
+    with pytest.raises(openai.BadRequestError):
+        client_for(gateway, key).audio.speech.create(model="media-error", voice="alloy", input="Never spoken")
+    [row] = ledger.wait(key.key_id, 1)
+    assert (row.status_code, row.input_characters, row.cost_nanos) == (400, 0, 0)
+
+
 def test_speech_streamed_as_events_is_billed_by_the_tokens_its_last_event_reports(
     gateway: LiveGateway, key: IssuedKey, ledger: Ledger
 ) -> None:
@@ -364,7 +373,7 @@ def test_speech_streamed_as_events_is_billed_by_the_tokens_its_last_event_report
         body = response.read()
     assert body.count(b"speech.audio.delta") == len(SPEECH_CHUNKS)
     [row] = ledger.wait(key.key_id, 1)
-    assert (row.input_tokens, row.audio_output_tokens, row.input_characters) == (14, 500, 2)
+    assert (row.stream, row.input_tokens, row.audio_output_tokens, row.input_characters) == (True, 14, 500, 2)
     assert row.cost_nanos == 14 * 2_500 + 500 * 12_000  # $2.50 and $12 per million
 
 
