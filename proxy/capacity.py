@@ -334,8 +334,8 @@ class RedisCapacity:
 
     def __init__(self) -> None:
         self._reports: dict[str, _Report] = {}
-        self._flusher: asyncio.Task[None] | None = None
-        self._flush_at = math.inf
+        self._flushers: set[asyncio.Task[None]] = set()
+        self._flush_at = math.inf  # when the soonest flush scheduled runs
         # Deployments this process saw answer 429 with a Retry-After, until
         # then: skipped without asking Redis, which may not have the report yet.
         self._skipped: dict[str, float] = {}
@@ -406,13 +406,15 @@ class RedisCapacity:
             pipe.eval(_REPORT, 3, *_keys(key), *args)
 
     def _flush_soon(self, delay: float) -> None:
+        """A flush within `delay` seconds. One due sooner is enough; a later
+        one is left to run (cancelling it could lose reports it is sending)."""
         at = time.monotonic() + delay
-        if self._flusher is not None and not self._flusher.done() and self._flush_at <= at:
+        if self._flush_at <= at:
             return
-        if self._flusher is not None and not self._flusher.done():
-            self._flusher.cancel()
         self._flush_at = at
-        self._flusher = asyncio.get_running_loop().create_task(self._flush_after(delay))
+        task = asyncio.get_running_loop().create_task(self._flush_after(delay))
+        self._flushers.add(task)
+        task.add_done_callback(self._flushers.discard)
 
     async def _flush_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
