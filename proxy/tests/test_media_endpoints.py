@@ -1,4 +1,4 @@
-"""The media endpoints through the official openai SDK, the gateway (uvicorn) and a fake
+"""The media endpoints through the official openai SDK, the gateway (uvicorn and daphne) and a fake
 provider of OpenAI's audio and image APIs (proxy.tests.fake_media).
 
 What is checked is what a user would: what the client got, what the provider got (its own
@@ -129,9 +129,12 @@ def guarded(django_db_setup: None, django_db_blocker: Any) -> Iterator[dict[str,
             rail.delete()
 
 
-@pytest.fixture(scope="module")
-def gateway(media_config: dict[str, int], guarded: dict[str, IssuedKey]) -> Iterator[LiveGateway]:
-    live = LiveGateway(server="uvicorn").start()
+@pytest.fixture(scope="module", params=["uvicorn", "daphne"])
+def gateway(
+    request: pytest.FixtureRequest, media_config: dict[str, int], guarded: dict[str, IssuedKey]
+) -> Iterator[LiveGateway]:
+    """The gateway under uvicorn (the production server) and under daphne."""
+    live = LiveGateway(server=request.param).start()
     yield live
     live.terminate()
 
