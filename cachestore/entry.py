@@ -4,7 +4,8 @@ An entry holds the answer as one JSON body (assembled from the chunks when
 it was streamed) and, for a streamed answer, the SSE events as they came,
 so a later streaming request gets the same stream back. It also keeps the
 usage and the cost of producing it: a hit is billed at zero and records
-that cost as saved.
+that cost as saved, and the request it answers, which cache_warmup
+--save-popular writes out for another deployment's warmup.
 """
 
 import zlib
@@ -33,6 +34,7 @@ class CachedEntry:
     events: tuple[bytes, ...] | None = None  # the SSE events of a streamed answer
     price_id: int | None = None
     content_type: str = field(default="application/json")
+    request: bytes | None = None  # the client's request body (JSON); None in entries stored before it was kept
 
     def age(self, now: float) -> float:
         return now - self.created_at
@@ -57,6 +59,7 @@ def entry_dumps(entry: CachedEntry) -> bytes:
             "price_id": entry.price_id,
             "content_type": entry.content_type,
             "events": None if entry.events is None else [e.decode() for e in entry.events],
+            "request": None if entry.request is None else entry.request.decode(),
         }
     )
     if len(data) > COMPRESS_ABOVE_BYTES:
@@ -68,7 +71,9 @@ def entry_loads(raw: bytes) -> CachedEntry:
     marker, data = raw[:1], raw[1:]
     doc = orjson.loads(zlib.decompress(data) if marker == _ZLIB else data)
     events = doc.pop("events")
+    request = doc.pop("request", None)
     return CachedEntry(
         **{**doc, "body": doc["body"].encode(), "usage": Usage(**doc["usage"])},
         events=None if events is None else tuple(e.encode() for e in events),
+        request=None if request is None else request.encode(),
     )

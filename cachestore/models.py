@@ -21,11 +21,18 @@ class CacheEntryRecord(models.Model):
     size_bytes = models.PositiveIntegerField()
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField(db_index=True)  # the expiry task's range scan
+    # Hits served from it, added up in each process and written in batches
+    # (cachestore.store.HitCounts): the popular entries a starting process
+    # loads into its LRU and cache_warmup --save-popular writes out.
+    hits = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         verbose_name = "cache entry"
         verbose_name_plural = "cache entries"
-        indexes = [models.Index(fields=["tenant", "expires_at"])]  # stats and purge of one tenant
+        indexes = [
+            models.Index(fields=["tenant", "expires_at"]),  # stats and purge of one tenant
+            models.Index(fields=["tenant", "hits"]),  # a tenant's most popular entries
+        ]
 
     def __str__(self) -> str:
         return f"{self.endpoint} {self.model} until {self.expires_at:%Y-%m-%d %H:%M:%S}"

@@ -56,6 +56,12 @@ class CacheStore(Protocol):
     async def stats(self, tenant_id: int | None) -> dict[str, int]:
         """{"entries": n, "size_bytes": n} for a tenant (None: all)."""
 
+    async def hits_add(self, counts: dict[tuple[int, str], int]) -> None:
+        """Add hits to entries, by (tenant, key)."""
+
+    async def popular(self, tenant_id: int | None, limit: int) -> list[CachedEntry]:
+        """A tenant's (None: every tenant's) most hit fresh entries, most hit first."""
+
 
 def _checked(raw: bytes, tenant_id: int, key: str) -> CachedEntry | None:
     """The entry in `raw` if it is this tenant's, under this key, and fresh."""
@@ -120,6 +126,36 @@ class DatabaseStore:
 
     async def stats(self, tenant_id: int | None) -> dict[str, int]:
         return await self._stats(tenant_id)
+
+    async def hits_add(self, counts: dict[tuple[int, str], int]) -> None:
+        await self._hits_add(counts)
+
+    async def popular(self, tenant_id: int | None, limit: int) -> list[CachedEntry]:
+        found = await self._popular(tenant_id, limit)
+        return [entry for raw, tenant, key in found if (entry := _checked(raw, tenant, key)) is not None]
+
+    @staticmethod
+    @_orm
+    def _hits_add(counts: dict[tuple[int, str], int]) -> None:
+        from django.db import transaction
+        from django.db.models import F
+
+        from cachestore.models import CacheEntryRecord
+
+        with transaction.atomic():
+            for (tenant_id, key), hits in counts.items():
+                CacheEntryRecord.objects.filter(key=key, tenant_id=tenant_id).update(hits=F("hits") + hits)
+
+    @staticmethod
+    @_orm
+    def _popular(tenant_id: int | None, limit: int) -> list[tuple[bytes, int, str]]:
+        from cachestore.models import CacheEntryRecord
+
+        rows = CacheEntryRecord.objects.filter(expires_at__gt=_now(), hits__gt=0)
+        if tenant_id is not None:
+            rows = rows.filter(tenant_id=tenant_id)
+        found = rows.order_by("-hits", "-created_at").values_list("payload", "tenant_id", "key")[:limit]
+        return [(bytes(payload), tenant, key) for payload, tenant, key in found]
 
     @staticmethod
     @_orm
@@ -253,8 +289,14 @@ return {deleted, left}
 """)
 
 _PRUNE_ON_SET = 16
+POPULAR_KEPT = 10_000  # Redis keeps the hits of this many most hit entries, per tenant and overall
 _PURGE_BATCH_SIZE = 500
 _SCAN_COUNT = 1000
+
+
+def _tenant_and_key(member: str) -> tuple[int | None, str]:
+    tenant, _, key = member.partition(":")
+    return (int(tenant), key) if tenant.isdigit() else (None, key)
 
 
 def _glob_escape(text: str) -> str:
@@ -303,6 +345,7 @@ class RedisStore:
     async def purge(self, tenant_id: int | None) -> int:
         if tenant_id is None:
             return await self._purge_all()
+        await self._client().unlink(self._popular_key(tenant_id))  # the overall set's members are skipped once gone
         purged = 0
         while True:
             deleted, left = await _PURGE_BATCH(
@@ -319,6 +362,7 @@ class RedisStore:
         purged = await self._unlink_matching(f"{prefix}:[0-9]*")
         await self._unlink_matching(f"{prefix}:index:*")
         await self._unlink_matching(f"{prefix}:sizes:*")
+        await self._unlink_matching(f"{prefix}:popular*")
         return purged
 
     async def _unlink_matching(self, pattern: str) -> int:
@@ -331,6 +375,34 @@ class RedisStore:
         if batch:
             unlinked += await client.unlink(*batch)
         return unlinked
+
+    @staticmethod
+    def _popular_key(tenant_id: int | None) -> str:
+        return redis_key("cache", "popular") if tenant_id is None else redis_key("cache", "popular", tenant_id)
+
+    async def hits_add(self, counts: dict[tuple[int, str], int]) -> None:
+        """Per tenant and across tenants, sorted sets of hits, each trimmed to
+        the POPULAR_KEPT most hit (expired entries drop out as they are read)."""
+        pipe = self._client().pipeline(transaction=False)
+        for (tenant_id, key), hits in counts.items():
+            pipe.zincrby(self._popular_key(tenant_id), hits, key)
+            pipe.zincrby(self._popular_key(None), hits, f"{tenant_id}:{key}")
+        for name in {self._popular_key(t) for t, _ in counts} | {self._popular_key(None)}:
+            pipe.zremrangebyrank(name, 0, -POPULAR_KEPT - 1)
+        await pipe.execute()
+
+    async def popular(self, tenant_id: int | None, limit: int) -> list[CachedEntry]:
+        if limit <= 0:
+            return []
+        # Twice as many as asked: some of the most hit may have expired since.
+        members = await self._client().zrevrange(self._popular_key(tenant_id), 0, 2 * limit - 1)
+        named = [(tenant_id, m.decode()) if tenant_id is not None else _tenant_and_key(m.decode()) for m in members]
+        wanted = [(t, k) for t, k in named if t is not None]
+        if not wanted:
+            return []
+        raws = await self._client().mget([self.value_key(t, k) for t, k in wanted])
+        found = [_checked(raw, t, k) for raw, (t, k) in zip(raws, wanted, strict=True) if raw is not None]
+        return [entry for entry in found if entry is not None][:limit]
 
     async def stats(self, tenant_id: int | None) -> dict[str, int]:
         tenants = [tenant_id] if tenant_id is not None else await self._indexed_tenants()
@@ -437,6 +509,8 @@ class LruStore:
         self._generation = 0
         self._backoff = _BACKOFF_FIRST_SECONDS
         self._listener: asyncio.Task[None] | None = None
+        self._hits: dict[tuple[int, str], int] = {}
+        self._background: asyncio.Task[None] | None = None
 
     async def get(self, tenant_id: int, key: str) -> CachedEntry | None:
         entry = self.lru.get(tenant_id, key, time.time())
@@ -474,6 +548,65 @@ class LruStore:
     async def stats(self, tenant_id: int | None) -> dict[str, int]:
         return await self.backend.stats(tenant_id)
 
+    # --- popularity: hits counted here, written in batches; the LRU warmed from them ---
+
+    def hit_count(self, tenant_id: int, key: str) -> None:
+        """One hit served from this entry (a dict update: the request path writes nothing)."""
+        item = (tenant_id, key)
+        self._hits[item] = self._hits.get(item, 0) + 1
+
+    async def hits_flush(self) -> None:
+        """Write the hits counted since the last flush (kept for the next one if that fails)."""
+        counts, self._hits = self._hits, {}
+        if not counts:
+            return
+        try:
+            await self.backend.hits_add(counts)
+        except Exception:
+            log.warning("cache hit counts not written; kept for the next flush", exc_info=True)
+            for item, hits in counts.items():
+                self._hits[item] = self._hits.get(item, 0) + hits
+
+    async def hits_add(self, counts: dict[tuple[int, str], int]) -> None:
+        await self.backend.hits_add(counts)
+
+    async def popular(self, tenant_id: int | None, limit: int) -> list[CachedEntry]:
+        await self.hits_flush()  # this process's own hits count too
+        return await self.backend.popular(tenant_id, limit)
+
+    async def warm(self, limit: int) -> int:
+        """Fill the LRU with the `limit` most hit entries of every tenant; returns how many."""
+        generation = self._generation
+        try:
+            entries = await self.backend.popular(None, limit)
+        except Exception:  # the backend restarting: the LRU fills as requests come
+            log.warning("the cache's LRU was not warmed", exc_info=True)
+            return 0
+        if generation != self._generation:  # written or invalidated meanwhile: what was read may be old
+            return 0
+        for entry in reversed(entries):  # the most hit last: the most recently used
+            self.lru.put(entry)
+        return len(entries)
+
+    def start_background(self) -> None:
+        """Once per loop (gateway.lifecycle): the LRU warmed, then hits flushed
+        every CACHESTORE_HITS_FLUSH_SECONDS."""
+        task = self._background
+        if task is not None and not task.done() and not task.get_loop().is_closed():
+            return
+        self._background = asyncio.get_running_loop().create_task(
+            self._warm_then_flush(), context=contextvars.Context()
+        )
+
+    async def _warm_then_flush(self) -> None:
+        if settings.CACHESTORE_WARM_ENTRIES > 0:
+            warmed = await self.warm(settings.CACHESTORE_WARM_ENTRIES)
+            if warmed:
+                log.info("the cache's LRU was warmed with the %d most hit entries", warmed)
+        while True:
+            await asyncio.sleep(settings.CACHESTORE_HITS_FLUSH_SECONDS)
+            await self.hits_flush()
+
     def forget(self, tenant_id: int | None, key: str | None) -> None:
         """Drop an entry (key None: the tenant's; both None: everything) from this process's LRU."""
         self._generation += 1
@@ -503,11 +636,14 @@ class LruStore:
         return self._listener
 
     async def stop_listener(self) -> None:
-        task, self._listener = self._listener, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Shutdown: the listener and the background task end; the hits counted are written."""
+        for task in (self._listener, self._background):
+            if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._listener = self._background = None
+        await self.hits_flush()
 
     async def _listen_forever(self) -> None:
         while True:
@@ -613,6 +749,7 @@ def invalidation_listener_start() -> None:
     """Once per process, from the first request's loop (gateway.lifecycle)."""
     if settings.REDIS_URL:
         cache_store().start_listener()
+    cache_store().start_background()  # the LRU warmed from the most hit entries, hit counts written
 
 
 @receiver(setting_changed)

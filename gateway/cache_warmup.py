@@ -9,6 +9,9 @@ cache is the tenant's, not the key's, so the same requests from any caching
 key of the tenant are then hits; with the tenant's semantic cache on, their
 questions are indexed too. A body whose answer is cached already is a hit
 and costs nothing: running the same file again warms only what expired.
+
+`popular_requests` is the other way round: the request bodies of a tenant's
+most hit entries, in the same format, for a warmup elsewhere.
 """
 
 import asyncio
@@ -48,6 +51,15 @@ def cache_warm(tenant: Tenant, lines: Iterable[str], *, ttl_seconds: int | None,
         lifecycle.GATEWAY_BACKGROUND = background
         api_key_revoke(api_key=key, actor=actor, reason="cache warmup finished")
     return report
+
+
+def popular_requests(tenant: Tenant, limit: int) -> list[bytes]:
+    """The request bodies (JSON) of the tenant's `limit` most hit fresh
+    entries, most hit first (entries stored before bodies were kept are left out)."""
+    from cachestore.store import cache_store
+
+    entries = async_to_sync(cache_store().popular)(tenant.pk, limit)
+    return [entry.request for entry in entries if entry.request is not None]
 
 
 def _bodies(lines: Iterable[str]) -> Iterable[tuple[int, bytes, str]]:

@@ -328,6 +328,11 @@ CACHESTORE_SEMANTIC_EMBEDDING_MODEL = env.str("CACHESTORE_SEMANTIC_EMBEDDING_MOD
 CACHESTORE_SEMANTIC_TIMEOUT_SECONDS = env.float("CACHESTORE_SEMANTIC_TIMEOUT_SECONDS", default=5.0)
 CACHESTORE_SEMANTIC_QUERY_MAX_CHARS = env.int("CACHESTORE_SEMANTIC_QUERY_MAX_CHARS", default=8000)
 CACHESTORE_SEMANTIC_SYNC_SECONDS = env.float("CACHESTORE_SEMANTIC_SYNC_SECONDS", default=1.0)
+# Popularity: hits are counted in each process and written every
+# CACHESTORE_HITS_FLUSH_SECONDS; a starting process loads the
+# CACHESTORE_WARM_ENTRIES most hit entries into its LRU (0: none).
+CACHESTORE_HITS_FLUSH_SECONDS = env.float("CACHESTORE_HITS_FLUSH_SECONDS", default=5.0)
+CACHESTORE_WARM_ENTRIES = env.int("CACHESTORE_WARM_ENTRIES", default=1000)
 
 # Resilience. A provider's own timeouts win over these; PROXY_READ_TIMEOUT
 # stays the default of both read timeouts. Retries (across a route's

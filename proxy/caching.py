@@ -70,7 +70,9 @@ async def cache_lookup(
     key = key or _key(ctx, target, body, endpoint)
     if not policy.lookup:  # no-cache: go upstream, refresh the entry
         flight = Flight(tenant_id=ctx.tenant_id, key=key, future=_detached_future(), store=store, write=policy.write)
-        return CacheLookup("bypass", fill=CacheFill(ctx, target, endpoint, key, policy, flight))
+        return CacheLookup(
+            "bypass", fill=CacheFill(ctx, target, endpoint, key, policy, flight, request=orjson.dumps(body))
+        )
     entry = await _stored_hit(ctx, key, policy) if read else None
     if entry is not None:
         return CacheLookup("hit", entry=entry)
@@ -93,7 +95,8 @@ async def cache_lookup(
             led.write = False  # followers are served the same answer; it stays stored under its own key
             led.land(found.entry)
             return found
-    return CacheLookup("miss", fill=CacheFill(ctx, target, endpoint, key, policy, led, semantic=query))
+    fill = CacheFill(ctx, target, endpoint, key, policy, led, semantic=query, request=orjson.dumps(body))
+    return CacheLookup("miss", fill=fill)
 
 
 async def _semantic_hit(
@@ -176,6 +179,7 @@ class CacheFill:
     policy: CachePolicy
     flight: Flight
     semantic: "SemanticQuery | None" = None  # the question embedded: its vector is stored with the answer
+    request: bytes | None = None  # the client's request body, kept with the answer (cache_warmup --save-popular)
     events: list[bytes] = field(default_factory=list)
 
     def add(self, event: bytes) -> None:
@@ -206,6 +210,7 @@ class CacheFill:
             expires_at=now + self.policy.ttl_seconds,
             events=tuple(self.events) if self.events else None,
             price_id=usage.price_id,
+            request=self.request,
         )
         self.flight.land(entry)
         if self.semantic is not None and self.flight.write:
@@ -255,6 +260,7 @@ def cache_hit_answer(
     else:
         answer = HitAnswer({"Content-Type": entry.content_type}, body=entry.body)
     answer.headers["x-cache"] = "hit"
+    cache_store().hit_count(ctx.tenant_id, entry.key)  # the entry's popularity, written in batches
     if similarity is None:
         answer.headers[MATCH_HEADER] = "exact"
     else:

@@ -1,5 +1,6 @@
 # The semantic cache's vectors: one row per cached answer's question, searched
-# by each process's in-process index (cachestore.semantic_index).
+# by each process's in-process index (cachestore.semantic_index); and each cache
+# entry's hit count (the popular entries of cache_warmup and the start-up LRU).
 import django.db.models.deletion
 from django.db import migrations, models
 
@@ -9,6 +10,15 @@ class Migration(migrations.Migration):
     dependencies = [("cachestore", "0001_initial")]
 
     operations = [
+        migrations.AddField(
+            model_name='cacheentryrecord',
+            name='hits',
+            field=models.PositiveBigIntegerField(default=0),
+        ),
+        migrations.AddIndex(
+            model_name='cacheentryrecord',
+            index=models.Index(fields=['tenant', 'hits'], name='cachestore__tenant__9055fb_idx'),
+        ),
         migrations.CreateModel(
             name='SemanticVector',
             fields=[

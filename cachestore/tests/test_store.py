@@ -523,3 +523,75 @@ def test_the_listener_stops_at_once_whenever_its_loop_closes(with_redis: None) -
         started = time.monotonic()
         asyncio.run(request_then_close(steps))
         assert time.monotonic() - started < 2.0, f"the loop waited for the listener (cancelled after {steps} steps)"
+
+
+# --- popularity: hits counted, the most hit read back and warming a starting LRU ---------
+
+
+def test_the_most_hit_entries_come_back_most_hit_first_per_tenant_and_overall(
+    backend: str, tenants: tuple[int, int]
+) -> None:
+    a, b = tenants
+    entries = {name: make_entry(a, name, request=f'{{"q":"{name}"}}'.encode()) for name in ("x", "y", "z")}
+    other = make_entry(b, "w")
+
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        store = store_for(backend)
+        for entry in [*entries.values(), other]:
+            await store.set(entry)
+        for name, hits in (("x", 1), ("y", 3)):  # z is never hit
+            for _ in range(hits):
+                store.hit_count(a, entries[name].key)
+        await store.hits_flush()
+        for _ in range(5):
+            store.hit_count(b, other.key)
+        mine = await store.popular(a, 5)  # counts what this process has not written yet, too
+        top = await store.popular(None, 2)
+        return [e.key for e in mine], [e.key for e in top], [e.request.decode() for e in mine if e.request]
+
+    mine, top, requests = run(scenario)
+    assert mine == [entries["y"].key, entries["x"].key]
+    assert top == [other.key, entries["y"].key]
+    assert requests == ['{"q":"y"}', '{"q":"x"}']
+
+
+def test_a_starting_process_warms_its_lru_with_the_most_hit_entries(backend: str, tenants: tuple[int, int]) -> None:
+    a, _ = tenants
+    hot, cold = make_entry(a, "hot"), make_entry(a, "cold")
+
+    async def scenario() -> tuple[int, bool, int]:
+        first = store_for(backend)
+        await first.set(hot)
+        await first.set(cold)
+        first.hit_count(a, hot.key)
+        await first.hits_flush()
+        starting = store_for(backend)  # another process
+        warmed = await starting.warm(10)
+        reads = GetSpy(starting)
+        served = await starting.get(a, hot.key)
+        return warmed, served == hot and (a, cold.key) not in starting.lru, reads.calls
+
+    assert run(scenario) == (1, True, 0)  # served from the LRU: no backend read
+
+
+def test_hits_that_could_not_be_written_are_kept_for_the_next_flush(backend: str, tenants: tuple[int, int]) -> None:
+    a, _ = tenants
+    entry = make_entry(a, "kept")
+
+    async def scenario() -> int:
+        store = store_for(backend)
+        await store.set(entry)
+        store.hit_count(a, entry.key)
+        written = store.backend.hits_add
+
+        async def down(counts: dict[tuple[int, str], int]) -> None:
+            raise ConnectionError("backend down")
+
+        store.backend.hits_add = down  # type: ignore[method-assign]
+        await store.hits_flush()
+        store.backend.hits_add = written  # type: ignore[method-assign]
+        store.hit_count(a, entry.key)
+        await store.hits_flush()
+        return len(await store.popular(a, 1))
+
+    assert run(scenario) == 1

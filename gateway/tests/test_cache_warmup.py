@@ -2,6 +2,7 @@
 tenant, then served as hits to its caching keys by the gateway under daphne."""
 
 import json
+import time
 import urllib.request
 from collections.abc import Callable
 from io import StringIO
@@ -86,3 +87,33 @@ def test_cache_warmup_refuses_a_tenant_without_a_cache_lifetime(
         warm(django_db_blocker, slug, path)
     with pytest.raises(CommandError, match="no tenant"):
         warm(django_db_blocker, "nobody-at-all", path)
+
+
+def test_save_popular_writes_the_most_hit_requests_first_and_another_tenant_warms_from_them(
+    live_gateway: LiveGateway,
+    issue_key: Callable[..., IssuedKey],
+    django_db_blocker: Any,
+    tmp_path: Path,
+) -> None:
+    from accounts.models import Tenant
+
+    client, other = issue_key(cache_ttl_seconds=600), issue_key(cache_ttl_seconds=600)
+    with django_db_blocker.unblock():
+        slug, other_slug = (Tenant.objects.get(pk=k.tenant_id).slug for k in (client, other))
+    most, less, never = body(unique_marker()), body(unique_marker(), temperature=0.5), body(unique_marker())
+    for payload, times in ((most, 4), (less, 2), (never, 1)):  # the first of each is the miss
+        for _ in range(times):
+            ask(live_gateway, client, payload)
+    path = tmp_path / "popular.jsonl"
+    deadline = time.monotonic() + 20
+    while True:  # the gateway writes the hits it counted every CACHESTORE_HITS_FLUSH_SECONDS
+        said = warm(django_db_blocker, slug, path, "--save-popular", "2")
+        saved = [json.loads(line) for line in path.read_text().splitlines()]
+        if len(saved) == 2 and saved[0] == most or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert said == f"2 popular requests of {slug} written to {path}"
+    assert saved == [most, less]  # the entry hit 3 times first; the one never hit is left out
+
+    assert warm(django_db_blocker, other_slug, path, "--cache-ttl", "600") == "2 stored, 0 cached already, 0 failed"
+    assert ask(live_gateway, other, less)[0] == "hit"
