@@ -253,3 +253,18 @@ def test_a_providers_own_model_price_keeps_the_sizes_priced_for_any_provider() -
     )
     assert dict(prices[("azure", "dall-e-3")].image_variants).keys() == {"hd/1024x1024", "standard/1024x1024"}
     assert dict(prices[("", "dall-e-3")].image_variants).keys() == {"hd/1024x1024"}
+
+
+@pytest.mark.django_db
+def test_the_management_api_sets_and_shows_media_prices(admin_client: Any) -> None:
+    sent = {
+        "model": "hd/1024-x-1024/dalle-api",
+        "input_usd_per_mtok": "0",
+        "output_usd_per_mtok": "0",
+        "output_usd_per_image": "0.08",
+    }
+    response = admin_client.post("/api/prices", json.dumps(sent), content_type="application/json")
+    assert response.status_code == 201, response.content
+    assert Decimal(json.loads(response.content)["price"]["output_usd_per_image"]) == Decimal("0.08")
+    listed = json.loads(admin_client.get("/api/prices?model=hd/1024-x-1024/dalle-api").content)["items"]
+    assert [p["output_usd_per_image"] for p in listed] == ["0.080000000"]

@@ -144,6 +144,14 @@ class PriceIn(Schema):
     cache_write_5m_usd_per_mtok: Decimal | None = Field(None, ge=0)
     cache_write_1h_usd_per_mtok: Decimal | None = Field(None, ge=0)
     reasoning_usd_per_mtok: Decimal | None = Field(None, ge=0)
+    audio_input_usd_per_mtok: Decimal | None = Field(None, ge=0)
+    audio_output_usd_per_mtok: Decimal | None = Field(None, ge=0)
+    image_input_usd_per_mtok: Decimal | None = Field(None, ge=0)
+    image_output_usd_per_mtok: Decimal | None = Field(None, ge=0)
+    # The media endpoints' rates (billing.media_pricing): USD per second of audio, per character, per image.
+    input_usd_per_second: Decimal | None = Field(None, ge=0)
+    input_usd_per_character: Decimal | None = Field(None, ge=0)
+    output_usd_per_image: Decimal | None = Field(None, ge=0)
     long_context_threshold: int | None = Field(None, ge=1)
     long_input_usd_per_mtok: Decimal | None = Field(None, ge=0)
     long_cached_input_usd_per_mtok: Decimal | None = Field(None, ge=0)
@@ -165,6 +173,13 @@ class PriceOut(Schema):
     cache_write_1h_usd_per_mtok: Decimal | None
     output_usd_per_mtok: Decimal
     reasoning_usd_per_mtok: Decimal | None
+    audio_input_usd_per_mtok: Decimal | None
+    audio_output_usd_per_mtok: Decimal | None
+    image_input_usd_per_mtok: Decimal | None
+    image_output_usd_per_mtok: Decimal | None
+    input_usd_per_second: Decimal | None
+    input_usd_per_character: Decimal | None
+    output_usd_per_image: Decimal | None
     long_context_threshold: int | None
     long_input_usd_per_mtok: Decimal | None
     long_cached_input_usd_per_mtok: Decimal | None
