@@ -37,6 +37,7 @@ from billing.guard import (
     RedisWrites,
     SpendCap,
     reserved_ahead,
+    script_call,
     spend_guard,
 )
 from gateway.kernel.context import RateLimits, TenantContext
@@ -260,7 +261,7 @@ class RedisRateLimiter:
         else:
             args.append(0)
         try:
-            result = await ADMIT_SCRIPT(redis_client(), keys, args)
+            result = await script_call(self.writes.url, ADMIT_SCRIPT, keys, args)
         except Exception as exc:
             if not redis_failed(exc):
                 raise
