@@ -700,6 +700,10 @@ class LruStore:
             return
         if origin != self.origin:
             self.forget(tenant_id, key)
+            if key is None:  # a purge: its vectors are deleted too, so this process drops them
+                from cachestore.semantic_index import semantic_index
+
+                semantic_index().drop_tenant(tenant_id)
 
 
 # --- The process's store ----------------------------------------------------------

@@ -367,3 +367,49 @@ def test_gateway_apply_sets_a_tenants_semantic_cache_and_applying_again_changes_
     ]:
         with pytest.raises(ApplyError, match=message):
             config_apply({"tenants": [bad]})
+
+
+async def test_purging_a_tenants_cache_deletes_its_vectors_everywhere_and_keeps_the_others(
+    django_db_setup: None, django_db_blocker: Any
+) -> None:
+    from accounts.services import tenant_create
+    from cachestore.models import SemanticVector
+    from cachestore.semantic_index import semantic_index
+    from cachestore.services import cache_purge
+
+    with django_db_blocker.unblock():
+        mine, other = await sync_to_async(
+            committed(
+                lambda: (tenant_create(slug=f"sem-p-{time.time_ns()}"), tenant_create(slug=f"sem-q-{time.time_ns()}"))
+            )
+        )()
+        index, later = semantic_index(), time.time() + 600
+        for tenant in (mine, other):
+            await index.add(tenant.pk, "p", "france", vector(FRANCE), created_at=time.time(), expires_at=later)
+        await cache_purge(mine.pk)
+        left = await sync_to_async(
+            committed(
+                lambda: sorted(
+                    SemanticVector.objects.filter(tenant__in=[mine, other]).values_list("tenant_id", flat=True)
+                )
+            )
+        )()
+        assert left == [other.pk]
+        assert await index.nearest(mine.pk, "p", vector(FRANCE)) is None
+        assert await index.nearest(other.pk, "p", vector(FRANCE)) is not None
+    semantic_index_reset()
+
+
+def test_a_purge_heard_from_another_process_drops_that_tenants_vectors_here() -> None:
+    from cachestore.semantic_index import semantic_index
+    from cachestore.store import DatabaseStore, LruStore
+
+    semantic_index_reset()
+    index, later = semantic_index(), time.time() + 600
+    index.put(1, 7, "p", "a", vector(FRANCE), later)
+    index.put(2, 8, "p", "b", vector(FRANCE), later)
+    store = LruStore(DatabaseStore(), max_bytes=1 << 20)
+    store._on_message({"type": "message", "data": orjson.dumps({"origin": "other", "tenant": 7, "key": None})})
+    store._on_message({"type": "message", "data": orjson.dumps({"origin": "other", "tenant": 8, "key": "k"})})
+    assert sorted(index.partitions) == [(8, "p")]  # a replaced entry is no purge: its vectors stay
+    semantic_index_reset()
