@@ -229,11 +229,24 @@ def _media(call: ClientCall, target: RouteTarget) -> Exchange:
     )
     return Exchange(
         media.media_request(call, target, headers, url),
-        media_relay.speech_observer(call) if speech else media_relay.transcript_observer(call) if call.stream else None,
+        _media_observer(call),
         media.usage_reader(call),
         relay=media_relay.speech_relay if speech else None,
         answer_price=media.answer_price(call, target) if call.media.kind is media.MediaKind.IMAGE else None,
     )
+
+
+def _media_observer(call: ClientCall) -> StreamObserver | None:
+    """What watches a media stream for its usage: speech's always (its audio is a stream)."""
+    from proxy import media, media_relay
+
+    if call.dialect is Dialect.SPEECH:
+        return media_relay.speech_observer(call)
+    if not call.stream:
+        return None
+    if call.media.kind is media.MediaKind.IMAGE:
+        return media_relay.image_stream_observer(call)
+    return media_relay.transcript_observer(call)
 
 
 def _translated(call: ClientCall, target: RouteTarget) -> Exchange:

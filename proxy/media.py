@@ -110,7 +110,7 @@ def image_generation_call(raw: bytes) -> ClientCall:
     body = json_object_with_model(raw, "image generation request")
     if not isinstance(body.get("prompt"), str) or not body["prompt"]:
         raise invalid_request("'prompt' is required: a description of the image.", param="prompt")
-    return ClientCall(Dialect.IMAGES, body, len(raw), False, media=_image_media(body, None))
+    return ClientCall(Dialect.IMAGES, body, len(raw), body.get("stream") is True, media=_image_media(body, None))
 
 
 def image_edit_call(raw: bytes, content_type: str) -> ClientCall:
@@ -125,7 +125,8 @@ def image_edit_call(raw: bytes, content_type: str) -> ClientCall:
         raise invalid_request("'prompt' is required: a description of the edit.", param="prompt")
     body: dict[str, Any] = dict(fields)
     media = replace(_image_media(body, form), uploads=len(form.files("image", "image[]", "mask")))
-    return ClientCall(Dialect.IMAGE_EDITS, body, _text_bytes(form), False, media=media)
+    stream = fields.get("stream", "").lower() == "true"
+    return ClientCall(Dialect.IMAGE_EDITS, body, _text_bytes(form), stream, media=media)
 
 
 def _model_field(fields: dict[str, str]) -> None:
@@ -250,7 +251,7 @@ def speech_usage(reported: Usage | None, media: MediaCall) -> Usage:
     return replace(reported or Usage(), input_characters=media.characters)
 
 
-def image_usage(answer: Any, media: MediaCall) -> Usage:
+def image_usage(answer: Any, media: MediaCall | None) -> Usage:
     """Images made, and gpt-image-1's tokens when it reports them."""
     data = answer.get("data") if isinstance(answer, dict) else None
     images = len(data) if isinstance(data, list) else 0

@@ -12,7 +12,7 @@ from django.http import StreamingHttpResponse
 from gateway.kernel.context import Usage
 from gateway.kernel.sse import SSESplitter, event_data
 from proxy.dialects import ClientCall
-from proxy.media import MediaCall, audio_usage, speech_usage
+from proxy.media import MediaCall, audio_usage, image_usage, speech_usage
 from proxy.providers.base import token_count
 from proxy.streaming import INTERRUPTED, stream_ended
 from proxy.usage import UsageRecorder
@@ -47,6 +47,46 @@ class TranscriptObserver:
 
 def transcript_observer(call: ClientCall) -> TranscriptObserver:
     return TranscriptObserver(call.media)
+
+
+class ImageStreamObserver:
+    """Streamed images (gpt-image-1's `stream=true`): each
+    `image_generation.completed` / `image_edit.completed` event is one image
+    and carries its tokens. Billed by those tokens at the model's price (whose
+    per-image rate, if any, LiteLLM keeps on the size-named rows instead);
+    images that came without tokens, per image at the model's price."""
+
+    __slots__ = ("tokens", "images", "output_chars", "finished")
+
+    def __init__(self) -> None:
+        self.tokens: Usage | None = None
+        self.images = 0
+        self.output_chars = 0
+        self.finished = False
+
+    @property
+    def usage(self) -> Usage | None:
+        if self.tokens is not None:
+            return self.tokens
+        return Usage(output_images=self.images) if self.images else None
+
+    def observe(self, data: bytes) -> bool:
+        event = _event(data)
+        if event.get("type") in ("image_generation.completed", "image_edit.completed"):
+            self.images += 1
+            self.finished = True
+            if isinstance(event.get("usage"), dict):
+                made = image_usage({"usage": event["usage"], "data": [event]}, None)
+                self.tokens = made if self.tokens is None else _sum(self.tokens, made)
+        return True
+
+
+def image_stream_observer(call: ClientCall) -> ImageStreamObserver:
+    return ImageStreamObserver()
+
+
+def _sum(a: Usage, b: Usage) -> Usage:
+    return Usage(**{name: getattr(a, name) + getattr(b, name) for name in Usage.__dataclass_fields__})
 
 
 class SpeechObserver:

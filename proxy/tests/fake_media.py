@@ -12,7 +12,8 @@
   SPEECH_USAGE.
 * `POST /v1/images/generations` (JSON) and `/v1/images/edits` (multipart): `n` images as
   b64_json; the model IMAGE_TOKENS_MODEL answers as gpt-image-1 does, with its `size`,
-  `quality` and token usage (IMAGE_USAGE).
+  `quality` and token usage (IMAGE_USAGE); with `stream`, a partial image and a
+  `.completed` event carrying IMAGE_USAGE per image.
 * Azure's deployment form of transcriptions and image generations
   (`/openai/deployments/<deployment>/...?api-version=...`);
 * a model named `error-400` gets OpenAI's 400 error.
@@ -153,6 +154,13 @@ class FakeMedia:
         if got.fields.get("model") == "error-400":
             return _error()
         n = int(got.fields.get("n", 1))
+        if got.fields.get("stream") in (True, "true"):  # gpt-image-1: a partial image, then each one done
+            kind = "image_edit" if request.path.endswith("edits") else "image_generation"
+            events: list[dict[str, Any]] = []
+            for _ in range(n):
+                events.append({"type": f"{kind}.partial_image", "b64_json": PNG, "partial_image_index": 0})
+                events.append({"type": f"{kind}.completed", "b64_json": PNG, "usage": IMAGE_USAGE})
+            return await _sse(request, events)
         answer: dict[str, Any] = {"created": 1700000000, "data": [{"b64_json": PNG} for _ in range(n)]}
         if got.fields.get("model") == IMAGE_TOKENS_MODEL:
             answer.update(size="1024x1024", quality="high", usage=IMAGE_USAGE)

@@ -417,6 +417,19 @@ def test_gpt_image_1_is_billed_by_its_tokens_and_not_also_per_image(
     assert row.cost_nanos == 50 * 5_000 + 300 * 10_000 + 4160 * 40_000
 
 
+def test_streamed_images_are_relayed_event_by_event_and_billed_by_each_images_tokens(
+    gateway: LiveGateway, key: IssuedKey, ledger: Ledger
+) -> None:
+    stream = client_for(gateway, key).images.generate(
+        model="image-tokens", prompt="A fox", n=2, stream=True, partial_images=1
+    )
+    kinds = [event.type for event in stream]
+    assert kinds == ["image_generation.partial_image", "image_generation.completed"] * 2
+    [row] = ledger.wait(key.key_id, 1)
+    assert (row.stream, row.image_output_tokens, row.output_images) == (True, 2 * 4160, 2)
+    assert row.cost_nanos == 2 * (50 * 5_000 + 300 * 10_000 + 4160 * 40_000)
+
+
 def test_an_image_edit_sends_the_image_intact_and_is_billed_per_image(
     gateway: LiveGateway, key: IssuedKey, fake_media: FakeMedia, ledger: Ledger
 ) -> None:
