@@ -5,7 +5,9 @@ a stream, whichever form was stored) and leaves a usage record flagged as a
 cache hit, billed at zero, with the cost it saved. A miss goes upstream;
 when its answer completes successfully it is stored, and identical requests
 that waited for it (singleflight) are served from it. Errors and cut-off
-streams are never stored.
+streams are never stored. With the key's semantic cache on, an exact miss
+asks it next (proxy.semantic); its hit is served the same way, saying how
+similar the question was.
 """
 
 import asyncio

@@ -426,3 +426,24 @@ def test_cache_warmup_indexes_the_questions_of_a_tenant_whose_semantic_cache_is_
         assert time.monotonic() < deadline, "the gateway never found the warmed question"
         time.sleep(0.05)
     assert (near[1]["x-cache-match"], near[1]["x-cache-similarity"]) == ("semantic", "0.962")
+
+
+def test_the_openai_sdk_reads_a_semantic_hit_and_its_headers(
+    live_gateway: LiveGateway,
+    semantic_key: Callable[..., IssuedKey],
+    django_db_blocker: Any,
+) -> None:
+    import openai
+
+    key, marker = semantic_key(), unique_marker()
+    client = openai.OpenAI(base_url=live_gateway.url + "/v1", api_key=key.plaintext, max_retries=0)
+
+    def ask(question: str) -> Any:
+        messages = [{"role": "system", "content": marker}, {"role": "user", "content": question}]
+        return client.chat.completions.with_raw_response.create(model="gpt-test", messages=messages)
+
+    first = ask(FRANCE)
+    vectors_stored(django_db_blocker, key.tenant_id, 1)
+    second = ask(FRANCE_AGAIN)
+    assert (second.headers["x-cache-match"], second.headers["x-cache-similarity"]) == ("semantic", "0.962")
+    assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
