@@ -447,3 +447,25 @@ def test_the_openai_sdk_reads_a_semantic_hit_and_its_headers(
     second = ask(FRANCE_AGAIN)
     assert (second.headers["x-cache-match"], second.headers["x-cache-similarity"]) == ("semantic", "0.962")
     assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
+
+
+def test_the_semantic_cache_answers_before_an_augmentor_asks_its_designator(
+    live_gateway: LiveGateway,
+    semantic_key: Callable[..., IssuedKey],
+    fake_upstream: FakeUpstream,
+    django_db_blocker: Any,
+) -> None:
+    from proxy.tests.test_augmentors import make_augmentor, seen
+    from proxy.tests.test_augmentors import wait_served as augmentor_served
+
+    key, marker = semantic_key(), unique_marker()
+    with django_db_blocker.unblock():
+        s = make_augmentor()
+    fake_upstream.scripted[s.designator_upstream] = "direct"
+    augmentor_served(live_gateway, key, s.name)
+    first = chat(live_gateway, key, FRANCE, marker, model=s.name)
+    vectors_stored(django_db_blocker, key.tenant_id, 1)
+    second = chat(live_gateway, key, FRANCE_AGAIN, marker, model=s.name)
+    assert (first[0], first[1]["x-cache"], second[1]["x-cache-match"]) == (200, "miss", "semantic")
+    assert len(seen(fake_upstream, s.designator_upstream)) == 1  # asked for the first question only
+    assert len(seen(fake_upstream, s.target_upstream)) == 1
