@@ -434,6 +434,7 @@ def _compare(options: Options, workdir: Path, servers: list[stack.Server], prod:
             f"{options.warmup:g} s warm-up per system and cell, then {options.rounds} rounds of "
             f"{options.duration:g} s phases, systems interleaved; key with budget, rate limit and metering"
         )
+    idle = None if prod is None else prod.idle_rate()
     before = None if prod is None else prod.read()
     asyncio.run(table_measure(options, systems, books))
     rows = rows_build(systems)
@@ -442,12 +443,12 @@ def _compare(options: Options, workdir: Path, servers: list[stack.Server], prod:
     with section("Ratios", options.markdown):
         ratios_print(rows)
     uvicorn = next(s for s in systems if s.name == f"{OURS} (uvicorn)")
-    if prod is not None and before is not None and deployed is not None:
-        deployed_print(options, prod, before, deployed[0], uvicorn, books)
+    if prod is not None and before is not None and deployed is not None and idle is not None:
+        deployed_print(options, prod, before, idle, deployed[0], uvicorn, books)
     if options.extras:
         extras_run(options, workdir, env, keys, uvicorn, servers, books)
-        if prod is not None and deployed is not None:
-            production_scaling(options, workdir, prod, deployed[1], servers, books)
+        if prod is not None and deployed is not None and idle is not None:
+            production_scaling(options, workdir, prod, idle, deployed[1], servers, books)
     with section("Books", options.markdown):
         reconciled = books_check(servers, systems, workdir, books)
         if prod is not None:
@@ -519,6 +520,7 @@ def deployed_print(
     options: Options,
     prod: production.Production,
     before: production.Reading,
+    idle: float,
     deployed: System,
     embedded: System,
     books: Books,
@@ -526,7 +528,7 @@ def deployed_print(
     after = prod.read()
     with section(f"As deployed ({DEPLOYED}, one uvicorn process, the table's run)", options.markdown):
         print(
-            f"every cell of the table, warm-ups included: {production.per_request(before, after, books.sent[deployed.name])}"
+            f"every cell of the table, warm-ups included: {production.per_request(before, after, books.sent[deployed.name], idle)}"
         )
         json64 = ("json", 64)
         rps = deployed.stats(json64).rps / embedded.stats(json64).rps
@@ -541,6 +543,7 @@ def production_scaling(
     options: Options,
     workdir: Path,
     prod: production.Production,
+    idle: float,
     keys: stack.Keys,
     servers: list[stack.Server],
     books: Books,
@@ -558,7 +561,7 @@ def production_scaling(
         rps = asyncio.run(_rounds(options, system, books))
         lines.append(
             f"{workers} process{'es' if workers > 1 else ''}: JSON req/s c=64 {rps:.0f}; "
-            + production.per_request(before, prod.read(), books.sent[system.name] - books.warm[system.name])
+            + production.per_request(before, prod.read(), books.sent[system.name] - books.warm[system.name], idle)
         )
         server.terminate()  # its meter drains into the books before the next one runs
     with section(

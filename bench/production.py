@@ -35,6 +35,7 @@ class Reading:
 
     redis_calls: dict[str, int]
     transactions: int
+    at: float  # time.monotonic()
 
 
 @dataclass
@@ -50,7 +51,14 @@ class Production:
             row = db.execute(
                 "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (self.database,)
             ).fetchone()
-        return Reading(commandstats(self.redis_url), int(row[0]) if row else 0)
+        return Reading(commandstats(self.redis_url), int(row[0]) if row else 0, time.monotonic())
+
+    def idle_rate(self) -> float:
+        """Transactions per second with no traffic (the config poll, the
+        meter's and the periodic tasks' own): two readings apart."""
+        first = self.read()
+        second = self.read()
+        return (second.transactions - first.transactions) / (second.at - first.at)
 
     def usage_rows(self) -> int:
         with _connect(self.env["DATABASE_URL"]) as db:
@@ -58,15 +66,19 @@ class Production:
         return int(row[0]) if row else 0
 
 
-def per_request(before: Reading, after: Reading, requests: int) -> str:
-    """Redis round trips and commands, and PostgreSQL transactions, per request."""
+def per_request(before: Reading, after: Reading, requests: int, idle_rate: float) -> str:
+    """Redis round trips and commands, and PostgreSQL transactions, per
+    request; the transactions also less what the gateway makes idle over the
+    same time (`idle_rate` per second)."""
     if not requests:
         return "no requests"
     counts = Counts.between(before.redis_calls, after.redis_calls, scripted_commands(*gateway_scripts()))
     transactions = after.transactions - before.transactions
+    beyond_idle = transactions - idle_rate * (after.at - before.at)
     return (
         f"Redis {counts.round_trips / requests:.2f} round trips and {counts.commands / requests:.1f} commands, "
-        f"PostgreSQL {transactions / requests:.3f} transactions per request ({requests} requests)"
+        f"PostgreSQL {transactions / requests:.3f} transactions per request ({beyond_idle / requests:.3f} beyond "
+        f"the {idle_rate:.1f} per second it makes idle; {requests} requests)"
     )
 
 
