@@ -240,16 +240,6 @@ async def _cache(p: Prepared, *, forced: bool) -> Any:
     )
 
 
-def _input_checked_call(p: Prepared) -> ClientCall:
-    """The call as the input guardrails let it through, checked once (a
-    block raises): for a step that sends the prompt somewhere before
-    `forward` (the semantic cache's embedding), which `_guard_input` reuses."""
-    if p.input_checked is None:
-        guardrails = guardrail_run(p.catalog.guardrails, p.ctx, p.call.dialect, p.request_id)
-        p.input_checked = (guardrails, p.call if guardrails is None else guardrails.check_input(p.call))
-    return p.input_checked[1]
-
-
 async def _augment(p: Prepared, augmentor: Augmentor) -> Augmented:
     """The augment step: the designator sees the call as the input
     guardrails let it through; what it found is forwarded in `p.call`."""
@@ -273,6 +263,16 @@ def _spend_ahead(p: Prepared) -> Spend | None:
         )
     except GatewayError:
         return None  # refused where it always is, by the attempt
+
+
+def _input_checked_call(p: Prepared) -> ClientCall:
+    """The call as the input guardrails let it through, checked once (a
+    block raises): for a step that sends the prompt somewhere before
+    `forward` (the semantic cache's embedding), which `_guard_input` reuses."""
+    if p.input_checked is None:
+        guardrails = guardrail_run(p.catalog.guardrails, p.ctx, p.call.dialect, p.request_id)
+        p.input_checked = (guardrails, p.call if guardrails is None else guardrails.check_input(p.call))
+    return p.input_checked[1]
 
 
 def _guard_input(p: Prepared) -> GuardrailRun | None:
