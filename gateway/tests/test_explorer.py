@@ -7,11 +7,12 @@ import datetime as dt
 import re
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
 from django.contrib.auth.models import Permission
+from django.http import StreamingHttpResponse
 from django.test import Client
 
 from accounts.models import ApiKey, RequestTrace
@@ -159,7 +160,7 @@ def test_the_csv_export_carries_the_explorers_filters(admin_client: Client) -> N
     link = re.search(r'href="([^"]*export\.csv[^"]*)"', page)
     assert link is not None
     export = admin_client.get(link.group(1).replace("&amp;", "&"))
-    lines = b"".join(export.streaming_content).decode().splitlines()
+    lines = b"".join(cast(StreamingHttpResponse, export).streaming_content).decode().splitlines()
     assert [line.split(",")[1] for line in lines[1:]] == ["mine"]
 
 
