@@ -22,6 +22,7 @@ def _entries(obj: Any) -> list[tuple[str, str, Any]]:
 def test_changing_a_tenants_limits_in_admin_is_audited_with_the_old_and_new_values(admin_client: Client) -> None:
     tenant = tenant_create(slug="acme", rpm_limit=60)
     form = {"slug": "acme", "name": "acme", "is_active": "on", "rpm_limit": "120", "trace_sample_rate": "0"}
+    form |= {"semantic_scope": "last_user_message", "semantic_include_system": "on"}  # the form's defaults, as sent
     response = admin_client.post(f"/admin/accounts/tenant/{tenant.pk}/change/", {**form, **NO_BUDGETS})
     assert response.status_code == 302, response.content.decode()[:2000]
     assert _entries(tenant) == [("admin", "tenant.update", {"rpm_limit": [60, 120]})]
