@@ -23,6 +23,12 @@ Nothing here fails the request: a designator that errors, times out
 provider that fails and a page that cannot be (or may not be) scraped all
 degrade towards `direct`, each recorded as a step of the request's trace and
 logged. Only the client's own refusals stop it: a spent budget or credit.
+
+What was found passes the request's input guardrails before it joins the
+prompt, as the client's own text does: a redaction replaces the match; a
+block drops all that was found (the request goes on `direct`, the trace
+says which guardrail), rather than refusing a client that did not write
+the text.
 """
 
 import asyncio
@@ -40,6 +46,7 @@ from gateway.kernel.errors import GatewayError
 from proxy.augment_search import SearchError, SearchResult, web_search
 from proxy.dialects import ClientCall, Dialect
 from proxy.forward import Attempts
+from proxy.guardrails.run import GuardrailRun
 from proxy.routers import answer_text, query_text
 from proxy.routing import Augmentor, Catalog
 from proxy.scrape import Page, ScrapeError, scrape
@@ -83,9 +90,15 @@ class Augmented:
 
 
 async def augment(
-    catalog: Catalog, ctx: TenantContext, augmentor: Augmentor, call: ClientCall, request_id: str
+    catalog: Catalog,
+    ctx: TenantContext,
+    augmentor: Augmentor,
+    call: ClientCall,
+    request_id: str,
+    guardrails: GuardrailRun | None = None,
 ) -> Augmented:
-    """`call` with what the designator asked for added to its prompt."""
+    """`call` with what the designator asked for added to its prompt, as
+    the request's input guardrails (`guardrails`) let it through."""
     result = Augmented(call)
     query = query_text(call.body)[: settings.AUGMENT_QUERY_MAX_CHARS]
     if call.dialect not in _AUGMENTABLE or not query.strip():
@@ -96,6 +109,8 @@ async def augment(
         return result
     results, pages = await _look_up(augmentor, decision, result.steps)
     block, truncated = context_block(decision, results, pages, augmentor.max_context_tokens * BYTES_PER_TOKEN)
+    if block and guardrails is not None:
+        block = _guarded(guardrails, block, result.steps)
     augmented = augmented_body(call, block) if block else None
     if augmented is None:
         result.steps.append({"step": "context", "added": 0})
@@ -182,6 +197,17 @@ async def _scraped(augmentor: Augmentor, url: str, steps: list[dict[str, Any]]) 
         return None
     steps.append({"step": "scrape", "url": url, "final_url": page.url, "chars": len(page.text)})
     return page
+
+
+def _guarded(guardrails: GuardrailRun, block: str, steps: list[dict[str, Any]]) -> str:
+    """The found text as the input guardrails let it through; "" when one
+    blocks it (recorded by name, never the matched text)."""
+    checked, blocking = guardrails.check_found(block)
+    if checked is None:
+        assert blocking is not None
+        steps.append({"step": "guardrails", "dropped": len(block), "guardrail": blocking.name, "kind": blocking.kind})
+        return ""
+    return checked
 
 
 def designator_body(augmentor: Augmentor, query: str) -> dict[str, Any]:

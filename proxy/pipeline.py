@@ -175,7 +175,7 @@ async def handle(p: Prepared, *, force_cache: bool = False) -> HttpResponseBase:
             trace = (
                 trace_start(p.ctx, p.request_id, p.call.dialect.value, p.call.body) if p.ctx.trace_sample_rate else None
             )
-            augmented = None if p.augmentor is None else await _augment(p, p.augmentor)
+            augmented = None if p.augmentor is None else await _augment(p, p.augmentor, guardrails)
             if augmented is not None and trace is not None:
                 trace.augmentation = augmented.steps  # the searches and scrapes, beside the client's request
             attempts = Attempts(p.ctx, p.call, p.request_id, fill, admission, trace, span=span, guardrails=guardrails)
@@ -240,10 +240,11 @@ async def _cache(p: Prepared, *, forced: bool) -> Any:
     )
 
 
-async def _augment(p: Prepared, augmentor: Augmentor) -> Augmented:
+async def _augment(p: Prepared, augmentor: Augmentor, guardrails: GuardrailRun | None) -> Augmented:
     """The augment step: the designator sees the call as the input
-    guardrails let it through; what it found is forwarded in `p.call`."""
-    step = augment(p.catalog, p.ctx, augmentor, p.call, p.request_id)
+    guardrails let it through, and so does the target what was found
+    (a redaction, or a block that drops it); it is forwarded in `p.call`."""
+    step = augment(p.catalog, p.ctx, augmentor, p.call, p.request_id, guardrails)
     augmented = await (step if p.span is None else p.span.step("augment", step))
     p.call = augmented.call
     return augmented

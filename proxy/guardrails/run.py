@@ -68,6 +68,24 @@ class GuardrailRun:
             holder[key] = redacted(holder[key], text_hits)
         return dataclasses.replace(call, body=body)
 
+    def check_found(self, text: str) -> tuple[str | None, GuardrailRule | None]:
+        """Text the gateway found for the prompt itself (an augmentor's search
+        results and pages), through the input guardrails as the client's
+        prompt is: `(text redacted, None)`, or `(None, the rule)` when a block
+        matched. A block is counted but not raised, and no guardrail.blocked
+        event is sent: the client did not write that text, so its request
+        goes on without it (proxy.augment)."""
+        scanner = self.guardrails.input
+        hits = [] if scanner is None else scanner.find(text)
+        if not hits:
+            return text, None
+        blocking = next((hit.rule for hit in hits if hit.rule.action == BLOCK), None)
+        if blocking is not None:
+            self._count(blocking, INPUT, 1)
+            return None, blocking
+        self.settle(hits, INPUT)
+        return redacted(text, hits), None
+
     # --- output --------------------------------------------------------------------
     def output_stream(self) -> StreamGuard | None:
         """A stream's guard, or None when no output guardrail applies."""

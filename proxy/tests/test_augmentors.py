@@ -447,6 +447,83 @@ def test_the_designator_sees_the_query_only_as_the_input_guardrails_let_it_throu
     assert len(asked) == 1 and "jane@example.com" not in asked[0] and "[REDACTED:EMAIL]" in asked[0]
 
 
+@pytest.fixture
+def key_guardrail(django_db_blocker: Any) -> Iterator[Callable[[IssuedKey, str, str], None]]:
+    """Attach an input guardrail (kind, action) to a key; removed after the
+    test (other modules list every guardrail)."""
+    from accounts.models import ApiKey
+    from proxy.guardrails.services import guardrail_upsert
+
+    rails = []
+
+    def attach(key: IssuedKey, kind: str, action: str) -> None:
+        with django_db_blocker.unblock():
+            rail = guardrail_upsert(name=f"r-{uuid.uuid4().hex[:10]}", kind=kind, action=action, stage="input")[0]
+            ApiKey.objects.get(pk=key.key_id).guardrails.add(rail)
+        rails.append(rail)
+
+    yield attach
+    with django_db_blocker.unblock():
+        for rail in rails:
+            rail.delete()
+
+
+def test_an_email_found_on_a_scraped_page_is_redacted_by_the_input_guardrails_before_the_target_sees_it(
+    gateway: LiveGateway,
+    key: IssuedKey,
+    fake_upstream: FakeUpstream,
+    web: FakeWeb,
+    augmentor: Callable[..., Setup],
+    key_guardrail: Callable[[IssuedKey, str, str], None],
+) -> None:
+    url = web.page(f"contact-{uuid.uuid4().hex[:6]}", "<p>Write to ops@example.org for access.</p>")
+    s = augmentor(f"scrape: {url}")
+    key_guardrail(key, "pii", "redact")
+    deadline = time.monotonic() + 10
+    while "[REDACTED:EMAIL]" not in json.dumps(seen(fake_upstream, s.target_upstream)):
+        assert time.monotonic() < deadline, "the guardrail never applied"
+        post(gateway, key, chat(s, f"warm-up: {url} or jane@example.com"))
+    marker = uuid.uuid4().hex
+
+    answer = post(gateway, key, chat(s, f"{marker}: who gives access? {url}"))
+
+    assert (answer.status, answer.headers[AUGMENTED]) == (200, "scrape")
+    [sent] = [b for b in seen(fake_upstream, s.target_upstream) if marker in json.dumps(b)]
+    context = sent["messages"][0]["content"]
+    assert "Write to [REDACTED:EMAIL] for access." in context
+    assert "ops@example.org" not in json.dumps(sent)
+
+
+def test_a_secret_found_on_a_page_that_a_block_guardrail_matches_is_dropped_and_the_request_answered_directly(
+    gateway: LiveGateway,
+    issue_key: Callable[..., IssuedKey],
+    fake_upstream: FakeUpstream,
+    web: FakeWeb,
+    trace_dir: Path,
+    augmentor: Callable[..., Setup],
+    key_guardrail: Callable[[IssuedKey, str, str], None],
+) -> None:
+    traced = issue_key(trace_sample_rate=Decimal(1))
+    url = web.page(f"leak-{uuid.uuid4().hex[:6]}", "<p>Deploy with AKIAIOSFODNN7EXAMPLE as the key.</p>")
+    s = augmentor(f"scrape: {url}")
+    key_guardrail(traced, "secrets", "block")
+    deadline = time.monotonic() + 10
+    while post(gateway, traced, chat(s, "warm-up: AKIAIOSFODNN7EXAMPLE")).status != 400:  # the client's own: refused
+        assert time.monotonic() < deadline, "the guardrail never applied"
+    marker = uuid.uuid4().hex
+
+    answer = post(gateway, traced, chat(s, f"{marker}: how do I deploy? {url}"))
+
+    assert (answer.status, answer.headers[AUGMENTED]) == (200, "direct")
+    [sent] = [b for b in seen(fake_upstream, s.target_upstream) if marker in json.dumps(b)]
+    assert sent["messages"] == [{"role": "user", "content": f"{marker}: how do I deploy? {url}"}]
+    steps = wait_trace(trace_dir, answer.headers["x-request-id"])["augmentation"]
+    dropped = [step for step in steps if step["step"] == "guardrails"]
+    assert [(d["kind"], d["dropped"] > 0) for d in dropped] == [("secrets", True)]
+    assert steps[-1] == {"step": "context", "added": 0}
+    assert "AKIAIOSFODNN7EXAMPLE" not in json.dumps(steps)
+
+
 def test_a_key_needs_the_augmentors_name_but_not_its_designator_or_target(
     gateway: LiveGateway, issue_key: Callable[..., IssuedKey], augmentor: Callable[..., Setup]
 ) -> None:
