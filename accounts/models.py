@@ -242,6 +242,11 @@ class RequestTrace(models.Model):
     response = models.JSONField(null=True, help_text="The answer's JSON, or a stream's events as they were sent.")
     truncated = models.BooleanField(default=False, help_text="A body passed TRACE_MAX_BODY_BYTES and was cut short.")
     attempts = models.JSONField(default=list, blank=True, help_text="Earlier attempts that failed and were retried.")
+    augmentation = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="An augmentor's steps: the designator's decision, each search and scrape, the text added.",
+    )
 
     class Meta:
         ordering = ["-started_at"]

@@ -55,6 +55,7 @@ def request_trace_view(request: HttpRequest, request_id: str) -> TemplateRespons
         "trace": trace,
         "prompt": prompt_turns(trace.get("request")) if trace else [],
         "answer": answer_text(trace.get("response")) if trace else "",
+        "augmentation": augmentation_steps(trace.get("augmentation")) if trace else [],
         "raw": {name: json.dumps(trace.get(name), indent=2, ensure_ascii=False) for name in ("request", "response")}
         if trace
         else {},
@@ -62,6 +63,18 @@ def request_trace_view(request: HttpRequest, request_id: str) -> TemplateRespons
     response = TemplateResponse(request, "admin/request_trace.html", context)
     response["Cache-Control"] = "no-store"  # prompts are the tenant's data
     return response
+
+
+def augmentation_steps(steps: Any) -> list[dict[str, str]]:
+    """An augmentor's steps as the page lists them: the step, its other
+    fields in one line, and the text it added to the prompt (if any)."""
+    shown = []
+    for step in steps if isinstance(steps, list) else ():
+        if not isinstance(step, dict):
+            continue
+        fields = ", ".join(f"{name}: {value}" for name, value in step.items() if name not in ("step", "text"))
+        shown.append({"step": str(step.get("step", "")), "fields": fields, "text": str(step.get("text") or "")})
+    return shown
 
 
 def _summary(record: UsageRecord) -> list[tuple[str, str]]:

@@ -226,6 +226,61 @@ def test_a_record_links_to_its_trace_with_prompt_and_answer_side_by_side(admin_c
     assert "0.000013800" in page and "2025-03-04 10:30:15.123" in page
 
 
+def test_an_augmented_requests_trace_lists_its_steps_and_the_text_added_under_the_prompt(admin_client: Client) -> None:
+    row = record(new_key("acme"))
+    steps = [
+        {"step": "designator", "decision": "scrape", "query": "", "urls": ["https://example.org/a"]},
+        {"step": "scrape", "url": "https://example.org/a", "error": "HTTP 404"},
+        {"step": "search", "provider": "searxng", "query": "gateways", "results": 2},
+        {"step": "context", "added": 31, "truncated": False, "text": "Context found on the web: <b>x</b>"},
+    ]
+    RequestTrace.objects.create(
+        request_id=row.request_id,
+        tenant_id=row.tenant_id,
+        key_id=row.api_key_id,
+        key_prefix=row.api_key.prefix,
+        model="gpt-test",
+        endpoint="chat.completions",
+        status=200,
+        started_at=AT,
+        finished_at=AT,
+        latency_ms=40,
+        request=CHAT,
+        response=ANSWER,
+        augmentation=steps,
+    )
+
+    page = admin_client.get(f"/admin/explorer/trace/{row.request_id}/").content.decode()
+
+    prompt = page.split('id="trace-prompt"')[1].split("</section>")[0]
+    listed = prompt.split('id="trace-augmentation"')[1]
+    items = re.findall(r"<li><strong>(\w+)</strong>", listed)
+    assert items == ["designator", "scrape", "search", "context"]
+    assert "url: https://example.org/a, error: HTTP 404" in listed
+    assert '<pre class="trace-text">Context found on the web: &lt;b&gt;x&lt;/b&gt;</pre>' in listed  # escaped
+    assert prompt.index("Be brief.") < prompt.index('id="trace-augmentation"')  # under the client's prompt
+
+
+def test_a_plain_requests_trace_lists_no_augmentation(admin_client: Client) -> None:
+    row = record(new_key("acme"))
+    RequestTrace.objects.create(
+        request_id=row.request_id,
+        tenant_id=row.tenant_id,
+        key_id=row.api_key_id,
+        key_prefix=row.api_key.prefix,
+        model="gpt-test",
+        endpoint="chat.completions",
+        status=200,
+        started_at=AT,
+        finished_at=AT,
+        latency_ms=40,
+        request=CHAT,
+        response=ANSWER,
+    )
+    page = admin_client.get(f"/admin/explorer/trace/{row.request_id}/").content.decode()
+    assert 'id="trace-prompt"' in page and 'id="trace-augmentation"' not in page
+
+
 def test_a_trace_in_the_day_files_is_found_too(admin_client: Client, settings: Any, tmp_path: Path) -> None:
     settings.TRACE_DIR = tmp_path
     row = record(new_key("acme"), stream=True)

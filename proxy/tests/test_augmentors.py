@@ -60,18 +60,20 @@ def trace_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def gateway(gateway_config: None, web: FakeWeb, trace_dir: Path) -> Iterator[LiveGateway]:
     """A gateway whose search providers are the fake, and which may scrape
     the fake's pages on 127.0.0.1 (AUGMENT_SCRAPE_ALLOW_PRIVATE)."""
-    env = {
+    live = LiveGateway(env=augmenting_env(web, TRACE_DIR=str(trace_dir), TRACE_SINK="file")).start()
+    yield live
+    live.terminate()
+
+
+def augmenting_env(web: FakeWeb, **extra: str) -> dict[str, str]:
+    return {
         "AUGMENT_SEARXNG_URL": web.url,
         "AUGMENT_PERPLEXITY_BASE_URL": f"{web.url}/perplexity",
         "PERPLEXITY_API_KEY": PERPLEXITY_KEY,
         "AUGMENT_SCRAPE_ALLOW_PRIVATE": "true",
         "AUGMENT_DESIGNATOR_TIMEOUT_SECONDS": "5",
-        "TRACE_DIR": str(trace_dir),
-        "TRACE_SINK": "file",
+        **extra,
     }
-    live = LiveGateway(env=env).start()
-    yield live
-    live.terminate()
 
 
 @dataclass(frozen=True)
@@ -407,6 +409,46 @@ def test_the_searches_and_scrapes_appear_in_the_requests_trace(
     assert steps[2] == {"step": "scrape", "url": url, "final_url": url, "chars": len("Traced page.")}
     assert steps[3]["step"] == "context" and "Traced page." in steps[3]["text"]
     assert record["request"]["messages"] == [{"role": "user", "content": "trace me"}]  # as the client sent it
+
+
+def test_with_the_db_sink_the_searches_and_scrapes_are_stored_in_the_requests_trace_row(
+    gateway_config: None,
+    issue_key: Callable[..., IssuedKey],
+    fake_upstream: FakeUpstream,
+    web: FakeWeb,
+    django_db_blocker: Any,
+) -> None:
+    from accounts.models import RequestTrace
+
+    db_sink = LiveGateway(env=augmenting_env(web, TRACE_SINK="db")).start()
+    try:
+        traced = issue_key(trace_sample_rate=Decimal(1))
+        url = web.page(f"stored-{uuid.uuid4().hex[:6]}", "<p>Stored page.</p>")
+        with django_db_blocker.unblock():
+            s = make_augmentor()
+        fake_upstream.scripted[s.designator_upstream] = f"scrape: {url}"
+        wait_served(db_sink, traced, s.name)
+
+        answer = post(db_sink, traced, chat(s, f"read {url}"))
+
+        assert (answer.status, answer.headers[AUGMENTED]) == (200, "scrape")
+        request_id = answer.headers["x-request-id"]
+        deadline = time.monotonic() + 10
+        while not (rows := stored(django_db_blocker, RequestTrace, request_id)):
+            assert time.monotonic() < deadline, f"no trace row for {request_id}"
+            time.sleep(0.05)
+        [row] = rows
+    finally:
+        db_sink.terminate()
+    assert [step["step"] for step in row.augmentation] == ["designator", "scrape", "context"]
+    assert row.augmentation[1] == {"step": "scrape", "url": url, "final_url": url, "chars": len("Stored page.")}
+    assert "Stored page." in row.augmentation[2]["text"]
+    assert row.request["messages"] == [{"role": "user", "content": f"read {url}"}]  # as the client sent it
+
+
+def stored(blocker: Any, model: Any, request_id: str) -> list[Any]:
+    with blocker.unblock():
+        return list(model.objects.filter(request_id=request_id))
 
 
 def wait_trace(folder: Path, request_id: str, timeout: float = 10.0) -> dict[str, Any]:

@@ -142,6 +142,30 @@ def test_the_db_sink_stores_rows_and_retention_deletes_old_ones(submitted: list[
     assert list(RequestTrace.objects.values_list("request_id", flat=True)) == ["req_4"]
 
 
+@pytest.mark.django_db
+def test_the_db_sink_keeps_an_augmentors_steps_and_a_plain_request_has_none(submitted: list[TraceCapture]) -> None:
+    from accounts.traces import request_trace_find, request_traces_store
+
+    steps: list[dict[str, Any]] = [
+        {"step": "designator", "decision": "scrape", "query": "", "urls": ["https://example.org/a"]},
+        {"step": "scrape", "url": "https://example.org/a", "final_url": "https://example.org/a", "chars": 9},
+        {"step": "context", "added": 40, "truncated": False, "text": f"Page https://example.org/a:\nkey {SECRET}"},
+    ]
+    augmented = TraceCapture(CTX, "req_aug", "chat.completions", CHAT)
+    augmented.augmentation = steps
+    augmented.attempt_finished(usage_event("req_aug"), b'{"ok": true}')
+    plain = TraceCapture(CTX, "req_plain", "chat.completions", CHAT)
+    plain.attempt_finished(usage_event("req_plain"), b'{"ok": true}')
+
+    assert request_traces_store([trace_record(augmented), trace_record(plain)]) == 2
+
+    found = request_trace_find("req_aug")
+    assert found is not None
+    assert [step["step"] for step in found["augmentation"]] == ["designator", "scrape", "context"]
+    assert found["augmentation"][2]["text"] == "Page https://example.org/a:\nkey [redacted]"  # scrubbed as the bodies
+    assert (request_trace_find("req_plain") or {})["augmentation"] == []
+
+
 # --- the request path, in process -----------------------------------------------------------
 @pytest.fixture
 async def app(gateway_config: None, monkeypatch: Any) -> AsyncIterator[Any]:
