@@ -7,6 +7,9 @@ completions): client dialect -> chat -> the provider's protocol, and the
 answer the same way back. An `Exchange` holds everything the forwarding
 code needs for either case; it is built per attempt, because a fallback may
 land on a provider of another protocol.
+
+What differs between wire protocols is the adapter's business
+(proxy.providers.registry.adapter_for): nothing here names a protocol.
 """
 
 import logging
@@ -17,17 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from django.conf import settings
 from django.http.response import HttpResponseBase
 from django.utils import timezone
 
 from gateway.kernel.context import PriceSnapshot, RouteTarget, Usage
 from gateway.kernel.errors import GatewayError, invalid_request
 from proxy.dialects import ClientCall, Dialect
-from proxy.presets import ANTHROPIC, AZURE, preset_for
-from proxy.providers.anthropic import AnthropicAdapter
-from proxy.providers.base import StreamObserver, UpstreamRequest
-from proxy.providers.openai import AzureOpenAIAdapter, OpenAIAdapter
+from proxy.presets import preset_for
+from proxy.providers.base import HubAnswer, StreamObserver, UpstreamRequest
+from proxy.providers.registry import adapter_for
 from proxy.responses_state import ResponseKeeper, conversation_body, response_keeper
 
 # The translators (proxy.translate's modules) are imported where a request
@@ -36,9 +37,6 @@ from proxy.responses_state import ResponseKeeper, conversation_body, response_ke
 from proxy.translate import StreamTranslator, Translated, TranslationError
 
 log = logging.getLogger(__name__)
-_OPENAI = OpenAIAdapter()
-_AZURE = AzureOpenAIAdapter()
-_ANTHROPIC = AnthropicAdapter()
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
@@ -116,15 +114,7 @@ class Exchange:
 
 
 def native_dialects(kind: str) -> frozenset[Dialect]:
-    preset = preset_for(kind)
-    if preset.protocol == ANTHROPIC:
-        return frozenset({Dialect.MESSAGES, Dialect.COUNT_TOKENS})
-    native = {Dialect.CHAT, Dialect.EMBEDDINGS}
-    if preset.completions:
-        native.add(Dialect.COMPLETIONS)
-    if preset.responses:
-        native.add(Dialect.RESPONSES)
-    return frozenset(native)
+    return adapter_for(kind).native_dialects(preset_for(kind))
 
 
 def exchange_for(call: ClientCall, target: RouteTarget) -> Exchange:
@@ -185,48 +175,28 @@ def _fallback_note(call: ClientCall, target: RouteTarget) -> str:
     return f"translated: provider {target.provider.name} has no {path}, sent as chat completions"
 
 
-def _openai_adapter(kind: str) -> OpenAIAdapter:
-    return _AZURE if preset_for(kind).protocol == AZURE else _OPENAI
-
-
 def _native(call: ClientCall, target: RouteTarget) -> Exchange:
-    provider, model, body, stream = target.provider, target.upstream_model, call.body, call.stream
+    provider = target.provider
+    body = call.body
     if call.dialect is Dialect.RESPONSES:  # the stored conversation, for an id the gateway resolved
         body = conversation_body(call, native=True)
-    observer: StreamObserver | None
-    if preset_for(provider.kind).protocol == ANTHROPIC:
-        if call.dialect is Dialect.COUNT_TOKENS:
-            request = _ANTHROPIC.count_tokens_request(provider, model, body, call.headers)
-            return Exchange(request, None, lambda data: Usage())  # counting is free
-        request, observer = _ANTHROPIC.messages_request(provider, model, body, stream, call.headers)
-        if call.query:
-            request = UpstreamRequest(request.url + "?" + call.query, request.headers, request.body)
-        return Exchange(request, observer, _ANTHROPIC.usage_from_response, shape=_SHAPES[Dialect.MESSAGES])
-    adapter = _openai_adapter(provider.kind)
-    if call.dialect is Dialect.EMBEDDINGS:
-        return Exchange(adapter.embeddings_request(provider, model, body), None, adapter.usage_from_response)
-    build = {
-        Dialect.CHAT: adapter.chat_request,
-        Dialect.COMPLETIONS: adapter.completions_request,
-        Dialect.RESPONSES: adapter.responses_request,
-    }[call.dialect]
-    request, observer = build(provider, model, body, stream)
-    return Exchange(request, observer, adapter.usage_from_response, shape=_SHAPES[call.dialect])
+    native = adapter_for(provider.kind).native_request(call, provider, target.upstream_model, body)
+    shape = _SHAPES.get(call.dialect, _CHAT_STREAM)  # embeddings and count_tokens never stream
+    return Exchange(native.request, native.observer, native.usage_from_json, shape=shape)
 
 
 def _media(call: ClientCall, target: RouteTarget) -> Exchange:
     from proxy import media, media_relay  # loaded with the first media request
 
     provider = target.provider
-    if preset_for(provider.kind).protocol == ANTHROPIC:
-        raise GatewayError(
-            400, "unsupported_endpoint", f"The provider of '{target.public_model}' does not offer {call.dialect.value}."
-        )
     speech = call.dialect is Dialect.SPEECH
     accept = "*/*" if speech else SSE if call.stream else "application/json"
-    url, headers = _openai_adapter(provider.kind).endpoint(
+    endpoint = adapter_for(provider.kind).media_endpoint(
         provider, target.upstream_model, media.PATHS[call.dialect], accept=accept
     )
+    if endpoint is None:
+        raise _unsupported(call, target)
+    url, headers = endpoint
     return Exchange(
         media.media_request(call, target, headers, url),
         _media_observer(call),
@@ -252,47 +222,18 @@ def _media_observer(call: ClientCall) -> StreamObserver | None:
 def _translated(call: ClientCall, target: RouteTarget) -> Exchange:
     provider, model = target.provider, target.upstream_model
     if call.dialect in (Dialect.EMBEDDINGS, Dialect.COUNT_TOKENS):  # count_tokens is answered before routing
-        raise GatewayError(
-            400, "unsupported_endpoint", f"The provider of '{target.public_model}' does not offer {call.dialect.value}."
-        )
-    from proxy.translate import chat_to_messages
-
+        raise _unsupported(call, target)
     names = _Names.new(target)
     to_hub, from_hub_json, from_hub_stream = _client_side(call, names)
     hub = to_hub(call.body, upstream_model=model)
-    notes = list(hub.notes)
+    answer = HubAnswer(
+        names.public_model, names.completion_id, names.created, usage_chunk=call.dialect is not Dialect.CHAT
+    )
+    wire = adapter_for(provider.kind).hub_request(provider, model, hub.body, call.stream, answer)
+    notes = [*hub.notes, *wire.notes]
     translators: list[StreamTranslator] = []
-    observer: StreamObserver | None
-    if preset_for(provider.kind).protocol == ANTHROPIC:
-        wire = chat_to_messages.chat_request_to_messages(
-            hub.body, upstream_model=model, default_max_tokens=settings.PROXY_ANTHROPIC_DEFAULT_MAX_TOKENS
-        )
-        notes += wire.notes
-        request, observer = _ANTHROPIC.messages_request(provider, model, wire.body, call.stream)
-        usage_from_json = _ANTHROPIC.usage_from_response
-
-        def upstream_to_hub(data: dict[str, Any]) -> dict[str, Any]:
-            return chat_to_messages.message_response_to_chat(data, model=names.public_model)
-
-        if call.stream:
-            translators.append(
-                chat_to_messages.MessagesToChatStream(
-                    model=names.public_model,
-                    completion_id=names.completion_id,
-                    created=names.created,
-                    include_usage=call.dialect is not Dialect.CHAT or _wants_usage(call.body),
-                )
-            )
-    else:
-        adapter = _openai_adapter(provider.kind)
-        request, observer = adapter.chat_request(
-            provider, model, hub.body, call.stream, keep_usage_chunk=call.dialect is not Dialect.CHAT
-        )
-        usage_from_json = adapter.usage_from_response
-
-        def upstream_to_hub(data: dict[str, Any]) -> dict[str, Any]:
-            return data
-
+    if call.stream and wire.stream_to_hub is not None:
+        translators.append(wire.stream_to_hub)
     if call.stream and from_hub_stream is not None:
         translators.append(from_hub_stream())
     keeper = response_keeper(call)
@@ -300,18 +241,24 @@ def _translated(call: ClientCall, target: RouteTarget) -> Exchange:
         translators.append(keeper)  # last: it sees the client's events
 
     def answer_json(data: dict[str, Any]) -> dict[str, Any]:
-        answer = from_hub_json(upstream_to_hub(data))
+        answer = from_hub_json(wire.answer_to_hub(data))
         return answer if keeper is None else keeper.caught(answer)
 
     return Exchange(
-        request,
-        observer,
-        usage_from_json,
+        wire.request,
+        wire.observer,
+        wire.usage_from_json,
         answer_json,
         translators if call.stream else None,
         _SHAPES[call.dialect],
         notes,
         keeper,
+    )
+
+
+def _unsupported(call: ClientCall, target: RouteTarget) -> GatewayError:
+    return GatewayError(
+        400, "unsupported_endpoint", f"The provider of '{target.public_model}' does not offer {call.dialect.value}."
     )
 
 

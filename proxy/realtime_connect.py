@@ -7,17 +7,17 @@ catalog (proxy.routing.plan_for), admits under the key's and tenant's rate
 limits and PROXY_REALTIME_MAX_SESSIONS_PER_KEY, and checks that the budget and
 credit can pay one response; each raises its refusal before anything is
 opened upstream. `upstream_open` connects to the provider with its own
-credential: OpenAI's `<base>/realtime?model=<upstream model>` with
-`Authorization: Bearer`, Azure's `<base>/realtime?api-version=...&deployment=...`
-with `api-key`; `OpenAI-Beta` (or the `openai-beta.realtime-v1` subprotocol)
-is passed on.
+credential, at the URL its adapter gives (proxy.providers: OpenAI's
+`<base>/realtime?model=<upstream model>` with `Authorization: Bearer`, Azure's
+`<base>/realtime?api-version=...&deployment=...` with `api-key`); `OpenAI-Beta`
+(or the `openai-beta.realtime-v1` subprotocol) is passed on.
 """
 
 import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl
 
 import aiohttp
 from django.conf import settings
@@ -27,7 +27,7 @@ from billing.guard import spend_guard
 from gateway.kernel.context import RoutePlan, RouteTarget, TenantContext
 from gateway.kernel.errors import GatewayError, invalid_request
 from proxy.catalog import current_catalog
-from proxy.presets import AZURE, OPENAI, preset_for
+from proxy.providers.registry import adapter_for
 from proxy.ratelimit import Admission, Counter, rate_limit_admit, rate_limit_release, rate_limiter
 from proxy.routing import choose, plan_for
 from proxy.upstream import upstream_failure, upstream_session
@@ -83,7 +83,7 @@ async def session_admit(scope: dict[str, Any]) -> Admitted:
     if not model:
         raise invalid_request("Name the model in the URL: /v1/realtime?model=NAME.", param="model")
     plan = plan_for(await current_catalog(), ctx, model)
-    targets = tuple(t for t in plan.deployments if preset_for(t.provider.kind).protocol in (OPENAI, AZURE))
+    targets = tuple(t for t in plan.deployments if _realtime_endpoint(t, [], "") is not None)
     if not targets:
         raise GatewayError(
             400, "unsupported_endpoint", f"The provider of '{model}' does not offer the realtime API.", param="model"
@@ -138,29 +138,11 @@ def _beta(scope: dict[str, Any]) -> str:
 # --- the provider's socket -----------------------------------------------------------
 
 
-def upstream_url(target: RouteTarget, query: list[tuple[str, str]]) -> str:
-    """The provider's realtime URL for `target` (ws or wss, as its base URL's scheme)."""
-    provider = target.provider
-    parts = urlsplit(provider.base_url)
-    scheme = "wss" if parts.scheme == "https" else "ws"
-    base = parts._replace(scheme=scheme, query="", fragment="").geturl().rstrip("/")
-    if preset_for(provider.kind).protocol == AZURE:
-        version = ("api-version", settings.AZURE_OPENAI_REALTIME_API_VERSION)
-        params = [version, ("deployment", target.upstream_model), *query]
-    else:
-        params = [("model", target.upstream_model), *query]
-    return f"{base}/realtime?{urlencode(params)}"
-
-
-def upstream_headers(target: RouteTarget, beta: str) -> dict[str, str]:
-    """The provider's own credential, never the client's key."""
-    provider = target.provider
-    headers = {"OpenAI-Beta": beta} if beta else {}
-    if provider.api_key and preset_for(provider.kind).protocol == AZURE:
-        headers["api-key"] = provider.api_key
-    elif provider.api_key:
-        headers["Authorization"] = f"Bearer {provider.api_key}"
-    return headers
+def _realtime_endpoint(
+    target: RouteTarget, query: list[tuple[str, str]], beta: str
+) -> tuple[str, dict[str, str]] | None:
+    """The provider's realtime URL and headers for `target`; None where its protocol has no realtime API."""
+    return adapter_for(target.provider.kind).realtime_endpoint(target.provider, target.upstream_model, query, beta)
 
 
 async def upstream_open(admitted: Admitted) -> tuple[aiohttp.ClientWebSocketResponse, RouteTarget]:
@@ -182,11 +164,14 @@ async def upstream_open(admitted: Admitted) -> tuple[aiohttp.ClientWebSocketResp
 
 async def _connect(target: RouteTarget, admitted: Admitted) -> aiohttp.ClientWebSocketResponse:
     provider = target.provider
+    endpoint = _realtime_endpoint(target, admitted.query, admitted.beta)
+    assert endpoint is not None  # session_admit kept only the targets that have one
+    url, headers = endpoint
     try:
         async with asyncio.timeout(provider.connect_timeout):
             return await upstream_session().ws_connect(
-                upstream_url(target, admitted.query),
-                headers=upstream_headers(target, admitted.beta),
+                url,
+                headers=headers,
                 max_msg_size=settings.PROXY_MAX_BODY_BYTES,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
             )

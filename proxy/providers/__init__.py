@@ -1,3 +1,4 @@
-"""Provider adapters: pure translation between the gateway and one
-provider's protocol (URLs, credentials, usage conventions). Which adapter a
-provider uses follows from its kind (proxy.presets); proxy.exchange picks."""
+"""Provider adapters: pure translation between the gateway and one wire
+protocol (URLs, credentials, usage conventions), each behind one interface
+(base.ProviderAdapter). A provider's kind names its protocol (proxy.presets);
+registry.adapter_for gives its adapter, and proxy.exchange asks only that."""

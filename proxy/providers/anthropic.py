@@ -11,13 +11,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from django.conf import settings
 
 from gateway.kernel.context import ProviderConfig, Usage
-from proxy.providers.base import UpstreamRequest, token_count
+from proxy.dialects import ClientCall, Dialect
+from proxy.presets import Preset
+from proxy.providers.base import HubAnswer, HubCall, NativeCall, UpstreamRequest, token_count
 
 ANTHROPIC_VERSION = "2023-06-01"
 # The same rule of thumb as proxy.usage.CHARS_PER_TOKEN (not imported: the
-# providers stay free of Django and billing imports).
+# providers stay below proxy.usage and free of billing imports).
 _CHARS_PER_TOKEN = 4
 _STREAMED_CHARS = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
 
@@ -110,9 +113,61 @@ class AnthropicStreamObserver:
             self._final_output = True
 
 
+_NATIVE = frozenset({Dialect.MESSAGES, Dialect.COUNT_TOKENS})
+
+
 class AnthropicAdapter:
-    """Requests to Anthropic's own API; the client's body passes through with
-    only the model replaced (translation from other dialects happens before)."""
+    """Requests to Anthropic's own API. A Messages call's body passes through
+    with only the model replaced; a chat completions (hub) one is translated
+    (proxy.translate.chat_to_messages, loaded with the first such request).
+    Anthropic offers neither the media endpoints nor the realtime API."""
+
+    def native_dialects(self, preset: Preset) -> frozenset[Dialect]:
+        return _NATIVE
+
+    def native_request(
+        self, call: ClientCall, provider: ProviderConfig, upstream_model: str, body: dict[str, Any]
+    ) -> NativeCall:
+        if call.dialect is Dialect.COUNT_TOKENS:
+            request = self.count_tokens_request(provider, upstream_model, body, call.headers)
+            return NativeCall(request, None, _free)
+        request, observer = self.messages_request(provider, upstream_model, body, call.stream, call.headers)
+        if call.query:  # Claude Code's `?beta=true`
+            request = UpstreamRequest(request.url + "?" + call.query, request.headers, request.body)
+        return NativeCall(request, observer, self.usage_from_response)
+
+    def hub_request(
+        self, provider: ProviderConfig, upstream_model: str, body: dict[str, Any], stream: bool, answer: HubAnswer
+    ) -> HubCall:
+        from proxy.translate import chat_to_messages
+
+        wire = chat_to_messages.chat_request_to_messages(
+            body, upstream_model=upstream_model, default_max_tokens=settings.PROXY_ANTHROPIC_DEFAULT_MAX_TOKENS
+        )
+        request, observer = self.messages_request(provider, upstream_model, wire.body, stream)
+
+        def answer_to_hub(data: dict[str, Any]) -> dict[str, Any]:
+            return chat_to_messages.message_response_to_chat(data, model=answer.public_model)
+
+        stream_to_hub = None
+        if stream:
+            stream_to_hub = chat_to_messages.MessagesToChatStream(
+                model=answer.public_model,
+                completion_id=answer.completion_id,
+                created=answer.created,
+                include_usage=answer.usage_chunk or _wants_usage(body),
+            )
+        return HubCall(request, observer, self.usage_from_response, answer_to_hub, stream_to_hub, list(wire.notes))
+
+    def media_endpoint(
+        self, provider: ProviderConfig, upstream_model: str, path: str, *, accept: str
+    ) -> tuple[str, dict[str, str]] | None:
+        return None
+
+    def realtime_endpoint(
+        self, provider: ProviderConfig, upstream_model: str, query: list[tuple[str, str]], beta: str
+    ) -> tuple[str, dict[str, str]] | None:
+        return None
 
     def messages_request(
         self,
@@ -161,3 +216,12 @@ class AnthropicAdapter:
         if provider.api_key:
             headers["x-api-key"] = provider.api_key
         return headers
+
+
+def _free(data: Any) -> Usage:
+    return Usage()  # counting tokens is free
+
+
+def _wants_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True

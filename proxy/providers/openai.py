@@ -8,7 +8,9 @@ import orjson
 from django.conf import settings
 
 from gateway.kernel.context import ProviderConfig, Usage
-from proxy.providers.base import UpstreamRequest, token_count
+from proxy.dialects import ClientCall, Dialect
+from proxy.presets import Preset
+from proxy.providers.base import HubAnswer, HubCall, NativeCall, UpstreamRequest, token_count
 
 
 def usage_from_openai(usage: Any) -> Usage | None:
@@ -142,7 +144,52 @@ class ResponsesStreamObserver:
 
 
 class OpenAIAdapter:
-    """Chat, embeddings, legacy completions and Responses, as OpenAI serves them."""
+    """Chat, embeddings, legacy completions and Responses, as OpenAI serves
+    them; chat completions is also the hub, so a hub call needs no translator."""
+
+    def native_dialects(self, preset: Preset) -> frozenset[Dialect]:
+        native = {Dialect.CHAT, Dialect.EMBEDDINGS}
+        if preset.completions:
+            native.add(Dialect.COMPLETIONS)
+        if preset.responses:
+            native.add(Dialect.RESPONSES)
+        return frozenset(native)
+
+    def native_request(
+        self, call: ClientCall, provider: ProviderConfig, upstream_model: str, body: dict[str, Any]
+    ) -> NativeCall:
+        if call.dialect is Dialect.EMBEDDINGS:
+            return NativeCall(self.embeddings_request(provider, upstream_model, body), None, self.usage_from_response)
+        build = {
+            Dialect.CHAT: self.chat_request,
+            Dialect.COMPLETIONS: self.completions_request,
+            Dialect.RESPONSES: self.responses_request,
+        }[call.dialect]
+        request, observer = build(provider, upstream_model, body, call.stream)
+        return NativeCall(request, observer, self.usage_from_response)
+
+    def hub_request(
+        self, provider: ProviderConfig, upstream_model: str, body: dict[str, Any], stream: bool, answer: HubAnswer
+    ) -> HubCall:
+        request, observer = self.chat_request(
+            provider, upstream_model, body, stream, keep_usage_chunk=answer.usage_chunk
+        )
+        return HubCall(request, observer, self.usage_from_response, answer_to_hub=_unchanged)
+
+    def media_endpoint(
+        self, provider: ProviderConfig, upstream_model: str, path: str, *, accept: str
+    ) -> tuple[str, dict[str, str]] | None:
+        return self.endpoint(provider, upstream_model, path, accept=accept)
+
+    def realtime_endpoint(
+        self, provider: ProviderConfig, upstream_model: str, query: list[tuple[str, str]], beta: str
+    ) -> tuple[str, dict[str, str]] | None:
+        """`<base>/realtime?model=<upstream model>` with `Authorization: Bearer`."""
+        params = [("model", upstream_model), *query]
+        headers = {"OpenAI-Beta": beta} if beta else {}
+        if provider.api_key:
+            headers["Authorization"] = f"Bearer {provider.api_key}"
+        return f"{_websocket_base(provider)}/realtime?{urlencode(params)}", headers
 
     def chat_request(
         self,
@@ -243,3 +290,25 @@ class AzureOpenAIAdapter(OpenAIAdapter):
         if provider.api_key:
             headers["api-key"] = provider.api_key
         return headers
+
+    def realtime_endpoint(
+        self, provider: ProviderConfig, upstream_model: str, query: list[tuple[str, str]], beta: str
+    ) -> tuple[str, dict[str, str]] | None:
+        """`<base>/realtime?api-version=...&deployment=<upstream model>` with `api-key`."""
+        version = ("api-version", settings.AZURE_OPENAI_REALTIME_API_VERSION)
+        params = [version, ("deployment", upstream_model), *query]
+        headers = {"OpenAI-Beta": beta} if beta else {}
+        if provider.api_key:
+            headers["api-key"] = provider.api_key
+        return f"{_websocket_base(provider)}/realtime?{urlencode(params)}", headers
+
+
+def _unchanged(data: dict[str, Any]) -> dict[str, Any]:
+    return data
+
+
+def _websocket_base(provider: ProviderConfig) -> str:
+    """The base URL as a ws or wss one (as its scheme), without query or fragment."""
+    parts = urlsplit(provider.base_url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return parts._replace(scheme=scheme, query="", fragment="").geturl().rstrip("/")
