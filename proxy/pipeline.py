@@ -5,7 +5,8 @@
               names proxy.routing resolves)
     state     a Responses call's earlier turns, when it names a previous
               response the gateway stored (proxy.responses_state)
-    admit     rate limits and requests in flight (proxy.ratelimit)
+    admit     rate limits, requests in flight and, ahead, the first
+              deployment's budget reservation: one Redis call (proxy.ratelimit)
     cache     the exact cache (proxy.caching), then, on a miss, the semantic
               cache (proxy.semantic); a hit is answered and recorded here
     augment   an augmentor's designator decides whether to search the web or
