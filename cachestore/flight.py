@@ -5,6 +5,8 @@ future. Across processes (with Redis) the leader also holds a short lock;
 a request in another process that finds the lock taken polls the store for
 the leader's entry instead of going upstream itself. A leader that fails
 (an error, a cut-off stream) hands its followers None, and they go upstream.
+A leader whose answer is an earlier one it found by meaning (the semantic
+cache) hands that on with its similarity, so that its followers say so too.
 """
 
 import asyncio
@@ -25,10 +27,22 @@ log = logging.getLogger(__name__)
 _LOCK_MS = 30_000  # a leader that died frees its key after this long
 _POLL_SECONDS = 0.05
 
-_flights: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[CachedEntry | None]]]" = (
+_pending_writes: set[asyncio.Task[None]] = set()
+
+
+@dataclass(frozen=True, slots=True)
+class Landed:
+    """What a leader hands its followers: the entry, and the similarity of
+    the semantic match that found it (None: the leader's own answer, or an
+    exact hit)."""
+
+    entry: CachedEntry
+    similarity: float | None = None
+
+
+_flights: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[Landed | None]]]" = (
     weakref.WeakKeyDictionary()
 )
-_pending_writes: set[asyncio.Task[None]] = set()
 
 
 @dataclass
@@ -37,16 +51,17 @@ class Flight:
 
     tenant_id: int
     key: str
-    future: asyncio.Future[CachedEntry | None]
+    future: asyncio.Future[Landed | None]
     store: CacheStore
     lock_token: str | None = None
     write: bool = True
     done: bool = field(default=False)
 
-    def land(self, entry: CachedEntry | None) -> None:
-        """Hand the answer to local followers now; store it and free the key
-        in the background (other processes wait on the store, so the lock
-        goes only once the entry is written)."""
+    def land(self, entry: CachedEntry | None, *, similarity: float | None = None) -> None:
+        """Hand the answer to local followers now (`similarity`: a semantic
+        match's, which they are served as); store it and free the key in the
+        background (other processes wait on the store, so the lock goes only
+        once the entry is written)."""
         if self.done:
             return
         self.done = True
@@ -54,7 +69,7 @@ class Flight:
         if flights.get(self.key) is self.future:
             del flights[self.key]
         if not self.future.done():
-            self.future.set_result(entry)
+            self.future.set_result(None if entry is None else Landed(entry, similarity))
         if entry is not None and self.write and isinstance(self.store, LruStore):
             self.store.remember(entry)
         # A fresh context: the write outlives the request, and must not run in
@@ -74,7 +89,7 @@ class Flight:
                 await _unlock(self.key, self.lock_token)
 
 
-async def lead_or_follow(store: CacheStore, tenant_id: int, key: str) -> Flight | CachedEntry | None:
+async def lead_or_follow(store: CacheStore, tenant_id: int, key: str) -> Flight | Landed | None:
     """A Flight to lead, or what the leader produced (an entry, or None when
     it failed or took longer than CACHESTORE_SINGLEFLIGHT_WAIT_SECONDS)."""
     loop = asyncio.get_running_loop()
@@ -82,7 +97,7 @@ async def lead_or_follow(store: CacheStore, tenant_id: int, key: str) -> Flight 
     waiting = flights.get(key)
     if waiting is not None and not waiting.done():
         return await _wait(waiting)
-    future: asyncio.Future[CachedEntry | None] = loop.create_future()
+    future: asyncio.Future[Landed | None] = loop.create_future()
     flights[key] = future
     flight = Flight(tenant_id=tenant_id, key=key, future=future, store=store)
     if settings.REDIS_URL:
@@ -94,14 +109,14 @@ async def lead_or_follow(store: CacheStore, tenant_id: int, key: str) -> Flight 
                 if entry is not None:  # local followers get it too
                     flight.write = False
                     flight.land(entry)
-                    return entry
+                    return Landed(entry)
         except BaseException:  # cancelled, or Redis failed: never leave followers waiting
             flight.land(None)
             raise
     return flight
 
 
-async def _wait(future: asyncio.Future[CachedEntry | None]) -> CachedEntry | None:
+async def _wait(future: asyncio.Future[Landed | None]) -> Landed | None:
     try:
         return await asyncio.wait_for(asyncio.shield(future), settings.CACHESTORE_SINGLEFLIGHT_WAIT_SECONDS)
     except TimeoutError:

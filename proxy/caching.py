@@ -23,7 +23,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
 from cachestore.entry import CachedEntry
-from cachestore.flight import Flight, lead_or_follow
+from cachestore.flight import Flight, Landed, lead_or_follow
 from cachestore.keys import cache_key
 from cachestore.policy import CachePolicy, cache_policy
 from cachestore.replay import completion_from_events, events_from_completion, recorded_events
@@ -82,8 +82,8 @@ async def cache_lookup(
         found = (await _semantic_hit(ctx, semantic, policy))[1] if semantic is not None else None
         return found or CacheLookup("miss")
     led = await lead_or_follow(store, ctx.tenant_id, key)
-    if isinstance(led, CachedEntry):
-        return CacheLookup("hit", entry=led)
+    if isinstance(led, Landed):  # the leader's answer: its own, or the earlier one it found by meaning
+        return CacheLookup("hit", entry=led.entry, similarity=led.similarity)
     if led is None:  # the leader failed: go upstream, and store this answer
         led = Flight(tenant_id=ctx.tenant_id, key=key, future=_detached_future(), store=store)
     query = None
@@ -95,7 +95,7 @@ async def cache_lookup(
             raise
         if found is not None and found.entry is not None:
             led.write = False  # followers are served the same answer; it stays stored under its own key
-            led.land(found.entry)
+            led.land(found.entry, similarity=found.similarity)
             return found
     fill = CacheFill(ctx, target, endpoint, key, policy, led, semantic=query, request=orjson.dumps(body))
     return CacheLookup("miss", fill=fill)
@@ -154,7 +154,7 @@ def _acceptable(entry: CachedEntry, policy: CachePolicy) -> bool:
     return entry.is_fresh(now) and (policy.max_age is None or entry.age(now) <= policy.max_age)
 
 
-def _detached_future() -> "asyncio.Future[CachedEntry | None]":
+def _detached_future() -> "asyncio.Future[Landed | None]":
     """For a fill nobody waits on (a refresh, or after a failed leader)."""
     return asyncio.get_running_loop().create_future()
 

@@ -2,6 +2,7 @@
 timeout), its index (partitions, expiry, catching up across processes), what
 it compares, and the commands that turn it on."""
 
+import asyncio
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -100,6 +101,35 @@ async def test_a_warm_semantic_hit_makes_no_database_query_and_embeds_with_the_s
         ("", "gpt-test", True),
         ("semantic_cache", embedding_routes.route, False),
     ]
+
+
+async def test_identical_requests_that_waited_on_a_semantic_hit_are_told_semantic_with_its_similarity(
+    in_process: None,
+    semantic_key: Callable[..., IssuedKey],
+    embedding_routes: Embedder,
+    django_db_blocker: Any,
+    settings: Any,
+) -> None:
+    # Embeddings that take seconds: the identical requests surely arrive while the leader embeds.
+    settings.CACHESTORE_SEMANTIC_EMBEDDING_MODEL = embedding_routes.slow
+    settings.CACHESTORE_SEMANTIC_TIMEOUT_SECONDS = 20
+    settings.CACHESTORE_SEMANTIC_SYNC_SECONDS = 3600
+    key = await sync_to_async(committed(semantic_key))()
+    with django_db_blocker.unblock():
+        assert (await ask(key, FRANCE)).headers["x-cache"] == "miss"
+        await settled()
+        before = len(embedding_routes.fake.requests)
+
+        # One leads (it embeds the question and finds FRANCE); the others wait on it.
+        answers = await asyncio.gather(*(ask(key, FRANCE_AGAIN) for _ in range(5)))
+        await settled()
+
+    assert len(embedding_routes.fake.requests) == before + 1  # the leader's question only
+    seen = {(a.status, a.headers["x-cache"], a.headers["x-cache-match"]) for a in answers}
+    assert seen == {(200, "hit", "semantic")}
+    similarities = {a.headers["x-cache-similarity"] for a in answers}
+    assert len(similarities) == 1 and 0.9 <= float(similarities.pop()) <= 1.0
+    assert len({a.body for a in answers}) == 1
 
 
 async def test_an_embedding_slower_than_the_timeout_leaves_a_plain_miss(
