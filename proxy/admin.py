@@ -6,7 +6,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 
 from accounts.audit import audit_by, changes_between, credential_changes
-from proxy.augmentor_services import AugmentorSpec, augmentor_check
+from proxy.augmentor_services import AUGMENTOR_FIELDS, AugmentorSpec, augmentor_check
 from proxy.breaker import deployment_key, shared_state
 from proxy.capacity import capacity_shown
 from proxy.guardrails.services import guardrail_check
@@ -355,17 +355,7 @@ class GuardrailAdmin(admin.ModelAdmin):
 class AugmentorForm(forms.ModelForm):
     class Meta:
         model = Augmentor
-        fields = [
-            "name",
-            "designator",
-            "target",
-            "search_provider",
-            "max_search_results",
-            "max_scrape_urls",
-            "max_context_tokens",
-            "purpose",
-            "is_active",
-        ]
+        fields = ["name", *AUGMENTOR_FIELDS, "is_active"]
 
     def clean(self) -> dict[str, Any]:
         """The checks augmentor_create makes: its own name, routable designator and target."""

@@ -6,19 +6,10 @@ from collections import Counter
 from typing import Any
 
 from accounts.audit import AuditActor
-from proxy.augmentor_services import AugmentorSpec, augmentor_upsert, augmentors_prune
+from proxy.augmentor_services import AUGMENTOR_FIELDS, AugmentorSpec, augmentor_upsert, augmentors_prune
 from proxy.catalog_loader import catalog_load
 
-KEYS = {
-    "name",
-    "designator",
-    "target",
-    "search_provider",
-    "max_search_results",
-    "max_scrape_urls",
-    "max_context_tokens",
-    "purpose",
-}
+KEYS = {"name", *AUGMENTOR_FIELDS}
 
 
 def augmentors_apply(items: list[dict[str, Any]], actor: AuditActor) -> Counter[str]:

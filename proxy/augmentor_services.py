@@ -64,7 +64,9 @@ def augmentor_check(spec: AugmentorSpec, *, catalog: Catalog | None = None) -> N
             )
 
 
-_FIELDS = (
+# What an augmentor is set up with besides its name (and is_active): the
+# command, gateway_apply and the admin form all take exactly these.
+AUGMENTOR_FIELDS = (
     "designator",
     "target",
     "search_provider",
@@ -83,14 +85,14 @@ def augmentor_upsert(
     returns (augmentor, changed). Audited."""
     augmentor_check(spec, catalog=catalog)
     row = Augmentor.objects.select_for_update().filter(name=spec.name).first() or Augmentor(name=spec.name)
-    before = [getattr(row, f) for f in _FIELDS] + [row.is_active]
-    for name in _FIELDS:
+    before = [getattr(row, f) for f in AUGMENTOR_FIELDS] + [row.is_active]
+    for name in AUGMENTOR_FIELDS:
         setattr(row, name, getattr(spec, name))
     row.is_active = True
-    changed = row.pk is None or before != [getattr(row, f) for f in _FIELDS] + [row.is_active]
+    changed = row.pk is None or before != [getattr(row, f) for f in AUGMENTOR_FIELDS] + [row.is_active]
     if changed:
         row.save()  # also tells every process to reload its catalog
-        changes = {"name": spec.name, **{f: getattr(spec, f) for f in _FIELDS}}
+        changes = {"name": spec.name, **{f: getattr(spec, f) for f in AUGMENTOR_FIELDS}}
         audit(actor, "augmentor.upsert", row, changes, request_id=request_id)
     return row, changed
 
