@@ -1,7 +1,6 @@
 """The media endpoints' streams: speech relayed as the audio arrives, and
 transcription streams watched for their usage (proxy.media)."""
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +13,7 @@ from gateway.kernel.sse import SSESplitter, event_data
 from proxy.dialects import ClientCall
 from proxy.media import MediaCall, audio_usage, image_usage, speech_usage
 from proxy.providers.base import token_count
-from proxy.streaming import INTERRUPTED, stream_ended
+from proxy.streaming import INTERRUPTED, RecordedStreamingResponse, stream_ended
 from proxy.usage import UsageRecorder
 
 _SSE = "text/event-stream"
@@ -127,31 +126,14 @@ def speech_relay(response: aiohttp.ClientResponse, recorder: UsageRecorder) -> S
     return SpeechResponse(response, recorder)
 
 
-class SpeechResponse(StreamingHttpResponse):
+class SpeechResponse(RecordedStreamingResponse):
     """The upstream's audio bytes, relayed as they come, never held; recorded
-    once however it ends (and, like proxy.streaming.RelayResponse, even when
-    the client leaves before the first byte is asked for). The recorder's
-    observer (SpeechObserver) says what it costs."""
+    once however it ends (even when the client leaves before the first byte
+    is asked for). The recorder's observer (SpeechObserver) says what it costs."""
 
     def __init__(self, response: aiohttp.ClientResponse, recorder: UsageRecorder) -> None:
         content_type = response.headers.get("Content-Type", "application/octet-stream")
-        super().__init__(_relayed(response, recorder), content_type=content_type)
-        self["Cache-Control"] = "no-cache"
-        self["X-Accel-Buffering"] = "no"
-        self._upstream, self._recorder = response, recorder
-        self._loop = asyncio.get_running_loop()
-
-    def close(self) -> None:
-        try:
-            if not self._recorder.recorded:
-                self._loop.call_soon_threadsafe(self._abandon)
-        finally:
-            super().close()
-
-    def _abandon(self) -> None:
-        if not self._recorder.recorded:
-            self._upstream.close()
-            self._recorder.finish(status=200, error_code="client_disconnected", client_disconnected=True)
+        super().__init__(_relayed(response, recorder), response, recorder, content_type)
 
 
 async def _relayed(response: aiohttp.ClientResponse, recorder: UsageRecorder) -> AsyncIterator[bytes]:

@@ -349,7 +349,7 @@ def _close(translators: "list[Any]") -> list[dict[str, Any]]:
     return pending
 
 
-class RelayResponse(StreamingHttpResponse):
+class RecordedStreamingResponse(StreamingHttpResponse):
     """A relayed stream that is recorded even if it never starts.
 
     A client can disconnect after the view returned but before the server
@@ -360,20 +360,11 @@ class RelayResponse(StreamingHttpResponse):
     """
 
     def __init__(
-        self,
-        response: aiohttp.ClientResponse,
-        recorder: UsageRecorder,
-        fmt: ApiFormat,
-        exchange: "Exchange",
+        self, stream: AsyncIterator[bytes], response: aiohttp.ClientResponse, recorder: UsageRecorder, content_type: str
     ) -> None:
-        if exchange.translators is not None:
-            stream = translate_stream(response, exchange, recorder, fmt)
-        else:
-            assert exchange.observer is not None
-            stream = relay_stream(response, exchange.observer, recorder, fmt)
-        super().__init__(stream, content_type=exchange.shape.content_type)
+        super().__init__(stream, content_type=content_type)
         self["Cache-Control"] = "no-cache"
-        self["X-Accel-Buffering"] = "no"
+        self["X-Accel-Buffering"] = "no"  # proxies in front must not buffer it either
         self._upstream = response
         self._recorder = recorder
         self._loop = asyncio.get_running_loop()
@@ -389,6 +380,24 @@ class RelayResponse(StreamingHttpResponse):
         if not self._recorder.recorded:
             self._upstream.close()
             self._recorder.finish(status=200, error_code="client_disconnected", client_disconnected=True)
+
+
+class RelayResponse(RecordedStreamingResponse):
+    """An SSE (or NDJSON) stream, relayed or translated event by event."""
+
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        recorder: UsageRecorder,
+        fmt: ApiFormat,
+        exchange: "Exchange",
+    ) -> None:
+        if exchange.translators is not None:
+            stream = translate_stream(response, exchange, recorder, fmt)
+        else:
+            assert exchange.observer is not None
+            stream = relay_stream(response, exchange.observer, recorder, fmt)
+        super().__init__(stream, response, recorder, exchange.shape.content_type)
 
 
 def _keep(event: bytes, observer: StreamObserver) -> bool:
