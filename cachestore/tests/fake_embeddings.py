@@ -10,12 +10,12 @@ import asyncio
 import hashlib
 import math
 import re
-import socket
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from proxy.tests.threaded_server import ThreadServed
 
 DIMS = 256
 SMALL_WORDS = frozenset({"a", "an", "the", "is", "are", "s", "of", "what", "to", "in", "do", "i"})
@@ -36,7 +36,7 @@ def similarity(one: str, other: str) -> float:
 
 
 @dataclass
-class FakeEmbeddings:
+class FakeEmbeddings(ThreadServed):
     port: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
@@ -67,27 +67,7 @@ class FakeEmbeddings:
             }
         )
 
-    def start_in_thread(self) -> "FakeEmbeddings":
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", self.port))
-        self.port = sock.getsockname()[1]
-        ready = threading.Event()
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            app = web.Application()
-            app.router.add_post("/v1/embeddings", self.handle)
-            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-            self._loop.run_until_complete(self._runner.setup())
-            self._loop.run_until_complete(web.SockSite(self._runner, sock).start())
-            ready.set()
-            self._loop.run_forever()
-
-        threading.Thread(target=serve, name="fake-embeddings", daemon=True).start()
-        ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/embeddings", self.handle)
+        return app

@@ -24,13 +24,14 @@ of each file part.
 
 import asyncio
 import base64
-import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import BodyPartReader, web
+
+from proxy.tests.threaded_server import ThreadServed
 
 TRANSCRIPT = "The quick brown fox jumps over the lazy dog."
 DURATION_SECONDS = 9  # whisper-1's json usage: whole seconds
@@ -66,7 +67,7 @@ class Received:
 
 
 @dataclass
-class FakeMedia:
+class FakeMedia(ThreadServed):
     port: int = 0
     requests: list[Received] = field(default_factory=list)
     speech_gate: threading.Event = field(default_factory=threading.Event)
@@ -166,29 +167,8 @@ class FakeMedia:
             answer.update(size="1024x1024", quality="high", usage=IMAGE_USAGE)
         return web.json_response(answer)
 
-    def start_in_thread(self) -> "FakeMedia":
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", self.port))
-        self.port = sock.getsockname()[1]
-        ready = threading.Event()
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
-            self._loop.run_until_complete(self._runner.setup())
-            self._loop.run_until_complete(web.SockSite(self._runner, sock).start())
-            ready.set()
-            self._loop.run_forever()
-
-        threading.Thread(target=serve, name="fake-media", daemon=True).start()
-        ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        self.speech_gate.set()
-        if self._loop is not None and self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
+    def _stopping(self) -> None:
+        self.speech_gate.set()  # a speech held after its first chunk ends
 
 
 def _error() -> web.Response:

@@ -27,8 +27,6 @@ answers every handshake with that HTTP status instead.
 
 import asyncio
 import base64
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -37,6 +35,8 @@ from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
+
+from proxy.tests.threaded_server import ThreadServed
 
 WORDS = ("Hello", " from", " the", " fake", " realtime", " model.")
 AUDIO_CHUNK = b"\x01\x02" * 240  # 480 bytes of "PCM16"
@@ -89,7 +89,7 @@ class RealtimeConnection:
         return [event.get("type", "") for event in self.received]
 
 
-class FakeRealtime:
+class FakeRealtime(ThreadServed):
     def __init__(self, port: int = 0) -> None:
         self.port = port
         self.connections: list[RealtimeConnection] = []
@@ -225,29 +225,6 @@ class FakeRealtime:
                 return value
             time.sleep(0.02)
         raise AssertionError(f"fake realtime: condition not met in {timeout}s; connections: {self.connections}")
-
-    def start_in_thread(self) -> "FakeRealtime":
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", self.port))
-        self.port = sock.getsockname()[1]
-        ready = threading.Event()
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
-            self._loop.run_until_complete(self._runner.setup())
-            self._loop.run_until_complete(web.SockSite(self._runner, sock).start())
-            ready.set()
-            self._loop.run_forever()
-
-        threading.Thread(target=serve, name="fake-realtime", daemon=True).start()
-        ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
 
 
 def _turn_detection(session: dict[str, Any]) -> bool:

@@ -106,14 +106,14 @@ Run alone for the benchmark or by hand: `python -m proxy.tests.fake_upstream --p
 import argparse
 import asyncio
 import re
-import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import ClientConnectionResetError, web
+
+from proxy.tests.threaded_server import ThreadServed
 
 PROMPT_TOKENS = 12
 CHAT_ONLY_PREFIX = "/chat-only"  # see chat_only_url
@@ -160,7 +160,7 @@ class ReceivedRequest:
 
 
 @dataclass
-class FakeUpstream:
+class FakeUpstream(ThreadServed):
     words: tuple[str, ...] = DEFAULT_WORDS
     slow_delay: float = 0.05
     trickle_delay: float = 0.3
@@ -707,33 +707,12 @@ class FakeUpstream:
         return app
 
     # --- running --------------------------------------------------------------
-    def start_in_thread(self) -> "FakeUpstream":
-        """Serve from a thread with its own loop, for in-process and subprocess tests."""
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", self.port))
-        self.port = sock.getsockname()[1]
-        ready = threading.Event()
+    def _serving(self) -> None:
+        self._release = asyncio.Event()  # what `fake-hang` handlers wait on
 
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._release = asyncio.Event()
-            # Short shutdown timeout: a `fake-hang` handler never finishes by itself.
-            self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
-            self._loop.run_until_complete(self._runner.setup())
-            self._loop.run_until_complete(web.SockSite(self._runner, sock).start())
-            ready.set()
-            self._loop.run_forever()
-
-        threading.Thread(target=serve, name="fake-upstream", daemon=True).start()
-        ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._runner is not None:
-            assert self._release is not None
+    def _stopping(self) -> None:
+        if self._loop is not None and self._release is not None:
             self._loop.call_soon_threadsafe(self._release.set)
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
 
     def wait_for_disconnects(self, count: int, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout

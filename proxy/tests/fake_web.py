@@ -14,13 +14,13 @@ that records every request it receives:
 """
 
 import asyncio
-import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from proxy.tests.threaded_server import ThreadServed
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class WebRequest:
 
 
 @dataclass
-class FakeWeb:
+class FakeWeb(ThreadServed):
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[WebRequest] = field(default_factory=list)
@@ -132,29 +132,8 @@ class FakeWeb:
         return app
 
     # --- running --------------------------------------------------------------
-    def start_in_thread(self) -> "FakeWeb":
-        sock = socket.socket()
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        ready = threading.Event()
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
-            self._loop.run_until_complete(self._runner.setup())
-            self._loop.run_until_complete(web.SockSite(self._runner, sock).start())
-            ready.set()
-            self._loop.run_forever()
-
-        threading.Thread(target=serve, name=f"fake-web-{self.host}", daemon=True).start()
-        ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-            asyncio.run_coroutine_threadsafe(_cancel_others(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
+    async def _after_cleanup(self) -> None:
+        await _cancel_others()
 
     def wait_for(self, path: str, count: int, timeout: float = 5.0) -> list[WebRequest]:
         deadline = time.monotonic() + timeout
