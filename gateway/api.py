@@ -9,9 +9,10 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from billing.api import router as billing_router
 from cachestore.api import router as cache_router
-from gateway.kernel.errors import ApiFormat, GatewayError, error_response
+from gateway.kernel.errors import GatewayError, error_response
 from gateway.metrics import count_refusal
 from proxy.api import router as proxy_router
+from proxy.apis.registry import error_format_for_path
 
 log = logging.getLogger("gateway.errors")
 
@@ -37,7 +38,7 @@ def _render(request: HttpRequest, status: int, code: str, message: str, param: s
 def on_gateway_error(request: HttpRequest, exc: GatewayError) -> HttpResponse:
     if not exc.code.startswith("upstream_"):  # those reached an upstream: counted from their usage events
         count_refusal(exc.code)
-    return error_response(exc, ApiFormat.for_path(request.path))
+    return error_response(exc, error_format_for_path(request.path))
 
 
 @api.exception_handler(AuthenticationError)

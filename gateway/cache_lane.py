@@ -27,13 +27,15 @@ from gateway.kernel.logs import bind_request_id
 from gateway.kernel.requestid import new_request_id
 from gateway.middleware import response_stamps
 from proxy import dialects, pipeline
+from proxy.apis.registry import SPECS
 from proxy.caching import HitAnswer
 from proxy.timing import timing_start
 
 log = logging.getLogger(__name__)
+# The paths of the cacheable APIs (chat completions and embeddings), each
+# with its parser: their parsers read the body alone.
 _CACHEABLE: dict[str, Callable[[bytes], dialects.ClientCall]] = {
-    "/v1/chat/completions": dialects.chat_call,
-    "/v1/embeddings": dialects.embeddings_call,
+    path: spec.parse_body for spec in SPECS.values() if spec.cacheable for path in spec.paths
 }
 _HEADERS = {b"authorization": "authorization", b"x-api-key": "x-api-key", b"cache-control": "cache-control"}
 

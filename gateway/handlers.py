@@ -13,7 +13,8 @@ from django.http.response import HttpResponseBase
 from django.urls import set_script_prefix
 
 from gateway import lifecycle
-from gateway.kernel.errors import ApiFormat, error_body
+from gateway.kernel.errors import error_body
+from proxy.apis.registry import error_format_for_path
 
 Scope = dict[str, Any]
 Message = Mapping[str, Any]  # as Django's stubs type ASGI messages
@@ -120,7 +121,7 @@ def _close(response: HttpResponseBase) -> None:
 
 
 async def _send_json_error(send: Send, scope: Scope, status: int, code: str, message: str) -> None:
-    fmt = ApiFormat.for_path(scope["path"])
+    fmt = error_format_for_path(scope["path"])
     body = error_body(fmt, status=status, code=code, message=message)
     await send(
         {

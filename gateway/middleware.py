@@ -6,10 +6,11 @@ from asgiref.sync import markcoroutinefunction
 from django.http import HttpRequest, HttpResponseNotAllowed
 from django.http.response import HttpResponseBase
 
-from gateway.kernel.errors import ApiFormat, GatewayError, error_response
+from gateway.kernel.errors import GatewayError, error_response
 from gateway.kernel.logs import bind_request_id
 from gateway.kernel.requestid import request_id_for
 from gateway.metrics import observe_overhead, observe_upstream
+from proxy.apis.registry import error_format_for_path
 from proxy.timing import RequestTiming, timing_start
 
 
@@ -32,7 +33,7 @@ def request_id_middleware(
             allowed = response["Allow"]
             message = f"{request.method} is not allowed here; use {allowed}."
             error = GatewayError(405, "method_not_allowed", message, headers={"Allow": allowed})
-            response = error_response(error, ApiFormat.for_path(request.path))
+            response = error_response(error, error_format_for_path(request.path))
         for name, value in response_stamps(request_id, timing):
             response[name] = value
         return response

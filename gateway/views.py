@@ -5,7 +5,8 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found
 
-from gateway.kernel.errors import ApiFormat, GatewayError, error_response
+from gateway.kernel.errors import GatewayError, error_response
+from proxy.apis.registry import error_format_for_path
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:
@@ -36,5 +37,5 @@ async def readyz(request: HttpRequest) -> JsonResponse:
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if request.path.startswith("/v1/"):
         error = GatewayError(404, "not_found", f"Unknown path {request.path}.")
-        return error_response(error, ApiFormat.for_path(request.path))
+        return error_response(error, error_format_for_path(request.path))
     return page_not_found(request, exception)

@@ -12,13 +12,15 @@ from ninja import Path, Query, Router
 from accounts.auth import ApiKeyAuth
 from gateway.kernel.context import TenantContext
 from gateway.kernel.errors import ApiFormat, GatewayError, error_response
-from proxy import dialects, media, pipeline, responses_state
+from proxy import dialects, pipeline, responses_state
+from proxy.apis.registry import error_format_for_path, spec_for
 from proxy.catalog import current_catalog
 from proxy.dialects import Dialect
 from proxy.routing import may_use
 
 log = logging.getLogger("gateway.errors")
 router = Router(auth=ApiKeyAuth(), tags=["OpenAI-compatible"])
+_CHAT = spec_for(Dialect.CHAT)
 
 _CHAT_REQUEST_SCHEMA = {
     "requestBody": {
@@ -45,19 +47,19 @@ _CHAT_REQUEST_SCHEMA = {
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     """Forwarded as sent (only `model` is replaced) to OpenAI-format
     upstreams, translated for Anthropic ones; streamed when `stream` is true."""
-    return await pipeline.handle(await pipeline.prepared_for(request, _chat))
+    return await pipeline.handle(await pipeline.prepared_for(request, _CHAT.parse_request))
 
 
 @router.post("/embeddings", summary="Create embeddings")
 async def embeddings(request: HttpRequest) -> HttpResponseBase:
     """Forwarded as sent (only `model` is replaced), metered, and cacheable."""
-    return await pipeline.handle(await pipeline.prepared_for(request, lambda r: dialects.embeddings_call(r.body)))
+    return await pipeline.handle(await pipeline.prepared_for(request, spec_for(Dialect.EMBEDDINGS).parse_request))
 
 
 @router.post("/completions", summary="Create a completion (legacy)")
 async def completions(request: HttpRequest) -> HttpResponseBase:
     """Passed through where the provider still serves it, else translated to chat."""
-    return await pipeline.handle(await pipeline.prepared_for(request, lambda r: dialects.completions_call(r.body)))
+    return await pipeline.handle(await pipeline.prepared_for(request, spec_for(Dialect.COMPLETIONS).parse_request))
 
 
 @router.post("/responses", summary="Create a model response (Responses API)")
@@ -66,7 +68,7 @@ async def responses(request: HttpRequest) -> HttpResponseBase:
     completions for the others; those answers are stored by the gateway
     (unless `store` is false) so that `previous_response_id` works with
     every provider."""
-    return await pipeline.handle(await pipeline.prepared_for(request, lambda r: dialects.responses_call(r.body)))
+    return await pipeline.handle(await pipeline.prepared_for(request, spec_for(Dialect.RESPONSES).parse_request))
 
 
 # The responses the gateway stored (translated ones: a provider with the
@@ -105,63 +107,41 @@ async def response_input_items(
 async def messages(request: HttpRequest) -> HttpResponseBase:
     """Passed through byte for byte to Anthropic upstreams, translated for
     OpenAI-format ones; errors in Anthropic's envelope."""
-    return await pipeline.handle(
-        await pipeline.prepared_for(
-            request, lambda r: dialects.messages_call(r.body, r.headers, r.META.get("QUERY_STRING", ""))
-        )
-    )
+    return await pipeline.handle(await pipeline.prepared_for(request, spec_for(Dialect.MESSAGES).parse_request))
 
 
 @router.post("/messages/count_tokens", tags=["Anthropic-compatible"], summary="Count the tokens of a message")
 async def count_tokens(request: HttpRequest) -> HttpResponseBase:
     """Counted by Anthropic upstreams; estimated for others, and the answer's
     `x-gateway-token-count: estimated` header says so."""
-    return await pipeline.handle(
-        await pipeline.prepared_for(request, lambda r: dialects.count_tokens_call(r.body, r.headers))
-    )
+    return await pipeline.handle(await pipeline.prepared_for(request, spec_for(Dialect.COUNT_TOKENS).parse_request))
 
 
 # The media endpoints (proxy.media): the same pipeline; multipart bodies are
 # read in place and re-sent as slices, never parsed into upload files.
 @router.post("/audio/transcriptions", summary="Transcribe audio")
 async def audio_transcriptions(request: HttpRequest) -> HttpResponseBase:
-    return await pipeline.handle(
-        await pipeline.prepared_for(
-            request, lambda r: media.audio_call(r.body, _content_type(r), Dialect.TRANSCRIPTIONS)
-        )
-    )
+    return await pipeline.handle(await pipeline.prepared_for(request, spec_for(Dialect.TRANSCRIPTIONS).parse_request))
 
 
 @router.post("/audio/translations", summary="Translate audio into English")
 async def audio_translations(request: HttpRequest) -> HttpResponseBase:
-    return await pipeline.handle(
-        await pipeline.prepared_for(request, lambda r: media.audio_call(r.body, _content_type(r), Dialect.TRANSLATIONS))
-    )
+    return await pipeline.handle(await pipeline.prepared_for(request, spec_for(Dialect.TRANSLATIONS).parse_request))
 
 
 @router.post("/audio/speech", summary="Generate speech (the audio relayed as it arrives)")
 async def audio_speech(request: HttpRequest) -> HttpResponseBase:
-    return await pipeline.handle(await pipeline.prepared_for(request, lambda r: media.speech_call(r.body)))
+    return await pipeline.handle(await pipeline.prepared_for(request, spec_for(Dialect.SPEECH).parse_request))
 
 
 @router.post("/images/generations", summary="Generate images")
 async def images_generations(request: HttpRequest) -> HttpResponseBase:
-    return await pipeline.handle(await pipeline.prepared_for(request, lambda r: media.image_generation_call(r.body)))
+    return await pipeline.handle(await pipeline.prepared_for(request, spec_for(Dialect.IMAGES).parse_request))
 
 
 @router.post("/images/edits", summary="Edit an image")
 async def images_edits(request: HttpRequest) -> HttpResponseBase:
-    return await pipeline.handle(
-        await pipeline.prepared_for(request, lambda r: media.image_edit_call(r.body, _content_type(r)))
-    )
-
-
-def _content_type(request: HttpRequest) -> str:
-    return request.META.get("CONTENT_TYPE", "")
-
-
-def _chat(request: HttpRequest) -> dialects.ClientCall:
-    return dialects.chat_call(request.body)
+    return await pipeline.handle(await pipeline.prepared_for(request, spec_for(Dialect.IMAGE_EDITS).parse_request))
 
 
 async def cached_chat_completions(request: HttpRequest) -> HttpResponseBase:
@@ -169,22 +149,22 @@ async def cached_chat_completions(request: HttpRequest) -> HttpResponseBase:
     the response cache, for clients built against the old cache proxy."""
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
-    return await answer_in_envelope(
-        request,
-        ApiFormat.OPENAI,
-        lambda ctx: _cached_chat(request),
-    )
+    return await answer_in_envelope(request, lambda ctx: _cached_chat(request))
 
 
 async def _cached_chat(request: HttpRequest) -> HttpResponseBase:
-    return await pipeline.handle(await pipeline.prepared_for(request, _chat), force_cache=True)
+    return await pipeline.handle(await pipeline.prepared_for(request, _CHAT.parse_request), force_cache=True)
 
 
 async def answer_in_envelope(
-    request: HttpRequest, fmt: ApiFormat, handle: Callable[[TenantContext], Awaitable[HttpResponseBase]]
+    request: HttpRequest,
+    handle: Callable[[TenantContext], Awaitable[HttpResponseBase]],
+    *,
+    fmt: ApiFormat | None = None,
 ) -> HttpResponseBase:
     """For views outside the NinjaAPI: authenticate, then render refusals and
-    bugs as the API's own handlers would."""
+    bugs as the API's own handlers would (in the path's envelope unless `fmt` says)."""
+    fmt = error_format_for_path(request.path) if fmt is None else fmt
     try:
         request.auth = ctx = await ApiKeyAuth()(request)  # type: ignore[attr-defined]
         return await handle(ctx)

@@ -28,8 +28,9 @@ from gateway.kernel.errors import ApiFormat, GatewayError, error_body, error_res
 from gateway.kernel.requestid import request_id_for
 from proxy import dialects, pipeline
 from proxy.api import answer_in_envelope
+from proxy.apis.registry import error_format_for_path, spec_for, spec_for_path
 from proxy.catalog import current_catalog
-from proxy.dialects import ClientCall
+from proxy.dialects import ClientCall, Dialect
 from proxy.exchange import NOTES_HEADER
 from proxy.routing import Catalog, may_use
 from proxy.translate import Translated, TranslationError
@@ -48,15 +49,16 @@ async def _forward(request: HttpRequest, ctx: TenantContext, call: ClientCall) -
     )
 
 
-def _only(request: HttpRequest, methods: tuple[str, ...], fmt: ApiFormat = ApiFormat.OPENAI) -> HttpResponse | None:
-    """A 405 in the API's envelope for any other method."""
+def _only(request: HttpRequest, methods: tuple[str, ...], fmt: ApiFormat | None = None) -> HttpResponse | None:
+    """A 405 in the API's envelope (the path's, unless `fmt` says) for any other method."""
     if request.method in methods:
         return None
+    fmt = error_format_for_path(request.path) if fmt is None else fmt
     message = f"{request.method} is not allowed on {request.path}; use {' or '.join(methods)}."
     return error_response(GatewayError(405, "method_not_allowed", message, headers={"Allow": ", ".join(methods)}), fmt)
 
 
-def _post_only(request: HttpRequest, fmt: ApiFormat = ApiFormat.OLLAMA) -> HttpResponse | None:
+def _post_only(request: HttpRequest, fmt: ApiFormat | None = None) -> HttpResponse | None:
     return _only(request, ("POST",), fmt)
 
 
@@ -64,7 +66,7 @@ async def ollama_chat(request: HttpRequest) -> HttpResponseBase:
     if refused := _post_only(request):
         return refused
     return await answer_in_envelope(
-        request, ApiFormat.OLLAMA, lambda ctx: _forward(request, ctx, dialects.ollama_chat_call(request.body))
+        request, lambda ctx: _forward(request, ctx, spec_for(Dialect.OLLAMA_CHAT).parse_request(request))
     )
 
 
@@ -72,7 +74,7 @@ async def ollama_generate(request: HttpRequest) -> HttpResponseBase:
     if refused := _post_only(request):
         return refused
     return await answer_in_envelope(
-        request, ApiFormat.OLLAMA, lambda ctx: _forward(request, ctx, dialects.ollama_generate_call(request.body))
+        request, lambda ctx: _forward(request, ctx, spec_for(Dialect.OLLAMA_GENERATE).parse_request(request))
     )
 
 
@@ -88,11 +90,11 @@ async def ollama_tags_view(request: HttpRequest) -> HttpResponseBase:
         catalog = await current_catalog()
         return JsonResponse(ollama_tags(_usable(catalog, ctx), modified_at=timezone.now().isoformat()))
 
-    return await answer_in_envelope(request, ApiFormat.OLLAMA, tags)
+    return await answer_in_envelope(request, tags)
 
 
 async def ollama_ps_view(request: HttpRequest) -> HttpResponseBase:
-    if refused := _only(request, ("GET", "HEAD"), ApiFormat.OLLAMA):
+    if refused := _only(request, ("GET", "HEAD")):
         return refused
 
     async def ps(ctx: TenantContext) -> HttpResponseBase:
@@ -102,7 +104,7 @@ async def ollama_ps_view(request: HttpRequest) -> HttpResponseBase:
         expires_at = (timezone.now() + _OLLAMA_KEEP_ALIVE).isoformat()
         return JsonResponse(ollama_ps(_usable(catalog, ctx), expires_at=expires_at))
 
-    return await answer_in_envelope(request, ApiFormat.OLLAMA, ps)
+    return await answer_in_envelope(request, ps)
 
 
 async def ollama_show_view(request: HttpRequest) -> HttpResponseBase:
@@ -127,7 +129,7 @@ async def ollama_show_view(request: HttpRequest) -> HttpResponseBase:
         owner = found.plan.deployments[0].provider.name
         return JsonResponse(ollama_show(name, owner, modified_at=timezone.now().isoformat()))
 
-    return await answer_in_envelope(request, ApiFormat.OLLAMA, show)
+    return await answer_in_envelope(request, show)
 
 
 async def ollama_version(request: HttpRequest) -> JsonResponse:
@@ -181,7 +183,7 @@ async def _ollama_embeddings(
             answer[NOTES_HEADER] = "; ".join(translated.notes)
         return answer
 
-    return await answer_in_envelope(request, ApiFormat.OLLAMA, embed)
+    return await answer_in_envelope(request, embed)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
@@ -242,30 +244,20 @@ async def ollama_not_found(request: HttpRequest, rest: str = "") -> HttpResponse
         f"{request.path} is not served here: this gateway offers Ollama's "
         "chat, generate, embed, embeddings, tags, show, ps and version."
     )
-    return error_response(GatewayError(404, "not_found", message), ApiFormat.OLLAMA)
-
-
-_BY_OPERATION: dict[str, Callable[[HttpRequest], ClientCall]] = {
-    "chat/completions": lambda r: dialects.chat_call(r.body),
-    "embeddings": lambda r: dialects.embeddings_call(r.body),
-    "completions": lambda r: dialects.completions_call(r.body),
-    "responses": lambda r: dialects.responses_call(r.body),
-    "messages": lambda r: dialects.messages_call(r.body, r.headers, r.META.get("QUERY_STRING", "")),
-    "messages/count_tokens": lambda r: dialects.count_tokens_call(r.body, r.headers),
-}
+    return error_response(GatewayError(404, "not_found", message), error_format_for_path(request.path))
 
 
 async def provider_in_path(request: HttpRequest, provider: str, operation: str) -> HttpResponseBase:
-    parse = _BY_OPERATION.get(operation)
-    fmt = ApiFormat.ANTHROPIC if operation.startswith("messages") else ApiFormat.OPENAI
-    if parse is None:
+    path = f"/v1/{operation}"  # errors in the envelope of the API the operation names
+    spec, fmt = spec_for_path(path), error_format_for_path(path)
+    if spec is None or not spec.provider_in_path:
         return error_response(GatewayError(404, "not_found", f"Unknown operation '/v1/{operation}'."), fmt)
     if refused := _post_only(request, fmt):
         return refused
 
     async def handle(ctx: TenantContext) -> HttpResponseBase:
-        call = parse(request)
+        call = spec.parse_request(request)
         call = dataclasses.replace(call, body={**call.body, "model": f"{provider}/{call.body['model']}"})
         return await _forward(request, ctx, call)
 
-    return await answer_in_envelope(request, fmt, handle)
+    return await answer_in_envelope(request, handle, fmt=fmt)

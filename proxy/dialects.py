@@ -1,7 +1,9 @@
 """The APIs a client can call, and what the gateway checks before routing.
 
 A dialect is the wire format of one client-facing operation. Its value is
-the `endpoint` the ledger records. Parsing checks only what routing,
+the `endpoint` the ledger records; what else the gateway knows of it (its
+paths, error envelope, stream shape, translators) is its module's in
+proxy.apis, looked up with proxy.apis.registry.spec_for. Parsing checks only what routing,
 budgets and translation need; everything else is the upstream's to judge.
 """
 
@@ -12,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from gateway.kernel.errors import ApiFormat, GatewayError, invalid_request
+from gateway.kernel.errors import GatewayError, invalid_request
 
 MODEL_NAME_MAX = 200  # the ledger's column
 # orjson reads 1024 levels of nesting but writes only 254: a deeper body
@@ -35,14 +37,6 @@ class Dialect(enum.StrEnum):
     SPEECH = "audio.speech"
     IMAGES = "images.generations"
     IMAGE_EDITS = "images.edits"
-
-    @property
-    def error_format(self) -> ApiFormat:
-        if self in (Dialect.MESSAGES, Dialect.COUNT_TOKENS):
-            return ApiFormat.ANTHROPIC
-        if self in (Dialect.OLLAMA_CHAT, Dialect.OLLAMA_GENERATE):
-            return ApiFormat.OLLAMA
-        return ApiFormat.OPENAI
 
 
 @dataclass(frozen=True)

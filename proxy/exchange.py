@@ -13,76 +13,40 @@ What differs between wire protocols is the adapter's business
 """
 
 import logging
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from django.http.response import HttpResponseBase
-from django.utils import timezone
 
 from gateway.kernel.context import PriceSnapshot, RouteTarget, Usage
 from gateway.kernel.errors import GatewayError, invalid_request
+from proxy.apis.registry import spec_for
+from proxy.apis.spec import CHAT_STREAM, SSE, HubNames, StreamShape
 from proxy.dialects import ClientCall, Dialect
 from proxy.presets import preset_for
 from proxy.providers.base import HubAnswer, StreamObserver, UpstreamRequest
 from proxy.providers.registry import adapter_for
-from proxy.responses_state import ResponseKeeper, conversation_body, response_keeper
+from proxy.responses_state import ResponseKeeper, response_keeper
 
 # The translators (proxy.translate's modules) are imported where a request
-# needs one: a process whose clients and upstreams speak the same API never
-# loads them (0.7 MB of a server process's memory at start-up, measured).
-from proxy.translate import StreamTranslator, Translated, TranslationError
+# needs one (each client API's `client_side`, proxy.apis): a process whose
+# clients and upstreams speak the same API never loads them (0.7 MB of a
+# server process's memory at start-up, measured).
+from proxy.translate import StreamTranslator, TranslationError
 
 log = logging.getLogger(__name__)
 
-SSE = "text/event-stream"
-NDJSON = "application/x-ndjson"
 NOTES_HEADER = "x-gateway-translation-notes"
 _NOTES_MAX = 2000  # header bytes; proxies reject huge headers
-# Dialects an OpenAI-protocol provider may lack although its kind says it
-# serves them (a server behind kind `openai` without /responses): a 404
-# there is answered by translating to chat completions instead.
-_FALLBACK_DIALECTS = frozenset({Dialect.RESPONSES, Dialect.COMPLETIONS})
-# (provider name, base URL, dialect) whose native endpoint answered 404 and
+# A dialect an OpenAI-protocol provider may lack although its kind says it
+# serves it (a server behind kind `openai` without /responses; its spec's
+# `translated_when_missing`): a 404 there is answered by translating to chat
+# completions instead. (provider name, base URL, dialect) whose native endpoint answered 404 and
 # whose translation then answered: translated at once from then on. Per
 # process, and reset by a restart or a new base URL: a provider that later
 # gains the endpoint is used natively again then.
 _NATIVE_MISSING: set[tuple[str, str, Dialect]] = set()
-
-
-def _sse_data(event: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(event) + b"\n\n"
-
-
-def _sse_named(event: dict[str, Any]) -> bytes:
-    return b"event: " + str(event.get("type", "message")).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
-
-
-def _ndjson(event: dict[str, Any]) -> bytes:
-    return orjson.dumps(event) + b"\n"
-
-
-@dataclass(frozen=True)
-class StreamShape:
-    """How the client's dialect writes a stream."""
-
-    encode: Callable[[dict[str, Any]], bytes]
-    end: bytes = b""
-    content_type: str = SSE
-
-
-_CHAT_STREAM = StreamShape(_sse_data, b"data: [DONE]\n\n")
-_SHAPES = {
-    Dialect.CHAT: _CHAT_STREAM,
-    Dialect.COMPLETIONS: _CHAT_STREAM,
-    Dialect.MESSAGES: StreamShape(_sse_named),
-    Dialect.RESPONSES: StreamShape(_sse_named),
-    Dialect.OLLAMA_CHAT: StreamShape(_ndjson, content_type=NDJSON),
-    Dialect.OLLAMA_GENERATE: StreamShape(_ndjson, content_type=NDJSON),
-}
 
 
 @dataclass
@@ -93,7 +57,7 @@ class Exchange:
     # None: the upstream's answer passes through as it is
     answer_json: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     translators: list[StreamTranslator] | None = None
-    shape: StreamShape = _CHAT_STREAM
+    shape: StreamShape = CHAT_STREAM
     notes: list[str] = field(default_factory=list)
     # A translated Responses answer to store once complete (proxy.responses_state).
     keeper: ResponseKeeper | None = None
@@ -147,7 +111,7 @@ def native_fallback(call: ClientCall, target: RouteTarget) -> Exchange | None:
     when there is nothing to fall back to (already translated, a dialect
     every such provider serves, or an Anthropic provider)."""
     if (
-        call.dialect not in _FALLBACK_DIALECTS
+        not spec_for(call.dialect).translated_when_missing
         or call.dialect not in native_dialects(target.provider.kind)
         or _missing_key(call, target) in _NATIVE_MISSING
     ):
@@ -171,17 +135,15 @@ def _missing_key(call: ClientCall, target: RouteTarget) -> tuple[str, str, Diale
 
 
 def _fallback_note(call: ClientCall, target: RouteTarget) -> str:
-    path = "/responses" if call.dialect is Dialect.RESPONSES else "/completions"
+    path = spec_for(call.dialect).paths[0].removeprefix("/v1")
     return f"translated: provider {target.provider.name} has no {path}, sent as chat completions"
 
 
 def _native(call: ClientCall, target: RouteTarget) -> Exchange:
-    provider = target.provider
-    body = call.body
-    if call.dialect is Dialect.RESPONSES:  # the stored conversation, for an id the gateway resolved
-        body = conversation_body(call, native=True)
+    provider, spec = target.provider, spec_for(call.dialect)
+    body = call.body if spec.native_body is None else spec.native_body(call)
     native = adapter_for(provider.kind).native_request(call, provider, target.upstream_model, body)
-    shape = _SHAPES.get(call.dialect, _CHAT_STREAM)  # embeddings and count_tokens never stream
+    shape = spec.stream or CHAT_STREAM  # embeddings and count_tokens never stream
     return Exchange(native.request, native.observer, native.usage_from_json, shape=shape)
 
 
@@ -220,15 +182,13 @@ def _media_observer(call: ClientCall) -> StreamObserver | None:
 
 
 def _translated(call: ClientCall, target: RouteTarget) -> Exchange:
-    provider, model = target.provider, target.upstream_model
-    if call.dialect in (Dialect.EMBEDDINGS, Dialect.COUNT_TOKENS):  # count_tokens is answered before routing
+    provider, model, spec = target.provider, target.upstream_model, spec_for(call.dialect)
+    if spec.client_side is None:  # embeddings; count_tokens is answered before routing
         raise _unsupported(call, target)
-    names = _Names.new(target)
-    to_hub, from_hub_json, from_hub_stream = _client_side(call, names)
+    names = HubNames.new(target)
+    to_hub, from_hub_json, from_hub_stream = spec.client_side(call, names)
     hub = to_hub(call.body, upstream_model=model)
-    answer = HubAnswer(
-        names.public_model, names.completion_id, names.created, usage_chunk=call.dialect is not Dialect.CHAT
-    )
+    answer = HubAnswer(names.public_model, names.completion_id, names.created, usage_chunk=spec.hub_usage_chunk)
     wire = adapter_for(provider.kind).hub_request(provider, model, hub.body, call.stream, answer)
     notes = [*hub.notes, *wire.notes]
     translators: list[StreamTranslator] = []
@@ -250,7 +210,7 @@ def _translated(call: ClientCall, target: RouteTarget) -> Exchange:
         wire.usage_from_json,
         answer_json,
         translators if call.stream else None,
-        _SHAPES[call.dialect],
+        spec.stream or CHAT_STREAM,
         notes,
         keeper,
     )
@@ -260,97 +220,3 @@ def _unsupported(call: ClientCall, target: RouteTarget) -> GatewayError:
     return GatewayError(
         400, "unsupported_endpoint", f"The provider of '{target.public_model}' does not offer {call.dialect.value}."
     )
-
-
-def _wants_usage(body: dict[str, Any]) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
-
-
-@dataclass(frozen=True)
-class _Names:
-    """Identifiers a translated answer carries (the upstream's own do not fit)."""
-
-    public_model: str
-    completion_id: str
-    created: int
-    created_at: str  # ISO 8601, for Ollama
-
-    @classmethod
-    def new(cls, target: RouteTarget) -> "_Names":
-        return cls(
-            public_model=target.public_model,  # the name the client asked for
-            completion_id=uuid.uuid4().hex,
-            created=int(time.time()),
-            created_at=timezone.now().isoformat().replace("+00:00", "Z"),
-        )
-
-
-ToHub = Callable[..., Translated]
-FromHubJson = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def _client_side(call: ClientCall, names: _Names) -> tuple[ToHub, FromHubJson, Callable[[], StreamTranslator] | None]:
-    """The client dialect's translators to and from the hub."""
-    model, body = names.public_model, call.body
-    started = time.perf_counter_ns()
-    match call.dialect:
-        case Dialect.CHAT:
-            return (
-                lambda body, upstream_model: Translated({**body, "model": upstream_model}),
-                lambda data: {**data, "model": model},
-                None,
-            )
-        case Dialect.MESSAGES:
-            from proxy.translate import messages_to_chat
-
-            message_id = "msg_" + names.completion_id
-            estimate = messages_to_chat.count_tokens_estimate(body)
-            return (
-                messages_to_chat.messages_request_to_chat,
-                lambda data: messages_to_chat.chat_response_to_message(data, model=model),
-                lambda: messages_to_chat.ChatToMessagesStream(
-                    model=model, message_id=message_id, input_tokens_estimate=estimate
-                ),
-            )
-        case Dialect.RESPONSES:
-            from proxy.translate import responses
-
-            response_id = "resp_" + names.completion_id
-            return (
-                # With the stored conversation in place of previous_response_id.
-                lambda body, upstream_model: responses.responses_request_to_chat(
-                    conversation_body(call, native=False), upstream_model=upstream_model
-                ),
-                lambda data: responses.chat_response_to_responses(
-                    data, model=model, response_id=response_id, created_at=names.created, request=body
-                ),
-                lambda: responses.ChatToResponsesStream(
-                    model=model, response_id=response_id, created_at=names.created, request=body
-                ),
-            )
-        case Dialect.COMPLETIONS:
-            from proxy.translate import completions
-
-            completion_id = "cmpl-" + names.completion_id
-            return (
-                completions.completions_request_to_chat,
-                lambda data: completions.chat_response_to_completion(data, model=model),
-                lambda: completions.ChatToCompletionsStream(
-                    model=model, completion_id=completion_id, created=names.created, include_usage=_wants_usage(body)
-                ),
-            )
-        case Dialect.OLLAMA_CHAT | Dialect.OLLAMA_GENERATE:
-            from proxy.translate import ollama
-
-            generate = call.dialect is Dialect.OLLAMA_GENERATE
-            to_hub = ollama.ollama_generate_request_to_chat if generate else ollama.ollama_chat_request_to_chat
-            from_json = ollama.chat_response_to_ollama_generate if generate else ollama.chat_response_to_ollama_chat
-            return (
-                to_hub,
-                lambda data: from_json(
-                    data, model=model, created_at=names.created_at, duration_ns=time.perf_counter_ns() - started
-                ),
-                lambda: ollama.ChatToOllamaStream(model=model, generate=generate, created_at=names.created_at),
-            )
-    raise AssertionError(f"no translation for {call.dialect}")

@@ -24,6 +24,7 @@ from django.http.response import HttpResponseBase
 
 from gateway.kernel.context import ProviderConfig, RoutePlan, RouteTarget, TenantContext
 from gateway.kernel.errors import ApiFormat, GatewayError, error_response
+from proxy.apis.registry import spec_for
 from proxy.breaker import breaker, state_reported, target_key
 from proxy.caching import (
     CacheFill,
@@ -207,7 +208,7 @@ class Attempts:
         except BaseException:
             capacity_settle(grant, -1)  # refused before anything was sent: its room back
             raise
-        fmt = call.dialect.error_format
+        fmt = spec_for(call.dialect).error_format
         recorder = UsageRecorder(
             ctx=ctx,
             target=target,
@@ -477,7 +478,7 @@ async def _not_a_stream(response: aiohttp.ClientResponse, recorder: UsageRecorde
             f"The provider '{provider.name}' answered a streamed request with {kind} instead of server-sent events.",
         )
     recorder.finish(status=error.status, error_code=error.code)
-    out = HttpResponse(error.body(fmt), status=error.status, content_type="application/json")
+    out = error_response(error, fmt)
     _copy_headers(response, out)
     return out
 
@@ -522,7 +523,7 @@ async def _upstream_error(
     elif status == 529 and fmt is not ApiFormat.ANTHROPIC:
         status = 503  # Anthropic's own "overloaded": other APIs' clients know 503
     error = GatewayError(status, code, message, param=param)
-    out = HttpResponse(error.body(fmt), status=status, content_type="application/json")
+    out = error_response(error, fmt)
     _copy_headers(response, out)
     return out, code
 

@@ -41,6 +41,7 @@ from gateway.kernel.context import PREPARED_SCOPE_KEY, RoutePlan, TenantContext
 from gateway.kernel.errors import GatewayError
 from gateway.kernel.requestid import request_id_for
 from proxy import telemetry
+from proxy.apis.registry import spec_for
 from proxy.augment import AUGMENTED_HEADER, Augmented, augment
 from proxy.caching import (
     HitAnswer,
@@ -63,9 +64,6 @@ from proxy.semantic import semantic_probe
 from proxy.tracing import trace_start
 from proxy.usage import worst_case
 
-# Only answers in OpenAI's chat and embeddings shapes are cached (the cache
-# replays them as JSON or as a stream, whichever the client asks).
-CACHEABLE = frozenset({Dialect.CHAT, Dialect.EMBEDDINGS})
 ESTIMATE_HEADER = "x-gateway-token-count"
 
 
@@ -164,7 +162,7 @@ async def handle(p: Prepared, *, force_cache: bool = False) -> HttpResponseBase:
     admission = await (admit if span is None else span.step("admit", admit))
     fill = None
     try:
-        lookup = _cache(p, forced=force_cache) if p.call.dialect in CACHEABLE else None
+        lookup = _cache(p, forced=force_cache) if spec_for(p.call.dialect).cacheable else None
         cache = None if lookup is None else await (lookup if span is None else span.step("cache", lookup))
         if cache is not None and cache.entry is not None:
             response = cache_hit_response(_hit(p, cache.entry, similarity=cache.similarity))
@@ -204,7 +202,7 @@ async def hit_only(p: Prepared) -> HitAnswer | None:
     when there is no hit: look up, then admit under the rate limits (a
     refusal raises, as in handle()). A miss is remembered on `p`."""
     policy = cache_lookup_policy(p.ctx, cache_control=p.cache_control)
-    if p.call.dialect not in CACHEABLE or policy is None:
+    if not spec_for(p.call.dialect).cacheable or policy is None:
         return None
     peek = cache_peek(p.ctx, p.plan.deployments[0], p.call.body, endpoint=p.call.dialect.value, policy=policy)
     entry, p.cache_key = await (peek if p.span is None else p.span.step("cache", peek))

@@ -66,7 +66,7 @@ def _shutdown_check() -> None:
 
 def _shutdown_event(fmt: ApiFormat) -> bytes:
     message = "The gateway is restarting and cut this stream; send the request again."
-    return stream_error_event(fmt, GatewayError(503, SHUTDOWN, message, retryable=True))
+    return GatewayError(503, SHUTDOWN, message, retryable=True).event(fmt)
 
 
 async def relay_stream(
@@ -110,7 +110,7 @@ async def relay_stream(
             error_code = INCOMPLETE
             provider = recorder.target.provider.name
             error = GatewayError(502, error_code, f"The stream from '{provider}' ended before its end marker.")
-            yield _traced(recorder, (tail + b"\n\n" if tail.strip() else b"") + stream_error_event(fmt, error))
+            yield _traced(recorder, (tail + b"\n\n" if tail.strip() else b"") + error.event(fmt))
         elif tail.strip():
             yield _traced(recorder, tail)
         completed = True
@@ -121,16 +121,16 @@ async def relay_stream(
         yield _traced(recorder, held + encoded(recorder.endpoint, closing_events(recorder.endpoint, cap, cut)))
     except UpstreamTooLargeError as too_big:
         error_code = too_big.code
-        yield _traced(recorder, stream_error_event(fmt, too_big))
+        yield _traced(recorder, too_big.event(fmt))
     except _ShutdownCutError:
         error_code = SHUTDOWN
         yield _traced(recorder, _shutdown_event(fmt))
     except _BROKEN_OFF as exc:
         error_code = INTERRUPTED
-        yield _traced(recorder, stream_error_event(fmt, broken_off(exc, recorder)))
+        yield _traced(recorder, broken_off(exc, recorder).event(fmt))
     except GuardrailBlockedError as blocked:  # an output guardrail's block: the match never leaves
         error_code = blocked.code
-        yield _traced(recorder, stream_error_event(fmt, blocked))
+        yield _traced(recorder, blocked.event(fmt))
     finally:
         stream_ended(response, recorder, completed, error_code, usage=cut)
 
@@ -203,23 +203,23 @@ async def translate_stream(
         yield _traced(recorder, _encoded(closing, exchange, recorder, end=True))
     except UpstreamTooLargeError as too_big:
         error_code = too_big.code
-        yield _traced(recorder, stream_error_event(fmt, too_big))
+        yield _traced(recorder, too_big.event(fmt))
     except _ShutdownCutError:
         error_code = SHUTDOWN
         yield _traced(recorder, _shutdown_event(fmt))
     except _BROKEN_OFF as exc:
         error_code = INTERRUPTED
-        yield _traced(recorder, stream_error_event(fmt, broken_off(exc, recorder)))
+        yield _traced(recorder, broken_off(exc, recorder).event(fmt))
     except GuardrailBlockedError as blocked:  # an output guardrail's block: the match never leaves
         error_code = blocked.code
-        yield _traced(recorder, stream_error_event(fmt, blocked))
+        yield _traced(recorder, blocked.event(fmt))
     except Exception:  # an upstream event no translator expected: end the stream in the client's terms
         log.warning("a stream from %s could not be translated", recorder.target.provider.name, exc_info=True)
         error_code = "upstream_bad_response"
         error = GatewayError(
             502, error_code, f"The stream from '{recorder.target.provider.name}' could not be translated."
         )
-        yield _traced(recorder, stream_error_event(fmt, error))
+        yield _traced(recorder, error.event(fmt))
     finally:
         stream_ended(response, recorder, completed, error_code, usage=cut)
     if completed:
@@ -403,12 +403,3 @@ class RelayResponse(RecordedStreamingResponse):
 def _keep(event: bytes, observer: StreamObserver) -> bool:
     data = event_data(event)
     return data is None or observer.observe(data)
-
-
-def stream_error_event(fmt: ApiFormat, error: GatewayError) -> bytes:
-    """An error after the first byte can only travel inside the stream."""
-    if fmt is ApiFormat.ANTHROPIC:
-        return b"event: error\ndata: " + error.body(fmt) + b"\n\n"
-    if fmt is ApiFormat.OLLAMA:
-        return error.body(fmt) + b"\n"
-    return b"data: " + error.body(fmt) + b"\n\n"

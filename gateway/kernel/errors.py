@@ -28,20 +28,13 @@ _TYPE_BY_STATUS = {
 
 
 class ApiFormat(enum.Enum):
+    """An error envelope. Which one a request's errors take is its API's to
+    say (proxy.apis.registry: by dialect, or by path before the body is
+    parsed); how each is written is said here, and only here."""
+
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
     OLLAMA = "ollama"  # {"error": "message"}, as Ollama answers
-
-    @classmethod
-    def for_path(cls, path: str) -> "ApiFormat":
-        if path.startswith("/v1/messages"):
-            return cls.ANTHROPIC
-        if path.startswith(OLLAMA_PATH_PREFIX):
-            return cls.OLLAMA
-        return cls.OPENAI
-
-
-OLLAMA_PATH_PREFIX = "/api/"
 
 
 def error_type(status: int) -> str:
@@ -55,6 +48,16 @@ def error_body(fmt: ApiFormat, *, status: int, code: str, message: str, param: s
     if fmt is ApiFormat.OLLAMA:
         return orjson.dumps({"error": message, "code": code})
     return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
+
+
+def error_event(fmt: ApiFormat, body: bytes) -> bytes:
+    """An error body as a stream event: after the first byte an error can
+    only travel inside the stream."""
+    if fmt is ApiFormat.ANTHROPIC:
+        return b"event: error\ndata: " + body + b"\n\n"
+    if fmt is ApiFormat.OLLAMA:
+        return body + b"\n"
+    return b"data: " + body + b"\n\n"
 
 
 class GatewayError(Exception):
@@ -83,6 +86,9 @@ class GatewayError(Exception):
 
     def body(self, fmt: ApiFormat) -> bytes:
         return error_body(fmt, status=self.status, code=self.code, message=self.message, param=self.param)
+
+    def event(self, fmt: ApiFormat) -> bytes:
+        return error_event(fmt, self.body(fmt))
 
 
 def error_response(error: GatewayError, fmt: ApiFormat) -> HttpResponse:

@@ -8,6 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from gateway.kernel.context import ProviderConfig, RouteTarget
+from proxy.apis.registry import spec_for
 from proxy.dialects import Dialect, chat_call, messages_call, responses_call
 from proxy.exchange import exchange_for, native_dialects
 from proxy.models import Provider
@@ -117,7 +118,7 @@ def test_translation_notes_are_header_safe() -> None:
     exchange = exchange_for(messages_call(orjson.dumps(body), {}), target("openai"))
     header = exchange.notes_header()
     assert header and all(" " <= c <= "~" for c in header)
-    assert Dialect.MESSAGES.error_format.value == "anthropic"
+    assert spec_for(Dialect.MESSAGES).error_format.value == "anthropic"
 
 
 def test_a_request_shape_no_translator_expected_is_the_clients_400_not_a_500() -> None:

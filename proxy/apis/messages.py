@@ -1,0 +1,38 @@
+"""Anthropic's Messages API and its token counter: errors in Anthropic's envelope."""
+
+from gateway.kernel.errors import ApiFormat
+from proxy import dialects
+from proxy.apis.spec import ClientSide, DialectSpec, HubNames, StreamShape, sse_named
+from proxy.dialects import ClientCall, Dialect
+
+
+def _client_side(call: ClientCall, names: HubNames) -> ClientSide:
+    from proxy.translate import messages_to_chat
+
+    model = names.public_model
+    message_id = "msg_" + names.completion_id
+    estimate = messages_to_chat.count_tokens_estimate(call.body)
+    return ClientSide(
+        messages_to_chat.messages_request_to_chat,
+        lambda data: messages_to_chat.chat_response_to_message(data, model=model),
+        lambda: messages_to_chat.ChatToMessagesStream(
+            model=model, message_id=message_id, input_tokens_estimate=estimate
+        ),
+    )
+
+
+MESSAGES = DialectSpec(
+    Dialect.MESSAGES,
+    ("/v1/messages",),
+    lambda raw, headers, query: dialects.messages_call(raw, headers, query),
+    error_format=ApiFormat.ANTHROPIC,
+    stream=StreamShape(sse_named),
+    client_side=_client_side,
+)
+# Counted by Anthropic upstreams, estimated before routing for the others (proxy.pipeline).
+COUNT_TOKENS = DialectSpec(
+    Dialect.COUNT_TOKENS,
+    ("/v1/messages/count_tokens",),
+    lambda raw, headers, query: dialects.count_tokens_call(raw, headers),
+    error_format=ApiFormat.ANTHROPIC,
+)

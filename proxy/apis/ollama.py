@@ -1,0 +1,51 @@
+"""Ollama's chat and generate, for local tools: NDJSON streams, `{"error": ...}` errors.
+
+Ollama's other routes (/api/tags, /api/embed, ...) are proxy.compat's; every
+/api/ path answers errors in Ollama's envelope.
+"""
+
+import time
+
+from gateway.kernel.errors import ApiFormat
+from proxy import dialects
+from proxy.apis.spec import NDJSON, ClientSide, DialectSpec, HubNames, StreamShape, ndjson
+from proxy.dialects import ClientCall, Dialect
+
+OLLAMA_PREFIX = "/api/"
+_STREAM = StreamShape(ndjson, content_type=NDJSON)
+
+
+def _client_side(call: ClientCall, names: HubNames) -> ClientSide:
+    from proxy.translate import ollama
+
+    model, started = names.public_model, time.perf_counter_ns()
+    generate = call.dialect is Dialect.OLLAMA_GENERATE
+    to_hub = ollama.ollama_generate_request_to_chat if generate else ollama.ollama_chat_request_to_chat
+    from_json = ollama.chat_response_to_ollama_generate if generate else ollama.chat_response_to_ollama_chat
+    return ClientSide(
+        to_hub,
+        lambda data: from_json(
+            data, model=model, created_at=names.created_at, duration_ns=time.perf_counter_ns() - started
+        ),
+        lambda: ollama.ChatToOllamaStream(model=model, generate=generate, created_at=names.created_at),
+    )
+
+
+OLLAMA_CHAT = DialectSpec(
+    Dialect.OLLAMA_CHAT,
+    ("/api/chat",),
+    lambda raw, headers, query: dialects.ollama_chat_call(raw),
+    error_format=ApiFormat.OLLAMA,
+    stream=_STREAM,
+    client_side=_client_side,
+    provider_in_path=False,
+)
+OLLAMA_GENERATE = DialectSpec(
+    Dialect.OLLAMA_GENERATE,
+    ("/api/generate",),
+    lambda raw, headers, query: dialects.ollama_generate_call(raw),
+    error_format=ApiFormat.OLLAMA,
+    stream=_STREAM,
+    client_side=_client_side,
+    provider_in_path=False,
+)
