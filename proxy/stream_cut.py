@@ -25,6 +25,9 @@ from billing.guard import Reservation
 from billing.pricing import TOKENS_PER_MTOK, audio_rates, cost_nanos
 from gateway.kernel.context import PriceSnapshot, Usage
 from gateway.kernel.sse import event_data
+from proxy.apis.registry import spec_for
+from proxy.apis.spec import CHAT_STREAM
+from proxy.dialects import Dialect
 from proxy.providers.anthropic import AnthropicStreamObserver
 from proxy.providers.base import StreamObserver
 from proxy.providers.openai import ResponsesStreamObserver
@@ -153,11 +156,10 @@ def closing_events(dialect: str, cap: OutputCap, usage: Usage) -> list[dict[str,
 
 
 def encoded(dialect: str, events: list[dict[str, Any]]) -> bytes:
-    """Server-sent events as `dialect` writes them (a chat or completions
-    stream ends with [DONE])."""
-    if dialect in ("messages", "responses"):
-        return b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events)
-    return b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    """Server-sent events as `dialect` writes them, and its stream's end (a
+    chat or completions stream ends with [DONE])."""
+    shape = spec_for(Dialect(dialect)).stream or CHAT_STREAM
+    return b"".join(map(shape.encode, events)) + shape.end
 
 
 def answer_overran(reservation: Reservation | None, price: PriceSnapshot | None, usage: Usage | None) -> bool:

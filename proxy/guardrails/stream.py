@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 
 from gateway.kernel.sse import event_data
+from proxy.apis.registry import spec_for
+from proxy.apis.spec import CHAT_STREAM
 from proxy.dialects import Dialect
 from proxy.guardrails.rules import Hit, Scanner, redacted
 from proxy.guardrails.texts import ALL, stream_echoes, stream_ends, stream_texts
@@ -70,6 +72,7 @@ class StreamGuard:
 
     def __init__(self, dialect: Dialect, scanner: Scanner, settle: Settle) -> None:
         self.dialect = dialect
+        self.shape = spec_for(dialect).stream or CHAT_STREAM  # as the client's API writes a stream
         self.scanner = scanner
         self.settle = settle
         self.channels: dict[Hashable, HeldText] = {}
@@ -157,9 +160,4 @@ class StreamGuard:
         return [self.encode(e) for e in self.close()]
 
     def encode(self, event: dict[str, Any]) -> bytes:
-        data = orjson.dumps(event)
-        if self.dialect in (Dialect.MESSAGES, Dialect.RESPONSES):
-            return b"event: " + str(event.get("type", "message")).encode() + b"\ndata: " + data + b"\n\n"
-        if self.dialect in (Dialect.OLLAMA_CHAT, Dialect.OLLAMA_GENERATE):
-            return data + b"\n"
-        return b"data: " + data + b"\n\n"
+        return self.shape.encode(event)
