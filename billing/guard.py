@@ -65,6 +65,7 @@ class Reservation:
     amount: int
     settled: bool = field(default=False)
     id: str = ""  # with Redis: the lease in each counter's reservations
+    lease: Any = None  # made from a process's slice (proxy.leases.Lease), which settles it
 
 
 _COUNTER_GRACE_SECONDS = 2 * 86400  # keep a period's Redis counter a while after it ends
@@ -188,8 +189,11 @@ local function arg() ai = ai + 1 return ARGV[ai] end
 
 # Pending writes, one key each: 's' settles a reservation (its id, the
 # actual cost): released if its lease has not ended already, and the cost
-# added to what is spent; 'r' releases a request's in-flight slot; 'a' adds
-# a delta to a tokens-per-minute counter (the real count less the estimate).
+# added to what is spent; 'c' takes from a slice held (proxy.leases): its
+# held amount lowered (released when nothing is left) and a cost added to
+# what is spent; 'r' releases a request's in-flight slot; 'a' adds a delta
+# to a per-minute counter (tokens: the real count less the estimate; a
+# slice's unused part given back).
 LUA_WRITES = """
 for _ = 1, tonumber(arg()) do
   local kind, k = arg(), key()
@@ -200,6 +204,20 @@ for _ = 1, tonumber(arg()) do
       redis.call('DECRBY', k .. ':heldsum', amount)
       redis.call('HDEL', k .. ':amounts', id)
       redis.call('ZREM', k .. ':held', id)
+    end
+    if actual ~= 0 and redis.call('EXISTS', k) == 1 then redis.call('INCRBY', k, actual) end
+  elseif kind == 'c' then
+    local id, cut, actual = arg(), tonumber(arg()), tonumber(arg())
+    local amount = tonumber(redis.call('HGET', k .. ':amounts', id) or '0')
+    if amount > 0 then  -- else its lease ended already (Redis's clock): nothing held to lower
+      cut = math.min(cut, amount)
+      redis.call('DECRBY', k .. ':heldsum', cut)
+      if cut == amount then
+        redis.call('HDEL', k .. ':amounts', id)
+        redis.call('ZREM', k .. ':held', id)
+      else
+        redis.call('HINCRBY', k .. ':amounts', id, -cut)
+      end
     end
     if actual ~= 0 and redis.call('EXISTS', k) == 1 then redis.call('INCRBY', k, actual) end
   elseif kind == 'r' then
@@ -381,6 +399,10 @@ class RedisWrites:
     def release(self, key: str, slot: str) -> None:
         self._ops.append(("r", key, (slot,)))
 
+    def consume(self, key: str, lease_id: str, cut: int, actual: int) -> None:
+        """Lower a slice's held amount by `cut` and add `actual` to what is spent."""
+        self._ops.append(("c", key, (lease_id, cut, actual)))
+
     def adjust(self, key: str, delta: int) -> None:
         self._adjust[key] = self._adjust.get(key, 0) + delta
 
@@ -495,6 +517,9 @@ class RedisSpendGuard:
     def _client(self) -> Any:
         return redis_client_for(self.url)
 
+    def counter_key(self, cap: SpendCap) -> str:
+        return self._key(cap)
+
     def _key(self, cap: SpendCap) -> str:
         # "spent", not the earlier "spend" counters, which held spent and reserved in one number.
         return redis_key("spent", cap.key)
@@ -541,6 +566,9 @@ class RedisSpendGuard:
         if reservation.settled:
             return
         reservation.settled = True
+        if reservation.lease is not None:  # taken from the process's slice: the slice settles it
+            reservation.lease.settle(reservation, actual)
+            return
         self._held.pop(reservation.id, None)  # no longer renewed: if the settlement is lost, the lease ends it
         for cap in reservation.caps:
             self.writes.settle(self._key(cap), reservation.id, actual)
@@ -551,8 +579,19 @@ class RedisSpendGuard:
             self._renewer.cancel()
         await self.writes.wait()
 
+    def lease_ms(self) -> int:
+        return self._lease_ms()
+
     def _lease_ms(self) -> int:
         return max(int(settings.BILLING_RESERVATION_LEASE_SECONDS * 1000), 100)
+
+    def hold(self, lease_id: str, keys: tuple[str, ...]) -> None:
+        """Renew a slice (proxy.leases) in these counters until `unhold`."""
+        self._held[lease_id] = keys
+        self._renew_start()
+
+    def unhold(self, lease_id: str) -> None:
+        self._held.pop(lease_id, None)
 
     def _renew_start(self) -> None:
         if self._renewer is None or self._renewer.done():

@@ -149,6 +149,10 @@ BILLING_RESERVATION_LEASE_SECONDS = env.float("BILLING_RESERVATION_LEASE_SECONDS
 # script call; when none comes within this long, one call sends them all.
 # Until then the finished request still counts (in other processes' eyes).
 BILLING_SETTLE_FLUSH_SECONDS = env.float("BILLING_SETTLE_FLUSH_SECONDS", default=0.05)
+# With Redis, a busy key's process takes a slice of its rate-limit windows,
+# in-flight slots and budgets for this long and admits from it locally
+# (proxy.leases); 0: every request asks Redis.
+BILLING_LEASE_SECONDS = env.float("BILLING_LEASE_SECONDS", default=1.0)
 PROXY_RATELIMIT_ON_BACKEND_FAILURE = env.str("PROXY_RATELIMIT_ON_BACKEND_FAILURE", default="closed")
 BILLING_ON_BACKEND_FAILURE = env.str("BILLING_ON_BACKEND_FAILURE", default="closed")
 CACHES = {

@@ -12,7 +12,9 @@ the event loop); with REDIS_URL a Lua script does it atomically across
 processes, in the one call a request makes to Redis: the same script
 carries the process's pending writes (earlier requests' releases and
 settlements) and reserves the request's worst case against its budgets
-(billing.guard). A refusal is a 429 with code `rate_limited`, `Retry-After` and
+(billing.guard). A key busy in this process takes a slice of its limits in
+that call and admits the requests that follow from it with no call at all
+(proxy.leases). A refusal is a 429 with code `rate_limited`, `Retry-After` and
 `x-ratelimit-*` headers, which successful responses carry too.
 """
 
@@ -35,6 +37,7 @@ from billing.guard import (
     LuaScript,
     RedisSpendGuard,
     RedisWrites,
+    Reservation,
     SpendCap,
     reserved_ahead,
     script_call,
@@ -43,6 +46,7 @@ from billing.guard import (
 from gateway.kernel.context import RateLimits, TenantContext
 from gateway.kernel.errors import GatewayError, backend_unavailable
 from gateway.kernel.redis import redis_client, redis_failed, redis_key
+from proxy.leases import LUA_LEASE, Lease, Lookup, RequestRate, lease_ends, lease_seconds, lease_section, lease_timer
 
 log = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
@@ -68,6 +72,7 @@ class Admission:
     released: bool = False
     slot: str = ""  # with Redis: this request's lease in each in-flight set
     ahead: Ahead | None = None  # with Redis: the reservation made in the same call
+    lease: Lease | None = None  # with Redis: admitted from this process's slice, no call
 
 
 def counters_for(ctx: TenantContext, *, tokens: int, now: float) -> tuple[Counter, ...]:
@@ -199,20 +204,23 @@ local function admit()
 end
 """
 
-# One call per request: the writes pending, the rate limits, and (when the
-# request has a budget or credit to reserve against) the reservation.
+# One call per request: the writes pending, the rate limits, (when the
+# request has a budget or credit to reserve against) the reservation, and
+# (when the key is busy here) a slice for the requests that follow.
 # Returns {0, reservation refused (0 or the cap's index), its spent + held,
-# counts...} when admitted, or {index, count} of the first counter without room.
+# requests' worth of slice granted, counts...} when admitted, or {index,
+# count} of the first counter without room.
 _ADMIT_AND_RESERVE = (
     LUA_PRELUDE
     + LUA_WRITES
     + LUA_RESERVE
     + LUA_ADMIT
+    + LUA_LEASE
     + """
 local refused, used = admit()
 if refused ~= 0 then return {refused, used[1]} end
 local cap, held = reserve()
-local out = {0, cap, held}
+local out = {0, cap, held, lease(cap == 0)}
 for _, value in ipairs(used) do out[#out + 1] = value end
 return out
 """
@@ -241,23 +249,58 @@ class RedisRateLimiter:
         self.writes = guard.writes if guard is not None else RedisWrites(settings.REDIS_URL)
         self._held: dict[str, tuple[str, ...]] = {}  # slot -> its in-flight sets, while the request lives
         self._renewer: asyncio.Task[None] | None = None
+        self._leases: dict[Lookup, Lease] = {}  # the slice each lookup admits from now
+        self._asking: dict[Lookup, asyncio.Future[None]] = {}  # one slice asked at a time per lookup
+        self._rate = RequestRate()
 
-    async def admit(self, counters: tuple[Counter, ...], now: float, spend: Spend | None = None) -> Admission:
+    async def admit(
+        self, counters: tuple[Counter, ...], now: float, spend: Spend | None = None, *, lease: bool = False
+    ) -> Admission:
         """Admit under `counters`; with `spend` (caps, amount), reserve it in
         the same call for the request's first attempt (billing.guard.Ahead).
         A reservation without room does not refuse here: the request may be
-        a cache hit, which costs nothing."""
+        a cache hit, which costs nothing. `lease`: from this process's slice
+        when it has room (no call), and ask for one when the key is busy."""
+        if self.guard is None:
+            spend = None
+        lookup: Lookup | None = None
+        wanted = 0
+        if lease and lease_seconds() > 0:
+            lookup = (tuple(c.name for c in counters), () if spend is None else tuple(c.key for c in spend[0]))
+            wanted = self._rate.wanted(lookup, time.monotonic())
+            asked = self._asking.get(lookup)
+            if asked is not None:  # a slice is on its way: the same wait as a call of its own, likely none after
+                await asyncio.shield(asked)
+            current = self._leases.get(lookup)
+            if current is not None:
+                if current.fits(counters, None if spend is None else spend[1], now):
+                    return self._from_lease(current, counters, spend, now)
+                if now >= current.ends_at:
+                    current.end()
         slot = uuid.uuid4().hex
         keys, args = self.writes.take()
         args += [len(counters), slot, self._lease_ms()]
-        for counter in counters:
-            keys.append(_redis_name(counter))
+        names = [_redis_name(c) for c in counters]
+        for counter, name in zip(counters, names, strict=True):
+            keys.append(name)
             args += [counter.limit, counter.amount, counter.ttl, 1 if counter.kind == "parallel" else 0]
         reservation_id = ""
+        cap_keys: list[str] = []
         if spend is not None and self.guard is not None:
             reservation_id, cap_keys, cap_args = self.guard.reserve_section(*spend)
             keys += cap_keys
             args += cap_args
+        else:
+            args.append(0)
+        lease_id = ""
+        if lookup is not None and wanted >= 2 and lookup not in self._asking:
+            spend_ms = self.guard.lease_ms() if self.guard is not None else 0
+            lease_id, lease_keys, lease_args = lease_section(
+                counters, names, spend, cap_keys, wanted, self._lease_ms(), spend_ms
+            )
+            keys += lease_keys
+            args += lease_args
+            self._asking[lookup] = asyncio.get_running_loop().create_future()
         else:
             args.append(0)
         try:
@@ -270,18 +313,96 @@ class RedisRateLimiter:
                 raise backend_unavailable("rate limiter") from None
             log.warning("rate limits not applied: Redis is unavailable (%s)", exc)
             return Admission(counters, {}, released=True)  # nothing was counted, so nothing is given back
+        finally:
+            if lease_id and lookup is not None:
+                asked = self._asking.pop(lookup)
+                asked.set_result(None)  # the slice (if granted) is in place before its waiters run
+        current = None if lookup is None else self._leases.get(lookup)
         if result[0]:
+            # Requests sent with the one that took this process's slice may
+            # come back refused: the slice is theirs to use.
+            if current is not None and current.fits(counters, None if spend is None else spend[1], now):
+                return self._from_lease(current, counters, spend, now)
             raise _refusal(counters[int(result[0]) - 1], int(result[1]), now)
-        held = tuple(_redis_name(c) for c in counters if c.kind == "parallel")
+        counts = [int(v) for v in result[4:]]
+        if lease_id and lookup is not None and int(result[3]) >= 2:
+            current = self._lease_start(lease_id, lookup, int(result[3]), counters, names, spend, cap_keys, counts, now)
+        held = tuple(name for c, name in zip(counters, names, strict=True) if c.kind == "parallel")
         if held:
             self._held[slot] = held
             self._renew_start()
-        admission = Admission(counters, _headers(counters, [int(v) for v in result[3:]], now), slot=slot)
+        admission = Admission(counters, _headers(counters, counts, now), slot=slot)
         if reservation_id and spend is not None and self.guard is not None:
-            made = None if result[1] else self.guard.adopt(*spend, reservation_id)
+            if not result[1]:
+                made: Reservation | None = self.guard.adopt(*spend, reservation_id)
+            elif current is not None and current.active and now < current.ends_at and spend[1] <= current.cap_left:
+                made = current.reserve(spend[1])  # no room left in Redis, but in this process's slice
+            else:
+                made = None
             admission.ahead = Ahead(tuple(c.key for c in spend[0]), spend[1], made)
             reserved_ahead.set(admission.ahead)
         return admission
+
+    def _from_lease(self, lease: Lease, counters: tuple[Counter, ...], spend: Spend | None, now: float) -> Admission:
+        """Admitted (and reserved) from the process's slice: no call."""
+        slot = lease.take(counters)
+        admission = Admission(counters, _headers(counters, lease.headers_used(), now), slot=slot, lease=lease)
+        if spend is not None:
+            admission.ahead = Ahead(tuple(c.key for c in spend[0]), spend[1], lease.reserve(spend[1]))
+            reserved_ahead.set(admission.ahead)
+        return admission
+
+    def _lease_start(
+        self,
+        lease_id: str,
+        lookup: Lookup,
+        grant: int,
+        counters: tuple[Counter, ...],
+        names: list[str],
+        spend: Spend | None,
+        cap_keys: list[str],
+        counts: list[int],
+        now: float,
+    ) -> Lease:
+        """The slice Redis granted (`grant` requests' worth) becomes the one
+        this lookup admits from; the one before ends."""
+        parallel = tuple(name for c, name in zip(counters, names, strict=True) if c.kind == "parallel")
+        lease = Lease(
+            id=lease_id,
+            lookup=lookup,
+            ends_at=lease_ends(now),
+            counters=counters,
+            names=tuple(names),
+            granted=[grant * c.amount for c in counters],
+            used=[0] * len(counters),
+            counts=counts,
+            caps=() if spend is None else spend[0],
+            cap_keys=tuple(cap_keys),
+            cap_left=0 if spend is None else grant * spend[1],
+            writes=self.writes,
+            slots=self,
+            guard=self.guard if spend is not None else None,
+            free_slots=[f"{lease_id}:{j}" for j in range(1, grant + 1)] if parallel else [],
+        )
+        for member in lease.free_slots:
+            self._held[member] = parallel
+        if lease.free_slots:
+            self._renew_start()
+        if lease.guard is not None:
+            lease.guard.hold(lease_id, lease.cap_keys)
+        previous = self._leases.get(lookup)
+        self._leases[lookup] = lease
+        if previous is not None:
+            previous.end()
+        lease_timer(lease)
+        return lease
+
+    def lease_ended(self, lease: Lease) -> None:
+        if self._leases.get(lease.lookup) is lease:
+            del self._leases[lease.lookup]
+
+    def unhold(self, slot: str) -> None:
+        self._held.pop(slot, None)
 
     def release(self, admission: Admission, tokens: int) -> None:
         """The in-flight slot and the token count's correction join the
@@ -291,6 +412,14 @@ class RedisRateLimiter:
         if admission.released:
             return
         admission.released = True
+        if admission.lease is not None:  # admitted from the slice: it takes the slot and tokens back
+            admission.lease.release(admission.counters, admission.slot, tokens)
+            ahead = admission.ahead
+            if ahead is not None and not ahead.taken and ahead.reservation is not None and self.guard is not None:
+                ahead.taken = True
+                self.guard.settle_soon(ahead.reservation, 0)
+            self.writes.soon()
+            return
         self._held.pop(admission.slot, None)  # no longer renewed: if the release is lost, the lease ends it
         for counter in admission.counters:
             if counter.kind == "parallel":
@@ -304,6 +433,8 @@ class RedisRateLimiter:
         self.writes.soon()
 
     async def wait_released(self) -> None:
+        for lease in list(self._leases.values()):  # shutdown: every slice's unused part given back
+            lease.end()
         if self._renewer is not None:
             self._renewer.cancel()
         await self.writes.wait()
@@ -367,7 +498,9 @@ async def rate_limit_admit(
     limiter = rate_limiter()
     counters = counters_for(ctx, tokens=tokens, now=now)
     if isinstance(limiter, RedisRateLimiter):
-        return await limiter.admit(counters, now, None if spend is None or limiter.guard is None else spend())
+        return await limiter.admit(
+            counters, now, None if spend is None or limiter.guard is None else spend(), lease=True
+        )
     return await limiter.admit(counters, now)
 
 
