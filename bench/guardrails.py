@@ -63,7 +63,8 @@ def main() -> None:
     import orjson
 
     from gateway.kernel.context import TenantContext
-    from proxy.dialects import Dialect, chat_call
+    from proxy.apis.chat import chat_call
+    from proxy.dialects import Dialect
     from proxy.guardrails.index import GuardrailRow, guardrail_index
     from proxy.guardrails.run import GuardrailRun
 

@@ -26,8 +26,9 @@ from django.views.decorators.csrf import csrf_exempt
 from gateway.kernel.context import TenantContext
 from gateway.kernel.errors import ApiFormat, GatewayError, error_body, error_response, invalid_request
 from gateway.kernel.requestid import request_id_for
-from proxy import dialects, pipeline
+from proxy import pipeline
 from proxy.api import answer_in_envelope
+from proxy.apis.embeddings import embeddings_call
 from proxy.apis.registry import error_format_for_path, spec_for, spec_for_path
 from proxy.catalog import current_catalog
 from proxy.dialects import ClientCall, Dialect
@@ -176,7 +177,7 @@ async def _ollama_embeddings(
             translated = to_openai(_json_object(request.body))
         except TranslationError as exc:
             raise invalid_request(str(exc), param=exc.param) from None
-        call = dialects.embeddings_call(orjson.dumps(translated.body))
+        call = embeddings_call(orjson.dumps(translated.body))
         response = await _forward(request, ctx, call)
         answer = _as_ollama(response, lambda data: from_openai(data, call.body["model"]))
         if translated.notes:

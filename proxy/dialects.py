@@ -2,9 +2,10 @@
 
 A dialect is the wire format of one client-facing operation. Its value is
 the `endpoint` the ledger records; what else the gateway knows of it (its
-paths, error envelope, stream shape, translators) is its module's in
-proxy.apis, looked up with proxy.apis.registry.spec_for. Parsing checks only what routing,
-budgets and translation need; everything else is the upstream's to judge.
+parser, paths, error envelope, stream shape, translators) is its module's
+in proxy.apis, looked up with proxy.apis.registry.spec_for. Here is what
+every parser shares. Parsing checks only what routing, budgets and
+translation need; everything else is the upstream's to judge.
 """
 
 import enum
@@ -96,7 +97,7 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _positive_int(body: dict[str, Any], name: str, *, required: bool = False) -> int | None:
+def positive_int(body: dict[str, Any], name: str, *, required: bool = False) -> int | None:
     value = body.get(name)
     if value is None and not required:
         return None
@@ -105,7 +106,7 @@ def _positive_int(body: dict[str, Any], name: str, *, required: bool = False) ->
     return value
 
 
-def _stream_flag(body: dict[str, Any], *, default: bool = False) -> bool:
+def stream_flag(body: dict[str, Any], *, default: bool = False) -> bool:
     stream = body.get("stream", default)
     if stream is None:
         return default
@@ -114,110 +115,13 @@ def _stream_flag(body: dict[str, Any], *, default: bool = False) -> bool:
     return stream
 
 
-def _non_empty_list(body: dict[str, Any], name: str) -> list[Any]:
+def non_empty_list(body: dict[str, Any], name: str) -> list[Any]:
     value = body.get(name)
     if not isinstance(value, list) or not value:
         raise invalid_request(f"'{name}' is required and must be a non-empty array.", param=name)
     return value
 
 
-def _objects(body: dict[str, Any], name: str) -> None:
-    if not all(isinstance(item, dict) for item in _non_empty_list(body, name)):
+def objects(body: dict[str, Any], name: str) -> None:
+    if not all(isinstance(item, dict) for item in non_empty_list(body, name)):
         raise invalid_request(f"Every item of '{name}' must be an object.", param=name)
-
-
-def chat_call(raw: bytes) -> ClientCall:
-    body = json_object_with_model(raw, "chat completion request")
-    _objects(body, "messages")
-    stream = _stream_flag(body)
-    for name in ("max_completion_tokens", "max_tokens", "n"):
-        _positive_int(body, name)
-    # output_tokens None: the budget reads max_tokens times n, or the model's
-    # limit (usage.output_limit).
-    return ClientCall(Dialect.CHAT, body, len(raw), stream)
-
-
-def embeddings_call(raw: bytes) -> ClientCall:
-    body = json_object_with_model(raw, "embeddings request")
-    text = body.get("input")
-    if not (isinstance(text, str) and text) and not (isinstance(text, list) and text and _embeddable(text)):
-        raise invalid_request(
-            "'input' is required: a string, or a non-empty array of strings or tokens.", param="input"
-        )
-    return ClientCall(Dialect.EMBEDDINGS, body, len(raw), False, output_tokens=0)
-
-
-def _token(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _embeddable(items: list[Any]) -> bool:
-    """Strings, token ids, or lists of token ids: one kind throughout, as
-    OpenAI's API defines `input`."""
-    return (
-        all(isinstance(item, str) for item in items)
-        or all(map(_token, items))
-        or all(isinstance(item, list) and item and all(map(_token, item)) for item in items)
-    )
-
-
-def completions_call(raw: bytes) -> ClientCall:
-    body = json_object_with_model(raw, "completion request")
-    prompt = body.get("prompt")
-    if not isinstance(prompt, (str, list)):
-        raise invalid_request("'prompt' is required: a string or an array.", param="prompt")
-    limit = _positive_int(body, "max_tokens")
-    # The legacy API's default is 16 tokens; n and best_of multiply it.
-    choices = max(
-        (v for v in (body.get("n"), body.get("best_of")) if isinstance(v, int) and not isinstance(v, bool)), default=1
-    )
-    return ClientCall(Dialect.COMPLETIONS, body, len(raw), _stream_flag(body), (limit or 16) * max(choices, 1))
-
-
-def responses_call(raw: bytes) -> ClientCall:
-    body = json_object_with_model(raw, "response request")
-    text = body.get("input")
-    if not (isinstance(text, str) and text) and not (isinstance(text, list) and text):
-        raise invalid_request("'input' is required: a string or a non-empty array of input items.", param="input")
-    limit = _positive_int(body, "max_output_tokens")
-    return ClientCall(Dialect.RESPONSES, body, len(raw), _stream_flag(body), limit)
-
-
-_ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
-
-
-def messages_call(raw: bytes, headers: Mapping[str, str], query: str = "") -> ClientCall:
-    body = json_object_with_model(raw, "message request")
-    _objects(body, "messages")
-    limit = _positive_int(body, "max_tokens", required=True)
-    passed = {name: headers[name] for name in _ANTHROPIC_HEADERS if headers.get(name)}
-    return ClientCall(Dialect.MESSAGES, body, len(raw), _stream_flag(body), limit, passed, query)
-
-
-def count_tokens_call(raw: bytes, headers: Mapping[str, str]) -> ClientCall:
-    body = json_object_with_model(raw, "token count request")
-    _objects(body, "messages")
-    passed = {name: headers[name] for name in _ANTHROPIC_HEADERS if headers.get(name)}
-    return ClientCall(Dialect.COUNT_TOKENS, body, len(raw), False, 0, passed)
-
-
-def _ollama_limit(body: dict[str, Any]) -> int | None:
-    options = body.get("options")
-    if options is not None and not isinstance(options, dict):
-        raise invalid_request("'options' must be an object.", param="options")
-    value = (options or {}).get("num_predict")
-    # Ollama's -1 and -2 mean "until the model stops" / "fill the context".
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def ollama_chat_call(raw: bytes) -> ClientCall:
-    body = json_object_with_model(raw, "chat request")
-    _objects(body, "messages")
-    return ClientCall(Dialect.OLLAMA_CHAT, body, len(raw), _stream_flag(body, default=True), _ollama_limit(body))
-
-
-def ollama_generate_call(raw: bytes) -> ClientCall:
-    body = json_object_with_model(raw, "generate request")
-    if not isinstance(body.get("prompt", ""), str):
-        raise invalid_request("'prompt' must be a string.", param="prompt")
-    return ClientCall(Dialect.OLLAMA_GENERATE, body, len(raw), _stream_flag(body, default=True), _ollama_limit(body))

@@ -155,7 +155,8 @@ async def test_a_miss_is_authenticated_parsed_routed_hashed_and_looked_up_once(
 ) -> None:
     from accounts import auth, snapshots
     from gateway import cache_lane
-    from proxy import caching, dialects, pipeline
+    from proxy import caching, pipeline
+    from proxy.apis import chat
 
     counted: dict[str, int] = {}
 
@@ -169,9 +170,9 @@ async def test_a_miss_is_authenticated_parsed_routed_hashed_and_looked_up_once(
         monkeypatch.setattr(module, name, counting)
 
     key = await caching_key()
-    for module, name in ((dialects, "chat_call"), (pipeline, "plan_for"), (caching, "cache_key")):
+    for module, name in ((chat, "chat_call"), (pipeline, "plan_for"), (caching, "cache_key")):
         count(module, name)
-    monkeypatch.setitem(cache_lane._CACHEABLE, "/v1/chat/completions", dialects.chat_call)  # the counting one
+    monkeypatch.setitem(cache_lane._CACHEABLE, "/v1/chat/completions", chat.chat_call)  # the counting one
     lookups = []
     real_lookup = snapshots.tenant_context_for_key
 

@@ -2,9 +2,22 @@
 
 from typing import Any
 
-from proxy import dialects
+from gateway.kernel.errors import invalid_request
 from proxy.apis.spec import CHAT_STREAM, ClientSide, DialectSpec, HubNames
-from proxy.dialects import ClientCall, Dialect
+from proxy.dialects import ClientCall, Dialect, json_object_with_model, positive_int, stream_flag
+
+
+def completions_call(raw: bytes) -> ClientCall:
+    body = json_object_with_model(raw, "completion request")
+    prompt = body.get("prompt")
+    if not isinstance(prompt, (str, list)):
+        raise invalid_request("'prompt' is required: a string or an array.", param="prompt")
+    limit = positive_int(body, "max_tokens")
+    # The legacy API's default is 16 tokens; n and best_of multiply it.
+    choices = max(
+        (v for v in (body.get("n"), body.get("best_of")) if isinstance(v, int) and not isinstance(v, bool)), default=1
+    )
+    return ClientCall(Dialect.COMPLETIONS, body, len(raw), stream_flag(body), (limit or 16) * max(choices, 1))
 
 
 def _wants_usage(body: dict[str, Any]) -> bool:
@@ -29,7 +42,7 @@ def _client_side(call: ClientCall, names: HubNames) -> ClientSide:
 COMPLETIONS = DialectSpec(
     Dialect.COMPLETIONS,
     ("/v1/completions",),
-    lambda raw, headers, query: dialects.completions_call(raw),
+    lambda raw, headers, query: completions_call(raw),
     stream=CHAT_STREAM,
     client_side=_client_side,
     translated_when_missing=True,

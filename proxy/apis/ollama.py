@@ -5,14 +5,36 @@ Ollama's other routes (/api/tags, /api/embed, ...) are proxy.compat's; every
 """
 
 import time
+from typing import Any
 
-from gateway.kernel.errors import ApiFormat
-from proxy import dialects
+from gateway.kernel.errors import ApiFormat, invalid_request
 from proxy.apis.spec import NDJSON, ClientSide, DialectSpec, HubNames, StreamShape, ndjson
-from proxy.dialects import ClientCall, Dialect
+from proxy.dialects import ClientCall, Dialect, json_object_with_model, objects, stream_flag
 
 OLLAMA_PREFIX = "/api/"
 _STREAM = StreamShape(ndjson, content_type=NDJSON)
+
+
+def _ollama_limit(body: dict[str, Any]) -> int | None:
+    options = body.get("options")
+    if options is not None and not isinstance(options, dict):
+        raise invalid_request("'options' must be an object.", param="options")
+    value = (options or {}).get("num_predict")
+    # Ollama's -1 and -2 mean "until the model stops" / "fill the context".
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def ollama_chat_call(raw: bytes) -> ClientCall:
+    body = json_object_with_model(raw, "chat request")
+    objects(body, "messages")
+    return ClientCall(Dialect.OLLAMA_CHAT, body, len(raw), stream_flag(body, default=True), _ollama_limit(body))
+
+
+def ollama_generate_call(raw: bytes) -> ClientCall:
+    body = json_object_with_model(raw, "generate request")
+    if not isinstance(body.get("prompt", ""), str):
+        raise invalid_request("'prompt' must be a string.", param="prompt")
+    return ClientCall(Dialect.OLLAMA_GENERATE, body, len(raw), stream_flag(body, default=True), _ollama_limit(body))
 
 
 def _client_side(call: ClientCall, names: HubNames) -> ClientSide:
@@ -34,7 +56,7 @@ def _client_side(call: ClientCall, names: HubNames) -> ClientSide:
 OLLAMA_CHAT = DialectSpec(
     Dialect.OLLAMA_CHAT,
     ("/api/chat",),
-    lambda raw, headers, query: dialects.ollama_chat_call(raw),
+    lambda raw, headers, query: ollama_chat_call(raw),
     error_format=ApiFormat.OLLAMA,
     stream=_STREAM,
     client_side=_client_side,
@@ -43,7 +65,7 @@ OLLAMA_CHAT = DialectSpec(
 OLLAMA_GENERATE = DialectSpec(
     Dialect.OLLAMA_GENERATE,
     ("/api/generate",),
-    lambda raw, headers, query: dialects.ollama_generate_call(raw),
+    lambda raw, headers, query: ollama_generate_call(raw),
     error_format=ApiFormat.OLLAMA,
     stream=_STREAM,
     client_side=_client_side,

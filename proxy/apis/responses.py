@@ -3,10 +3,19 @@ with the gateway keeping the conversation (proxy.responses_state)."""
 
 from typing import Any
 
-from proxy import dialects
+from gateway.kernel.errors import invalid_request
 from proxy.apis.spec import ClientSide, DialectSpec, HubNames, StreamShape, sse_named
-from proxy.dialects import ClientCall, Dialect
+from proxy.dialects import ClientCall, Dialect, json_object_with_model, positive_int, stream_flag
 from proxy.responses_state import conversation_body
+
+
+def responses_call(raw: bytes) -> ClientCall:
+    body = json_object_with_model(raw, "response request")
+    text = body.get("input")
+    if not (isinstance(text, str) and text) and not (isinstance(text, list) and text):
+        raise invalid_request("'input' is required: a string or a non-empty array of input items.", param="input")
+    limit = positive_int(body, "max_output_tokens")
+    return ClientCall(Dialect.RESPONSES, body, len(raw), stream_flag(body), limit)
 
 
 def _client_side(call: ClientCall, names: HubNames) -> ClientSide:
@@ -35,7 +44,7 @@ def _native_body(call: ClientCall) -> dict[str, Any]:
 RESPONSES = DialectSpec(
     Dialect.RESPONSES,
     ("/v1/responses",),
-    lambda raw, headers, query: dialects.responses_call(raw),
+    lambda raw, headers, query: responses_call(raw),
     stream=StreamShape(sse_named),
     client_side=_client_side,
     translated_when_missing=True,

@@ -8,8 +8,11 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from gateway.kernel.context import ProviderConfig, RouteTarget
+from proxy.apis.chat import chat_call
+from proxy.apis.messages import messages_call
 from proxy.apis.registry import spec_for
-from proxy.dialects import Dialect, chat_call, messages_call, responses_call
+from proxy.apis.responses import responses_call
+from proxy.dialects import Dialect
 from proxy.exchange import exchange_for, native_dialects
 from proxy.models import Provider
 from proxy.presets import PRESETS, preset_for
@@ -100,7 +103,7 @@ def test_a_call_that_cannot_be_expressed_upstream_is_the_clients_400() -> None:
 
 def test_embeddings_are_refused_for_a_provider_without_them() -> None:
     from gateway.kernel.errors import GatewayError
-    from proxy.dialects import embeddings_call
+    from proxy.apis.embeddings import embeddings_call
 
     with pytest.raises(GatewayError) as caught:
         exchange_for(embeddings_call(b'{"model": "public", "input": "hi"}'), target("anthropic"))

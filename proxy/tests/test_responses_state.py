@@ -391,7 +391,7 @@ def test_a_page_after_an_unknown_item_is_empty() -> None:
 
 def test_an_unresolved_id_is_refused_for_a_translated_call_and_passed_on_for_a_native_one() -> None:
     from gateway.kernel.errors import GatewayError
-    from proxy.dialects import responses_call
+    from proxy.apis.responses import responses_call
 
     call = responses_call(b'{"model": "m", "input": "hi", "previous_response_id": "resp_nope"}')
     assert conversation_body(call, native=True) is call.body

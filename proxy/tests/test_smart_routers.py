@@ -31,7 +31,7 @@ from gateway import lifecycle
 from gateway.kernel.context import ProviderConfig, RoutePlan, RouteTarget, TenantContext
 from gateway.kernel.errors import GatewayError
 from proxy import pipeline
-from proxy.dialects import chat_call
+from proxy.apis.chat import chat_call
 from proxy.routers import designation, query_text
 from proxy.routing import AliasPattern, Candidate, Catalog, SmartRouter, Wildcard
 from proxy.tests.asgi import asgi_call
