@@ -81,6 +81,10 @@ class ClientSide(NamedTuple):
 
 @dataclass(frozen=True)
 class DialectSpec:
+    """Everything the gateway knows of one client API, read by the views
+    (parse), the error paths (error_format), the pipeline and the cache lane
+    (cacheable) and the exchange (the rest)."""
+
     dialect: Dialect
     # Where clients call it under /v1 (or Ollama's /api/); the first is its own.
     paths: tuple[str, ...]

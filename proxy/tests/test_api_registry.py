@@ -80,8 +80,11 @@ def test_paths_of_no_api_take_the_envelope_of_their_family() -> None:
     assert error_format_for_path("/cache/chat/completions") is ApiFormat.OPENAI
 
 
-def test_only_chat_completions_and_embeddings_are_cached() -> None:
+def test_only_chat_completions_and_embeddings_are_cached_and_the_cache_lane_serves_their_paths() -> None:
+    from gateway import cache_lane
+
     assert {dialect for dialect, spec in SPECS.items() if spec.cacheable} == {Dialect.CHAT, Dialect.EMBEDDINGS}
+    assert set(cache_lane._CACHEABLE) == {"/v1/chat/completions", "/v1/embeddings"}
 
 
 def test_the_text_apis_but_embeddings_and_token_counts_reach_any_provider_through_the_hub() -> None:
