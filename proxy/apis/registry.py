@@ -42,11 +42,17 @@ def spec_for_path(path: str) -> DialectSpec | None:
 def error_format_for_path(path: str) -> ApiFormat:
     """The envelope of an error answered before the body is parsed (a bad
     key, a body too large, an unknown route): the API the path belongs to,
-    /v1/messages/... Anthropic's, any /api/ path Ollama's, else OpenAI's."""
+    /v1/messages/... Anthropic's (also behind a provider in the path), any
+    /api/ path Ollama's, else OpenAI's."""
     if path.startswith(ollama.OLLAMA_PREFIX):
         return ApiFormat.OLLAMA
+    # The provider in the path (`/openrouter/v1/messages`) is the same API.
+    head, _, rest = path.removeprefix("/").partition("/")
+    in_path = f"/{rest}" if head != "v1" and rest.startswith("v1/") else None
     for spec in _PREFIXED:
         if any(path.startswith(own) for own in spec.paths):
+            return spec.error_format
+        if in_path is not None and spec.provider_in_path and any(in_path.startswith(own) for own in spec.paths):
             return spec.error_format
     return ApiFormat.OPENAI
 

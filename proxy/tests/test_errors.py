@@ -243,3 +243,19 @@ def test_a_model_name_the_ledger_could_not_store_is_refused_with_400(
     status, _, body = chat(live_gateway, key, {**CHAT, "model": model})
     assert status == 400
     assert_openai_error(body, "invalid_request", "invalid_request_error")
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/fake-anthropic/v1/messages"])
+def test_a_messages_call_refused_before_it_is_parsed_answers_in_anthropics_envelope(
+    live_gateway: LiveGateway, key: IssuedKey, path: str
+) -> None:
+    """A body over the limit is refused before Django reads it; the client
+    called Anthropic's API, through the provider in the path or not, and its
+    SDK reads only Anthropic's envelope."""
+    big = json.dumps(
+        {"model": "claude-test", "max_tokens": 5, "messages": [{"role": "user", "content": "x" * (1024 * 1024 + 1)}]}
+    )
+    status, _, body = call(live_gateway, path, big.encode(), {"Content-Type": "application/json", **key.headers})
+    assert status == 413
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "request_too_large"
