@@ -41,7 +41,7 @@ from billing.guard import RedisSpendGuard, RedisWrites, Reservation, SpendCap
 if TYPE_CHECKING:
     from proxy.ratelimit import Counter
 
-MAX_REQUESTS = 16  # a slice is a few requests' worth, never more
+MAX_REQUESTS = 64  # a slice is a few tens of milliseconds of a busy key's traffic, never more
 SHARE_DIVISOR = 8  # of what is left per holder
 Lookup = tuple[tuple[str, ...], tuple[str, ...]]  # the counters' names and the caps' keys a request counts in
 

@@ -268,8 +268,15 @@ class RedisRateLimiter:
         if lease and lease_seconds() > 0:
             lookup = (tuple(c.name for c in counters), () if spend is None else tuple(c.key for c in spend[0]))
             wanted = self._rate.wanted(lookup, time.monotonic())
-            asked = self._asking.get(lookup)
-            if asked is not None:  # a slice is on its way: the same wait as a call of its own, likely none after
+            # A slice on its way is the same wait as a call of its own, likely
+            # none after; a second one when the first was taken by others.
+            for _ in range(2):
+                current = self._leases.get(lookup)
+                if current is not None and current.fits(counters, None if spend is None else spend[1], now):
+                    return self._from_lease(current, counters, spend, now)
+                asked = self._asking.get(lookup)
+                if asked is None:
+                    break
                 await asyncio.shield(asked)
             current = self._leases.get(lookup)
             if current is not None:
