@@ -17,7 +17,10 @@ within BILLING_RESERVATION_LEASE_SECONDS instead of for the rest of the
 period. A request costs Redis one round trip: its reservation is made in
 the same script call as its rate-limit admission (proxy.ratelimit, `Ahead`),
 and settlements wait in the process's pending writes (`RedisWrites`) for
-the next call, or at most BILLING_SETTLE_FLUSH_SECONDS. `spend_counters_resync` (at start-up and every minute) raises a
+the next call, or at most BILLING_SETTLE_FLUSH_SECONDS. A busy key's
+process takes a slice of its budgets in that call and reserves from it
+with no call at all (proxy.leases; `Reservation.lease`, the 'c' write).
+`spend_counters_resync` (at start-up and every minute) raises a
 spent counter that fell behind the books (a settlement lost in a blip) to
 the books' figure; it never lowers one, since the books trail Redis by the
 usage not flushed yet. No ORM here: the database's view (spend at snapshot time) arrives in the
