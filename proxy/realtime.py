@@ -228,9 +228,11 @@ class RealtimeSession:
         for task in self._tasks:
             if task is not current:
                 task.cancel()
-        await self._close_upstream(client_code)
+        # The client first: at a shutdown the server closes its socket soon after
+        # the signal, and the provider's close handshake may take a while.
         if not gone:
             await self._close_client(reason, upstream_code)
+        await self._close_upstream(client_code)
 
     async def _close_upstream(self, client_code: int | None) -> None:
         code = client_code if _sendable(client_code) else CLOSE_GOING_AWAY
