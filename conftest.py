@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -196,6 +196,34 @@ class Ledger:
 @pytest.fixture
 def ledger(django_db_blocker: Any) -> Ledger:
     return Ledger(django_db_blocker)
+
+
+T = TypeVar("T")
+POLL_SECONDS = 0.02
+
+
+def wait_until(condition: Callable[[], T], timeout: float = 10.0, message: Any = "condition not met in time") -> T:
+    """The condition's first true value, asked again every POLL_SECONDS
+    until `timeout`; then the test fails with `message` (called if callable,
+    to show the state it timed out in)."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, message() if callable(message) else message
+        time.sleep(POLL_SECONDS)
+    return value
+
+
+async def await_until(
+    condition: Callable[[], Any], timeout: float = 10.0, message: Any = "condition not met in time"
+) -> Any:
+    """wait_until for a coroutine's condition (`condition()` returns an awaitable)."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while not (value := await condition()):
+        assert time.monotonic() < deadline, message() if callable(message) else message
+        await asyncio.sleep(POLL_SECONDS)
+    return value
 
 
 def unique_marker() -> str:

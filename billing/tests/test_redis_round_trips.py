@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 
 from bench.redis_counts import Counts, commandstats, gateway_scripts, private_redis, scripted_commands
-from conftest import IssuedKey, Ledger
+from conftest import IssuedKey, Ledger, wait_until
 from gateway.livefeed import FLUSH_SECONDS as LIVEFEED_FLUSH_SECONDS
 from proxy.tests.live import LiveGateway
 
@@ -138,10 +138,8 @@ def test_a_key_with_a_budget_and_rate_limits_costs_at_most_one_redis_round_trip_
     # its own, whatever the traffic: gateway.livefeed).
     live_feed = math.ceil(elapsed / LIVEFEED_FLUSH_SECONDS) + 1
     assert counts.round_trips <= MEASURED + 1 + live_feed, counts.per_request(MEASURED)
-    deadline = time.monotonic() + 5  # the settled spend in Redis is the books' to the nano
-    while spent_in_redis(redis_url) != (WARM_UP + MEASURED) * REQUEST_COST:
-        assert time.monotonic() < deadline, spent_in_redis(redis_url)
-        time.sleep(0.02)
+    settled = (WARM_UP + MEASURED) * REQUEST_COST  # the settled spend in Redis is the books' to the nano
+    wait_until(lambda: spent_in_redis(redis_url) == settled, 5, lambda: spent_in_redis(redis_url))
 
 
 def test_a_burst_of_100_requests_over_two_gateway_processes_never_overshoots_a_budget_that_fits_10(
@@ -194,12 +192,13 @@ def test_a_busy_key_costs_a_redis_round_trip_per_slice_of_its_limits_not_per_req
     assert counts.other == {}, counts.calls
     live_feed = math.ceil(elapsed / LIVEFEED_FLUSH_SECONDS) + 1
     assert counts.round_trips - live_feed <= 0.2 * 2 * MEASURED, counts.per_request(2 * MEASURED)
+
     # Exact all the same: once the slices' time is up, what they did not
     # spend is given back, and the spend in Redis is the books' to the nano.
-    deadline = time.monotonic() + 10
-    while (spent_in_redis(redis_url), held_in_redis(redis_url)) != ((WARM_UP + 2 * MEASURED) * REQUEST_COST, 0):
-        assert time.monotonic() < deadline, (spent_in_redis(redis_url), held_in_redis(redis_url))
-        time.sleep(0.05)
+    def books() -> tuple[int, int]:
+        return spent_in_redis(redis_url), held_in_redis(redis_url)
+
+    wait_until(lambda: books() == ((WARM_UP + 2 * MEASURED) * REQUEST_COST, 0), 10, books)
 
 
 def test_a_slice_held_by_a_killed_gateway_is_spendable_again_within_one_lease(
@@ -222,22 +221,23 @@ def test_a_slice_held_by_a_killed_gateway_is_spendable_again_within_one_lease(
             assert served < 40, held_in_redis(redis_url)
             assert asyncio.run(requests_send(killed, key, 1)) == [200]
             served += 1
-            deadline = time.monotonic() + 10  # settled: what Redis still holds is the gateway's slice
-            while spent_in_redis(redis_url) != served * REQUEST_COST:
-                assert time.monotonic() < deadline, spent_in_redis(redis_url)
-                time.sleep(0.02)
+            settled = served * REQUEST_COST  # settled: what Redis still holds is the gateway's slice
+            wait_until(lambda s=settled: spent_in_redis(redis_url) == s, 10, lambda: spent_in_redis(redis_url))
         killed.process.send_signal(signal.SIGKILL)
         killed.process.wait()
         gone = time.monotonic()
         refused_early = 0
-        while served < fits:
+
+        def served_all() -> bool:
+            nonlocal served, refused_early
             [status] = asyncio.run(requests_send(survivor, key, 1))
             if status == 200:
                 served += 1
-                continue
-            refused_early += 1  # the killed gateway's slice, until its lease ends
-            assert time.monotonic() < gone + lease + 1.5, (served, refused_early)
-            time.sleep(0.05)
+            else:
+                refused_early += 1  # the killed gateway's slice, until its lease ends
+            return served == fits
+
+        wait_until(served_all, gone + lease + 1.5 - time.monotonic(), lambda: (served, refused_early))
         print(f"\nrefused while the killed gateway's slice counted: {refused_early}")
         assert asyncio.run(requests_send(survivor, key, 1)) == [429]  # and never a request more
         assert spent_in_redis(redis_url) == fits * REQUEST_COST
@@ -277,10 +277,7 @@ def test_two_busy_gateways_spending_slices_never_serve_past_a_budget(
         assert counts.calls.get("hincrby", 0) > 0  # slices were spent: settling from one lowers it (HINCRBY)
         records = ledger.wait(key.key_id, served)
         assert sum(r.cost_nanos for r in records) == served * REQUEST_COST  # what was served, to the nano
-        deadline = time.monotonic() + 10
-        while spent_in_redis(redis_url) != served * REQUEST_COST:
-            assert time.monotonic() < deadline, spent_in_redis(redis_url)
-            time.sleep(0.02)
+        wait_until(lambda: spent_in_redis(redis_url) == served * REQUEST_COST, 10, lambda: spent_in_redis(redis_url))
     finally:
         for gateway in gateways:
             gateway.terminate()

@@ -8,7 +8,6 @@ PostgreSQL; the assertions are the same.
 """
 
 import json
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -20,7 +19,7 @@ import pytest
 
 from cachestore.tests.conftest import EMBED_UPSTREAM, Embedder
 from cachestore.tests.fake_embeddings import similarity
-from conftest import IssuedKey, Ledger, unique_marker
+from conftest import IssuedKey, Ledger, unique_marker, wait_until
 from proxy.tests.fake_upstream import FakeUpstream
 from proxy.tests.live import LiveGateway
 
@@ -44,16 +43,16 @@ def embedder(embedding_routes: Embedder, django_db_blocker: Any, live_gateway: L
 
 def wait_served(gateway: LiveGateway, key: str, model: str, timeout: float = 10.0) -> None:
     """Until the gateway's catalog has the route (it reloads on a config change)."""
-    deadline = time.monotonic() + timeout
     request = urllib.request.Request(f"{gateway.url}/v1/models/{model}", headers={"Authorization": f"Bearer {key}"})
-    while True:
+
+    def served() -> bool:
         try:
             with urllib.request.urlopen(request, timeout=5):
-                return
+                return True
         except urllib.error.HTTPError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.05)
+            return False
+
+    wait_until(served, timeout, f"the gateway never served {model}")
 
 
 @pytest.fixture
@@ -113,14 +112,12 @@ def vectors_stored(blocker: Any, tenant_id: int, count: int, timeout: float = 10
     """Until the tenant has `count` vectors in the database (they are written after the answer)."""
     from cachestore.models import SemanticVector
 
-    deadline = time.monotonic() + timeout
-    while True:
+    def found() -> int:
         with blocker.unblock():
-            found = SemanticVector.objects.filter(tenant_id=tenant_id).count()
-        if found >= count or time.monotonic() > deadline:
-            assert found == count
-            return
-        time.sleep(0.02)
+            return SemanticVector.objects.filter(tenant_id=tenant_id).count()
+
+    wait_until(lambda: found() >= count, timeout, lambda: f"{found()} vectors stored, not {count}")
+    assert found() == count
 
 
 def test_a_question_worded_differently_is_answered_from_the_semantic_cache(
@@ -382,15 +379,14 @@ def test_the_embedding_sees_the_question_as_the_input_guardrails_redacted_it(
     with django_db_blocker.unblock():
         rail = guardrail_upsert(name=f"r-{uuid.uuid4().hex[:10]}", kind="pii", action="redact", stage="input")[0]
         ApiKey.objects.get(pk=key.key_id).guardrails.add(rail)
-    deadline = time.monotonic() + 10
-    while True:  # until the gateway's catalog has the guardrail
+
+    def redacted_embedding() -> tuple[str, list[str]] | None:  # once the gateway's catalog has the guardrail
         question = f"{uuid.uuid4().hex} should I write to jane@example.com about France"
         chat(live_gateway, key, question, marker)
         embedded = [text for text in embedder.fake.inputs(EMBED_UPSTREAM) if question[:32] in text]
-        if embedded and "jane@example.com" not in embedded[-1]:
-            break
-        assert time.monotonic() < deadline, f"the guardrail never applied: {embedded}"
-        time.sleep(0.05)
+        return (question, embedded) if embedded and "jane@example.com" not in embedded[-1] else None
+
+    question, embedded = wait_until(redacted_embedding, 10, "the guardrail never applied")
     assert embedded[-1].startswith(question[:32]) and "France" in embedded[-1]
 
 
@@ -416,15 +412,15 @@ def test_cache_warmup_indexes_the_questions_of_a_tenant_whose_semantic_cache_is_
     with django_db_blocker.unblock():
         call_command("cache_warmup", slug, "--file", str(path), "--cache-ttl", "600", stdout=StringIO())
     vectors_stored(django_db_blocker, key.tenant_id, 1)
+
     # The gateway is another process: it catches up with the vector within
     # CACHESTORE_SEMANTIC_SYNC_SECONDS. Asked meanwhile with no-store, so
     # that a miss leaves nothing of its own to be found instead.
-    deadline = time.monotonic() + 10
-    while (near := chat(live_gateway, key, FRANCE_AGAIN, marker, headers={"Cache-Control": "no-store"}))[1][
-        "x-cache"
-    ] != "hit":
-        assert time.monotonic() < deadline, "the gateway never found the warmed question"
-        time.sleep(0.05)
+    def hit() -> Any:
+        near = chat(live_gateway, key, FRANCE_AGAIN, marker, headers={"Cache-Control": "no-store"})
+        return near if near[1]["x-cache"] == "hit" else None
+
+    near = wait_until(hit, 10, "the gateway never found the warmed question")
     assert (near[1]["x-cache-match"], near[1]["x-cache-similarity"]) == ("semantic", "0.962")
 
 

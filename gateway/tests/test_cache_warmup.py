@@ -2,7 +2,6 @@
 tenant, then served as hits to its caching keys by the gateway under daphne."""
 
 import json
-import time
 import urllib.request
 from collections.abc import Callable
 from io import StringIO
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
-from conftest import IssuedKey, unique_marker
+from conftest import IssuedKey, unique_marker, wait_until
 from proxy.tests.fake_upstream import FakeUpstream
 from proxy.tests.live import LiveGateway
 
@@ -105,13 +104,15 @@ def test_save_popular_writes_the_most_hit_requests_first_and_another_tenant_warm
         for _ in range(times):
             ask(live_gateway, client, payload)
     path = tmp_path / "popular.jsonl"
-    deadline = time.monotonic() + 20
-    while True:  # the gateway writes the hits it counted every CACHESTORE_HITS_FLUSH_SECONDS
+
+    def popular() -> (
+        tuple[str, list[Any]] | None
+    ):  # the gateway writes its hit counts every CACHESTORE_HITS_FLUSH_SECONDS
         said = warm(django_db_blocker, slug, path, "--save-popular", "2")
         saved = [json.loads(line) for line in path.read_text().splitlines()]
-        if len(saved) == 2 and saved[0] == most or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+        return (said, saved) if len(saved) == 2 and saved[0] == most else None
+
+    said, saved = wait_until(popular, 20, lambda: path.read_text())
     assert said == f"2 popular requests of {slug} written to {path}"
     assert saved == [most, less]  # the entry hit 3 times first; the one never hit is left out
 

@@ -14,7 +14,6 @@ that records every request it receives:
 """
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,12 +133,6 @@ class FakeWeb(ThreadServed):
     # --- running --------------------------------------------------------------
     async def _after_cleanup(self) -> None:
         await _cancel_others()
-
-    def wait_for(self, path: str, count: int, timeout: float = 5.0) -> list[WebRequest]:
-        deadline = time.monotonic() + timeout
-        while len(self.seen(path)) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.seen(path)
 
 
 async def _cancel_others() -> None:

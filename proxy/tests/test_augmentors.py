@@ -28,7 +28,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from billing.meter import meter
-from conftest import IssuedKey, Ledger
+from conftest import IssuedKey, Ledger, wait_until
 from gateway import lifecycle
 from proxy.augment import Decision, augmented_body, context_block, decision_parse
 from proxy.augment_search import SearchResult
@@ -131,17 +131,16 @@ def post(gateway: LiveGateway, key: IssuedKey, body: dict[str, Any], path: str =
 
 def wait_served(gateway: LiveGateway, key: IssuedKey, model: str, timeout: float = 10.0) -> None:
     """Until the gateway's catalog has the augmentor (it reloads on a config change)."""
-    deadline = time.monotonic() + timeout
     request = urllib.request.Request(f"{gateway.url}/v1/models/{model}", headers=key.headers)
-    while True:
+
+    def served() -> bool:
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
-                if json.loads(response.read())["owned_by"] == "gateway":  # not a wildcard route's answer
-                    return
+                return bool(json.loads(response.read())["owned_by"] == "gateway")  # not a wildcard route's answer
         except urllib.error.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"the gateway never served the augmentor {model}"
-        time.sleep(0.05)
+            return False
+
+    wait_until(served, timeout, f"the gateway never served the augmentor {model}")
 
 
 def chat(s: Setup, text: str, **extra: Any) -> dict[str, Any]:
@@ -433,11 +432,9 @@ def test_with_the_db_sink_the_searches_and_scrapes_are_stored_in_the_requests_tr
 
         assert (answer.status, answer.headers[AUGMENTED]) == (200, "scrape")
         request_id = answer.headers["x-request-id"]
-        deadline = time.monotonic() + 10
-        while not (rows := stored(django_db_blocker, RequestTrace, request_id)):
-            assert time.monotonic() < deadline, f"no trace row for {request_id}"
-            time.sleep(0.05)
-        [row] = rows
+        [row] = wait_until(
+            lambda: stored(django_db_blocker, RequestTrace, request_id), 10, f"no trace row for {request_id}"
+        )
     finally:
         db_sink.terminate()
     assert [step["step"] for step in row.augmentation] == ["designator", "scrape", "context"]
@@ -452,15 +449,16 @@ def stored(blocker: Any, model: Any, request_id: str) -> list[Any]:
 
 
 def wait_trace(folder: Path, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def found() -> dict[str, Any] | None:
         for path in folder.glob("traces-*.jsonl"):
             for line in path.read_text().splitlines():
                 record: dict[str, Any] = json.loads(line)
                 if record["request_id"] == request_id:
                     return record
-        time.sleep(0.05)
-    raise AssertionError(f"no trace of {request_id}")
+        return None
+
+    record: dict[str, Any] = wait_until(found, timeout, f"no trace of {request_id}")
+    return record
 
 
 def test_the_designator_sees_the_query_only_as_the_input_guardrails_let_it_through(
@@ -602,10 +600,12 @@ def test_a_smart_router_of_the_same_name_is_asked_before_the_augmentor(
         # The commands refuse a second name; the table alone does not.
         Router.objects.create(name=s.name, designator=s.designator, candidates=[s.target])
     wait_served(gateway, key, s.name)
-    deadline = time.monotonic() + 10
-    while "x-gateway-routed-to" not in (answer := post(gateway, key, chat(s, "hi"))).headers:
-        assert time.monotonic() < deadline, "the router never loaded"
-        time.sleep(0.05)
+
+    def routed() -> Answer | None:
+        answer = post(gateway, key, chat(s, "hi"))
+        return answer if "x-gateway-routed-to" in answer.headers else None
+
+    answer = wait_until(routed, 10, "the router never loaded")
 
     assert answer.headers["x-gateway-routed-to"] == s.target and AUGMENTED not in answer.headers
 

@@ -10,18 +10,17 @@ limiters sharing it are two gateway processes); the live ones against a
 gateway of their own (and, on the PostgreSQL + Redis run, two of them).
 """
 
-import asyncio
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from io import StringIO
 from typing import Any
 
 import pytest
 from django.core.management import call_command
 
-from conftest import UPSTREAM_SECRET, IssuedKey, Ledger, unique_marker
+from conftest import UPSTREAM_SECRET, IssuedKey, Ledger, await_until, unique_marker, wait_until
 from gateway.kernel.context import ProviderConfig, RouteTarget
 from proxy import capacity as capacity_module
 from proxy.capacity import (
@@ -162,9 +161,11 @@ async def test_an_upstream_retry_after_skips_the_deployment_until_then(limiter: 
     capacity_outcome(throttled.grant, 429, {"Retry-After": "0.4"})
     await reported(limiter)
     assert await picks([limited, standby], 1) == [standby.deployment_id]
-    while (await capacity_pick([limited], 1)).target is None:
-        assert time.monotonic() - started < 5, "the deployment was not taken back"
-        await asyncio.sleep(0.02)
+
+    async def taken_back() -> bool:
+        return (await capacity_pick([limited], 1)).target is not None
+
+    await await_until(taken_back, 5, "the deployment was not taken back")
     assert time.monotonic() - started >= 0.35
 
 
@@ -319,10 +320,3 @@ def test_two_gateway_processes_share_a_deployments_count_through_redis(
         assert len(seen_upstream(fake_upstream, marker, "cap-shared")) == 3
     finally:
         other.terminate()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)

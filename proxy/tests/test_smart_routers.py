@@ -26,7 +26,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from billing.meter import meter
-from conftest import IssuedKey, Ledger
+from conftest import IssuedKey, Ledger, wait_until
 from gateway import lifecycle
 from gateway.kernel.context import ProviderConfig, RoutePlan, RouteTarget, TenantContext
 from gateway.kernel.errors import GatewayError
@@ -124,20 +124,18 @@ def chat(s: Setup, text: str, **extra: Any) -> dict[str, Any]:
 
 def wait_served(gateway: LiveGateway, key: IssuedKey, model: str, timeout: float = 10.0) -> None:
     """Until the gateway's catalog has the router (it reloads on a config change)."""
-    import time
 
-    deadline = time.monotonic() + timeout
     request = urllib.request.Request(f"{gateway.url}/v1/models/{model}", headers=key.headers)
-    while True:
+
+    def served() -> bool:
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
                 # A wildcard route may answer the name too: only a router is owned by the gateway.
-                if json.loads(response.read())["owned_by"] == "gateway":
-                    return
+                return bool(json.loads(response.read())["owned_by"] == "gateway")
         except urllib.error.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"the gateway never served the router {model}"
-        time.sleep(0.05)
+            return False
+
+    wait_until(served, timeout, f"the gateway never served the router {model}")
 
 
 def seen(fake: FakeUpstream, upstream: str) -> list[dict[str, Any]]:
@@ -361,12 +359,11 @@ def guard_key(django_db_blocker: Any, key: IssuedKey, action: str) -> None:
 
 
 def until_guarded(gateway: LiveGateway, key: IssuedKey, s: Setup, expect: Callable[[Answer], bool]) -> None:
-    import time
-
-    deadline = time.monotonic() + 10
-    while not expect(post(gateway, key, chat(s, "warm-up: write to jane@example.com"))):
-        assert time.monotonic() < deadline, "the guardrail never applied"
-        time.sleep(0.05)
+    wait_until(
+        lambda: expect(post(gateway, key, chat(s, "warm-up: write to jane@example.com"))),
+        10,
+        "the guardrail never applied",
+    )
 
 
 def test_a_prompt_a_guardrail_blocks_never_reaches_the_designator(

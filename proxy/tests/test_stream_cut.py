@@ -14,7 +14,6 @@ when the gateway hung up before the end.
 import asyncio
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ import pytest
 from aiohttp import web
 
 from billing.tests.test_budgets_live import with_budget
-from conftest import IssuedKey, Ledger, unique_marker
+from conftest import IssuedKey, Ledger, unique_marker, wait_until
 from proxy.tests.live import LiveGateway
 
 GREEDY_TOKENS = 50
@@ -213,10 +212,7 @@ def anthropic_client(gateway: LiveGateway, key: IssuedKey) -> anthropic.Anthropi
 
 
 def wait_hung_up(greedy: GreedyUpstream, count: int) -> None:
-    deadline = time.monotonic() + 10
-    while len(greedy.hung_up) < count:
-        assert time.monotonic() < deadline, "the gateway never closed the upstream connection"
-        time.sleep(0.02)
+    wait_until(lambda: len(greedy.hung_up) >= count, 10, "the gateway never closed the upstream connection")
 
 
 def assert_cut(ledger: Ledger, key: IssuedKey, relayed_tokens: int) -> Any:
