@@ -23,10 +23,10 @@ from billing.ledger import usage_events_store
 from billing.models import PriceSyncRun, Webhook, WebhookDelivery
 from billing.services import budget_set, credit_add
 from billing.tests.test_budgets import event
-from billing.tests.webhook_receiver import WebhookReceiver, verify, wait_until
+from billing.tests.webhook_receiver import WebhookReceiver, verify
 from billing.webhook_delivery import delivery_body, signature, webhook_deliveries_send
 from billing.webhooks import emit, emits_settled, webhook_set
-from conftest import IssuedKey, Ledger
+from conftest import IssuedKey, Ledger, wait_until
 from proxy.tests.live import LiveGateway
 
 SECRET = "whsec-test-0123456789"

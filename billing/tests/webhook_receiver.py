@@ -8,8 +8,6 @@ import hashlib
 import hmac
 import json
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,11 +84,3 @@ class WebhookReceiver:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
             self._loop = self._thread = None
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 10.0, message: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, message or "timed out waiting"
-        time.sleep(0.02)
-    return value
