@@ -8,8 +8,8 @@ that records every request it receives:
 * `POST /perplexity/chat/completions`: a Perplexity answer (`perplexity_text`)
   with its `search_results` and `citations` (tests set `perplexity_sources`);
 * `GET /page/<name>`: the HTML (or `text/plain`, `image/png`...) tests put in
-  `pages`; `GET /big`: a page larger than any cap; `GET /slow`: headers after
-  `slow_seconds`;
+  `pages`; `GET /big`: a page larger than any cap; `GET /slow`: no headers ever (it
+  hangs until the server stops);
 * `GET /redirect?to=URL`: a 302 to URL.
 """
 
@@ -41,7 +41,6 @@ class FakeWeb(ThreadServed):
     perplexity_text: str = "Perplexity found that the answer is 42."
     perplexity_sources: list[dict[str, Any]] = field(default_factory=list)
     pages: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (content type, body)
-    slow_seconds: float = 5.0
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
 
@@ -113,8 +112,8 @@ class FakeWeb(ThreadServed):
 
     async def _slow(self, request: web.Request) -> web.Response:
         await self._record(request)
-        await asyncio.sleep(self.slow_seconds)
-        return web.Response(text="<p>late</p>", content_type="text/html")
+        await asyncio.Event().wait()  # never set: the scraper's time cap is what ends it
+        return web.Response(text="<p>never</p>", content_type="text/html")
 
     async def _redirect(self, request: web.Request) -> web.Response:
         await self._record(request)
