@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from cachestore.backend import CacheStore
 from cachestore.entry import CachedEntry
-from cachestore.store import CacheStore, LruStore
+from cachestore.lru_store import LruStore
 from gateway.kernel.redis import redis_client, redis_key
 
 log = logging.getLogger(__name__)

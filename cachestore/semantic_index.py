@@ -223,7 +223,7 @@ def _released(fn: Any) -> Any:
         try:
             return fn(*args)
         finally:
-            if not connection.in_atomic_block:  # as cachestore.store.release_connection
+            if not connection.in_atomic_block:  # as cachestore.db_store.release_connection
                 connection.close()
 
     return run

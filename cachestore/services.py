@@ -15,9 +15,10 @@ from django.utils import timezone
 
 from accounts.models import Tenant
 from billing.models import UsageRecord, UsageRollup
+from cachestore.db_store import release_connection
 from cachestore.models import CacheEntryRecord, SemanticVector
 from cachestore.semantic_index import semantic_index
-from cachestore.store import cache_store, release_connection
+from cachestore.store import cache_store
 
 _Tenants = TypeVar("_Tenants", bound=Tenant)  # Tenant, or the admin's proxy TenantCache
 

@@ -431,8 +431,9 @@ async def test_purging_a_tenants_cache_deletes_its_vectors_everywhere_and_keeps_
 
 
 def test_a_purge_heard_from_another_process_drops_that_tenants_vectors_here() -> None:
+    from cachestore.db_store import DatabaseStore
+    from cachestore.lru_store import LruStore
     from cachestore.semantic_index import semantic_index
-    from cachestore.store import DatabaseStore, LruStore
 
     semantic_index_reset()
     index, later = semantic_index(), time.time() + 600

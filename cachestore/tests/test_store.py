@@ -19,8 +19,10 @@ from asgiref.sync import async_to_sync
 
 from accounts.services import tenant_create
 from cachestore.entry import CachedEntry, entry_dumps
+from cachestore.lru_store import LruStore
 from cachestore.models import CacheEntryRecord
-from cachestore.store import LruStore, RedisStore, build_store
+from cachestore.redis_store import RedisStore
+from cachestore.store import build_store
 from gateway.kernel.context import Usage
 from gateway.kernel.redis import redis_client_for, redis_key
 
