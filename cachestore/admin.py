@@ -13,7 +13,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from billing.admin import LargeTablePaginator
+from billing.admin.large_tables import LargeTablePaginator
 from billing.pricing import usd_string
 from cachestore.models import CacheEntryRecord, TenantCache
 from cachestore.services import cache_purge, with_cache_usage

@@ -30,7 +30,7 @@ from accounts.admin import AuditedAdmin
 from accounts.admin_filters import TenantFilter
 from accounts.models import ApiKey, Tenant
 from accounts.services import SEMANTIC_FIELDS, api_key_issue, api_key_revoke, api_key_rotate
-from billing.admin import KeyBudgetInline, TenantBudgetInline
+from billing.admin.budgets import KeyBudgetInline, TenantBudgetInline
 from billing.dashboard import budget_limit_nanos, budgets_with_current_spend
 from billing.models import Budget, CreditEntry, UsageRecord, UsageRollup
 from gateway.model_picker import model_list_field, tag_list_field

@@ -16,8 +16,8 @@ from django.utils import timezone
 from accounts.keys import key_digest
 from accounts.models import ApiKey, Tenant
 from accounts.services import api_key_issue, tenant_create
-from billing import admin as billing_admin
-from billing.admin import LargeTablePaginator
+from billing.admin import large_tables
+from billing.admin.large_tables import LargeTablePaginator
 from billing.models import Budget, BudgetSpend, Price, PriceSyncRun, ReconciliationReport, UsageRecord
 from billing.periods import period_start
 from billing.rollups import usage_rollup
@@ -180,7 +180,7 @@ def test_the_price_list_marks_hand_set_and_synced_rows_and_the_row_in_force(admi
 
 
 def test_the_usage_list_counts_matching_rows_only_up_to_the_cap(admin_client: Client, monkeypatch: Any) -> None:
-    monkeypatch.setattr(billing_admin, "COUNT_CAP", 3)
+    monkeypatch.setattr(large_tables, "COUNT_CAP", 3)
     key = api_key_issue(tenant=tenant_create(slug="acme"))[1]
     for minute in range(5):
         record(key, dt.datetime(2025, 3, 4, 10, minute, tzinfo=dt.UTC))
@@ -194,7 +194,7 @@ def test_the_usage_list_counts_matching_rows_only_up_to_the_cap(admin_client: Cl
 
 
 def test_an_unfiltered_table_past_the_cap_is_counted_by_the_planners_estimate(monkeypatch: Any) -> None:
-    monkeypatch.setattr(billing_admin, "table_row_estimate", lambda alias, table: 1_000_000)
+    monkeypatch.setattr(large_tables, "table_row_estimate", lambda alias, table: 1_000_000)
     assert LargeTablePaginator(UsageRecord.objects.all(), 100).count == 1_000_000
     assert LargeTablePaginator(UsageRecord.objects.filter(status_code=500), 100).count == 0
 
@@ -203,7 +203,7 @@ def test_the_planners_estimate_is_only_read_on_postgresql() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE billing_usagerecord")  # a new table has no estimate before its first
-    estimate = billing_admin.table_row_estimate("default", "billing_usagerecord")
+    estimate = large_tables.table_row_estimate("default", "billing_usagerecord")
     assert (estimate is None) == (connection.vendor != "postgresql")
 
 
@@ -255,8 +255,8 @@ def test_a_search_for_a_tenant_slug_filters_by_the_tenants_id(admin_client: Clie
     record(other, dt.datetime(2025, 3, 4, tzinfo=dt.UTC))
     by_model = record(other, dt.datetime(2025, 3, 4, tzinfo=dt.UTC), public_model="m-7")
 
-    assert set(billing_admin.exact_search(UsageRecord.objects.all(), "acme")) == {mine}
-    assert set(billing_admin.exact_search(UsageRecord.objects.all(), "m-7")) == {by_model}
+    assert set(large_tables.exact_search(UsageRecord.objects.all(), "acme")) == {mine}
+    assert set(large_tables.exact_search(UsageRecord.objects.all(), "m-7")) == {by_model}
     with CaptureQueriesContext(connection) as queries:
         admin_client.get("/admin/billing/usagerecord/?q=acme")
     assert [q["sql"] for q in queries if " OR " in q["sql"] and "acme" in q["sql"]] == []
