@@ -86,7 +86,7 @@ def _usable(catalog: Catalog, ctx: TenantContext) -> list[tuple[str, str]]:
 
 async def ollama_tags_view(request: HttpRequest) -> HttpResponseBase:
     async def tags(ctx: TenantContext) -> HttpResponseBase:
-        from proxy.translate.ollama import ollama_tags  # loaded on use (proxy.exchange)
+        from proxy.translate.ollama_catalog import ollama_tags  # loaded on use (proxy.exchange)
 
         catalog = await current_catalog()
         return JsonResponse(ollama_tags(_usable(catalog, ctx), modified_at=timezone.now().isoformat()))
@@ -99,7 +99,7 @@ async def ollama_ps_view(request: HttpRequest) -> HttpResponseBase:
         return refused
 
     async def ps(ctx: TenantContext) -> HttpResponseBase:
-        from proxy.translate.ollama import ollama_ps  # loaded on use (proxy.exchange)
+        from proxy.translate.ollama_catalog import ollama_ps  # loaded on use (proxy.exchange)
 
         catalog = await current_catalog()
         expires_at = (timezone.now() + _OLLAMA_KEEP_ALIVE).isoformat()
@@ -117,7 +117,7 @@ async def ollama_show_view(request: HttpRequest) -> HttpResponseBase:
         return refused
 
     async def show(ctx: TenantContext) -> HttpResponseBase:
-        from proxy.translate.ollama import ollama_show  # loaded on use (proxy.exchange)
+        from proxy.translate.ollama_catalog import ollama_show  # loaded on use (proxy.exchange)
 
         body = _json_object(request.body)
         name = body.get("model") or body.get("name")  # `name` in clients older than Ollama 0.4
@@ -141,13 +141,14 @@ async def ollama_embed(request: HttpRequest) -> HttpResponseBase:
     """/api/embed through the model's OpenAI embeddings route: routed,
     limited, budgeted and metered as /v1/embeddings is (its usage rows say
     `embeddings`)."""
-    from proxy.translate import ollama
+    from proxy.translate.ollama_embed_to_embeddings.request import ollama_embed_request_to_embeddings
+    from proxy.translate.ollama_embed_to_embeddings.response import embeddings_response_to_ollama_embed
 
     started = time.perf_counter_ns()
     return await _ollama_embeddings(
         request,
-        ollama.ollama_embed_request_to_embeddings,
-        lambda data, model: ollama.embeddings_response_to_ollama_embed(
+        ollama_embed_request_to_embeddings,
+        lambda data, model: embeddings_response_to_ollama_embed(
             data, model=model, duration_ns=time.perf_counter_ns() - started
         ),
     )
@@ -155,12 +156,13 @@ async def ollama_embed(request: HttpRequest) -> HttpResponseBase:
 
 async def ollama_embeddings(request: HttpRequest) -> HttpResponseBase:
     """The legacy /api/embeddings (one `prompt`, one `embedding`), the same way."""
-    from proxy.translate import ollama
+    from proxy.translate.ollama_embed_to_embeddings.request import ollama_embeddings_request_to_embeddings
+    from proxy.translate.ollama_embed_to_embeddings.response import embeddings_response_to_ollama_embeddings
 
     return await _ollama_embeddings(
         request,
-        ollama.ollama_embeddings_request_to_embeddings,
-        lambda data, model: ollama.embeddings_response_to_ollama_embeddings(data),
+        ollama_embeddings_request_to_embeddings,
+        lambda data, model: embeddings_response_to_ollama_embeddings(data),
     )
 
 

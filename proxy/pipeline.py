@@ -311,7 +311,7 @@ def _counted_upstream(plan: RoutePlan) -> bool:
 def _count_tokens_estimated(call: ClientCall) -> JsonResponse:
     """Only Anthropic counts tokens for real; for others it is estimated,
     and the answer says so."""
-    from proxy.translate.messages_to_chat import count_tokens_estimate  # loaded on use (proxy.exchange)
+    from proxy.translate.count_tokens import count_tokens_estimate  # loaded on use (proxy.exchange)
 
     response = JsonResponse({"input_tokens": count_tokens_estimate(call.body)})
     response[ESTIMATE_HEADER] = "estimated"

@@ -26,14 +26,16 @@ def _wants_usage(body: dict[str, Any]) -> bool:
 
 
 def _client_side(call: ClientCall, names: HubNames) -> ClientSide:
-    from proxy.translate import completions
+    from proxy.translate.completions_to_chat.request import completions_request_to_chat
+    from proxy.translate.completions_to_chat.response import chat_response_to_completion
+    from proxy.translate.completions_to_chat.stream import ChatToCompletionsStream
 
     model, body = names.public_model, call.body
     completion_id = "cmpl-" + names.completion_id
     return ClientSide(
-        completions.completions_request_to_chat,
-        lambda data: completions.chat_response_to_completion(data, model=model),
-        lambda: completions.ChatToCompletionsStream(
+        completions_request_to_chat,
+        lambda data: chat_response_to_completion(data, model=model),
+        lambda: ChatToCompletionsStream(
             model=model, completion_id=completion_id, created=names.created, include_usage=_wants_usage(body)
         ),
     )

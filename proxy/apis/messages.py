@@ -25,17 +25,18 @@ def count_tokens_call(raw: bytes, headers: Mapping[str, str]) -> ClientCall:
 
 
 def _client_side(call: ClientCall, names: HubNames) -> ClientSide:
-    from proxy.translate import messages_to_chat
+    from proxy.translate.count_tokens import count_tokens_estimate
+    from proxy.translate.messages_to_chat.request import messages_request_to_chat
+    from proxy.translate.messages_to_chat.response import chat_response_to_message
+    from proxy.translate.messages_to_chat.stream import ChatToMessagesStream
 
     model = names.public_model
     message_id = "msg_" + names.completion_id
-    estimate = messages_to_chat.count_tokens_estimate(call.body)
+    estimate = count_tokens_estimate(call.body)
     return ClientSide(
-        messages_to_chat.messages_request_to_chat,
-        lambda data: messages_to_chat.chat_response_to_message(data, model=model),
-        lambda: messages_to_chat.ChatToMessagesStream(
-            model=model, message_id=message_id, input_tokens_estimate=estimate
-        ),
+        messages_request_to_chat,
+        lambda data: chat_response_to_message(data, model=model),
+        lambda: ChatToMessagesStream(model=model, message_id=message_id, input_tokens_estimate=estimate),
     )
 
 

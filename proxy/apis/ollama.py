@@ -38,18 +38,20 @@ def ollama_generate_call(raw: bytes) -> ClientCall:
 
 
 def _client_side(call: ClientCall, names: HubNames) -> ClientSide:
-    from proxy.translate import ollama
+    from proxy.translate.ollama_to_chat.request import ollama_chat_request_to_chat, ollama_generate_request_to_chat
+    from proxy.translate.ollama_to_chat.response import chat_response_to_ollama_chat, chat_response_to_ollama_generate
+    from proxy.translate.ollama_to_chat.stream import ChatToOllamaStream
 
     model, started = names.public_model, time.perf_counter_ns()
     generate = call.dialect is Dialect.OLLAMA_GENERATE
-    to_hub = ollama.ollama_generate_request_to_chat if generate else ollama.ollama_chat_request_to_chat
-    from_json = ollama.chat_response_to_ollama_generate if generate else ollama.chat_response_to_ollama_chat
+    to_hub = ollama_generate_request_to_chat if generate else ollama_chat_request_to_chat
+    from_json = chat_response_to_ollama_generate if generate else chat_response_to_ollama_chat
     return ClientSide(
         to_hub,
         lambda data: from_json(
             data, model=model, created_at=names.created_at, duration_ns=time.perf_counter_ns() - started
         ),
-        lambda: ollama.ChatToOllamaStream(model=model, generate=generate, created_at=names.created_at),
+        lambda: ChatToOllamaStream(model=model, generate=generate, created_at=names.created_at),
     )
 
 

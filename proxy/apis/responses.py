@@ -19,21 +19,21 @@ def responses_call(raw: bytes) -> ClientCall:
 
 
 def _client_side(call: ClientCall, names: HubNames) -> ClientSide:
-    from proxy.translate import responses
+    from proxy.translate.responses_to_chat.request import responses_request_to_chat
+    from proxy.translate.responses_to_chat.response import chat_response_to_responses
+    from proxy.translate.responses_to_chat.stream import ChatToResponsesStream
 
     model, body = names.public_model, call.body
     response_id = "resp_" + names.completion_id
     return ClientSide(
         # With the stored conversation in place of previous_response_id.
-        lambda body, upstream_model: responses.responses_request_to_chat(
+        lambda body, upstream_model: responses_request_to_chat(
             conversation_body(call, native=False), upstream_model=upstream_model
         ),
-        lambda data: responses.chat_response_to_responses(
+        lambda data: chat_response_to_responses(
             data, model=model, response_id=response_id, created_at=names.created, request=body
         ),
-        lambda: responses.ChatToResponsesStream(
-            model=model, response_id=response_id, created_at=names.created, request=body
-        ),
+        lambda: ChatToResponsesStream(model=model, response_id=response_id, created_at=names.created, request=body),
     )
 
 

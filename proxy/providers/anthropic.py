@@ -139,19 +139,21 @@ class AnthropicAdapter:
     def hub_request(
         self, provider: ProviderConfig, upstream_model: str, body: dict[str, Any], stream: bool, answer: HubAnswer
     ) -> HubCall:
-        from proxy.translate import chat_to_messages
+        from proxy.translate.chat_to_messages.request import chat_request_to_messages
+        from proxy.translate.chat_to_messages.response import message_response_to_chat
+        from proxy.translate.chat_to_messages.stream import MessagesToChatStream
 
-        wire = chat_to_messages.chat_request_to_messages(
+        wire = chat_request_to_messages(
             body, upstream_model=upstream_model, default_max_tokens=settings.PROXY_ANTHROPIC_DEFAULT_MAX_TOKENS
         )
         request, observer = self.messages_request(provider, upstream_model, wire.body, stream)
 
         def answer_to_hub(data: dict[str, Any]) -> dict[str, Any]:
-            return chat_to_messages.message_response_to_chat(data, model=answer.public_model)
+            return message_response_to_chat(data, model=answer.public_model)
 
         stream_to_hub = None
         if stream:
-            stream_to_hub = chat_to_messages.MessagesToChatStream(
+            stream_to_hub = MessagesToChatStream(
                 model=answer.public_model,
                 completion_id=answer.completion_id,
                 created=answer.created,

@@ -211,7 +211,7 @@ def test_an_upstream_error_in_openais_envelope_becomes_ollamas() -> None:
 
 
 def test_an_embeddings_answer_of_the_wrong_shape_is_a_502() -> None:
-    from proxy.translate.ollama import embeddings_response_to_ollama_embeddings
+    from proxy.translate.ollama_embed_to_embeddings.response import embeddings_response_to_ollama_embeddings
 
     upstream = HttpResponse(b'{"data": "nope"}', content_type="application/json")
     answer = _as_ollama(upstream, embeddings_response_to_ollama_embeddings)

@@ -6,15 +6,23 @@ back, so any client dialect reaches any upstream in at most two steps
 When the upstream speaks the client's dialect natively the body passes
 through and nothing here runs.
 
-Every translator is pure: dicts in, dicts out, no I/O. Each module offers,
-for its dialect:
+Every translator is pure: dicts in, dicts out, no I/O. Each pair of APIs is
+a package named for the way its request goes (`messages_to_chat`: an
+Anthropic Messages client on a chat-completions upstream), with a module
+for each part:
 
-* a request translator returning `Translated` (the new body plus notes on
-  what had no equivalent and was dropped or approximated: the client sees
-  them in the `x-gateway-translation-notes` response header; nothing is lost
-  silently);
-* a response translator for a non-streamed answer;
-* a `StreamTranslator`: upstream events in, client events out.
+* `request`: the request translator, returning `Translated` (the new body
+  plus notes on what had no equivalent and was dropped or approximated: the
+  client sees them in the `x-gateway-translation-notes` response header;
+  nothing is lost silently);
+* `response`: the translator of a non-streamed answer;
+* `stream`: a `StreamTranslator`, upstream events in, client events out;
+* `answer_parts`: what `response` and `stream` both build their answers of.
+
+Beside them: `count_tokens` (the Anthropic count_tokens API's estimate),
+`ollama_catalog` (Ollama's model listings), and the readers every pair
+shares (`json_values`, `reasoning`). This package's own module holds only
+the shared types, so a process that never translates never loads the rest.
 
 A stream event is one parsed JSON object (an SSE event's data, or one NDJSON
 line). Anthropic and Responses events carry their SSE event name in their

@@ -1,12 +1,10 @@
-"""OpenAI chat-completions clients on Anthropic Messages upstreams.
+"""Chat-completions requests for Anthropic Messages upstreams (chat -> Messages).
 
-Requests go chat -> Messages, answers and stream events Messages -> chat.
 What Anthropic cannot express at all (n > 1, audio input, a tool call whose
 arguments are not JSON) is a TranslationError; what it can only approximate
 or must drop becomes a note.
 """
 
-import time
 from typing import Any
 
 import orjson
@@ -15,15 +13,6 @@ from proxy.translate import Translated, TranslationError
 
 # Thinking budgets for OpenAI's effort levels (1024 is Anthropic's minimum).
 THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
-FINISH_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
 # Sampling and output options Anthropic has no equivalent for; their default
 # values (None, False, 0, {}) change nothing, so only other values get a note.
 _UNSUPPORTED = ("logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "seed", "logit_bias")
@@ -47,9 +36,6 @@ _HANDLED = {
     "response_format",
     *_UNSUPPORTED,
 }
-
-
-# --- request ---------------------------------------------------------------------
 
 
 def chat_request_to_messages(body: dict[str, Any], *, upstream_model: str, default_max_tokens: int) -> Translated:
@@ -319,166 +305,3 @@ def _dropped(body: dict[str, Any], notes: list[str]) -> None:
 def _note(notes: list[str], note: str) -> None:
     if note not in notes:
         notes.append(note)
-
-
-# --- response ----------------------------------------------------------------------
-
-
-def message_response_to_chat(data: dict[str, Any], *, model: str, created: int | None = None) -> dict[str, Any]:
-    """An Anthropic message as a chat.completion answering for `model`."""
-    text: list[str] = []
-    thinking: list[str] = []
-    calls: list[dict[str, Any]] = []
-    for block in data.get("content") or ():
-        kind = block.get("type") if isinstance(block, dict) else None
-        if kind == "text":
-            text.append(block.get("text") or "")
-        elif kind == "thinking":
-            thinking.append(block.get("thinking") or "")
-        elif kind == "tool_use":
-            calls.append(_tool_call(block))
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text else None}
-    if thinking:
-        message["reasoning_content"] = "".join(thinking)
-    if calls:
-        message["tool_calls"] = calls
-    answer = {
-        "id": "chatcmpl-" + str(data.get("id", "")),
-        "object": "chat.completion",
-        "created": int(time.time()) if created is None else created,
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(data.get("stop_reason"))}],
-    }
-    usage = chat_usage(data.get("usage"))
-    if usage is not None:
-        answer["usage"] = usage
-    return answer
-
-
-def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
-    arguments = orjson.dumps(block.get("input") or {}).decode()
-    return {"id": block.get("id"), "type": "function", "function": {"name": block.get("name"), "arguments": arguments}}
-
-
-def finish_reason(stop_reason: Any) -> str | None:
-    if stop_reason is None:
-        return None
-    return FINISH_REASONS.get(stop_reason, "stop")
-
-
-def chat_usage(usage: Any) -> dict[str, Any] | None:
-    """OpenAI's convention: prompt_tokens includes cache reads and writes."""
-    if not isinstance(usage, dict):
-        return None
-    cached = usage.get("cache_read_input_tokens") or 0
-    prompt = (usage.get("input_tokens") or 0) + cached + (usage.get("cache_creation_input_tokens") or 0)
-    completion = usage.get("output_tokens") or 0
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
-    }
-
-
-# --- stream ------------------------------------------------------------------------
-
-
-class MessagesToChatStream:
-    """Anthropic stream events in, chat.completion.chunk dicts out.
-
-    `close()` completes a stream that ended properly but left something
-    unsent (a finish chunk, the usage chunk). A stream that broke off before
-    Anthropic's `message_delta` gets nothing from `close()`: a finish_reason
-    would tell the client the answer is whole when it is not, and its usage
-    would be a guess. The relay reports the break in its own error event.
-    """
-
-    def __init__(self, *, model: str, completion_id: str, created: int, include_usage: bool) -> None:
-        self.model = model
-        self.completion_id = completion_id
-        self.created = created
-        self.include_usage = include_usage
-        self._usage: dict[str, Any] = {}
-        self._tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool call index
-        self._finish_sent = False
-        self._usage_sent = False
-        self._stopped = False
-
-    def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
-        kind = event.get("type")
-        if kind == "content_block_delta":
-            return self._delta(event)
-        if kind == "content_block_start":
-            return self._block_start(event)
-        if kind == "message_start":
-            message = event.get("message") or {}
-            self._usage = dict(message.get("usage") or {})
-            return [self._chunk({"role": "assistant", "content": ""})]
-        if kind == "message_delta":
-            self._usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
-            self._finish_sent = True
-            stop_reason = (event.get("delta") or {}).get("stop_reason")
-            return [self._chunk({}, finish_reason(stop_reason) or "stop")]
-        if kind == "message_stop":
-            self._stopped = True
-            return self._usage_chunk()
-        if kind == "error":
-            return [{"error": event.get("error") or {}}]
-        return []  # ping, content_block_stop and whatever Anthropic adds later
-
-    def close(self) -> list[dict[str, Any]]:
-        events = []
-        if self._stopped and not self._finish_sent:
-            self._finish_sent = True
-            events.append(self._chunk({}, "stop"))
-        return events + self._usage_chunk()
-
-    def _block_start(self, event: dict[str, Any]) -> list[dict[str, Any]]:
-        block = event.get("content_block") or {}
-        if block.get("type") == "tool_use":
-            k = self._tool_index[event.get("index", -1)] = len(self._tool_index)
-            function = {"name": block.get("name"), "arguments": ""}
-            return [
-                self._chunk(
-                    {"tool_calls": [{"index": k, "id": block.get("id"), "type": "function", "function": function}]}
-                )
-            ]
-        if block.get("type") == "text" and block.get("text"):
-            return [self._chunk({"content": block["text"]})]
-        return []
-
-    def _delta(self, event: dict[str, Any]) -> list[dict[str, Any]]:
-        delta = event.get("delta") or {}
-        kind = delta.get("type")
-        if kind == "text_delta":
-            return [self._chunk({"content": delta.get("text", "")})]
-        if kind == "thinking_delta":
-            return [self._chunk({"reasoning_content": delta.get("thinking", "")})]
-        if kind == "input_json_delta" and delta.get("partial_json"):
-            k = self._tool_index.get(event.get("index", -1))
-            if k is not None:
-                return [self._chunk({"tool_calls": [{"index": k, "function": {"arguments": delta["partial_json"]}}]})]
-        return []  # signature and citation deltas have no chat equivalent
-
-    def _usage_chunk(self) -> list[dict[str, Any]]:
-        if not self.include_usage or self._usage_sent or not self._finish_sent:
-            return []
-        self._usage_sent = True
-        chunk = self._base()
-        chunk["choices"] = []
-        chunk["usage"] = chat_usage(self._usage)
-        return [chunk]
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        chunk = self._base()
-        chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
-        return chunk
-
-    def _base(self) -> dict[str, Any]:
-        return {
-            "id": self.completion_id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-        }
