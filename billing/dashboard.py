@@ -18,7 +18,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from billing.histograms import LATENCY_COLUMNS, TTFT_COLUMNS, percentile_ms
-from billing.models import Budget, Period, UsageRollup
+from billing.models import Budget, UsageRollup
+from billing.models.budgets import Period
 from billing.periods import period_end, period_start
 from billing.pricing import NANOS_PER_USD, usd_to_nanos
 from billing.rollups import DAY, HOUR, bucket_start

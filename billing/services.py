@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, Tenant
 from accounts.signals import config_version_bump
-from billing.models import Budget, BudgetSpend, CreditEntry, Period, Price
+from billing.models import Budget, BudgetSpend, CreditEntry, Price
+from billing.models.budgets import Period
 from billing.periods import period_end, period_start
 from billing.pricing import price_amount_check, usd_to_nanos
 from billing.reconcile import usage_cost_nanos
