@@ -10,8 +10,8 @@ import pytest
 from conftest import IssuedKey
 from gateway.kernel.context import ProviderConfig
 from gateway.kernel.logs import redact
-from proxy.forward import _upstream_error_details
 from proxy.tests.live import LiveGateway
+from proxy.upstream_errors import upstream_error_details
 
 PROVIDER = ProviderConfig(name="up", kind="openai", base_url="http://upstream.invalid/v1")
 KEY = "sk-proj-" + "A1b2C3d4E5" * 4
@@ -19,7 +19,7 @@ KEY = "sk-proj-" + "A1b2C3d4E5" * 4
 
 def upstream_message(message: str) -> str:
     raw = orjson.dumps({"error": {"message": message, "type": "invalid_request_error"}})
-    return _upstream_error_details(raw, PROVIDER)[0]
+    return upstream_error_details(raw, PROVIDER)[0]
 
 
 def test_a_key_straddling_the_message_cut_leaks_none_of_its_characters() -> None:
