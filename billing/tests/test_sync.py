@@ -15,11 +15,12 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError, OutputWrapper
 
-from billing import sync
+from billing import price_file, sync
 from billing.management.commands.prices_sync import ProgressBar
 from billing.models import Price, PriceSyncRun
+from billing.price_file import PriceSyncError
 from billing.services import price_set
-from billing.sync import PriceSyncError, prices_sync
+from billing.sync import prices_sync
 from billing.tasks import prices_sync_task
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -458,11 +459,13 @@ def test_an_http_url_is_fetched_with_a_timeout(monkeypatch: pytest.MonkeyPatch) 
         fetched.append((url, timeout))
         return io.BytesIO(SAMPLE.read_bytes())
 
-    monkeypatch.setattr(sync.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(price_file.urllib.request, "urlopen", fake_urlopen)
 
     result = prices_sync("https://prices.example/model_prices_and_context_window.json")
 
-    assert fetched == [("https://prices.example/model_prices_and_context_window.json", sync.FETCH_TIMEOUT_SECONDS)]
+    assert fetched == [
+        ("https://prices.example/model_prices_and_context_window.json", price_file.FETCH_TIMEOUT_SECONDS)
+    ]
     assert result.counts()["added"] == 16
 
 
@@ -593,6 +596,6 @@ def test_the_audio_rates_of_a_realtime_model_are_synced() -> None:
         "input_cost_per_audio_token": Decimal("3.2e-05"),
         "output_cost_per_audio_token": Decimal("6.4e-05"),
     }
-    synced = sync.entry_convert("gpt-realtime", entry)
+    synced = price_file.entry_convert("gpt-realtime", entry)
     assert synced.optional["audio_input_usd_per_mtok"] == Decimal("32")
     assert synced.optional["audio_output_usd_per_mtok"] == Decimal("64")

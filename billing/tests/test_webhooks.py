@@ -304,7 +304,8 @@ def test_a_prepaid_balance_falling_below_the_threshold_raises_credit_low_once_pe
 
 @pytest.mark.django_db
 def test_a_failed_price_sync_raises_price_sync_failed_with_its_run(receiver: WebhookReceiver, tmp_path: Any) -> None:
-    from billing.sync import PriceSyncError, prices_sync
+    from billing.price_file import PriceSyncError
+    from billing.sync import prices_sync
 
     hook(receiver, ["price_sync.failed"])
     broken = tmp_path / "prices.json"

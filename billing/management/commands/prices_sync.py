@@ -3,7 +3,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
-from billing.sync import PriceSyncError, SyncResult, prices_sync
+from billing.price_file import PriceSyncError
+from billing.sync import SyncResult, prices_sync
 
 
 class ProgressBar:
