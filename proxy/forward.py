@@ -195,7 +195,13 @@ class Attempts:
         try:
             exchange = exchange_for(call, target)
             reservation = await reserve_worst_case(
-                ctx, target, call.body, prompt_bytes=call.size, output_tokens=call.output_tokens, media=call.media
+                ctx,
+                target,
+                call.body,
+                dialect=call.dialect,
+                prompt_bytes=call.size,
+                output_tokens=call.output_tokens,
+                media=call.media,
             )
         except BaseException:
             capacity_settle(grant, -1)  # refused before anything was sent: its room back
@@ -205,6 +211,7 @@ class Attempts:
             ctx=ctx,
             target=target,
             endpoint=call.dialect.value,
+            dialect=call.dialect,
             request_id=self.request_id,
             body=call.body,
             observer=exchange.observer,

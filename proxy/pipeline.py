@@ -257,6 +257,7 @@ def _spend_ahead(p: Prepared) -> Spend | None:
             p.ctx,
             p.plan.deployments[0],
             p.call.body,
+            dialect=p.call.dialect,
             prompt_bytes=p.call.size,
             output_tokens=p.call.output_tokens,
             media=p.call.media,  # audio and images reserve their seconds, characters, images (proxy.media)

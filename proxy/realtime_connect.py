@@ -29,6 +29,7 @@ from gateway.kernel.errors import GatewayError, invalid_request
 from proxy.catalog import current_catalog
 from proxy.providers.registry import adapter_for
 from proxy.ratelimit import Admission, Counter, rate_limit_admit, rate_limit_release, rate_limiter
+from proxy.realtime_usage import PARAMS_DIALECT
 from proxy.routing import choose, plan_for
 from proxy.upstream import upstream_failure, upstream_session
 from proxy.usage import reserve_worst_case
@@ -102,7 +103,7 @@ async def session_admit(scope: dict[str, Any]) -> Admitted:
 async def _budget_check(ctx: TenantContext, target: RouteTarget) -> None:
     """Refuse a key whose budget or credit cannot pay for one response (its
     default output limit, no prompt): reserved and given back at once."""
-    reservation = await reserve_worst_case(ctx, target, {}, prompt_bytes=0)
+    reservation = await reserve_worst_case(ctx, target, {}, dialect=PARAMS_DIALECT, prompt_bytes=0)
     if reservation is not None:
         spend_guard().settle_soon(reservation, 0)
 

@@ -24,10 +24,14 @@ from typing import Any
 
 from gateway.kernel.context import RouteTarget, TenantContext, Usage
 from gateway.kernel.errors import GatewayError
+from proxy.dialects import Dialect
 from proxy.providers.base import token_count
 from proxy.usage import UsageRecorder, reserve_worst_case
 
 ENDPOINT = "realtime"
+# A response.create's params carry the Responses API's `instructions` and
+# `input` items: their text and media parts are counted as that API's.
+PARAMS_DIALECT = Dialect.RESPONSES
 # Decoded audio bytes per token, for the worst case: G.711 at 8 kHz is 800
 # bytes per 100 ms, the span of one of OpenAI's input audio tokens; PCM16 at
 # 24 kHz is six times as many bytes for the same tokens (a looser bound).
@@ -150,7 +154,9 @@ class RealtimeBooks:
     async def _reserved(self, params: dict[str, Any], *, extra_tokens: int = 0) -> _Response:
         prompt = self._context_tokens + self._added_tokens + self._session_bytes + extra_tokens
         output = _max_output(params) or self._session_max_output
-        reservation = await reserve_worst_case(self.ctx, self.target, params, prompt_bytes=prompt, output_tokens=output)
+        reservation = await reserve_worst_case(
+            self.ctx, self.target, params, dialect=PARAMS_DIALECT, prompt_bytes=prompt, output_tokens=output
+        )
         return self._response(params, reservation)
 
     def _response(self, params: dict[str, Any], reservation: Any = None) -> _Response:
@@ -160,6 +166,7 @@ class RealtimeBooks:
             ctx=self.ctx,
             target=self.target,
             endpoint=ENDPOINT,
+            dialect=PARAMS_DIALECT,
             request_id=f"{self.session_id}_{self._responses}",
             body=params,
             observer=observer,

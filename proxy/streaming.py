@@ -34,7 +34,7 @@ from proxy.stream_cut import (
     upstream_dialect,
 )
 from proxy.upstream import UpstreamTooLargeError, too_large, upstream_failure
-from proxy.usage import UsageRecorder, estimate_prompt_tokens
+from proxy.usage import UsageRecorder
 
 if TYPE_CHECKING:
     from proxy.exchange import Exchange
@@ -116,7 +116,7 @@ async def relay_stream(
         completed = True
     except BudgetCutError:  # the provider ignored max_tokens: ended here as at max_tokens
         assert cap is not None
-        error_code, cut = BUDGET_CUT, cap.usage(estimate_prompt_tokens(recorder.body))
+        error_code, cut = BUDGET_CUT, cap.usage(recorder.prompt_tokens())
         held = b"".join(guard.raw_close()) if guard is not None else b""
         yield _traced(recorder, held + encoded(recorder.endpoint, closing_events(recorder.endpoint, cap, cut)))
     except UpstreamTooLargeError as too_big:
@@ -194,7 +194,7 @@ async def translate_stream(
         completed = True
     except BudgetCutError:  # ended as the upstream ends at max_tokens, in its dialect, then translated
         assert cap is not None
-        error_code, cut = BUDGET_CUT, cap.usage(estimate_prompt_tokens(recorder.body))
+        error_code, cut = BUDGET_CUT, cap.usage(recorder.prompt_tokens())
         ending = closing_events(upstream_dialect(observer, recorder.endpoint), cap, cut)
         closing = [out for event in ending for out in _through(exchange.translators, event)]
         closing += _close(exchange.translators)
@@ -266,7 +266,7 @@ def broken_off(exc: BaseException, recorder: UsageRecorder) -> GatewayError:
 
 def _output_cap(recorder: UsageRecorder, observer: StreamObserver) -> OutputCap | None:
     """The count that cuts the stream past its budget reservation (None: no reservation to protect)."""
-    allowance = output_allowance(recorder.reservation, recorder.target.price, estimate_prompt_tokens(recorder.body))
+    allowance = output_allowance(recorder.reservation, recorder.target.price, recorder.prompt_tokens())
     return None if allowance is None else OutputCap(observer, allowance)
 
 

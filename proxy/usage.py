@@ -19,7 +19,9 @@ from billing.meter import meter
 from billing.pricing import cost_nanos, worst_case_cost_nanos
 from gateway.kernel.context import PriceSnapshot, RouteTarget, TenantContext, Usage, UsageEvent
 from gateway.kernel.errors import GatewayError
+from proxy.apis.registry import spec_for
 from proxy.capacity import Grant, capacity_settle
+from proxy.dialects import Dialect
 from proxy.providers.base import StreamObserver
 from proxy.ratelimit import rate_limit_release
 
@@ -38,33 +40,12 @@ def estimate_tokens(chars: int) -> int:
     return -(-chars // CHARS_PER_TOKEN)
 
 
-def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    """A prompt estimate for when the upstream never reported usage: the
-    text of chat or Anthropic `messages`, Responses `input` and `instructions`,
-    `system`, and a completion's or Ollama's `prompt`."""
-    chars = 0
-    count = 0
-    for name in ("messages", "input"):
-        items = body.get(name)
-        if isinstance(items, str):
-            chars += len(items)
-            count += 1
-            continue
-        for item in items if isinstance(items, list) else ():
-            count += 1
-            content = item.get("content") if isinstance(item, dict) else None
-            chars += _text_chars(content)
-    for name in ("system", "instructions", "prompt"):
-        chars += _text_chars(body.get(name))
-    return estimate_tokens(chars) + _TOKENS_PER_MESSAGE * count
-
-
-def _text_chars(content: Any) -> int:
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):
-        return sum(len(p["text"]) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return 0
+def estimate_prompt_tokens(dialect: Dialect, body: dict[str, Any]) -> int:
+    """A prompt estimate for when the upstream never reported usage: every
+    text the request sends, as its API's module locates them, and a few
+    tokens for each message it frames."""
+    texts = spec_for(dialect).texts
+    return estimate_tokens(texts.prompt_chars(body)) + _TOKENS_PER_MESSAGE * texts.turns(body)
 
 
 def output_limit(body: dict[str, Any], target: RouteTarget) -> int:
@@ -79,35 +60,12 @@ def output_limit(body: dict[str, Any], target: RouteTarget) -> int:
     return settings.BILLING_DEFAULT_MAX_OUTPUT_TOKENS * choices
 
 
-_MEDIA_PARTS = frozenset({"image_url", "input_audio", "file", "image", "document", "input_image", "input_file"})
-
-
-def media_parts(body: dict[str, Any]) -> int:
-    """Content parts whose tokens their bytes do not bound (an image URL is
-    a few bytes and hundreds of tokens): in chat and Anthropic `messages`,
-    Responses `input` items, and Ollama's `images`."""
-    count = 0
-    for name in ("messages", "input"):
-        items = body.get(name)
-        for item in items if isinstance(items, list) else ():
-            if not isinstance(item, dict):
-                continue
-            content = item.get("content")
-            if isinstance(content, list):
-                count += sum(1 for part in content if isinstance(part, dict) and part.get("type") in _MEDIA_PARTS)
-            elif item.get("type") in _MEDIA_PARTS:
-                count += 1
-            images = item.get("images")
-            count += len(images) if isinstance(images, list) else 0
-    images = body.get("images")  # Ollama's /api/generate
-    return count + (len(images) if isinstance(images, list) else 0)
-
-
 async def reserve_worst_case(
     ctx: TenantContext,
     target: RouteTarget,
     body: dict[str, Any],
     *,
+    dialect: Dialect,
     prompt_bytes: int,
     output_tokens: int | None = None,
     media: Any = None,
@@ -116,9 +74,12 @@ async def reserve_worst_case(
     prepaid credit that cover it; raises budget_exceeded or
     insufficient_credit. Text cannot have more tokens than bytes, so the
     body's size bounds the prompt from above, plus a fixed allowance for each
-    image, audio or file part. A media endpoint's call (`media`, a
-    proxy.media.MediaCall) reserves its seconds, characters or images too."""
-    spend = worst_case(ctx, target, body, prompt_bytes=prompt_bytes, output_tokens=output_tokens, media=media)
+    image, audio or file part (as `dialect`'s module counts them). A media
+    endpoint's call (`media`, a proxy.media.MediaCall) reserves its seconds,
+    characters or images too."""
+    spend = worst_case(
+        ctx, target, body, dialect=dialect, prompt_bytes=prompt_bytes, output_tokens=output_tokens, media=media
+    )
     return None if spend is None else await spend_guard().reserve(*spend)
 
 
@@ -127,6 +88,7 @@ def worst_case(
     target: RouteTarget,
     body: dict[str, Any],
     *,
+    dialect: Dialect,
     prompt_bytes: int,
     output_tokens: int | None = None,
     media: Any = None,
@@ -151,7 +113,8 @@ def worst_case(
 
         amount = worst_case_nanos(media, target.price, request_bytes=prompt_bytes, output_tokens=output)
     else:
-        prompt = prompt_bytes + media_parts(body) * settings.BILLING_MEDIA_PART_MAX_TOKENS
+        parts = spec_for(dialect).texts.media_parts(body)
+        prompt = prompt_bytes + parts * settings.BILLING_MEDIA_PART_MAX_TOKENS
         amount = worst_case_cost_nanos(target.price, prompt_tokens=prompt, output_tokens=output)
     return caps, amount
 
@@ -169,6 +132,7 @@ class UsageRecorder:
         ctx: TenantContext,
         target: RouteTarget,
         endpoint: str,
+        dialect: Dialect,
         request_id: str,
         body: dict,
         observer: StreamObserver | None = None,
@@ -190,6 +154,7 @@ class UsageRecorder:
         self.capacity: Grant | None = None  # room in the deployment's upstream limits (proxy.capacity)
         self.target = target
         self.endpoint = endpoint
+        self.dialect = dialect  # the API `body` is a request of (its texts: the prompt estimate)
         self.request_id = request_id
         self.stream = observer is not None
         self.body = body
@@ -276,8 +241,12 @@ class UsageRecorder:
         else:
             self.fill.fail()
 
+    def prompt_tokens(self) -> int:
+        """The request's prompt, estimated (for when the upstream never says)."""
+        return estimate_prompt_tokens(self.dialect, self.body)
+
     def _estimate(self, output_chars: int) -> Usage:
-        return Usage(input_tokens=estimate_prompt_tokens(self.body), output_tokens=estimate_tokens(output_chars))
+        return Usage(input_tokens=self.prompt_tokens(), output_tokens=estimate_tokens(output_chars))
 
     def abandon(self) -> None:
         """Server shutdown: record what was seen, flagged as estimated."""

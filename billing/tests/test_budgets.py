@@ -418,11 +418,13 @@ def test_price_set_takes_every_bucket_and_tier() -> None:
 
 def test_the_worst_case_counts_every_choice_and_each_media_part(settings: Any) -> None:
     from gateway.kernel.context import ProviderConfig, RouteTarget
-    from proxy.usage import media_parts, output_limit
+    from proxy.apis.registry import spec_for
+    from proxy.dialects import Dialect
+    from proxy.usage import output_limit
 
     target = RouteTarget("m", ProviderConfig("p", "openai", "http://x"), "m", None)
     assert output_limit({"max_tokens": 1000, "n": 8}, target) == 8000
     assert output_limit({"n": 2}, target) == 2 * settings.BILLING_DEFAULT_MAX_OUTPUT_TOKENS
     image = {"type": "image_url", "image_url": {"url": "https://x/cat.png"}}
     body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "what?"}, image, image]}]}
-    assert media_parts(body) == 2
+    assert spec_for(Dialect.CHAT).texts.media_parts(body) == 2

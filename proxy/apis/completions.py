@@ -4,6 +4,7 @@ from typing import Any
 
 from gateway.kernel.errors import invalid_request
 from proxy.apis.spec import CHAT_STREAM, ClientSide, DialectSpec, HubNames
+from proxy.apis.texts import ApiTexts, Piece, Slot, finished_choices, items, string, strings
 from proxy.dialects import ClientCall, Dialect, json_object_with_model, positive_int, stream_flag
 
 
@@ -41,10 +42,30 @@ def _client_side(call: ClientCall, names: HubNames) -> ClientSide:
     )
 
 
+def _answer(body: dict[str, Any]) -> list[Slot]:
+    return [slot for choice in items(body.get("choices")) for slot in string(choice, "text")]
+
+
+def _stream(event: dict[str, Any]) -> list[Piece]:
+    return [
+        (choice.get("index", 0), slot)
+        for choice in items(event.get("choices"))
+        if isinstance(choice, dict)
+        for slot in string(choice, "text")
+    ]
+
+
 COMPLETIONS = DialectSpec(
     Dialect.COMPLETIONS,
     ("/v1/completions",),
     lambda raw, headers, query: completions_call(raw),
+    # A prompt (or a list of them) and its suffix; no messages to frame.
+    texts=ApiTexts(
+        request=lambda body: [*strings(body, "prompt"), *string(body, "suffix")],
+        answer=_answer,
+        stream=_stream,
+        stream_ends=finished_choices,
+    ),
     stream=CHAT_STREAM,
     client_side=_client_side,
     translated_when_missing=True,

@@ -4,6 +4,7 @@ from typing import Any
 
 from gateway.kernel.errors import invalid_request
 from proxy.apis.spec import DialectSpec
+from proxy.apis.texts import ApiTexts, entries, strings
 from proxy.dialects import ClientCall, Dialect, json_object_with_model
 
 
@@ -35,5 +36,8 @@ EMBEDDINGS = DialectSpec(
     Dialect.EMBEDDINGS,
     ("/v1/embeddings",),
     lambda raw, headers, query: embeddings_call(raw),
+    # Its input strings (token ids carry no text); each input is framed
+    # like a message in the estimate.
+    texts=ApiTexts(request=lambda body: list(strings(body, "input")), turns=lambda body: entries(body, "input")),
     cacheable=True,
 )

@@ -4,6 +4,7 @@ parses them (imported with the first media request)."""
 from collections.abc import Mapping
 
 from proxy.apis.spec import DialectSpec
+from proxy.apis.texts import ApiTexts, string
 from proxy.dialects import ClientCall, Dialect
 
 
@@ -19,5 +20,7 @@ def _edit(raw: bytes, headers: Mapping[str, str], query: str) -> ClientCall:
     return media.image_edit_call(raw, headers.get("content-type", ""))
 
 
-IMAGES = DialectSpec(Dialect.IMAGES, ("/v1/images/generations",), _generation, provider_in_path=False)
-IMAGE_EDITS = DialectSpec(Dialect.IMAGE_EDITS, ("/v1/images/edits",), _edit, provider_in_path=False)
+# The prompt; the answer is images (a revised prompt is not read).
+_TEXTS = ApiTexts(request=lambda body: list(string(body, "prompt")))
+IMAGES = DialectSpec(Dialect.IMAGES, ("/v1/images/generations",), _generation, texts=_TEXTS, provider_in_path=False)
+IMAGE_EDITS = DialectSpec(Dialect.IMAGE_EDITS, ("/v1/images/edits",), _edit, texts=_TEXTS, provider_in_path=False)

@@ -5,10 +5,12 @@ Ollama's other routes (/api/tags, /api/embed, ...) are proxy.compat's; every
 """
 
 import time
+from collections.abc import Hashable
 from typing import Any
 
 from gateway.kernel.errors import ApiFormat, invalid_request
 from proxy.apis.spec import NDJSON, ClientSide, DialectSpec, HubNames, StreamShape, ndjson
+from proxy.apis.texts import ALL, ApiTexts, Slot, entries, items, messages, string
 from proxy.dialects import ClientCall, Dialect, json_object_with_model, objects, stream_flag
 
 OLLAMA_PREFIX = "/api/"
@@ -55,10 +57,40 @@ def _client_side(call: ClientCall, names: HubNames) -> ClientSide:
     )
 
 
+def _message_text(body: dict[str, Any]) -> list[Slot]:
+    message = body.get("message")
+    return list(string(message, "content")) if isinstance(message, dict) else []
+
+
+def _ends(event: dict[str, Any]) -> list[Hashable] | str:
+    return ALL if event.get("done") else []
+
+
+def _images(holder: Any) -> int:
+    return len(items(holder.get("images"))) if isinstance(holder, dict) else 0
+
+
+# One channel of text per stream: Ollama answers with one choice.
+CHAT_TEXTS = ApiTexts(
+    request=lambda body: list(messages(body)),
+    answer=_message_text,
+    stream=lambda event: [(0, slot) for slot in _message_text(event)],
+    stream_ends=_ends,
+    turns=lambda body: entries(body, "messages"),
+    media_parts=lambda body: sum(map(_images, items(body.get("messages")))),
+)
+GENERATE_TEXTS = ApiTexts(
+    request=lambda body: [*string(body, "system"), *string(body, "prompt")],
+    answer=lambda body: list(string(body, "response")),
+    stream=lambda event: [(0, slot) for slot in string(event, "response")],
+    stream_ends=_ends,
+    media_parts=_images,
+)
 OLLAMA_CHAT = DialectSpec(
     Dialect.OLLAMA_CHAT,
     ("/api/chat",),
     lambda raw, headers, query: ollama_chat_call(raw),
+    texts=CHAT_TEXTS,
     error_format=ApiFormat.OLLAMA,
     stream=_STREAM,
     client_side=_client_side,
@@ -68,6 +100,7 @@ OLLAMA_GENERATE = DialectSpec(
     Dialect.OLLAMA_GENERATE,
     ("/api/generate",),
     lambda raw, headers, query: ollama_generate_call(raw),
+    texts=GENERATE_TEXTS,
     error_format=ApiFormat.OLLAMA,
     stream=_STREAM,
     client_side=_client_side,

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from gateway.kernel.context import RouteTarget
 from gateway.kernel.errors import ApiFormat
+from proxy.apis.texts import ApiTexts
 from proxy.dialects import ClientCall, Dialect
 from proxy.translate import StreamTranslator, Translated
 
@@ -83,12 +84,16 @@ class ClientSide(NamedTuple):
 class DialectSpec:
     """Everything the gateway knows of one client API, read by the views
     (parse), the error paths (error_format), the pipeline and the cache lane
-    (cacheable) and the exchange (the rest)."""
+    (cacheable), the guardrails and the usage estimates (texts) and the
+    exchange (the rest)."""
 
     dialect: Dialect
     # Where clients call it under /v1 (or Ollama's /api/); the first is its own.
     paths: tuple[str, ...]
     parse: Parser
+    # Where the text is in its requests, answers and stream events (every
+    # API's requests carry some: an image's or a transcription's prompt).
+    texts: ApiTexts
     error_format: ApiFormat = ApiFormat.OPENAI
     # None: it never streams (embeddings, count_tokens), or the media relay writes it.
     stream: StreamShape | None = None

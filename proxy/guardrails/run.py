@@ -16,11 +16,11 @@ from typing import Any, Protocol
 import orjson
 
 from gateway.kernel.context import TenantContext
+from proxy.apis.registry import spec_for
 from proxy.dialects import ClientCall, Dialect
 from proxy.guardrails.index import CallerGuardrails, GuardrailIndex
 from proxy.guardrails.rules import BLOCK, INPUT, OUTPUT, REDACT, GuardrailBlockedError, GuardrailRule, Hit, redacted
 from proxy.guardrails.stream import StreamGuard
-from proxy.guardrails.texts import answer_slots, request_slots
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ class GuardrailRun:
         if scanner is None:
             return call
         found = []
-        for index, (holder, key) in enumerate(request_slots(call.dialect, call.body)):
+        texts = spec_for(call.dialect).texts
+        for index, (holder, key) in enumerate(texts.request(call.body)):
             hits = scanner.find(holder[key])
             if hits:
                 found.append((index, hits))
@@ -62,7 +63,7 @@ class GuardrailRun:
         if not any(hit.rule.action == REDACT for hit in hits):
             return call
         body = orjson.loads(orjson.dumps(call.body))  # the client's body stays as it came (the cache keys on it)
-        slots = request_slots(call.dialect, body)
+        slots = texts.request(body)
         for index, text_hits in found:
             holder, key = slots[index]
             holder[key] = redacted(holder[key], text_hits)
@@ -104,9 +105,8 @@ class GuardrailRun:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError:
             return data
-        found = [
-            (slot, hits) for slot in answer_slots(self.dialect, parsed) if (hits := scanner.find(slot[0][slot[1]]))
-        ]
+        slots = spec_for(self.dialect).texts.answer(parsed) if isinstance(parsed, dict) else []
+        found = [(slot, hits) for slot in slots if (hits := scanner.find(slot[0][slot[1]]))]
         if not found:
             return data
         self.settle([hit for _, hits in found for hit in hits], OUTPUT)

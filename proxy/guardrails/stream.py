@@ -16,9 +16,9 @@ import orjson
 from gateway.kernel.sse import event_data
 from proxy.apis.registry import spec_for
 from proxy.apis.spec import CHAT_STREAM
+from proxy.apis.texts import ALL
 from proxy.dialects import Dialect
 from proxy.guardrails.rules import Hit, Scanner, redacted
-from proxy.guardrails.texts import ALL, stream_echoes, stream_ends, stream_texts
 
 CONTEXT = 16  # characters of sent text kept for what a pattern reads before a match (\b, lookbehind)
 
@@ -71,8 +71,9 @@ class StreamGuard:
     their bytes."""
 
     def __init__(self, dialect: Dialect, scanner: Scanner, settle: Settle) -> None:
-        self.dialect = dialect
-        self.shape = spec_for(dialect).stream or CHAT_STREAM  # as the client's API writes a stream
+        spec = spec_for(dialect)
+        self.shape = spec.stream or CHAT_STREAM  # as the client's API writes a stream
+        self.texts = spec.texts  # where its events carry text
         self.scanner = scanner
         self.settle = settle
         self.channels: dict[Hashable, HeldText] = {}
@@ -86,15 +87,15 @@ class StreamGuard:
     def _feed(self, event: dict[str, Any]) -> list[dict[str, Any]] | None:
         """feed(), or None when the event has no text and ends no channel (left as it is)."""
         out: list[dict[str, Any]] = []
-        pieces = stream_texts(self.dialect, event)
+        pieces = self.texts.stream(event)
         for channel, (holder, key) in pieces:
             held = self.channels.get(channel)
             if held is None:
                 held = self.channels[channel] = HeldText(self.scanner, self.settle)
             holder[key] = held.feed(holder[key])
             self.templates[channel] = event
-        ends = stream_ends(self.dialect, event)
-        echoes = stream_echoes(self.dialect, event)
+        ends = self.texts.stream_ends(event)
+        echoes = self.texts.stream_echoes(event)
         if not pieces and not ends and not echoes:
             return None
         if ends:
@@ -127,7 +128,7 @@ class StreamGuard:
     def _carrying(self, channel: Hashable, tail: str) -> dict[str, Any]:
         """An event like the channel's last text event, with `tail` as its text."""
         copy: dict[str, Any] = orjson.loads(orjson.dumps(self.templates[channel]))
-        for other, (holder, key) in stream_texts(self.dialect, copy):
+        for other, (holder, key) in self.texts.stream(copy):
             holder[key] = tail if other == channel else ""
         copy.pop("usage", None)
         return copy

@@ -337,6 +337,7 @@ def test_when_every_attempt_fails_the_messages_client_gets_the_last_error_in_ant
 def test_a_stream_cut_off_mid_way_ends_with_an_error_event_is_not_retried_and_records_what_was_seen(
     gateway: LiveGateway, key: IssuedKey, ledger: Ledger, fake_upstream: FakeUpstream
 ) -> None:
+    from proxy.dialects import Dialect
     from proxy.usage import estimate_prompt_tokens, estimate_tokens
 
     marker = unique_marker()
@@ -358,7 +359,9 @@ def test_a_stream_cut_off_mid_way_ends_with_an_error_event_is_not_retried_and_re
     ]
     assert (record.stream, record.usage_estimated) == (True, True)
     assert record.output_tokens == estimate_tokens(len("w0 w1 w2"))
-    assert record.input_tokens == estimate_prompt_tokens({"messages": [{"role": "user", "content": marker}]})
+    assert record.input_tokens == estimate_prompt_tokens(
+        Dialect.CHAT, {"messages": [{"role": "user", "content": marker}]}
+    )
 
 
 def test_a_malformed_stream_is_a_clear_error_never_a_500_and_is_recorded(

@@ -94,6 +94,7 @@ async def test_a_relayed_stream_that_never_started_is_still_recorded_and_its_ups
     from billing.meter import meter
     from gateway.kernel.context import PriceSnapshot, ProviderConfig, Rates, RouteTarget, TenantContext
     from gateway.kernel.errors import ApiFormat
+    from proxy.dialects import Dialect
     from proxy.exchange import Exchange
     from proxy.providers.base import UpstreamRequest
     from proxy.streaming import RelayResponse
@@ -114,6 +115,7 @@ async def test_a_relayed_stream_that_never_started_is_still_recorded_and_its_ups
         ctx=ctx,
         target=target,
         endpoint="chat.completions",
+        dialect=Dialect.CHAT,
         request_id="req_x",
         body={"messages": [{"role": "user", "content": "abcd"}]},
         observer=observer,
