@@ -22,8 +22,9 @@ from django.db import transaction
 
 from accounts.audit import AuditActor, audit
 from accounts.signals import config_changes_batched
+from gateway.kernel.context import ProviderConfig
 from proxy.models import Provider, Route
-from proxy.presets import OPENAI, preset_for
+from proxy.providers.registry import adapter_for
 from proxy.routing import price_names
 
 log = logging.getLogger(__name__)
@@ -106,12 +107,13 @@ def describe(names: Iterable[str], index: dict[str, str]) -> str:
 
 def provider_index(provider: Provider, *, timeout: float = 10.0) -> dict[str, str]:
     """Descriptions from the provider's own model list (exact ids); {} for
-    a kind whose list has none (Anthropic's, Azure's)."""
-    if preset_for(provider.kind).protocol != OPENAI:
+    a kind whose list has none (its protocol's adapter says: Anthropic's, Azure's)."""
+    config = ProviderConfig(provider.name, provider.kind, provider.base_url, provider.resolve_api_key())
+    endpoint = adapter_for(provider.kind).model_list_endpoint(config)
+    if endpoint is None:
         return {}
-    api_key = provider.resolve_api_key()
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    raw = _get(provider.base_url.rstrip("/") + "/models", headers, timeout)
+    url, headers = endpoint
+    raw = _get(url, headers, timeout)
     doc = orjson.loads(raw)
     entries = doc.get("data") if isinstance(doc, dict) else None
     if not isinstance(entries, list):

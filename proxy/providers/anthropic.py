@@ -171,6 +171,9 @@ class AnthropicAdapter:
     ) -> tuple[str, dict[str, str]] | None:
         return None
 
+    def model_list_endpoint(self, provider: ProviderConfig) -> tuple[str, dict[str, str]] | None:
+        return None  # Anthropic's list has display names, no descriptions
+
     def messages_request(
         self,
         provider: ProviderConfig,

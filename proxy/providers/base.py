@@ -113,3 +113,9 @@ class ProviderAdapter(Protocol):
 
     def usage_from_response(self, data: Any) -> Usage | None:
         """The usage of a non-streamed answer."""
+
+    def model_list_endpoint(self, provider: ProviderConfig) -> tuple[str, dict[str, str]] | None:
+        """The URL and headers (the provider's credential) of its model list,
+        when that list's entries may carry a `description` (OpenRouter's and
+        some OpenAI-compatible servers' do); None: the protocol's list has none
+        (proxy.descriptions)."""

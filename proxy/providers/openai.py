@@ -220,6 +220,10 @@ class OpenAIAdapter:
     ) -> UpstreamRequest:
         return self._request(provider, upstream_model, "embeddings", {**body, "model": upstream_model}, False)
 
+    def model_list_endpoint(self, provider: ProviderConfig) -> tuple[str, dict[str, str]] | None:
+        """`<base>/models`, whose entries OpenRouter and some OpenAI-compatible servers describe."""
+        return self.endpoint(provider, "", "models", accept="application/json")
+
     def usage_from_response(self, data: Any) -> Usage | None:
         """Chat, completions and embeddings answers alike (embeddings report
         prompt tokens only), and Responses answers."""
@@ -290,6 +294,9 @@ class AzureOpenAIAdapter(OpenAIAdapter):
         if provider.api_key:
             headers["api-key"] = provider.api_key
         return headers
+
+    def model_list_endpoint(self, provider: ProviderConfig) -> tuple[str, dict[str, str]] | None:
+        return None  # Azure lists deployments, not described models
 
     def realtime_endpoint(
         self, provider: ProviderConfig, upstream_model: str, query: list[tuple[str, str]], beta: str

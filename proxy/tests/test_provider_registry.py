@@ -39,3 +39,18 @@ def test_a_preset_whose_protocol_has_no_adapter_is_refused_naming_it_and_the_kno
 def test_looking_up_a_protocol_without_an_adapter_is_the_same_clear_error() -> None:
     with pytest.raises(UnknownProtocolError, match="'grpc', which no adapter serves"):
         adapter_for_protocol("grpc")
+
+
+def test_only_the_openai_protocol_has_a_model_list_that_may_carry_descriptions() -> None:
+    from gateway.kernel.context import ProviderConfig
+
+    def listed(protocol: str) -> tuple[str, dict[str, str]] | None:
+        provider = ProviderConfig("p", protocol, "https://p.test/v1/", api_key="sk-p")
+        return ADAPTERS[protocol].model_list_endpoint(provider)
+
+    assert listed("openai") == (
+        "https://p.test/v1/models",
+        {"Accept": "application/json", "Authorization": "Bearer sk-p"},
+    )
+    assert listed("azure") is None  # its list is of deployments
+    assert listed("anthropic") is None  # display names, no descriptions
