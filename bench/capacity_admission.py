@@ -35,7 +35,9 @@ async def main() -> None:
     from django.conf import settings
 
     from gateway.kernel.context import ProviderConfig, RouteTarget
-    from proxy.capacity import LocalCapacity, RedisCapacity, capacity_key
+    from proxy.capacity import capacity_key
+    from proxy.capacity_redis import RedisCapacity
+    from proxy.capacity_windows import LocalCapacity
 
     settings.REDIS_KEY_PREFIX = f"bench-capacity-{uuid.uuid4().hex[:8]}"
     provider = ProviderConfig(name="p", kind="openai", base_url="http://127.0.0.1:9/v1")

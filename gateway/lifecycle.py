@@ -108,7 +108,8 @@ async def shutdown() -> None:
     from billing.meter import meter
     from cachestore.flight import writes_settled
     from cachestore.store import cache_store
-    from proxy.capacity import RedisCapacity, capacity
+    from proxy.capacity import capacity
+    from proxy.capacity_redis import RedisCapacity
     from proxy.ratelimit import RedisRateLimiter, rate_limiter
     from proxy.telemetry import telemetry_shutdown
     from proxy.upstream import upstream_sessions_close

@@ -9,7 +9,8 @@ from typing import Any
 
 from gateway.kernel.context import RoutePlan, RouteTarget
 from proxy.breaker import state_reported, target_key
-from proxy.capacity import Grant, capacity_pick, capacity_settle
+from proxy.capacity import capacity_pick, capacity_settle
+from proxy.capacity_windows import Grant
 from proxy.routing import choose
 
 

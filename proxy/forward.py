@@ -28,7 +28,8 @@ from proxy.breaker import breaker, target_key
 from proxy.caching import (
     CacheFill,
 )
-from proxy.capacity import Grant, capacity_outcome, capacity_refusal, capacity_settle
+from proxy.capacity import capacity_outcome, capacity_refusal, capacity_settle
+from proxy.capacity_windows import Grant
 from proxy.dialects import ClientCall
 from proxy.exchange import (
     NOTES_HEADER,

@@ -20,7 +20,8 @@ from billing.pricing import cost_nanos, worst_case_cost_nanos
 from gateway.kernel.context import PriceSnapshot, RouteTarget, TenantContext, Usage, UsageEvent
 from gateway.kernel.errors import GatewayError
 from proxy.apis.registry import spec_for
-from proxy.capacity import Grant, capacity_settle
+from proxy.capacity import capacity_settle
+from proxy.capacity_windows import Grant
 from proxy.dialects import Dialect
 from proxy.providers.base import StreamObserver
 from proxy.ratelimit import rate_limit_release

@@ -24,8 +24,6 @@ from conftest import UPSTREAM_SECRET, IssuedKey, Ledger, await_until, unique_mar
 from gateway.kernel.context import ProviderConfig, RouteTarget
 from proxy import capacity as capacity_module
 from proxy.capacity import (
-    LocalCapacity,
-    RedisCapacity,
     capacity_key,
     capacity_outcome,
     capacity_pick,
@@ -33,6 +31,8 @@ from proxy.capacity import (
     capacity_shown,
     throttle_seconds,
 )
+from proxy.capacity_redis import RedisCapacity
+from proxy.capacity_windows import LocalCapacity
 from proxy.tests.fake_upstream import FakeUpstream
 from proxy.tests.live import LiveGateway
 from proxy.tests.test_faults import Answer, assert_openai_error, chat, messages, seen_upstream
