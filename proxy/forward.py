@@ -44,7 +44,7 @@ from proxy.ratelimit import Admission, tokens_estimate
 from proxy.retry import RetryPolicy, no_healthy_upstream, retry_policy
 from proxy.routing import Catalog
 from proxy.streaming import RelayResponse
-from proxy.telemetry import AttemptSpan, RequestSpan
+from proxy.telemetry_spans import AttemptSpan, RequestSpan
 from proxy.timing import upstream_waited
 from proxy.tracing import TraceCapture
 from proxy.upstream import upstream_failure, upstream_session

@@ -61,6 +61,7 @@ from proxy.responses_state import conversation_resolved
 from proxy.routers import ROUTED_HEADER, routed_plan
 from proxy.routing import Augmentor, Catalog, augmented_plan, plan_for
 from proxy.semantic import semantic_probe
+from proxy.telemetry_spans import RequestSpan
 from proxy.tracing import trace_start
 from proxy.usage import worst_case
 
@@ -86,7 +87,7 @@ class Prepared:
     # The input guardrails' run and the call they let through, when they ran
     # before a smart router's designator saw the query (see `prepare`).
     input_checked: "tuple[GuardrailRun | None, ClientCall] | None" = None
-    span: "telemetry.RequestSpan | None" = None  # OpenTelemetry's (proxy.telemetry); None: off
+    span: "RequestSpan | None" = None  # OpenTelemetry's (proxy.telemetry); None: off
 
 
 async def prepare(ctx: TenantContext, call: ClientCall, request_id: str, *, cache_control: str = "") -> Prepared:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from proxy.caching import CacheFill
     from proxy.guardrails.run import GuardrailRun
     from proxy.ratelimit import Admission
-    from proxy.telemetry import AttemptSpan
+    from proxy.telemetry_spans import AttemptSpan
     from proxy.tracing import TraceCapture
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text and code

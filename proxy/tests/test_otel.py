@@ -35,7 +35,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from conftest import IssuedKey, unique_marker
 from gateway.kernel.context import Usage
-from proxy import telemetry
+from proxy import telemetry, telemetry_genai
 from proxy.tests.fake_upstream import FakeUpstream, ReceivedRequest
 from proxy.tests.live import ROOT, LiveGateway
 from proxy.tests.test_hot_path_imports import imports, request_path
@@ -521,14 +521,14 @@ def test_usage_is_counted_as_the_conventions_count_it() -> None:
         output_tokens=7,
         reasoning_tokens=3,
     )
-    assert telemetry.usage_attributes(usage) == {
+    assert telemetry_genai.usage_attributes(usage) == {
         "gen_ai.usage.input_tokens": 75,
         "gen_ai.usage.output_tokens": 10,
         "gen_ai.usage.cache_read.input_tokens": 40,
         "gen_ai.usage.cache_creation.input_tokens": 25,
         "gen_ai.usage.reasoning.output_tokens": 3,
     }
-    assert telemetry.usage_attributes(Usage(input_tokens=1)) == {
+    assert telemetry_genai.usage_attributes(Usage(input_tokens=1)) == {
         "gen_ai.usage.input_tokens": 1,
         "gen_ai.usage.output_tokens": 0,
     }
@@ -539,7 +539,7 @@ def test_usage_is_counted_as_the_conventions_count_it() -> None:
     [(0, "0"), (2400, "0.0000024"), (1_000_000_000, "1"), (12_345_000_000, "12.345"), (1, "0.000000001")],
 )
 def test_cost_is_an_exact_decimal_string(nanos: int, text: str) -> None:
-    assert telemetry.usd(nanos) == text
+    assert telemetry_genai.usd(nanos) == text
 
 
 @pytest.mark.parametrize(
@@ -569,17 +569,16 @@ def test_cost_is_an_exact_decimal_string(nanos: int, text: str) -> None:
 def test_an_answers_id_model_and_finish_reasons_are_read_in_every_apis_shape(
     chunk: bytes, facts: tuple[str, str, list[str]]
 ) -> None:
-    found = telemetry._Facts()
+    found = telemetry_genai.AnswerFacts()
     found.read_chunk(chunk)
     assert (found.id, found.model, found.reasons) == facts
 
 
 def test_the_error_code_is_read_from_each_envelope() -> None:
-    assert telemetry._error_code(b'{"error": {"message": "m", "type": "t", "code": "budget_exceeded"}}') == (
-        "budget_exceeded"
-    )
-    assert telemetry._error_code(b'{"error": "m", "code": "rate_limited"}') == "rate_limited"
-    assert telemetry._error_code(b'{"type": "error", "error": {"type": "authentication_error"}}') == (
+    openai = b'{"error": {"message": "m", "type": "t", "code": "budget_exceeded"}}'
+    assert telemetry_genai.envelope_error_code(openai) == "budget_exceeded"
+    assert telemetry_genai.envelope_error_code(b'{"error": "m", "code": "rate_limited"}') == "rate_limited"
+    assert telemetry_genai.envelope_error_code(b'{"type": "error", "error": {"type": "authentication_error"}}') == (
         "authentication_error"
     )
-    assert telemetry._error_code(b"<html>") == ""
+    assert telemetry_genai.envelope_error_code(b"<html>") == ""
