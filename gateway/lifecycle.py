@@ -64,7 +64,7 @@ def _cut_streams_on_sigterm() -> None:
     before it sends lifespan.shutdown, so the grace period starts at the
     signal: from SIGTERM (or SIGINT), open streams have
     GATEWAY_SHUTDOWN_GRACE_SECONDS to finish, then end with a
-    `server_shutdown` error event (proxy.streaming). uvicorn's own handler
+    `server_shutdown` error event (proxy.stream_end). uvicorn's own handler
     still runs, after this one."""
     if threading.current_thread() is not threading.main_thread():
         return
@@ -84,10 +84,10 @@ def _cut_streams_on_sigterm() -> None:
 
 
 def _streams_cut_after_grace() -> None:
-    from proxy import streaming
+    from proxy import stream_end
 
-    if streaming._cut_at is None:
-        streaming.streams_cut_at(time.monotonic() + settings.GATEWAY_SHUTDOWN_GRACE_SECONDS)
+    if stream_end._cut_at is None:
+        stream_end.streams_cut_at(time.monotonic() + settings.GATEWAY_SHUTDOWN_GRACE_SECONDS)
 
 
 def _realtime_sessions_close() -> None:

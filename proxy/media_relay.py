@@ -13,7 +13,7 @@ from gateway.kernel.sse import SSESplitter, event_data
 from proxy.dialects import ClientCall
 from proxy.media import MediaCall, audio_usage, image_usage, speech_usage
 from proxy.providers.base import token_count
-from proxy.streaming import INTERRUPTED, RecordedStreamingResponse, stream_ended
+from proxy.stream_end import INTERRUPTED, RecordedStreamingResponse, stream_ended
 from proxy.usage import UsageRecorder
 
 _SSE = "text/event-stream"

@@ -4,23 +4,19 @@ Bytes pass through untouched; the relay only cuts the stream at event
 boundaries so the provider's observer can read usage and drop the one event
 the gateway itself asked for (and, when output guardrails apply, rewrites
 the text of the events they redact: proxy.guardrails.stream). Nothing waits for more than the rest of a
-partial event.
+partial event. However a stream ends, proxy.stream_end closes and records it.
 """
 
-import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
-from django.conf import settings
-from django.http import StreamingHttpResponse
 
 from gateway.kernel.context import Usage
 from gateway.kernel.errors import ApiFormat, GatewayError
-from gateway.kernel.sse import SSEOverflowError, SSESplitter, event_data
+from gateway.kernel.sse import SSESplitter, event_data
 from proxy.guardrails.rules import GuardrailBlockedError
 from proxy.guardrails.stream import StreamGuard
 from proxy.providers.base import StreamObserver
@@ -33,7 +29,19 @@ from proxy.stream_cut import (
     output_allowance,
     upstream_dialect,
 )
-from proxy.upstream import UpstreamTooLargeError, too_large, upstream_failure
+from proxy.stream_end import (
+    BROKEN_OFF,
+    INTERRUPTED,
+    SHUTDOWN,
+    ByteBudget,
+    RecordedStreamingResponse,
+    ShutdownCutError,
+    broken_off,
+    shutdown_check,
+    shutdown_event,
+    stream_ended,
+)
+from proxy.upstream import UpstreamTooLargeError
 from proxy.usage import UsageRecorder
 
 if TYPE_CHECKING:
@@ -41,32 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 INCOMPLETE = "upstream_stream_incomplete"
-INTERRUPTED = "upstream_stream_interrupted"
-SHUTDOWN = "server_shutdown"
-# When the server is stopping, streams still open at this monotonic time are
-# cut with an error event (set by gateway.lifecycle on SIGTERM; None: serving).
-_cut_at: float | None = None
-
-
-def streams_cut_at(deadline: float | None) -> None:
-    """From `deadline` on, every open stream ends at its next chunk with a
-    `server_shutdown` error event and is recorded so (None: never)."""
-    global _cut_at
-    _cut_at = deadline
-
-
-class _ShutdownCutError(Exception):
-    pass
-
-
-def _shutdown_check() -> None:
-    if _cut_at is not None and time.monotonic() >= _cut_at:
-        raise _ShutdownCutError
-
-
-def _shutdown_event(fmt: ApiFormat) -> bytes:
-    message = "The gateway is restarting and cut this stream; send the request again."
-    return GatewayError(503, SHUTDOWN, message, retryable=True).event(fmt)
 
 
 async def relay_stream(
@@ -81,7 +63,7 @@ async def relay_stream(
     splitter = SSESplitter()
     completed = False
     error_code = ""
-    budget = _ByteBudget(recorder)
+    budget = ByteBudget(recorder)
     guard = _output_guard(recorder)
     cap = _output_cap(recorder, observer)
     cut: Usage | None = None
@@ -89,7 +71,7 @@ async def relay_stream(
         async for chunk in response.content.iter_any():
             recorder.first_token()
             budget.spend(chunk)
-            _shutdown_check()
+            shutdown_check()
             events = splitter.feed(chunk)
             if recorder.fill is not None:
                 for event in events:
@@ -122,10 +104,10 @@ async def relay_stream(
     except UpstreamTooLargeError as too_big:
         error_code = too_big.code
         yield _traced(recorder, too_big.event(fmt))
-    except _ShutdownCutError:
+    except ShutdownCutError:
         error_code = SHUTDOWN
-        yield _traced(recorder, _shutdown_event(fmt))
-    except _BROKEN_OFF as exc:
+        yield _traced(recorder, shutdown_event(fmt))
+    except BROKEN_OFF as exc:
         error_code = INTERRUPTED
         yield _traced(recorder, broken_off(exc, recorder).event(fmt))
     except GuardrailBlockedError as blocked:  # an output guardrail's block: the match never leaves
@@ -146,7 +128,7 @@ async def translate_stream(
     splitter = SSESplitter()
     completed = False
     error_code = ""
-    budget = _ByteBudget(recorder)
+    budget = ByteBudget(recorder)
     guard = _output_guard(recorder)
     cap = _output_cap(recorder, observer)
     cut: Usage | None = None
@@ -154,7 +136,7 @@ async def translate_stream(
         async for chunk in response.content.iter_any():
             recorder.first_token()
             budget.spend(chunk)
-            _shutdown_check()
+            shutdown_check()
             out: list[dict[str, Any]] = []
             passed = False
             for event in splitter.feed(chunk):
@@ -204,10 +186,10 @@ async def translate_stream(
     except UpstreamTooLargeError as too_big:
         error_code = too_big.code
         yield _traced(recorder, too_big.event(fmt))
-    except _ShutdownCutError:
+    except ShutdownCutError:
         error_code = SHUTDOWN
-        yield _traced(recorder, _shutdown_event(fmt))
-    except _BROKEN_OFF as exc:
+        yield _traced(recorder, shutdown_event(fmt))
+    except BROKEN_OFF as exc:
         error_code = INTERRUPTED
         yield _traced(recorder, broken_off(exc, recorder).event(fmt))
     except GuardrailBlockedError as blocked:  # an output guardrail's block: the match never leaves
@@ -226,9 +208,6 @@ async def translate_stream(
         yield tail
 
 
-_BROKEN_OFF = (aiohttp.ClientError, TimeoutError, SSEOverflowError)
-
-
 def _output_guard(recorder: UsageRecorder) -> StreamGuard | None:
     """The stream's output guardrails (proxy.guardrails), or None when none apply."""
     return None if recorder.guardrails is None else recorder.guardrails.output_stream()
@@ -240,28 +219,6 @@ async def _kept(exchange: "Exchange", recorder: UsageRecorder) -> None:
     next turn sent at once finds it. Nothing earlier waits for it."""
     if exchange.keeper is not None and exchange.keeper.due:
         await exchange.keeper.keep(recorder.ctx)
-
-
-class _ByteBudget:
-    """PROXY_MAX_RESPONSE_BYTES for a stream: past it the stream is cut
-    (UpstreamTooLargeError), as a non-streamed answer that large is refused."""
-
-    __slots__ = ("left", "_provider", "_limit")
-
-    def __init__(self, recorder: UsageRecorder) -> None:
-        self._limit = self.left = settings.PROXY_MAX_RESPONSE_BYTES
-        self._provider = recorder.target.provider.name
-
-    def spend(self, chunk: bytes) -> None:
-        self.left -= len(chunk)
-        if self.left < 0:
-            raise too_large(self._provider, self._limit)
-
-
-def broken_off(exc: BaseException, recorder: UsageRecorder) -> GatewayError:
-    provider = recorder.target.provider.name
-    reason = str(exc) if isinstance(exc, SSEOverflowError) else upstream_failure(exc, provider).message
-    return GatewayError(502, INTERRUPTED, f"The stream from '{provider}' broke off: {reason}")
 
 
 def _output_cap(recorder: UsageRecorder, observer: StreamObserver) -> OutputCap | None:
@@ -282,32 +239,6 @@ def _relayable(events: list[bytes], observer: StreamObserver, cap: OutputCap | N
                 return kept, True
             kept.append(event)
     return kept, False
-
-
-def stream_ended(
-    response: aiohttp.ClientResponse,
-    recorder: UsageRecorder,
-    completed: bool,
-    error_code: str,
-    *,
-    usage: Usage | None = None,
-) -> None:
-    """However a stream ended: give the connection back (or abort the
-    upstream request, so generation stops) and record the request once
-    (`usage`: what a cut stream relayed)."""
-    if completed:
-        response.release()
-    else:
-        response.close()
-    if not completed and not error_code and _cut_at is not None:
-        error_code = SHUTDOWN  # the server cancelled it on its way out: not the client's doing
-    recorder.finish(
-        status=200,
-        usage=usage,
-        usage_estimated=usage is not None,
-        error_code=error_code or ("" if completed else "client_disconnected"),
-        client_disconnected=not completed and not error_code,
-    )
 
 
 def _encoded(
@@ -347,39 +278,6 @@ def _close(translators: "list[Any]") -> list[dict[str, Any]]:
     for translator in translators:
         pending = [out for e in pending for out in translator.feed(e)] + translator.close()
     return pending
-
-
-class RecordedStreamingResponse(StreamingHttpResponse):
-    """A relayed stream that is recorded even if it never starts.
-
-    A client can disconnect after the view returned but before the server
-    first iterates the generator; its `finally` then never runs. Django
-    still closes the response, so the close hook records the request and
-    aborts the upstream call (on the loop: aiohttp is not thread-safe, and
-    Django calls `close()` from a worker thread).
-    """
-
-    def __init__(
-        self, stream: AsyncIterator[bytes], response: aiohttp.ClientResponse, recorder: UsageRecorder, content_type: str
-    ) -> None:
-        super().__init__(stream, content_type=content_type)
-        self["Cache-Control"] = "no-cache"
-        self["X-Accel-Buffering"] = "no"  # proxies in front must not buffer it either
-        self._upstream = response
-        self._recorder = recorder
-        self._loop = asyncio.get_running_loop()
-
-    def close(self) -> None:
-        try:
-            if not self._recorder.recorded:
-                self._loop.call_soon_threadsafe(self._abandon)
-        finally:
-            super().close()
-
-    def _abandon(self) -> None:
-        if not self._recorder.recorded:
-            self._upstream.close()
-            self._recorder.finish(status=200, error_code="client_disconnected", client_disconnected=True)
 
 
 class RelayResponse(RecordedStreamingResponse):
