@@ -393,6 +393,9 @@ class RedisWrites:
         self.url = url
         self._ops: list[tuple[str, str, tuple[str | int, ...]]] = []  # (kind, key, args)
         self._adjust: dict[str, int] = {}  # tokens counter -> delta, summed per counter
+        # (cap key, slice id) -> [cut, actual], summed per slice: a busy key's
+        # settlements between two calls are one write, not one per request.
+        self._consumed: dict[tuple[str, str], list[int]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -403,21 +406,26 @@ class RedisWrites:
         self._ops.append(("r", key, (slot,)))
 
     def consume(self, key: str, lease_id: str, cut: int, actual: int) -> None:
-        """Lower a slice's held amount by `cut` and add `actual` to what is spent."""
-        self._ops.append(("c", key, (lease_id, cut, actual)))
+        """Lower a slice's held amount by `cut` and add `actual` to what is
+        spent. Summed per slice until sent: Redis lowers the held amount to
+        no less than zero either way, and adds the same spend."""
+        summed = self._consumed.setdefault((key, lease_id), [0, 0])
+        summed[0] += cut
+        summed[1] += actual
 
     def adjust(self, key: str, delta: int) -> None:
         self._adjust[key] = self._adjust.get(key, 0) + delta
 
     def __len__(self) -> int:
-        return len(self._ops) + len(self._adjust)
+        return len(self._ops) + len(self._adjust) + len(self._consumed)
 
     def take(self) -> tuple[list[str], list[str | int]]:
         """The pending writes as a script's first section (keys, args); the
         buffer is empty afterwards."""
         ops, self._ops = self._ops, []
+        ops += [("c", key, (lease_id, cut, actual)) for (key, lease_id), (cut, actual) in self._consumed.items()]
         ops += [("a", key, (delta,)) for key, delta in self._adjust.items() if delta]
-        self._adjust = {}
+        self._adjust, self._consumed = {}, {}
         keys: list[str] = []
         args: list[str | int] = [len(ops)]
         for kind, key, rest in ops:

@@ -286,7 +286,9 @@ class RedisRateLimiter:
                     current.end()
         slot = uuid.uuid4().hex
         keys, args = self.writes.take()
-        args += [len(counters), slot, self._lease_ms()]
+        # No counters (a key with only a budget): the section is its count
+        # alone, which LUA_ADMIT reads before returning.
+        args += [len(counters), slot, self._lease_ms()] if counters else [0]
         names = [_redis_name(c) for c in counters]
         for counter, name in zip(counters, names, strict=True):
             keys.append(name)
@@ -316,6 +318,8 @@ class RedisRateLimiter:
             if not redis_failed(exc):
                 raise
             self.writes.lost(exc, int(args[0]))
+            if not counters:  # nothing to limit: the attempt's own reservation meets the outage
+                return Admission((), {}, released=True)  # under BILLING_ON_BACKEND_FAILURE
             if settings.PROXY_RATELIMIT_ON_BACKEND_FAILURE != "open":
                 raise backend_unavailable("rate limiter") from None
             log.warning("rate limits not applied: Redis is unavailable (%s)", exc)
@@ -495,20 +499,26 @@ def rate_limiter() -> LocalRateLimiter | RedisRateLimiter:
 async def rate_limit_admit(
     ctx: TenantContext, *, tokens: int, spend: Callable[[], Spend | None] | None = None
 ) -> Admission | None:
-    """Admit a request against its key's and tenant's limits (None: it has
-    none). `spend()`: its worst case against its caps, reserved in the same
-    Redis call for the first attempt to take; asked only with Redis (in one
-    process, or without limits, the attempt reserves it itself)."""
-    if not (ctx.key_limits or ctx.tenant_limits):
+    """Admit a request against its key's and tenant's limits (None: nothing
+    to admit). `spend()`: its worst case against its caps, reserved in the
+    same Redis call for the first attempt to take; asked only with Redis (in
+    one process the attempt reserves it itself). With Redis, a key with a
+    budget but no rate limits is admitted here too, under no counters: its
+    reservation then comes from the process's slice like a limited key's,
+    not from a call of every attempt's own."""
+    limiter = rate_limiter()
+    limited = bool(ctx.key_limits or ctx.tenant_limits)
+    if isinstance(limiter, RedisRateLimiter):
+        ahead = None if spend is None or limiter.guard is None else spend()
+        if not limited and ahead is None:
+            return None
+        now = time.time()
+        counters = counters_for(ctx, tokens=tokens, now=now) if limited else ()
+        return await limiter.admit(counters, now, ahead, lease=True)
+    if not limited:
         return None
     now = time.time()
-    limiter = rate_limiter()
-    counters = counters_for(ctx, tokens=tokens, now=now)
-    if isinstance(limiter, RedisRateLimiter):
-        return await limiter.admit(
-            counters, now, None if spend is None or limiter.guard is None else spend(), lease=True
-        )
-    return await limiter.admit(counters, now)
+    return await limiter.admit(counters_for(ctx, tokens=tokens, now=now), now)
 
 
 def rate_limit_release(admission: Admission | None, tokens: int = 0) -> None:
