@@ -8,6 +8,7 @@ already stored, so no counter is ever incremented twice.
 
 import datetime as dt
 import logging
+import operator
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -72,7 +73,8 @@ _TEXT_LIMITS = {
 }
 # Every column but the id, in the table's order.
 _FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
-_DEFAULTS = [f.get_default() for f in _FIELDS]
+_DEFAULT_RECORD = {f.attname: f.get_default() for f in _FIELDS}
+_IN_COLUMN_ORDER = operator.itemgetter(*(f.attname for f in _FIELDS))
 _DATETIME_COLUMNS = [i for i, f in enumerate(_FIELDS) if isinstance(f, models.DateTimeField)]
 
 
@@ -113,7 +115,7 @@ def _records_insert(records: list[dict[str, Any]]) -> None:
 
 
 def _row(record: dict[str, Any]) -> list[Any]:
-    row = [record.get(f.attname, default) for f, default in zip(_FIELDS, _DEFAULTS, strict=True)]
+    row = list(_IN_COLUMN_ORDER({**_DEFAULT_RECORD, **record}))
     for i in _DATETIME_COLUMNS:
         row[i] = connection.ops.adapt_datetimefield_value(row[i])
     return row
