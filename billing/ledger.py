@@ -35,9 +35,17 @@ def usage_events_store(events: Iterable[UsageEvent], *, keep_connection: bool = 
     checkpoints the WAL, which was a third of the writer's CPU. PostgreSQL's
     come from a pool, where closing is cheap and keeps the pool honest."""
     keep = keep_connection and connection.vendor == "sqlite"
+    first: dict[str, UsageEvent] = {}
+    for event in events:  # a request id twice in one batch: the first counts
+        first.setdefault(event.request_id, event)
+    batch = list(first.values())
     try:
-        with transaction.atomic():
-            return _store(list(events))
+        try:  # a batch is new but when it is retried: no query for what is stored already
+            with transaction.atomic():
+                return _store(batch)
+        except IntegrityError:  # retried (a lost connection, a replayed journal or spool): some are stored
+            with transaction.atomic():
+                return _store(_not_stored(batch))
     except BaseException:
         keep = False  # never reuse a connection that just failed
         raise
@@ -46,17 +54,15 @@ def usage_events_store(events: Iterable[UsageEvent], *, keep_connection: bool = 
             connection.close()
 
 
-def _store(events: list[UsageEvent]) -> int:
-    known = set(
-        UsageRecord.objects.filter(request_id__in=[e.request_id for e in events]).values_list("request_id", flat=True)
-    )
-    new: dict[str, UsageEvent] = {}
-    for event in events:
-        if event.request_id not in known:
-            new.setdefault(event.request_id, event)
-    if not new:
+def _not_stored(events: list[UsageEvent]) -> list[UsageEvent]:
+    ids = [e.request_id for e in events]
+    stored = set(UsageRecord.objects.filter(request_id__in=ids).values_list("request_id", flat=True))
+    return [e for e in events if e.request_id not in stored]
+
+
+def _store(fresh: list[UsageEvent]) -> int:
+    if not fresh:
         return 0
-    fresh = list(new.values())
     prepaid = set(
         Tenant.objects.filter(pk__in={e.tenant_id for e in fresh}, is_prepaid=True).values_list("pk", flat=True)
     )

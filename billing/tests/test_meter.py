@@ -160,6 +160,23 @@ def test_the_same_request_id_flushed_twice_is_stored_once(owner: tuple[Tenant, A
 
 
 @pytest.mark.django_db
+def test_a_retried_batch_adds_to_the_budget_only_what_it_stores_anew(owner: tuple[Tenant, ApiKey]) -> None:
+    from billing.ledger import usage_events_store
+    from billing.models import BudgetSpend
+    from billing.services import budget_set
+
+    budget_set(api_key=owner[1], limit_usd=Decimal("1"), period="total")
+    assert usage_events_store([owned(owner, "req-1", cost_nanos=1_000)]) == 1
+
+    # req-1 landed before the connection was lost: the retry holds it again
+    retried = [owned(owner, "req-1", cost_nanos=1_000), owned(owner, "req-2", cost_nanos=20)]
+    assert usage_events_store(retried) == 1
+
+    assert stored_ids() == ["req-1", "req-2"]
+    assert BudgetSpend.objects.get().spent_nanos == 1_020
+
+
+@pytest.mark.django_db
 def test_a_duplicate_inside_one_batch_is_stored_once(owner: tuple[Tenant, ApiKey]) -> None:
     meter = UsageMeter()
     meter.push(owned(owner, "req-1"))
