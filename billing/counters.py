@@ -13,7 +13,8 @@ from django.conf import settings
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from billing.guard import RedisSpendGuard, budget_counter_key, credit_counter_key
+from billing.caps import budget_counter_key, credit_counter_key
+from billing.guard import RedisSpendGuard
 from billing.models import Budget, BudgetSpend, CreditEntry
 from billing.periods import period_start
 

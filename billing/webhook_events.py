@@ -31,7 +31,7 @@ from billing.pricing import usd_string, usd_to_nanos
 from billing.webhooks import emit, listened_to, run_soon
 
 if TYPE_CHECKING:
-    from billing.guard import SpendCap
+    from billing.caps import SpendCap
 
 log = logging.getLogger(__name__)
 

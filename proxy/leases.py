@@ -7,7 +7,7 @@ in (requests and tokens per minute, in-flight slots, and its worst case
 against each budget and the prepaid credit). The requests that follow are
 admitted and reserved from the slice in memory, with no call, until it runs
 out, its BILLING_LEASE_SECONDS end, or its minute ends. Then the unused part
-is given back with the process's next call (billing.guard.RedisWrites).
+is given back with the process's next call (billing.redis_calls.RedisWrites).
 
 Why nothing can overshoot: Redis grants a slice only out of what is left,
 in the same atomic script that counts everything else, so what is counted
@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from billing.guard import RedisSpendGuard, RedisWrites, Reservation, SpendCap
+from billing.caps import Reservation, SpendCap
+from billing.guard import RedisSpendGuard
+from billing.redis_calls import RedisWrites
 
 if TYPE_CHECKING:
     from proxy.ratelimit import Counter

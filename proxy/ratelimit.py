@@ -29,20 +29,9 @@ from typing import Any
 
 from django.conf import settings
 
-from billing.guard import (
-    LUA_PRELUDE,
-    LUA_RESERVE,
-    LUA_WRITES,
-    Ahead,
-    LuaScript,
-    RedisSpendGuard,
-    RedisWrites,
-    Reservation,
-    SpendCap,
-    reserved_ahead,
-    script_call,
-    spend_guard,
-)
+from billing.caps import Reservation, SpendCap
+from billing.guard import LUA_RESERVE, Ahead, RedisSpendGuard, reserved_ahead, spend_guard
+from billing.redis_calls import LUA_PRELUDE, LUA_WRITES, LuaScript, RedisWrites, script_call
 from gateway.kernel.context import RateLimits, TenantContext
 from gateway.kernel.errors import GatewayError, backend_unavailable
 from gateway.kernel.redis import redis_client, redis_failed, redis_key

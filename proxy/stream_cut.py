@@ -21,9 +21,9 @@ from typing import Any
 
 import orjson
 
-from billing.guard import Reservation
+from billing.caps import Reservation
 from billing.pricing import TOKENS_PER_MTOK, audio_rates, cost_nanos
-from gateway.kernel.context import PriceSnapshot, Usage
+from gateway.kernel.context import PriceSnapshot, Usage, estimate_tokens
 from gateway.kernel.sse import event_data
 from proxy.apis.registry import spec_for
 from proxy.apis.spec import CHAT_STREAM
@@ -33,7 +33,6 @@ from proxy.providers.base import StreamObserver
 from proxy.providers.openai import ResponsesStreamObserver
 
 BUDGET_CUT = "budget_reservation_exceeded"
-CHARS_PER_TOKEN = 4  # proxy.usage's rule of thumb
 
 
 class BudgetCutError(Exception):
@@ -71,7 +70,7 @@ class OutputCap:
         self.events = 0  # relayed so far
 
     def tokens(self) -> int:
-        return max(self.deltas, -(-self.chars // CHARS_PER_TOKEN))
+        return max(self.deltas, estimate_tokens(self.chars))
 
     def passed(self, event: bytes) -> bool:
         """Whether `event`, just observed, takes the output past the

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.utils import timezone
 
-from billing.guard import Reservation, SpendCap, spend_caps, spend_guard
+from billing.caps import Reservation, SpendCap, spend_caps
+from billing.guard import spend_guard
 from billing.meter import meter
 from billing.pricing import cost_nanos, worst_case_cost_nanos
-from gateway.kernel.context import PriceSnapshot, RouteTarget, TenantContext, Usage, UsageEvent
+from gateway.kernel.context import PriceSnapshot, RouteTarget, TenantContext, Usage, UsageEvent, estimate_tokens
 from gateway.kernel.errors import GatewayError
 from proxy.apis.registry import spec_for
 from proxy.capacity import capacity_settle
@@ -33,12 +34,7 @@ if TYPE_CHECKING:
     from proxy.telemetry_spans import AttemptSpan
     from proxy.tracing import TraceCapture
 
-CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text and code
 _TOKENS_PER_MESSAGE = 4  # role and framing tokens each chat message costs
-
-
-def estimate_tokens(chars: int) -> int:
-    return -(-chars // CHARS_PER_TOKEN)
 
 
 def estimate_prompt_tokens(dialect: Dialect, body: dict[str, Any]) -> int:

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from accounts.services import api_key_issue, tenant_create
-from billing.guard import LocalSpendGuard, RedisSpendGuard, spend_caps
+from billing.caps import spend_caps
+from billing.guard import LocalSpendGuard, RedisSpendGuard
 from billing.ledger import usage_events_store
 from billing.models import BudgetSpend, CreditEntry
 from billing.periods import period_end, period_start

@@ -183,6 +183,14 @@ class RoutePlan:
     fallbacks: tuple[str, ...] = ()
 
 
+CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text and code
+
+
+def estimate_tokens(chars: int) -> int:
+    """Tokens for `chars` characters, where no tokenizer counted them (rounded up)."""
+    return -(-chars // CHARS_PER_TOKEN)
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Token counts in disjoint buckets: each token is counted exactly once.

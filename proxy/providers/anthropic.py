@@ -13,15 +13,12 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from gateway.kernel.context import ProviderConfig, Usage
+from gateway.kernel.context import ProviderConfig, Usage, estimate_tokens
 from proxy.dialects import ClientCall, Dialect
 from proxy.presets import Preset
 from proxy.providers.base import HubAnswer, HubCall, NativeCall, UpstreamRequest, token_count
 
 ANTHROPIC_VERSION = "2023-06-01"
-# The same rule of thumb as proxy.usage.CHARS_PER_TOKEN (not imported: the
-# providers stay below proxy.usage and free of billing imports).
-_CHARS_PER_TOKEN = 4
 _STREAMED_CHARS = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
 
 
@@ -67,7 +64,7 @@ class AnthropicStreamObserver:
         usage = usage_from_anthropic(self._raw_usage)
         if usage is None or self._final_output:
             return usage
-        estimated = -(-self.output_chars // _CHARS_PER_TOKEN)
+        estimated = estimate_tokens(self.output_chars)
         if estimated <= usage.output_tokens:
             return usage
         return Usage(

@@ -337,8 +337,9 @@ def test_when_every_attempt_fails_the_messages_client_gets_the_last_error_in_ant
 def test_a_stream_cut_off_mid_way_ends_with_an_error_event_is_not_retried_and_records_what_was_seen(
     gateway: LiveGateway, key: IssuedKey, ledger: Ledger, fake_upstream: FakeUpstream
 ) -> None:
+    from gateway.kernel.context import estimate_tokens
     from proxy.dialects import Dialect
-    from proxy.usage import estimate_prompt_tokens, estimate_tokens
+    from proxy.usage import estimate_prompt_tokens
 
     marker = unique_marker()
     answer = chat(gateway, key, route("drop"), marker, stream=True)

@@ -4,9 +4,9 @@ translated Messages stream starts with it as its input_tokens)."""
 
 from typing import Any
 
+from gateway.kernel.context import estimate_tokens
 from proxy.translate.json_values import Json, as_list, as_obj, as_str, compact_json
 
-CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 3  # role and separators
 TOKENS_PER_IMAGE = 85  # OpenAI's low-detail price; Claude charges about (w*h)/750, unknown here
 TOKENS_PER_PDF = 1600  # about one dense page: pages are not counted without parsing the PDF
@@ -33,7 +33,7 @@ def count_tokens_estimate(body: Json) -> int:
     tools = as_list(body.get("tools"))
     for tool in tools:
         tally.chars += len(compact_json(tool))
-    return -(-tally.chars // CHARS_PER_TOKEN) + tally.extra
+    return estimate_tokens(tally.chars) + tally.extra
 
 
 class _Tally:

@@ -13,7 +13,7 @@ Messages), for an Anthropic Messages client on a chat-completions upstream.
 
 from typing import Any
 
-from proxy.translate.count_tokens import CHARS_PER_TOKEN
+from gateway.kernel.context import estimate_tokens
 from proxy.translate.json_values import Json, as_list, as_obj, as_str, compact_json
 from proxy.translate.messages_to_chat.answer_parts import (
     message_text,
@@ -194,6 +194,6 @@ class ChatToMessagesStream:
 
     def _final_usage(self) -> Json:
         if self._usage is None:
-            return {"output_tokens": -(-self._output_chars // CHARS_PER_TOKEN)}
+            return {"output_tokens": estimate_tokens(self._output_chars)}
         usage = message_usage(self._usage)
         return {name: usage[name] for name in ("output_tokens", "input_tokens", "cache_read_input_tokens")}
