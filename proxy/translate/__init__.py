@@ -51,6 +51,13 @@ class Translated:
     notes: list[str] = field(default_factory=list)
 
 
+def note_once(notes: list[str], note: str) -> None:
+    """Add a translation note unless the request has it already (a dropped
+    field is noted once, however many messages carried it)."""
+    if note not in notes:
+        notes.append(note)
+
+
 class StreamTranslator(Protocol):
     def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """The client events one upstream event becomes (often none or one)."""

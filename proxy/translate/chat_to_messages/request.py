@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from proxy.translate import Translated, TranslationError
+from proxy.translate import Translated, TranslationError, note_once
 
 # Thinking budgets for OpenAI's effort levels (1024 is Anthropic's minimum).
 THINKING_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
@@ -69,7 +69,7 @@ def _messages(raw: Any, notes: list[str]) -> tuple[str | list[dict[str, Any]] | 
         role = message.get("role")
         if role in ("system", "developer"):
             if turns:
-                _note(notes, "moved: system message inside the conversation -> system")
+                note_once(notes, "moved: system message inside the conversation -> system")
             system += _text_blocks(message.get("content"), f"messages[{i}].content")
             continue
         role, blocks = _turn(message, i, notes)
@@ -84,7 +84,7 @@ def _turn(message: dict[str, Any], i: int, notes: list[str]) -> tuple[str, list[
     role = message.get("role")
     for key, value in message.items():
         if key not in ("role", "content", "tool_calls", "tool_call_id") and value is not None:
-            _note(notes, f"dropped: messages[].{key}")
+            note_once(notes, f"dropped: messages[].{key}")
     if role == "user":
         return "user", _content_blocks(message.get("content"), f"messages[{i}].content")
     if role == "assistant":
@@ -196,7 +196,7 @@ def _tools(body: dict[str, Any], out: dict[str, Any], notes: list[str]) -> None:
     tools = body.get("tools")
     if not tools:
         if body.get("tool_choice") is not None:
-            _note(notes, "dropped: tool_choice (no tools)")
+            note_once(notes, "dropped: tool_choice (no tools)")
         return
     out["tools"] = [_tool(tool, i, notes) for i, tool in enumerate(tools)]
     choice = _tool_choice(body.get("tool_choice"))
@@ -215,7 +215,7 @@ def _tool(tool: Any, i: int, notes: list[str]) -> dict[str, Any]:
         out["description"] = function["description"]
     out["input_schema"] = function.get("parameters") or {"type": "object", "properties": {}}
     if function.get("strict"):
-        _note(notes, "dropped: tools[].function.strict")
+        note_once(notes, "dropped: tools[].function.strict")
     return out
 
 
@@ -241,10 +241,10 @@ def _limits_and_sampling(body: dict[str, Any], out: dict[str, Any], notes: list[
     temperature = body.get("temperature")
     if isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
         if thinking and temperature != 1:
-            _note(notes, "dropped: temperature (thinking needs the default)")
+            note_once(notes, "dropped: temperature (thinking needs the default)")
         elif temperature > 1:
             out["temperature"] = 1
-            _note(notes, f"clamped: temperature {temperature} -> 1")
+            note_once(notes, f"clamped: temperature {temperature} -> 1")
         else:
             out["temperature"] = temperature
     top_p = body.get("top_p")
@@ -252,12 +252,12 @@ def _limits_and_sampling(body: dict[str, Any], out: dict[str, Any], notes: list[
     # refuse temperature and top_p together, so the no-op is left out.
     if isinstance(top_p, (int, float)) and top_p != 1:
         if thinking and top_p < 0.95:
-            _note(notes, "dropped: top_p (thinking needs 0.95 or more)")
+            note_once(notes, "dropped: top_p (thinking needs 0.95 or more)")
         else:
             out["top_p"] = top_p
     if isinstance(body.get("top_k"), int):
         if thinking:
-            _note(notes, "dropped: top_k (thinking forbids it)")
+            note_once(notes, "dropped: top_k (thinking forbids it)")
         else:
             out["top_k"] = body["top_k"]
 
@@ -282,26 +282,21 @@ def _thinking(effort: Any, out: dict[str, Any], notes: list[str], *, capped: boo
         else:
             out["max_tokens"] += budget
     if budget < THINKING_BUDGETS["low"]:
-        _note(notes, f"dropped: reasoning_effort={effort} (max_tokens too small for thinking)")
+        note_once(notes, f"dropped: reasoning_effort={effort} (max_tokens too small for thinking)")
         return False
     out["thinking"] = {"type": "enabled", "budget_tokens": budget}
-    _note(notes, f"mapped: reasoning_effort={effort} -> thinking.budget_tokens={budget}")
+    note_once(notes, f"mapped: reasoning_effort={effort} -> thinking.budget_tokens={budget}")
     return True
 
 
 def _dropped(body: dict[str, Any], notes: list[str]) -> None:
     for key in _UNSUPPORTED:
         if body.get(key) not in (None, False, 0, {}):
-            _note(notes, f"dropped: {key}")
+            note_once(notes, f"dropped: {key}")
     response_format = body.get("response_format")
     kind = response_format.get("type") if isinstance(response_format, dict) else None
     if kind not in (None, "text"):
-        _note(notes, f"dropped: response_format={kind}")
+        note_once(notes, f"dropped: response_format={kind}")
     for key in body:
         if key not in _HANDLED and body[key] is not None:
-            _note(notes, f"dropped: {key}")
-
-
-def _note(notes: list[str], note: str) -> None:
-    if note not in notes:
-        notes.append(note)
+            note_once(notes, f"dropped: {key}")

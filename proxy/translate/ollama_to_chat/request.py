@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from proxy.translate import Translated, TranslationError
+from proxy.translate import Translated, TranslationError, note_once
 
 # Ollama option -> chat field. Everything else in options is dropped with a note.
 _OPTIONS = {
@@ -133,7 +133,7 @@ def _messages(value: Any, notes: list[str]) -> list[dict[str, Any]]:
             messages.append(_tool_result(message, content, pending, where))
         elif role in ("system", "user", "assistant"):
             if message.get("thinking"):
-                _note(notes, "dropped: message thinking")
+                note_once(notes, "dropped: message thinking")
             converted = {"role": role, "content": _content(content, message.get("images"), f"{where}.images")}
             if role == "assistant" and message.get("tool_calls"):
                 converted["tool_calls"] = _tool_calls(message["tool_calls"], len(messages), where)
@@ -142,11 +142,6 @@ def _messages(value: Any, notes: list[str]) -> list[dict[str, Any]]:
         else:
             raise TranslationError(f"{where}.role must be system, user, assistant or tool.", param=f"{where}.role")
     return messages
-
-
-def _note(notes: list[str], note: str) -> None:
-    if note not in notes:
-        notes.append(note)
 
 
 def _content(text: str, images: Any, where: str) -> str | list[dict[str, Any]]:

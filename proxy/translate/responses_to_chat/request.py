@@ -13,7 +13,7 @@ without its history.
 
 from typing import Any
 
-from proxy.translate import Translated, TranslationError
+from proxy.translate import Translated, TranslationError, note_once
 
 _PASSED = ("temperature", "top_p", "user", "parallel_tool_calls")
 # Accepted by the Responses API, meaningless or unsafe to forward to a chat
@@ -55,7 +55,7 @@ def responses_request_to_chat(body: dict[str, Any], *, upstream_model: str) -> T
         # Chat upstreams reject these without tools (all of them may have been dropped above).
         for key in ("tool_choice", "parallel_tool_calls"):
             if out.pop(key, None) is not None:
-                _note(notes, f"dropped: {key}")
+                note_once(notes, f"dropped: {key}")
     return Translated(body=out, notes=notes)
 
 
@@ -90,14 +90,9 @@ def _map_field(key: str, value: Any, out: dict[str, Any], notes: list[str]) -> N
         )
     elif key in _DROPPED:
         if value not in (False, "", [], {}):
-            _note(notes, f"dropped: {key}")
+            note_once(notes, f"dropped: {key}")
     else:
-        _note(notes, f"dropped: {key}")
-
-
-def _note(notes: list[str], note: str) -> None:
-    if note not in notes:
-        notes.append(note)
+        note_once(notes, f"dropped: {key}")
 
 
 # --- input items -> chat messages ---------------------------------------
@@ -123,7 +118,7 @@ def _input_messages(value: Any, notes: list[str]) -> list[dict[str, Any]]:
         elif kind == "function_call_output":
             messages.append(_tool_result(item, param))
         elif kind == "reasoning":
-            _note(notes, "dropped: input reasoning items")
+            note_once(notes, "dropped: input reasoning items")
         else:
             message = f"input items of type {kind} cannot be sent to this upstream."
             raise TranslationError(message, param=f"{param}.type")
@@ -214,7 +209,7 @@ def _tools(value: Any, notes: list[str]) -> list[dict[str, Any]]:
     for i, tool in enumerate(value):
         kind = tool.get("type") if isinstance(tool, dict) else None
         if kind != "function":
-            _note(notes, f"dropped: tools.{kind}")
+            note_once(notes, f"dropped: tools.{kind}")
             continue
         if not isinstance(tool.get("name"), str):
             raise TranslationError("function tools need a name.", param=f"tools[{i}].name")
@@ -231,9 +226,9 @@ def _tool_choice(value: Any, notes: list[str]) -> Any:
     if kind == "function" and isinstance(value.get("name"), str):
         return {"type": "function", "function": {"name": value["name"]}}
     if kind == "allowed_tools" and value.get("mode") in _TOOL_CHOICE_MODES:
-        _note(notes, f"mapped: tool_choice.allowed_tools -> {value['mode']}")
+        note_once(notes, f"mapped: tool_choice.allowed_tools -> {value['mode']}")
         return value["mode"]
-    _note(notes, f"dropped: tool_choice.{kind}")
+    note_once(notes, f"dropped: tool_choice.{kind}")
     return None
 
 
@@ -252,4 +247,4 @@ def _text_config(value: Any, out: dict[str, Any], notes: list[str]) -> None:
         raise TranslationError(f"text.format of type {kind} is not supported.", param="text.format")
     for key in value:
         if key != "format" and value[key] is not None:
-            _note(notes, f"dropped: text.{key}")
+            note_once(notes, f"dropped: text.{key}")
