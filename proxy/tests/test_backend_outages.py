@@ -131,6 +131,7 @@ def test_a_key_never_seen_gets_a_quick_503_while_the_database_is_cut_or_hung(
 ) -> None:
     host_port = _postgres()
     assert host_port is not None
+    known, unseen = issue_key(), issue_key()  # before the gateway starts: no config change reaches it later
     database = TcpProxy(*host_port).start()
     try:
         url = urlsplit(live.test_database_url())
@@ -141,7 +142,6 @@ def test_a_key_never_seen_gets_a_quick_503_while_the_database_is_cut_or_hung(
             DATABASE_POOL_TIMEOUT="1",
             DATABASE_LOAD_TIMEOUT_SECONDS="2",
         )
-        known, unseen = issue_key(), issue_key()
         assert chat(gateway, known)[0].status_code == 200  # warm: its key, routes and prices are in memory
         getattr(database, fault)()
         assert chat(gateway, known)[0].status_code == 200  # a warm key needs no database
