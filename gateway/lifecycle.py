@@ -110,7 +110,8 @@ async def shutdown() -> None:
     from cachestore.store import cache_store
     from proxy.capacity import capacity
     from proxy.capacity_redis import RedisCapacity
-    from proxy.ratelimit import RedisRateLimiter, rate_limiter
+    from proxy.ratelimit import rate_limiter
+    from proxy.ratelimit_redis import RedisRateLimiter
     from proxy.telemetry import telemetry_shutdown
     from proxy.upstream import upstream_sessions_close
 

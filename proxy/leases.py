@@ -151,7 +151,7 @@ class Lease:
     cap_keys: tuple[str, ...]
     cap_left: int  # nanos of each cap's slice not reserved or spent yet
     writes: RedisWrites
-    slots: "Any"  # proxy.ratelimit.RedisRateLimiter: renews the slots
+    slots: "Any"  # proxy.ratelimit_redis.RedisRateLimiter: renews the slots
     guard: RedisSpendGuard | None
     free_slots: list[str] = field(default_factory=list)
     open: int = 0  # requests admitted or reserved from it, not ended yet

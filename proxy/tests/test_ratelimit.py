@@ -16,7 +16,8 @@ import pytest
 from conftest import IssuedKey
 from gateway.kernel.context import RateLimits, TenantContext
 from gateway.kernel.errors import GatewayError
-from proxy.ratelimit import LocalRateLimiter, RedisRateLimiter, counters_for
+from proxy.ratelimit import LocalRateLimiter, counters_for
+from proxy.ratelimit_redis import RedisRateLimiter
 from proxy.tests.live import LiveGateway
 
 NOON = 1_800_000_000.0 - 1_800_000_000.0 % 60 + 30  # 30 s into a minute
