@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from billing.meter import usage_left_behind_replay
+from billing.spool import usage_left_behind_replay
 
 
 @shared_task

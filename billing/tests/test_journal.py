@@ -15,8 +15,9 @@ import pytest
 from accounts.models import ApiKey, Tenant
 from accounts.services import api_key_issue, tenant_create
 from billing.journal import UsageJournal, orphaned_segments
-from billing.meter import UsageMeter, usage_journal_replay
+from billing.meter import UsageMeter
 from billing.models import UsageRecord
+from billing.spool import usage_journal_replay
 from billing.tests.test_meter import event, owned
 from conftest import IssuedKey, Ledger
 from proxy.tests.live import LiveGateway
@@ -57,12 +58,12 @@ def test_a_pushed_event_is_on_disk_before_any_flush_and_gone_once_stored(
 def test_a_failed_flush_keeps_the_segment_until_a_later_flush_stores_it(
     journal_dir: Path, owner: tuple[Tenant, ApiKey], monkeypatch: Any
 ) -> None:
-    from billing import meter as meter_module
+    from billing import spool as spool_module
 
     meter = UsageMeter()
     meter.push(owned(owner, "req-kept"))
     with monkeypatch.context() as patched:
-        patched.setattr(meter_module, "usage_events_store", _database_down)
+        patched.setattr(spool_module, "usage_events_store", _database_down)
         with pytest.raises(OSError):
             meter.flush_sync()
     assert len(segments(journal_dir)) == 1

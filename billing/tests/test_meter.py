@@ -16,10 +16,11 @@ from django.db import OperationalError
 
 from accounts.models import ApiKey, Tenant
 from accounts.services import api_key_issue, tenant_create
-from billing import meter as meter_module
+from billing import spool as spool_module
 from billing.journal import UsageJournal
-from billing.meter import UsageMeter, usage_event_from_json, usage_spool_replay
+from billing.meter import UsageMeter
 from billing.models import UsageRecord
+from billing.spool import usage_event_from_json, usage_spool_replay
 from billing.tasks import usage_spool_replay_task
 from gateway.kernel.context import Usage, UsageEvent
 
@@ -193,7 +194,7 @@ def test_when_the_store_fails_the_events_stay_queued_in_order(monkeypatch: Any) 
     for request_id in ("a", "b", "c"):
         meter.push(event(request_id))
 
-    monkeypatch.setattr(meter_module, "usage_events_store", database_down)
+    monkeypatch.setattr(spool_module, "usage_events_store", database_down)
     with pytest.raises(OSError, match="database is down"):
         meter.flush_sync()
 
@@ -217,7 +218,7 @@ def test_a_failure_on_a_later_batch_keeps_only_the_unwritten_events_in_order(mon
         batches.append([e.request_id for e in events])
         down = True
 
-    monkeypatch.setattr(meter_module, "usage_events_store", down_after_the_first_batch)
+    monkeypatch.setattr(spool_module, "usage_events_store", down_after_the_first_batch)
     with pytest.raises(OperationalError):
         meter.flush_sync()
 
@@ -226,7 +227,7 @@ def test_a_failure_on_a_later_batch_keeps_only_the_unwritten_events_in_order(mon
     assert meter.pending == 3
     down = False
     monkeypatch.setattr(
-        meter_module, "usage_events_store", lambda events, **_: batches.append([e.request_id for e in events])
+        spool_module, "usage_events_store", lambda events, **_: batches.append([e.request_id for e in events])
     )
     assert meter.flush_sync() == 3
     assert batches[-2:] == [["c", "d"], ["e"]]
@@ -240,7 +241,7 @@ def test_events_kept_after_a_failed_flush_are_written_by_the_next_one(
     for request_id in ("a", "b", "c"):
         meter.push(owned(owner, request_id))
     with monkeypatch.context() as patch:
-        patch.setattr(meter_module, "usage_events_store", database_down)
+        patch.setattr(spool_module, "usage_events_store", database_down)
         with pytest.raises(OSError):
             meter.flush_sync()
     assert UsageRecord.objects.count() == 0
@@ -348,13 +349,13 @@ def test_replay_stores_files_in_batches_of_the_configured_size(
         meter.push(owned(owner, f"req-{i}"))
     meter.spool()
     sizes: list[int] = []
-    real_store = meter_module.usage_events_store
+    real_store = spool_module.usage_events_store
 
     def counting_store(events: list[UsageEvent], **_: Any) -> None:
         sizes.append(len(events))
         real_store(events)
 
-    monkeypatch.setattr(meter_module, "usage_events_store", counting_store)
+    monkeypatch.setattr(spool_module, "usage_events_store", counting_store)
 
     assert usage_spool_replay() == 5
     assert sizes == [2, 2, 1]
@@ -386,7 +387,7 @@ def test_a_replay_that_fails_leaves_the_spool_for_the_next_replay(
     meter.spool()
 
     with monkeypatch.context() as patch:
-        patch.setattr(meter_module, "usage_events_store", database_down)
+        patch.setattr(spool_module, "usage_events_store", database_down)
         with pytest.raises(OSError):
             usage_spool_replay()
 
@@ -415,7 +416,7 @@ class NeverFinishes:
 def recording_store(monkeypatch: Any) -> list[str]:
     stored: list[str] = []
     monkeypatch.setattr(
-        meter_module, "usage_events_store", lambda events, **_: stored.extend(e.request_id for e in events)
+        spool_module, "usage_events_store", lambda events, **_: stored.extend(e.request_id for e in events)
     )
     return stored
 
@@ -462,7 +463,7 @@ def test_drain_does_not_abandon_a_stream_that_finishes_within_the_grace_period(m
 
 
 def test_drain_spools_what_the_database_will_not_take(monkeypatch: Any, spool_dir: Path) -> None:
-    monkeypatch.setattr(meter_module, "usage_events_store", database_down)
+    monkeypatch.setattr(spool_module, "usage_events_store", database_down)
     meter = UsageMeter()
     meter.push(event("req-1"))
     stream = NeverFinishes(meter, event("req-2"))
@@ -502,7 +503,7 @@ def test_an_event_the_database_refuses_is_found_by_halving_and_the_rest_still_fl
     owner: tuple[Tenant, ApiKey], monkeypatch: Any, spool_dir: Path, settings: Any
 ) -> None:
     settings.BILLING_METER_BATCH_SIZE = 100
-    real_store = meter_module.usage_events_store
+    real_store = spool_module.usage_events_store
     writes: list[int] = []
 
     def refuse_poison(events: Any, **_: Any) -> int:
@@ -511,7 +512,7 @@ def test_an_event_the_database_refuses_is_found_by_halving_and_the_rest_still_fl
             raise RuntimeError("value too long")
         return real_store(events)
 
-    monkeypatch.setattr(meter_module, "usage_events_store", refuse_poison)
+    monkeypatch.setattr(spool_module, "usage_events_store", refuse_poison)
     meter = UsageMeter()
     for i in range(99):
         meter.push(owned(owner, "poison" if i == 41 else f"ok-{i}"))
@@ -523,7 +524,7 @@ def test_an_event_the_database_refuses_is_found_by_halving_and_the_rest_still_fl
     [refused] = list(spool_dir.glob("*.refused"))
     assert [orjson.loads(line)["request_id"] for line in refused.read_bytes().splitlines()] == ["poison"]
 
-    monkeypatch.setattr(meter_module, "usage_events_store", real_store)  # the cause is fixed
+    monkeypatch.setattr(spool_module, "usage_events_store", real_store)  # the cause is fixed
     assert usage_spool_replay() == 1
     assert "poison" in stored_ids()
     assert list(spool_dir.iterdir()) == []
@@ -539,7 +540,7 @@ def test_an_unreachable_database_sets_nothing_aside_and_is_asked_once_per_flush(
         writes.append(len(events))
         raise OperationalError("connection timeout expired")
 
-    monkeypatch.setattr(meter_module, "usage_events_store", unreachable)
+    monkeypatch.setattr(spool_module, "usage_events_store", unreachable)
     meter = UsageMeter()
     for i in range(20):
         meter.push(owned(owner, f"req-{i}"))
@@ -556,7 +557,7 @@ def test_shutdown_ends_within_its_grace_while_a_write_hangs_and_leaves_every_eve
 ) -> None:
     settings.BILLING_METER_BATCH_SIZE, settings.BILLING_SHUTDOWN_FLUSH_MIN_SECONDS = 5, 0.2
     never = threading.Event()
-    monkeypatch.setattr(meter_module, "usage_events_store", lambda events, **_: never.wait())
+    monkeypatch.setattr(spool_module, "usage_events_store", lambda events, **_: never.wait())
     meter = UsageMeter()
     meter.journal = UsageJournal(tmp_path / "journal")
     for i in range(12):
@@ -623,8 +624,8 @@ def test_the_reconciliation_sees_usage_left_on_disk_until_a_replay_stores_it(
     from billing.reconcile import books_reconcile
 
     settings.BILLING_JOURNAL_DIR, settings.BILLING_RECONCILE_UNSTORED_SECONDS = tmp_path / "journal", 0
-    real_store = meter_module.usage_events_store
-    monkeypatch.setattr(meter_module, "usage_events_store", lambda events, **_: (_ for _ in ()).throw(ValueError()))
+    real_store = spool_module.usage_events_store
+    monkeypatch.setattr(spool_module, "usage_events_store", lambda events, **_: (_ for _ in ()).throw(ValueError()))
     meter = UsageMeter()
     meter.push(owned(owner, "refused", cost_nanos=7_000))
     meter.flush_sync()
@@ -642,7 +643,7 @@ def test_the_reconciliation_sees_usage_left_on_disk_until_a_replay_stores_it(
     ]
     assert [d["lines"] for d in report.differences if d["check"] == "unreadable usage"] == [1]
 
-    monkeypatch.setattr(meter_module, "usage_events_store", real_store)
+    monkeypatch.setattr(spool_module, "usage_events_store", real_store)
     assert usage_spool_replay() == 1
     (spool_dir / "usage-1-cut.bad").unlink()  # a person has looked at it
     assert books_reconcile().ok

@@ -151,8 +151,8 @@ def usage_rows(django_db_blocker: Any) -> Callable[..., Any]:
     """`await usage_rows(key)`: the meter's events stored by the ledger, and the key's rows."""
 
     def store(key: IssuedKey) -> list[Any]:
-        from billing.meter import usage_events_store
         from billing.models import UsageRecord
+        from billing.spool import usage_events_store
 
         with django_db_blocker.unblock():
             try:
