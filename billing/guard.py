@@ -37,7 +37,7 @@ from typing import Any
 from django.conf import settings
 
 from billing.caps import Reservation, SpendCap, refusal
-from billing.redis_calls import LUA_PRELUDE, LUA_WRITES, LuaScript, RedisWrites, script_call
+from billing.redis_calls import LUA_PRELUDE, LUA_WRITES, LuaScript, RedisWrites, leases_renewed, script_call
 from gateway.kernel.errors import backend_unavailable
 from gateway.kernel.redis import redis_client_for, redis_failed, redis_key
 
@@ -275,21 +275,8 @@ class RedisSpendGuard:
             self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
 
     async def _renew_forever(self) -> None:
-        """Every third of a lease, renew the reservations of the requests
-        still open (one script call for all of them)."""
-        while self._held:
-            await asyncio.sleep(self._lease_ms() / 3000)
-            pairs = [(key, rid) for rid, keys in list(self._held.items()) for key in keys]
-            if not pairs:
-                continue
-            try:
-                await self._client().eval(
-                    _RENEW, len(pairs), *[k for k, _ in pairs], self._lease_ms(), *[r for _, r in pairs]
-                )
-            except Exception as exc:
-                if not redis_failed(exc):
-                    raise
-                log.warning("budget reservations not renewed (Redis unavailable): %s", exc)
+        """The reservations of the requests still open, renewed while they live."""
+        await leases_renewed(self._held, self._lease_ms, _RENEW, self._client, "budget reservations")
 
     def resync_sync(self, spent_by_cap: dict[str, int]) -> int:
         """Raise every counter that says less than the books (`cap key ->

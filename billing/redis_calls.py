@@ -14,12 +14,13 @@ import functools
 import hashlib
 import logging
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
-from gateway.kernel.redis import redis_client_for
+from gateway.kernel.redis import redis_client_for, redis_failed
 
 log = logging.getLogger(__name__)
 
@@ -267,3 +268,22 @@ class RedisWrites:
         if self._flushes:
             await asyncio.gather(*list(self._flushes), return_exceptions=True)
         await self.flush()
+
+
+async def leases_renewed(
+    held: dict[str, tuple[str, ...]], lease_ms: Callable[[], int], script: str, client: Callable[[], Any], what: str
+) -> None:
+    """Every third of a lease, renew every lease `held` lists (its id -> the
+    keys it is held in) in one script call, until none is held. `script`
+    takes the keys, then the lease (ms) and one id per key."""
+    while held:
+        await asyncio.sleep(lease_ms() / 3000)
+        pairs = [(key, lease_id) for lease_id, keys in list(held.items()) for key in keys]
+        if not pairs:
+            continue
+        try:
+            await client().eval(script, len(pairs), *[k for k, _ in pairs], lease_ms(), *[i for _, i in pairs])
+        except Exception as exc:
+            if not redis_failed(exc):
+                raise
+            log.warning("%s not renewed (Redis unavailable): %s", what, exc)

@@ -16,7 +16,7 @@ from django.conf import settings
 
 from billing.caps import Reservation
 from billing.guard import LUA_RESERVE, Ahead, RedisSpendGuard, reserved_ahead
-from billing.redis_calls import LUA_PRELUDE, LUA_WRITES, LuaScript, RedisWrites, script_call
+from billing.redis_calls import LUA_PRELUDE, LUA_WRITES, LuaScript, RedisWrites, leases_renewed, script_call
 from gateway.kernel.errors import backend_unavailable
 from gateway.kernel.redis import redis_client, redis_failed, redis_key
 from proxy.leases import LUA_LEASE, Lease, Lookup, RequestRate, lease_ends, lease_seconds, lease_section, lease_timer
@@ -319,21 +319,8 @@ class RedisRateLimiter:
             self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
 
     async def _renew_forever(self) -> None:
-        """Every third of a lease, renew the slots of the requests still open
-        (one script call for all of them)."""
-        while self._held:
-            await asyncio.sleep(self._lease_ms() / 3000)
-            pairs = [(key, slot) for slot, keys in list(self._held.items()) for key in keys]
-            if not pairs:
-                continue
-            try:
-                await redis_client().eval(
-                    _RENEW, len(pairs), *[k for k, _ in pairs], self._lease_ms(), *[s for _, s in pairs]
-                )
-            except Exception as exc:
-                if not redis_failed(exc):
-                    raise
-                log.warning("in-flight leases not renewed (Redis unavailable): %s", exc)
+        """The in-flight slots of the requests still open, renewed while they live."""
+        await leases_renewed(self._held, self._lease_ms, _RENEW, redis_client, "in-flight leases")
 
 
 def _redis_name(counter: Counter) -> str:
