@@ -84,7 +84,7 @@ def budget_alerts(now: dt.datetime) -> list[Alert]:
     )
     alerts = []
     for budget in budgets:
-        spent, limit = budget.spent_now_nanos, budget_limit_nanos(budget)  # type: ignore[attr-defined]
+        spent, limit = budget.spent_now_nanos, budget_limit_nanos(budget)  # type: ignore[attr-defined]  # annotated by the queryset
         if spent * 100 < limit * budget.soft_limit_percent:
             continue
         state = "over its limit" if spent >= limit else f"past its {budget.soft_limit_percent}% soft limit"

@@ -18,7 +18,7 @@ from ninja import Router
 from accounts.auth import ApiKeyAuth
 from billing.pricing import usd_string
 from billing.selectors import DaysError, UsageSummary, day_label, usage_summary
-from gateway.kernel.context import TenantContext
+from gateway.kernel.context import caller
 from gateway.kernel.errors import invalid_request
 
 router = Router(auth=ApiKeyAuth(), tags=["Usage"])
@@ -30,7 +30,7 @@ GROUPINGS = ("day", "model", "key")  # a key sees its own tenant only: no groupi
 async def usage(
     request: HttpRequest, start: str | None = None, end: str | None = None, group_by: str = "day"
 ) -> JsonResponse:
-    ctx: TenantContext = request.auth  # type: ignore[attr-defined]
+    ctx = caller(request)
     if group_by not in GROUPINGS:
         raise invalid_request(f"group_by must be one of {', '.join(sorted(GROUPINGS))}.", param="group_by")
     try:

@@ -188,7 +188,7 @@ def budget_burndown(now: dt.datetime, limit: int = 20, tenant_id: int | None = N
 
 
 def _burndown_row(budget: Budget, now: dt.datetime) -> dict[str, Any]:
-    spent, limit = budget.spent_now_nanos, budget_limit_nanos(budget)  # type: ignore[attr-defined]
+    spent, limit = budget.spent_now_nanos, budget_limit_nanos(budget)  # type: ignore[attr-defined]  # annotated by the queryset
     start = period_start(budget.period, now)
     end = period_end(budget.period, start)
     return {

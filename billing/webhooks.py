@@ -185,7 +185,7 @@ def webhook_url_check(url: str) -> str:
         _url_valid(url)
     except ValidationError:
         raise ValueError(f"invalid URL {url!r}: give an absolute http:// or https:// URL") from None
-    if len(url) > Webhook._meta.get_field("url").max_length:  # type: ignore[operator]
+    if len(url) > Webhook._meta.get_field("url").max_length:  # type: ignore[operator]  # the field sets one
         raise ValueError("the URL is longer than 500 characters")
     return url
 

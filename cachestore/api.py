@@ -12,14 +12,14 @@ from ninja import Router
 from accounts.auth import ApiKeyAuth
 from billing.pricing import usd_string
 from cachestore.services import cache_purge, cache_stats
-from gateway.kernel.context import TenantContext
+from gateway.kernel.context import caller
 
 router = Router(auth=ApiKeyAuth(), tags=["Cache"])
 
 
 @router.get("/cache/stats", summary="What the response cache holds for this key's tenant, and what it saved")
 async def stats(request: HttpRequest) -> JsonResponse:
-    ctx: TenantContext = request.auth  # type: ignore[attr-defined]
+    ctx = caller(request)
     found = await cache_stats(ctx.tenant_id)
     return JsonResponse(
         {
@@ -35,5 +35,5 @@ async def stats(request: HttpRequest) -> JsonResponse:
 
 @router.post("/cache/purge", summary="Delete every cached answer of this key's tenant")
 async def purge(request: HttpRequest) -> JsonResponse:
-    ctx: TenantContext = request.auth  # type: ignore[attr-defined]
+    ctx = caller(request)
     return JsonResponse({"object": "cache.purge", "purged": await cache_purge(ctx.tenant_id)})

@@ -91,7 +91,7 @@ class TenantAdmin(AuditedAdmin):
 
     @admin.display(description="live keys", ordering="live_keys")
     def keys(self, obj: Tenant) -> str:
-        return _link("admin:accounts_apikey_changelist", str(obj.live_keys), tenant__id__exact=obj.pk)  # type: ignore[attr-defined]
+        return _link("admin:accounts_apikey_changelist", str(obj.live_keys), tenant__id__exact=obj.pk)  # type: ignore[attr-defined]  # annotated by get_queryset
 
     @admin.display(description="budgets: spent this period of limit")
     def budgets_this_period(self, obj: Tenant) -> str:
@@ -106,7 +106,7 @@ class TenantAdmin(AuditedAdmin):
 
     @admin.display(description="prepaid balance", ordering="balance_nanos")
     def prepaid_balance(self, obj: Tenant) -> str:
-        balance: int = obj.balance_nanos  # type: ignore[attr-defined]
+        balance: int = obj.balance_nanos  # type: ignore[attr-defined]  # annotated by get_queryset
         return usd_cents(balance) if obj.is_prepaid or balance else "-"
 
     @admin.display(description="money")

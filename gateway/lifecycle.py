@@ -79,7 +79,7 @@ def _cut_streams_on_sigterm() -> None:
             if callable(previous):
                 previous(sig, frame)
 
-        handler.gateway_cuts_streams = True  # type: ignore[attr-defined]
+        handler.gateway_cuts_streams = True  # type: ignore[attr-defined]  # marks ours: installed once
         signal.signal(signum, handler)
 
 

@@ -52,5 +52,5 @@ def response_stamps(request_id: str, timing: RequestTiming) -> tuple[tuple[str, 
     return ("x-request-id", request_id), ("x-gateway-overhead-ms", f"{overhead * 1000:.2f}")
 
 
-request_id_middleware.async_capable = True  # type: ignore[attr-defined]
-request_id_middleware.sync_capable = False  # type: ignore[attr-defined]
+request_id_middleware.async_capable = True  # type: ignore[attr-defined]  # Django reads these flags
+request_id_middleware.sync_capable = False  # type: ignore[attr-defined]  # off the function

@@ -10,7 +10,7 @@ from django.http.response import HttpResponseBase
 from ninja import Path, Query, Router
 
 from accounts.auth import ApiKeyAuth
-from gateway.kernel.context import TenantContext
+from gateway.kernel.context import TenantContext, caller
 from gateway.kernel.errors import ApiFormat, GatewayError, error_response
 from proxy import dialects, pipeline, responses_state
 from proxy.apis.registry import error_format_for_path, spec_for
@@ -75,12 +75,12 @@ async def responses(request: HttpRequest) -> HttpResponseBase:
 # Responses API keeps its own). Another tenant's id is a 404, like an unknown one.
 @router.get("/responses/{response_id}", summary="Retrieve a stored model response")
 async def response_retrieve(request: HttpRequest, response_id: str) -> JsonResponse:
-    return JsonResponse(await responses_state.response_retrieve(request.auth, response_id))  # type: ignore[attr-defined]
+    return JsonResponse(await responses_state.response_retrieve(caller(request), response_id))
 
 
 @router.delete("/responses/{response_id}", summary="Delete a stored model response")
 async def response_delete(request: HttpRequest, response_id: str) -> JsonResponse:
-    return JsonResponse(await responses_state.response_delete(request.auth, response_id))  # type: ignore[attr-defined]
+    return JsonResponse(await responses_state.response_delete(caller(request), response_id))
 
 
 @router.get("/responses/{response_id}/input_items", summary="List the input items of a stored model response")
@@ -94,7 +94,7 @@ async def response_input_items(
     """OpenAI's list: `data`, `first_id`, `last_id`, `has_more`; newest first
     unless `order=asc`, `after` an item id of the previous page."""
     page = await responses_state.response_input_items(
-        request.auth,  # type: ignore[attr-defined]
+        caller(request),
         response_id,
         limit=limit,
         order=order,
@@ -166,7 +166,7 @@ async def answer_in_envelope(
     bugs as the API's own handlers would (in the path's envelope unless `fmt` says)."""
     fmt = error_format_for_path(request.path) if fmt is None else fmt
     try:
-        request.auth = ctx = await ApiKeyAuth()(request)  # type: ignore[attr-defined]
+        request.auth = ctx = await ApiKeyAuth()(request)  # type: ignore[attr-defined]  # where ninja keeps it
         return await handle(ctx)
     except GatewayError as error:
         return error_response(error, fmt)
@@ -177,7 +177,7 @@ async def answer_in_envelope(
 
 @router.get("/models", summary="List the models this key may use")
 async def models(request: HttpRequest) -> JsonResponse:
-    ctx = request.auth  # type: ignore[attr-defined]
+    ctx = caller(request)
     catalog = await current_catalog()
     created = int(time.time())
     data = [
@@ -194,7 +194,7 @@ async def model(request: HttpRequest, model: str = Path(..., max_length=dialects
     """Any name this key may call: listed, or reached through a wildcard
     route or an alias. Others are 404, whether they do not exist or the key
     may not use them, so a key learns nothing of the models it cannot call."""
-    ctx = request.auth  # type: ignore[attr-defined]
+    ctx = caller(request)
     catalog = await current_catalog()
     if (model in catalog.routers or model in catalog.augmentors) and may_use(catalog, ctx, model):  # the gateway's own
         return JsonResponse(_model_object(model, catalog.owner(model), int(time.time())))

@@ -31,7 +31,7 @@ async def healthy_choice(
         if key is None or await circuit.allow(key):
             return target, picked.grant, 0.0
         capacity_settle(picked.grant, -1)  # not sent: its room back
-        excluded.add(target.deployment_id)  # type: ignore[arg-type]
+        excluded.add(target.deployment_id)  # type: ignore[arg-type]  # a breaker's key: from the database
 
 
 def _preference(plan: RoutePlan, excluded: set[int], circuit: Any) -> Iterator[RouteTarget]:

@@ -37,7 +37,7 @@ from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
 from cachestore.entry import CachedEntry
-from gateway.kernel.context import PREPARED_SCOPE_KEY, RoutePlan, TenantContext
+from gateway.kernel.context import PREPARED_SCOPE_KEY, RoutePlan, TenantContext, caller
 from gateway.kernel.errors import GatewayError
 from gateway.kernel.requestid import request_id_for
 from proxy import telemetry
@@ -146,7 +146,7 @@ async def prepared_for(request: HttpRequest, parse: Any) -> Prepared:
     stashed = getattr(request, "scope", {}).get(PREPARED_SCOPE_KEY)
     if isinstance(stashed, Prepared):
         return stashed
-    ctx: TenantContext = request.auth  # type: ignore[attr-defined]
+    ctx = caller(request)
     call = parse(request)
     return await prepare(ctx, call, request_id_for(request), cache_control=request.headers.get("Cache-Control", ""))
 

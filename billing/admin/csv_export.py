@@ -141,7 +141,7 @@ class CsvExportAdmin(admin.ModelAdmin):
             response.template_name = _changelist_with_export_button()
             changelist = (response.context_data or {}).get("cl")
             if changelist is not None and changelist.date_hierarchy:
-                response.context_data["range_dates_cl"] = RangeDatesChangeList(changelist)  # type: ignore[index]
+                response.context_data["range_dates_cl"] = RangeDatesChangeList(changelist)  # type: ignore[index]  # a dict here (read above); the stubs say it may be None
         return response
 
     @admin.action(description="Export selected as CSV", permissions=["view"])

@@ -147,8 +147,8 @@ def request_context_middleware(
     return sync_middleware
 
 
-request_context_middleware.async_capable = True  # type: ignore[attr-defined]
-request_context_middleware.sync_capable = True  # type: ignore[attr-defined]
+request_context_middleware.async_capable = True  # type: ignore[attr-defined]  # Django reads these flags
+request_context_middleware.sync_capable = True  # type: ignore[attr-defined]  # off the function
 
 
 def json_logging(logging_config: dict[str, Any]) -> dict[str, Any]:

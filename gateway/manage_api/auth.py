@@ -29,7 +29,7 @@ class StaffTokenAuth(HttpBearer):
         staff_token = staff_token_lookup(token)
         if staff_token is None:
             return None
-        request.staff_token = staff_token  # type: ignore[attr-defined]
+        request.staff_token = staff_token  # type: ignore[attr-defined]  # for actor_of
         permission_check(request, staff_token.user)
         return staff_token.user
 
@@ -106,7 +106,7 @@ staff_auth = [StaffTokenAuth(), StaffSessionAuth()]
 
 
 def actor_of(request: HttpRequest) -> Actor:
-    return Actor.of(request.auth, getattr(request, "staff_token", None))  # type: ignore[attr-defined]
+    return Actor.of(request.auth, getattr(request, "staff_token", None))  # type: ignore[attr-defined]  # request.auth: ninja's
 
 
 def request_id(request: HttpRequest) -> str:

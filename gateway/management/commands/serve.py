@@ -125,7 +125,7 @@ if _HTTPTOOLS:
             self._head_timer: asyncio.TimerHandle | None = None
             self._head_bytes = 0
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # a TCP server's is a Transport
             super().connection_made(transport)
             self._head_timer_start()
 
