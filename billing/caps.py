@@ -48,8 +48,15 @@ def credit_counter_key(tenant_id: int) -> str:
     return f"credit:{tenant_id}"
 
 
+def has_caps(ctx: TenantContext) -> bool:
+    """Whether any cap covers this caller's requests (spend_caps is not empty)."""
+    return bool(ctx.budgets) or ctx.prepaid
+
+
 def spend_caps(ctx: TenantContext, now: dt.datetime) -> tuple[SpendCap, ...]:
     """Every limit this caller's request must fit under, for the periods now."""
+    if not has_caps(ctx):
+        return ()
     caps = []
     for budget in ctx.budgets:
         start = period_start(budget.period, now)

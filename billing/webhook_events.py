@@ -136,8 +136,8 @@ def _credit_emit(tenant_id: int, *, credit_in: int, balance: int, **extra: Any) 
 
 
 def spend_refused(cap: "SpendCap", amount: int, used: int) -> None:
-    """A budget or the prepaid credit refused a request (billing.guard, on
-    the request path): handed off, once per budget period or credit level."""
+    """A budget or the prepaid credit refused a request (billing.caps.refusal,
+    on the request path): handed off, once per budget period or credit level."""
     kind, owner_id = cap.kind, int(cap.key.split(":")[1])
     if kind == "credit":
         balance = cap.limit_nanos - used

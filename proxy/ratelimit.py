@@ -18,7 +18,6 @@ that call and admits the requests that follow from it with no call at all
 `x-ratelimit-*` headers, which successful responses carry too.
 """
 
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from billing.caps import SpendCap
+from billing.caps import SpendCap, has_caps
 from billing.guard import Ahead, RedisSpendGuard, spend_guard
 from gateway.kernel.context import RateLimits, TenantContext
 from gateway.kernel.errors import GatewayError
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
     from proxy.leases import Lease
     from proxy.ratelimit_redis import RedisRateLimiter
 
-log = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
 _PARALLEL_TTL_SECONDS = 600  # in-process counts only; Redis holds in-flight slots as leases
 Spend = tuple[tuple[SpendCap, ...], int]  # the caps a request reserves against, and its worst case
@@ -185,6 +183,8 @@ async def rate_limit_admit(
             return None
         now = time.time()
         return await limiter.admit(counters_for(ctx, tokens=tokens, now=now), now)
+    if not limited and not has_caps(ctx):
+        return None  # nothing to count or reserve: the worst case is not worked out for nothing
     ahead = None if spend is None or limiter.guard is None else spend()
     if not limited and ahead is None:
         return None
