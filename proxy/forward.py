@@ -40,7 +40,7 @@ from proxy.exchange import (
 )
 from proxy.guardrails.run import GuardrailRun
 from proxy.json_relay import not_a_stream, pass_through
-from proxy.ratelimit import Admission, tokens_estimate
+from proxy.ratelimit import Admission, Spend, tokens_estimate
 from proxy.retry import RetryPolicy, no_healthy_upstream, retry_policy
 from proxy.routing import Catalog
 from proxy.streaming import RelayResponse
@@ -49,7 +49,7 @@ from proxy.timing import upstream_waited
 from proxy.tracing import TraceCapture
 from proxy.upstream import upstream_failure, upstream_session
 from proxy.upstream_errors import upstream_error
-from proxy.usage import UsageRecorder, reserve_worst_case
+from proxy.usage import UsageRecorder, reserve_spend, worst_case
 
 DEPLOYMENT_HEADER = "x-gateway-deployment"  # provider/upstream model that answered
 ATTEMPTS_HEADER = "x-gateway-attempts"
@@ -104,6 +104,9 @@ class Attempts:
     purpose: str = ""  # why the gateway makes this call itself (UsageEvent.purpose); "": the client's
     span: RequestSpan | None = None  # OpenTelemetry's span of the request (proxy.telemetry); None: off
     guardrails: GuardrailRun | None = None  # the request's guardrails (proxy.guardrails); None: none apply
+    # The worst case worked out with the admission (target, call, spend; proxy.pipeline): the
+    # attempt that forwards that call there reserves it as it is rather than work it out again.
+    worked_out: tuple[RouteTarget, ClientCall, Spend | None] | None = None
     # Upstream limits (proxy.capacity): when the request may wait no longer
     # for room, and how soon the full deployments may have some (None: none was full).
     capacity_deadline: float | None = None
@@ -184,6 +187,23 @@ class Attempts:
             await asyncio.sleep(min(retry_in, left))
             upstream_waited(waiting)
 
+    def _worst_case(self, target: RouteTarget) -> Spend | None:
+        """The caps this attempt reserves against and its worst-case cost
+        (raises model_not_priced): the admission's when it was worked out for
+        this target and call (not redacted since), else worked out now."""
+        known, call = self.worked_out, self.call
+        if known is not None and known[0] is target and known[1] is call:
+            return known[2]
+        return worst_case(
+            self.ctx,
+            target,
+            call.body,
+            dialect=call.dialect,
+            prompt_bytes=call.size,
+            output_tokens=call.output_tokens,
+            media=call.media,
+        )
+
     def _annotated(self, response: HttpResponseBase, target: RouteTarget) -> HttpResponseBase:
         response[DEPLOYMENT_HEADER] = f"{target.provider.name}/{target.upstream_model}"
         response[ATTEMPTS_HEADER] = str(self.count)
@@ -195,15 +215,7 @@ class Attempts:
         call, ctx = self.call, self.ctx
         try:
             exchange = exchange_for(call, target)
-            reservation = await reserve_worst_case(
-                ctx,
-                target,
-                call.body,
-                dialect=call.dialect,
-                prompt_bytes=call.size,
-                output_tokens=call.output_tokens,
-                media=call.media,
-            )
+            reservation = await reserve_spend(self._worst_case(target))
         except BaseException:
             capacity_settle(grant, -1)  # refused before anything was sent: its room back
             raise

@@ -37,7 +37,7 @@ from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 
 from cachestore.entry import CachedEntry
-from gateway.kernel.context import PREPARED_SCOPE_KEY, RoutePlan, TenantContext, caller
+from gateway.kernel.context import PREPARED_SCOPE_KEY, RoutePlan, RouteTarget, TenantContext, caller
 from gateway.kernel.errors import GatewayError
 from gateway.kernel.requestid import request_id_for
 from proxy import telemetry
@@ -88,6 +88,9 @@ class Prepared:
     # before a smart router's designator saw the query (see `prepare`).
     input_checked: "tuple[GuardrailRun | None, ClientCall] | None" = None
     span: "RequestSpan | None" = None  # OpenTelemetry's (proxy.telemetry); None: off
+    # The worst case the admission worked out (target, call, spend), for the
+    # first attempt to take as it is when it forwards the same call there.
+    worked_out: "tuple[RouteTarget, ClientCall, Spend | None] | None" = None
 
 
 async def prepare(ctx: TenantContext, call: ClientCall, request_id: str, *, cache_control: str = "") -> Prepared:
@@ -179,6 +182,7 @@ async def handle(p: Prepared, *, force_cache: bool = False) -> HttpResponseBase:
             if augmented is not None and trace is not None:
                 trace.augmentation = augmented.steps  # the searches and scrapes, beside the client's request
             attempts = Attempts(p.ctx, p.call, p.request_id, fill, admission, trace, span=span, guardrails=guardrails)
+            attempts.worked_out = p.worked_out
             run = attempts.run(p.catalog, p.plan)
             response = await (run if span is None else span.forward(run))
             if cache is not None:
@@ -253,18 +257,21 @@ async def _augment(p: Prepared, augmentor: Augmentor, guardrails: GuardrailRun |
 def _spend_ahead(p: Prepared) -> Spend | None:
     """The first deployment's worst case, reserved in the admission's Redis
     call: the attempt takes it instead of calling again, a hit gives it back."""
+    target, call = p.plan.deployments[0], p.call
     try:
-        return worst_case(
+        spend = worst_case(
             p.ctx,
-            p.plan.deployments[0],
-            p.call.body,
-            dialect=p.call.dialect,
-            prompt_bytes=p.call.size,
-            output_tokens=p.call.output_tokens,
-            media=p.call.media,  # audio and images reserve their seconds, characters, images (proxy.media)
+            target,
+            call.body,
+            dialect=call.dialect,
+            prompt_bytes=call.size,
+            output_tokens=call.output_tokens,
+            media=call.media,  # audio and images reserve their seconds, characters, images (proxy.media)
         )
     except GatewayError:
         return None  # refused where it always is, by the attempt
+    p.worked_out = (target, call, spend)  # caps and price walked once per request, not again by the attempt
+    return spend
 
 
 def _input_checked_call(p: Prepared) -> ClientCall:

@@ -74,9 +74,15 @@ async def reserve_worst_case(
     image, audio or file part (as `dialect`'s module counts them). A media
     endpoint's call (`media`, a proxy.media.MediaCall) reserves its seconds,
     characters or images too."""
-    spend = worst_case(
-        ctx, target, body, dialect=dialect, prompt_bytes=prompt_bytes, output_tokens=output_tokens, media=media
+    return await reserve_spend(
+        worst_case(
+            ctx, target, body, dialect=dialect, prompt_bytes=prompt_bytes, output_tokens=output_tokens, media=media
+        )
     )
+
+
+async def reserve_spend(spend: tuple[tuple[SpendCap, ...], int] | None) -> Reservation | None:
+    """Reserve a worst case worked out already (see worst_case); None: it has no cap."""
     return None if spend is None else await spend_guard().reserve(*spend)
 
 
