@@ -49,7 +49,7 @@ from proxy.timing import upstream_waited
 from proxy.tracing import TraceCapture
 from proxy.upstream import upstream_failure, upstream_session
 from proxy.upstream_errors import upstream_error
-from proxy.usage import UsageRecorder, reserve_spend, worst_case
+from proxy.usage import UsageRecorder, call_worst_case, reserve_spend
 
 DEPLOYMENT_HEADER = "x-gateway-deployment"  # provider/upstream model that answered
 ATTEMPTS_HEADER = "x-gateway-attempts"
@@ -194,15 +194,7 @@ class Attempts:
         known, call = self.worked_out, self.call
         if known is not None and known[0] is target and known[1] is call:
             return known[2]
-        return worst_case(
-            self.ctx,
-            target,
-            call.body,
-            dialect=call.dialect,
-            prompt_bytes=call.size,
-            output_tokens=call.output_tokens,
-            media=call.media,
-        )
+        return call_worst_case(self.ctx, target, call)
 
     def _annotated(self, response: HttpResponseBase, target: RouteTarget) -> HttpResponseBase:
         response[DEPLOYMENT_HEADER] = f"{target.provider.name}/{target.upstream_model}"

@@ -63,7 +63,7 @@ from proxy.routing import Augmentor, Catalog, augmented_plan, plan_for
 from proxy.semantic import semantic_probe
 from proxy.telemetry_spans import RequestSpan
 from proxy.tracing import trace_start
-from proxy.usage import worst_case
+from proxy.usage import call_worst_case
 
 ESTIMATE_HEADER = "x-gateway-token-count"
 
@@ -259,15 +259,7 @@ def _spend_ahead(p: Prepared) -> Spend | None:
     call: the attempt takes it instead of calling again, a hit gives it back."""
     target, call = p.plan.deployments[0], p.call
     try:
-        spend = worst_case(
-            p.ctx,
-            target,
-            call.body,
-            dialect=call.dialect,
-            prompt_bytes=call.size,
-            output_tokens=call.output_tokens,
-            media=call.media,  # audio and images reserve their seconds, characters, images (proxy.media)
-        )
+        spend = call_worst_case(p.ctx, target, call)
     except GatewayError:
         return None  # refused where it always is, by the attempt
     p.worked_out = (target, call, spend)  # caps and price walked once per request, not again by the attempt

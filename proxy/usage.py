@@ -23,7 +23,7 @@ from gateway.kernel.errors import GatewayError
 from proxy.apis.registry import spec_for
 from proxy.capacity import capacity_settle
 from proxy.capacity_windows import Grant
-from proxy.dialects import Dialect
+from proxy.dialects import ClientCall, Dialect
 from proxy.providers.base import StreamObserver
 from proxy.ratelimit import rate_limit_release
 
@@ -84,6 +84,22 @@ async def reserve_worst_case(
 async def reserve_spend(spend: tuple[tuple[SpendCap, ...], int] | None) -> Reservation | None:
     """Reserve a worst case worked out already (see worst_case); None: it has no cap."""
     return None if spend is None else await spend_guard().reserve(*spend)
+
+
+def call_worst_case(
+    ctx: TenantContext, target: RouteTarget, call: ClientCall
+) -> tuple[tuple[SpendCap, ...], int] | None:
+    """worst_case for a client's call as sent to `target` (its media
+    reserve their seconds, characters, images: proxy.media)."""
+    return worst_case(
+        ctx,
+        target,
+        call.body,
+        dialect=call.dialect,
+        prompt_bytes=call.size,
+        output_tokens=call.output_tokens,
+        media=call.media,
+    )
 
 
 def worst_case(
