@@ -181,8 +181,17 @@ async def handle(p: Prepared, *, force_cache: bool = False) -> HttpResponseBase:
             augmented = None if p.augmentor is None else await _augment(p, p.augmentor, guardrails)
             if augmented is not None and trace is not None:
                 trace.augmentation = augmented.steps  # the searches and scrapes, beside the client's request
-            attempts = Attempts(p.ctx, p.call, p.request_id, fill, admission, trace, span=span, guardrails=guardrails)
-            attempts.worked_out = p.worked_out
+            attempts = Attempts(
+                p.ctx,
+                p.call,
+                p.request_id,
+                fill,
+                admission,
+                trace,
+                span=span,
+                guardrails=guardrails,
+                worked_out=p.worked_out,
+            )
             run = attempts.run(p.catalog, p.plan)
             response = await (run if span is None else span.forward(run))
             if cache is not None:
